@@ -1,0 +1,204 @@
+//! The embedded MQTT broker (rumqttd) that local clients use, and the in-process link the
+//! gateway publishes through.
+//!
+//! rumqttd's API is blocking: `Broker::start` never returns and `LinkTx` blocks on a bounded
+//! channel. So the broker runs on its own thread, and a dedicated publisher thread moves messages
+//! from the gateway's bounded outbox into the link. When the router is busy the publisher blocks,
+//! the outbox fills and device tasks wait: backpressure, not loss. Another thread drains the
+//! link's receive side, answering `Unschedule` with `ready()`, so the router's buffers for our
+//! link never grow.
+//!
+//! Delivery QoS: rumqttd's in-process links publish at QoS 0 (its `Publish::new`), and rumqttd
+//! forwards every message at the QoS of each subscriber's subscription. So a local subscriber
+//! gets the QoS it subscribed with; the rule's `retain` flag is honoured here, and the rule's
+//! `qos` matters on the uplink. Nothing is lost on this hop: it is a blocking in-process channel.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rumqttd::protocol::{Packet, Publish};
+use rumqttd::{
+    Config as RumqttdConfig, ConnectionSettings, Notification, RouterConfig, ServerSettings,
+};
+use tokio::sync::mpsc;
+use tracing::{error, warn};
+
+use crate::config::schema;
+use crate::message::{Message, Outbox};
+
+/// Messages that may wait between the devices and the broker link.
+pub const OUTBOX_CAPACITY: usize = 1024;
+/// Size of one rumqttd commitlog segment; small, as memory grows with segment size (rumqtt #1001).
+const SEGMENT_SIZE: usize = 64 * 1024;
+/// Segments kept per subscription filter: about 1 MiB of recent messages per filter.
+const SEGMENT_COUNT: usize = 16;
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The listen address is taken or not ours.
+    #[error("cannot listen on {addr}: {source}. Another MQTT broker (mosquitto?) may be running there: stop it or change `broker.listen`")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The broker did not accept connections in time.
+    #[error("the embedded broker did not start listening on {0} within 5 s")]
+    NotListening(SocketAddr),
+    /// rumqttd refused the in-process link.
+    #[error("cannot attach to the embedded broker: {0}")]
+    Link(String),
+    /// A thread could not be spawned.
+    #[error("cannot start a broker thread: {0}")]
+    Thread(#[from] io::Error),
+}
+
+/// The rumqttd configuration built from ours.
+pub fn rumqttd_config(settings: &schema::Broker) -> RumqttdConfig {
+    let connections = ConnectionSettings {
+        connection_timeout_ms: settings.connect_timeout.as_millis().min(u16::MAX as u128) as u16,
+        max_payload_size: settings.max_payload.as_u64() as usize,
+        max_inflight_count: settings.max_inflight,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: false,
+    };
+    let server = ServerSettings {
+        name: "local".to_owned(),
+        listen: settings.listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections,
+    };
+    let router = RouterConfig {
+        // One more than the users' clients for the gateway's own link.
+        max_connections: settings.max_connections + 1,
+        max_outgoing_packet_count: 200,
+        max_segment_size: SEGMENT_SIZE.max(settings.max_payload.as_u64() as usize),
+        max_segment_count: SEGMENT_COUNT,
+        custom_segment: None,
+        initialized_filters: None,
+        shared_subscriptions_strategy: Default::default(),
+    };
+    RumqttdConfig {
+        id: 0,
+        router,
+        v4: Some(HashMap::from([("local".to_owned(), server)])),
+        ..Default::default()
+    }
+}
+
+/// A running embedded broker; dropping it does not stop the broker (it lives as long as the
+/// process), but joining the publisher flushes what devices handed over.
+pub struct LocalBroker {
+    publisher: Option<thread::JoinHandle<()>>,
+}
+
+/// Starts the broker, waits until it accepts TCP connections, and returns the outbox that feeds
+/// it together with the handle to flush it on shutdown.
+pub fn start(settings: &schema::Broker) -> Result<(LocalBroker, Outbox), BrokerError> {
+    // rumqttd binds on its own thread and only logs a failure: try the address first so a taken
+    // port is a clear error at start.
+    TcpListener::bind(settings.listen).map_err(|source| BrokerError::Listen {
+        addr: settings.listen,
+        source,
+    })?;
+
+    let mut broker = rumqttd::Broker::new(rumqttd_config(settings));
+    let (mut link_tx, mut link_rx) = broker
+        .link("serial2mqtt")
+        .map_err(|e| BrokerError::Link(e.to_string()))?;
+
+    thread::Builder::new()
+        .name("broker".into())
+        .spawn(move || {
+            if let Err(e) = broker.start() {
+                error!("embedded broker stopped: {e}");
+            }
+        })?;
+
+    thread::Builder::new()
+        .name("broker-acks".into())
+        .spawn(move || loop {
+            match link_rx.recv() {
+                Ok(Some(Notification::Unschedule)) => {
+                    if link_rx.ready().is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        })?;
+
+    let (tx, mut rx) = mpsc::channel::<Message>(OUTBOX_CAPACITY);
+    let handle = tokio::runtime::Handle::current();
+    let publisher = thread::Builder::new()
+        .name("broker-publish".into())
+        .spawn(move || {
+            // `LinkTx::send` is an async fn that blocks on a channel: run it on this thread only.
+            handle.block_on(async move {
+                while let Some(m) = rx.recv().await {
+                    let publish = Publish::new(Bytes::from(m.topic), m.payload, m.retain);
+                    if let Err(e) = link_tx.send(Packet::Publish(publish, None)).await {
+                        error!("embedded broker link closed, local publishing stopped: {e}");
+                        break;
+                    }
+                }
+            })
+        })?;
+
+    wait_listening(settings.listen)?;
+    Ok((
+        LocalBroker {
+            publisher: Some(publisher),
+        },
+        tx,
+    ))
+}
+
+/// The address a local client would connect to for a listen address (0.0.0.0 → 127.0.0.1).
+pub fn connect_addr(listen: SocketAddr) -> SocketAddr {
+    match listen {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => (Ipv4Addr::LOCALHOST, a.port()).into(),
+        SocketAddr::V6(a) if a.ip().is_unspecified() => (Ipv6Addr::LOCALHOST, a.port()).into(),
+        other => other,
+    }
+}
+
+fn wait_listening(listen: SocketAddr) -> Result<(), BrokerError> {
+    let addr = connect_addr(listen);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    Err(BrokerError::NotListening(listen))
+}
+
+impl LocalBroker {
+    /// Waits (up to `timeout`) until every message handed to the outbox reached the broker.
+    /// Call after every outbox sender is dropped.
+    pub fn flush(&mut self, timeout: Duration) {
+        let Some(publisher) = self.publisher.take() else {
+            return;
+        };
+        let deadline = Instant::now() + timeout;
+        while !publisher.is_finished() {
+            if Instant::now() > deadline {
+                warn!("local broker publisher still busy after {timeout:?}; exiting anyway");
+                return;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        let _ = publisher.join();
+    }
+}

@@ -1,0 +1,161 @@
+//! Where each key of a YAML file sits, so that errors found after parsing (a bad regex, an unknown
+//! rule name) can still point at `file:line:column` like serde's own errors do.
+//!
+//! serde_yaml keeps no spans once a value is deserialized, so the file is walked once more with
+//! yaml-rust2's event parser, which reports a marker for every node.
+
+use std::collections::HashMap;
+
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+/// A 1-based line and column in the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+}
+
+/// Positions of every mapping key and sequence item, by dotted path (`devices[0].baud`).
+#[derive(Debug, Default)]
+pub struct Locations {
+    by_path: HashMap<String, Position>,
+}
+
+impl Locations {
+    /// Walks `text`; a file that does not parse yields an empty map (serde reports that error).
+    pub fn scan(text: &str) -> Self {
+        let mut walker = Walker::default();
+        let mut parser = Parser::new_from_str(text);
+        if parser.load(&mut walker, false).is_err() {
+            return Self::default();
+        }
+        Self {
+            by_path: walker.found,
+        }
+    }
+
+    /// The position of `path`, or of its nearest ancestor that has one.
+    pub fn find(&self, path: &str) -> Option<Position> {
+        let mut p = path;
+        loop {
+            if let Some(pos) = self.by_path.get(p) {
+                return Some(*pos);
+            }
+            let cut = p.rfind(['.', '['])?;
+            p = &p[..cut];
+        }
+    }
+}
+
+enum Frame {
+    Map { path: String, key: Option<String> },
+    Seq { path: String, index: usize },
+}
+
+#[derive(Default)]
+struct Walker {
+    stack: Vec<Frame>,
+    found: HashMap<String, Position>,
+}
+
+fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+fn position(mark: Marker) -> Position {
+    // yaml-rust2 lines are 1-based, columns 0-based.
+    Position {
+        line: mark.line(),
+        column: mark.col() + 1,
+    }
+}
+
+impl Walker {
+    /// The path of the node that starts now, recording it; advances the parent's state.
+    fn child_path(&mut self, mark: Marker) -> Option<String> {
+        let pos = position(mark);
+        match self.stack.last_mut() {
+            None => Some(String::new()),
+            Some(Frame::Seq { path, index }) => {
+                let p = format!("{path}[{index}]");
+                *index += 1;
+                self.found.entry(p.clone()).or_insert(pos);
+                Some(p)
+            }
+            Some(Frame::Map { path, key }) => key.take().map(|k| join(path, &k)),
+        }
+    }
+
+    fn scalar(&mut self, value: String, mark: Marker) {
+        let pos = position(mark);
+        match self.stack.last_mut() {
+            Some(Frame::Map { path, key }) => {
+                if key.is_none() {
+                    self.found.insert(join(path, &value), pos);
+                    *key = Some(value);
+                } else {
+                    *key = None;
+                }
+            }
+            Some(Frame::Seq { path, index }) => {
+                self.found.entry(format!("{path}[{index}]")).or_insert(pos);
+                *index += 1;
+            }
+            None => {}
+        }
+    }
+}
+
+impl MarkedEventReceiver for Walker {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        match ev {
+            Event::Scalar(value, ..) => self.scalar(value, mark),
+            Event::Alias(_) => self.scalar(String::new(), mark),
+            Event::MappingStart(..) => {
+                let path = self.child_path(mark).unwrap_or_default();
+                self.stack.push(Frame::Map { path, key: None });
+            }
+            Event::SequenceStart(..) => {
+                let path = self.child_path(mark).unwrap_or_default();
+                self.stack.push(Frame::Seq { path, index: 0 });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_keys_and_items_by_path() {
+        let text = "gateway:\n  id: pi\ndevices:\n  - name: a\n    baud: 9600\n  - {name: b, port: /dev/x}\nrules:\n  climate:\n    match: 'x'\n";
+        let loc = Locations::scan(text);
+        assert_eq!(
+            loc.find("gateway.id"),
+            Some(Position { line: 2, column: 3 })
+        );
+        assert_eq!(
+            loc.find("devices[0].baud"),
+            Some(Position { line: 5, column: 5 })
+        );
+        assert_eq!(loc.find("devices[1].port").map(|p| p.line), Some(6));
+        assert_eq!(loc.find("rules.climate.match").map(|p| p.line), Some(9));
+        // Unknown leaf: falls back to the nearest ancestor.
+        assert_eq!(
+            loc.find("rules.climate.publish[3]").map(|p| p.line),
+            Some(8)
+        );
+    }
+}

@@ -1,0 +1,547 @@
+//! Configuration: the YAML file a user edits, checked as a whole before anything starts.
+//!
+//! Loading is two steps. serde reads the file into [`schema`] types (unknown keys rejected, with
+//! the nearest valid key suggested), then [`validate`] checks what serde cannot — names that refer
+//! to each other, regexes, templates, serial settings — and compiles the rules. Every problem is
+//! reported at once, each as `file:line:column: message` plus a line saying what to write instead.
+
+pub mod locate;
+pub mod schema;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::rules::template::{Template, TemplateError};
+use crate::rules::{suggest, Rule, RuleSet};
+use crate::serial::framing::Framing;
+use locate::{Locations, Position};
+
+/// Where the daemon looks for its config when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/serial2mqtt/config.yaml";
+
+/// A validated config, ready to run.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it came from.
+    pub source: PathBuf,
+    /// Gateway identity and state directory.
+    pub gateway: Gateway,
+    /// Embedded broker settings.
+    pub broker: schema::Broker,
+    /// Log filter.
+    pub log_level: String,
+    /// Devices, with their compiled rules.
+    pub devices: Vec<Device>,
+    /// Things that are legal but probably not meant (an unused rule, a missing port).
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Identity of this gateway.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    /// `{gateway}` in templates.
+    pub id: String,
+    /// Durable state directory.
+    pub state_dir: PathBuf,
+}
+
+/// Where a device's bytes come from.
+#[derive(Debug, Clone)]
+pub enum PortSource {
+    /// A serial device path.
+    Path(PathBuf),
+    /// A built-in simulated sensor on a pseudo-terminal.
+    Simulated(schema::Simulate),
+}
+
+/// Line settings of a serial port.
+#[derive(Debug, Clone, Copy)]
+pub struct SerialSettings {
+    /// Baud rate.
+    pub baud: u32,
+    /// Data bits.
+    pub data_bits: tokio_serial::DataBits,
+    /// Parity.
+    pub parity: tokio_serial::Parity,
+    /// Stop bits.
+    pub stop_bits: tokio_serial::StopBits,
+    /// Flow control.
+    pub flow_control: tokio_serial::FlowControl,
+}
+
+/// One device, validated.
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// `{device}` in templates.
+    pub name: String,
+    /// Where its bytes come from.
+    pub source: PortSource,
+    /// Line settings.
+    pub serial: SerialSettings,
+    /// Frame splitting.
+    pub framing: Framing,
+    /// Largest frame.
+    pub max_frame: usize,
+    /// Compiled rules in try order.
+    pub rules: RuleSet,
+    /// Retained `online`/`offline` topic.
+    pub state_topic: String,
+    /// Topic for unmatched frames, if any.
+    pub unmatched_topic: Option<String>,
+}
+
+/// One problem in the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// Where in the file, when known.
+    pub position: Option<Position>,
+    /// What is wrong.
+    pub message: String,
+    /// What to write instead.
+    pub help: Option<String>,
+}
+
+/// Why a config file cannot be used: every problem found, with positions.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// The problems.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Diagnostic {
+    /// Formats as `file:line:column: prefix: message` with an indented help line.
+    pub fn render(&self, file: &Path, prefix: &str) -> String {
+        let mut s = match self.position {
+            Some(p) => format!(
+                "{}:{}:{}: {prefix}: {}",
+                file.display(),
+                p.line,
+                p.column,
+                self.message
+            ),
+            None => format!("{}: {prefix}: {}", file.display(), self.message),
+        };
+        if let Some(h) = &self.help {
+            s.push_str("\n  help: ");
+            s.push_str(h);
+        }
+        s
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.diagnostics.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}", d.render(&self.file, "error"))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        diagnostics: vec![Diagnostic {
+            position: None,
+            message: format!("cannot read the config file: {e}"),
+            help: Some(format!(
+                "pass --config FILE, or create {} from config/serial2mqtt.yaml",
+                path.display()
+            )),
+        }],
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and validates config text; `file` is used in messages.
+pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    let fail = |diagnostics| ConfigError {
+        file: file.to_owned(),
+        diagnostics,
+    };
+    // A file of comments only is an empty document: treat it as `{}` (all defaults).
+    let empty = matches!(
+        serde_yaml::from_str::<serde_yaml::Value>(text),
+        Ok(serde_yaml::Value::Null)
+    );
+    let raw: schema::File = match serde_yaml::from_str(if empty { "{}" } else { text }) {
+        Ok(raw) => raw,
+        Err(e) => return Err(fail(vec![serde_diagnostic(&e)])),
+    };
+    let locations = Locations::scan(text);
+    validate(raw, file, &locations).map_err(fail)
+}
+
+/// Turns a serde_yaml error into a diagnostic: position from the error, the trailing
+/// "at line … column …" removed, and for an unknown key or value the nearest valid one.
+fn serde_diagnostic(e: &serde_yaml::Error) -> Diagnostic {
+    let mut message = e.to_string();
+    if let Some(cut) = message.rfind(" at line ") {
+        if message[cut..].contains(" column ") {
+            message.truncate(cut);
+        }
+    }
+    let position = e.location().map(|l| Position {
+        line: l.line(),
+        column: l.column(),
+    });
+    let mut help = None;
+    for what in ["unknown field `", "unknown variant `"] {
+        let Some(start) = message.find(what) else {
+            continue;
+        };
+        let rest = &message[start + what.len()..];
+        let Some(end) = rest.find('`') else { continue };
+        let word = rest[..end].to_owned();
+        let expected: Vec<String> = rest[end..]
+            .split('`')
+            .skip(2)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect();
+        let noun = if what.contains("field") {
+            "keys"
+        } else {
+            "values"
+        };
+        let list = expected.join(", ");
+        help = Some(match suggest(&word, expected.iter().map(String::as_str)) {
+            Some(s) => format!("did you mean `{s}`? valid {noun} here: {list}"),
+            None if list.is_empty() => format!("remove `{word}`"),
+            None => format!("valid {noun} here: {list}"),
+        });
+        if let Some(cut) = message.find(", expected") {
+            message.truncate(cut);
+        }
+    }
+    if help.is_none() && message.contains("did not find expected") {
+        help = Some("check the indentation and quoting around this line; quote values that contain `: ` or start with `{` or `*`".into());
+    }
+    Diagnostic {
+        position,
+        message,
+        help,
+    }
+}
+
+struct Problems<'a> {
+    locations: &'a Locations,
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+}
+
+impl Problems<'_> {
+    fn diag(&self, path: &str, message: String, help: Option<String>) -> Diagnostic {
+        Diagnostic {
+            position: self.locations.find(path),
+            message: if path.is_empty() {
+                message
+            } else {
+                format!("{path}: {message}")
+            },
+            help,
+        }
+    }
+    fn error(&mut self, path: &str, message: impl Into<String>, help: Option<String>) {
+        let d = self.diag(path, message.into(), help);
+        self.errors.push(d);
+    }
+    fn warn(&mut self, path: &str, message: impl Into<String>, help: Option<String>) {
+        let d = self.diag(path, message.into(), help);
+        self.warnings.push(d);
+    }
+}
+
+fn builtin_only_template(text: &str) -> Result<Template, TemplateError> {
+    let t = Template::parse(text, &|n| {
+        Err(TemplateError {
+            message: format!("placeholder {{{n}}} is not available here"),
+            help: Some("only {gateway} and {device} can be used in this topic".into()),
+        })
+    })?;
+    if t.literals().any(|l| l.contains(['+', '#'])) {
+        return Err(TemplateError {
+            message: format!("topic `{text}` contains a wildcard"),
+            help: Some("remove + and #".into()),
+        });
+    }
+    Ok(t)
+}
+
+fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty")
+    } else if name.contains(['+', '#', '/', '\0']) {
+        Some("contains one of + # / (it becomes a single topic level)")
+    } else {
+        None
+    }
+}
+
+/// Checks cross-references and values, and compiles the rules.
+fn validate(
+    raw: schema::File,
+    file: &Path,
+    locations: &Locations,
+) -> Result<Config, Vec<Diagnostic>> {
+    let mut p = Problems {
+        locations,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+
+    let id = match raw.gateway.id {
+        Some(id) => id,
+        None => gethostname::gethostname().to_string_lossy().into_owned(),
+    };
+    if let Some(why) = name_problem(&id) {
+        p.error(
+            "gateway.id",
+            format!("gateway id `{id}` {why}"),
+            Some("use letters, digits, - and _, e.g. `greenhouse-pi`".into()),
+        );
+    }
+    let state_topic = builtin_only_template(&raw.gateway.state_topic)
+        .map_err(|e| p.error("gateway.state_topic", e.message, e.help))
+        .ok();
+    let unmatched_topic = raw.gateway.unmatched_topic.as_deref().and_then(|t| {
+        builtin_only_template(t)
+            .map_err(|e| p.error("gateway.unmatched_topic", e.message, e.help))
+            .ok()
+    });
+
+    if raw.broker.max_connections == 0 {
+        p.error(
+            "broker.max_connections",
+            "must be at least 1",
+            Some("write e.g. max_connections: 64".into()),
+        );
+    }
+    if raw.broker.max_inflight == 0 || raw.broker.max_inflight > u16::MAX as usize {
+        p.error("broker.max_inflight", "must be between 1 and 65535", None);
+    }
+    if raw.broker.connect_timeout.as_millis() > u16::MAX as u128 {
+        p.error("broker.connect_timeout", "must be at most 65s", None);
+    }
+
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
+        p.error(
+            "log.level",
+            format!("`{}` is not a log filter: {e}", raw.log.level),
+            Some("write error, warn, info, debug or trace".into()),
+        );
+    }
+
+    // Compile every rule once; devices share them.
+    let mut compiled = std::collections::BTreeMap::new();
+    for (name, rule) in &raw.rules {
+        match Rule::compile(name, rule) {
+            Ok(r) => {
+                compiled.insert(name.clone(), Arc::new(r));
+            }
+            Err(errs) => {
+                for e in errs {
+                    let path = if e.path.is_empty() {
+                        format!("rules.{name}")
+                    } else {
+                        format!("rules.{name}.{}", e.path)
+                    };
+                    p.error(&path, e.message, e.help);
+                }
+            }
+        }
+    }
+
+    let mut used = std::collections::BTreeSet::new();
+    let mut devices = Vec::with_capacity(raw.devices.len());
+    for (i, d) in raw.devices.into_iter().enumerate() {
+        let path = format!("devices[{i}]");
+        if let Some(why) = name_problem(&d.name) {
+            p.error(
+                &format!("{path}.name"),
+                format!("device name `{}` {why}", d.name),
+                None,
+            );
+        }
+        if devices.iter().any(|x: &Device| x.name == d.name) {
+            p.error(
+                &format!("{path}.name"),
+                format!("device name `{}` is used twice", d.name),
+                Some("give each device its own name".into()),
+            );
+        }
+        let source = match (d.port, d.simulate) {
+            (Some(port), None) => {
+                if !port.exists() {
+                    p.warn(
+                        &format!("{path}.port"),
+                        format!(
+                            "{} does not exist now; the device stays offline until it appears",
+                            port.display()
+                        ),
+                        None,
+                    );
+                }
+                Some(PortSource::Path(port))
+            }
+            (None, Some(sim)) => Some(PortSource::Simulated(sim)),
+            (Some(_), Some(_)) => {
+                p.error(
+                    &path,
+                    format!("device `{}` sets both `port` and `simulate`", d.name),
+                    Some(
+                        "keep `port` for a real device, or `simulate` for the built-in simulator"
+                            .into(),
+                    ),
+                );
+                None
+            }
+            (None, None) => {
+                p.error(&path, format!("device `{}` has no `port`", d.name), Some("add e.g. `port: /dev/serial/by-id/usb-...` (see `ls -l /dev/serial/by-id/`)".into()));
+                None
+            }
+        };
+        let data_bits = match d.data_bits {
+            5 => Some(tokio_serial::DataBits::Five),
+            6 => Some(tokio_serial::DataBits::Six),
+            7 => Some(tokio_serial::DataBits::Seven),
+            8 => Some(tokio_serial::DataBits::Eight),
+            n => {
+                p.error(
+                    &format!("{path}.data_bits"),
+                    format!("{n} data bits are not possible"),
+                    Some("write 5, 6, 7 or 8".into()),
+                );
+                None
+            }
+        };
+        let stop_bits = match d.stop_bits {
+            1 => Some(tokio_serial::StopBits::One),
+            2 => Some(tokio_serial::StopBits::Two),
+            n => {
+                p.error(
+                    &format!("{path}.stop_bits"),
+                    format!("{n} stop bits are not possible"),
+                    Some("write 1 or 2".into()),
+                );
+                None
+            }
+        };
+        if d.baud == 0 {
+            p.error(
+                &format!("{path}.baud"),
+                "baud must be above 0",
+                Some("write e.g. baud: 115200".into()),
+            );
+        }
+        if let Err(e) = d.framing.validate() {
+            p.error(&format!("{path}.framing"), e, None);
+        }
+        if d.max_frame == 0 || d.max_frame > 16 * 1024 * 1024 {
+            p.error(
+                &format!("{path}.max_frame"),
+                format!("{} is out of range", d.max_frame),
+                Some("write a size in bytes between 1 and 16777216".into()),
+            );
+        }
+        let mut rules = Vec::with_capacity(d.rules.len());
+        for (j, r) in d.rules.iter().enumerate() {
+            used.insert(r.clone());
+            match compiled.get(r) {
+                Some(rule) => rules.push(Arc::clone(rule)),
+                None if raw.rules.contains_key(r) => {} // reported where the rule is defined
+                None => {
+                    let help = match suggest(r, raw.rules.keys().map(String::as_str)) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None if raw.rules.is_empty() => "define it under `rules:`".to_owned(),
+                        None => format!(
+                            "rules defined: {}",
+                            raw.rules.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    };
+                    p.error(
+                        &format!("{path}.rules[{j}]"),
+                        format!("device `{}` uses rule `{r}`, which is not defined", d.name),
+                        Some(help),
+                    );
+                }
+            }
+        }
+        if d.rules.is_empty() {
+            p.warn(
+                &path,
+                format!("device `{}` has no rules: every frame is unmatched", d.name),
+                Some("add e.g. `rules: [climate]`".into()),
+            );
+        }
+        let parity = match d.parity {
+            schema::Parity::None => tokio_serial::Parity::None,
+            schema::Parity::Odd => tokio_serial::Parity::Odd,
+            schema::Parity::Even => tokio_serial::Parity::Even,
+        };
+        let flow_control = match d.flow_control {
+            schema::FlowControl::None => tokio_serial::FlowControl::None,
+            schema::FlowControl::Software => tokio_serial::FlowControl::Software,
+            schema::FlowControl::Hardware => tokio_serial::FlowControl::Hardware,
+        };
+        if let (Some(source), Some(data_bits), Some(stop_bits)) = (source, data_bits, stop_bits) {
+            devices.push(Device {
+                state_topic: state_topic
+                    .as_ref()
+                    .map(|t| t.render_static(&id, &d.name))
+                    .unwrap_or_default(),
+                unmatched_topic: unmatched_topic
+                    .as_ref()
+                    .map(|t| t.render_static(&id, &d.name)),
+                name: d.name,
+                source,
+                serial: SerialSettings {
+                    baud: d.baud,
+                    data_bits,
+                    parity,
+                    stop_bits,
+                    flow_control,
+                },
+                framing: d.framing,
+                max_frame: d.max_frame,
+                rules: RuleSet::new(rules),
+            });
+        }
+    }
+    for name in raw.rules.keys().filter(|n| !used.contains(*n)) {
+        p.warn(
+            &format!("rules.{name}"),
+            format!("rule `{name}` is not used by any device"),
+            Some(format!(
+                "add `{name}` to a device's `rules:` list, or remove it"
+            )),
+        );
+    }
+
+    if !p.errors.is_empty() {
+        return Err(p.errors);
+    }
+    Ok(Config {
+        source: file.to_owned(),
+        gateway: Gateway {
+            id,
+            state_dir: raw.gateway.state_dir,
+        },
+        broker: raw.broker,
+        log_level: raw.log.level,
+        devices,
+        warnings: p.warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests;

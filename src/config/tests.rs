@@ -1,0 +1,181 @@
+//! Config loading, specified by files and the exact errors users see.
+
+use super::*;
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    parse(text, Path::new("gw.yaml"))
+}
+
+fn error_text(text: &str) -> String {
+    load(text).expect_err("config must be rejected").to_string()
+}
+
+const GOOD: &str = r#"
+gateway:
+  id: greenhouse-pi
+broker:
+  listen: 127.0.0.1:1884
+devices:
+  - name: greenhouse
+    port: /dev/ttyUSB-test
+    baud: 115200
+    framing: lines
+    rules: [climate]
+rules:
+  climate:
+    match: '^T=(?P<temp>[\d.]+)$'
+    publish:
+      - topic: sensors/{device}/temperature
+        payload: "{temp}"
+"#;
+
+#[test]
+fn a_good_file_loads_with_defaults_filled_in() {
+    let c = load(GOOD).unwrap();
+    assert_eq!(c.gateway.id, "greenhouse-pi");
+    assert_eq!(c.broker.max_connections, 64);
+    let d = &c.devices[0];
+    assert_eq!(d.max_frame, 1024);
+    assert_eq!(
+        d.state_topic,
+        "serial2mqtt/greenhouse-pi/devices/greenhouse/state"
+    );
+    assert!(d.unmatched_topic.is_none());
+    // The port does not exist here: a warning, not an error.
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.message.contains("does not exist")),
+        "{:?}",
+        c.warnings
+    );
+}
+
+#[test]
+fn an_empty_or_comment_only_file_is_all_defaults() {
+    let c = load("# nothing yet\n").unwrap();
+    assert!(c.devices.is_empty());
+    assert_eq!(c.broker.listen.port(), 1883);
+    assert!(!c.gateway.id.is_empty(), "defaults to the host name");
+}
+
+#[test]
+fn unknown_key_points_at_the_line_and_suggests_the_right_key() {
+    let text = GOOD.replace("    baud: 115200", "    bauds: 115200");
+    let e = error_text(&text);
+    assert!(
+        e.starts_with("gw.yaml:9:5: error: devices[0]: unknown field `bauds`"),
+        "{e}"
+    );
+    assert!(e.contains("help: did you mean `baud`?"), "{e}");
+}
+
+#[test]
+fn unknown_framing_suggests_the_valid_ones() {
+    let e = error_text(&GOOD.replace("framing: lines", "framing: line"));
+    assert!(e.contains("gw.yaml:10:"), "{e}");
+    assert!(e.contains("did you mean `lines`"), "{e}");
+}
+
+#[test]
+fn yaml_syntax_error_has_a_position() {
+    let e = error_text("devices:\n  - name: a\n   port: x\n");
+    assert!(e.starts_with("gw.yaml:3:"), "{e}");
+}
+
+#[test]
+fn undefined_rule_is_an_error_at_its_line_with_a_suggestion() {
+    let e = error_text(&GOOD.replace("rules: [climate]", "rules: [climat]"));
+    assert!(e.starts_with("gw.yaml:11:"), "{e}");
+    assert!(e.contains("rule `climat`, which is not defined"), "{e}");
+    assert!(e.contains("did you mean `climate`?"), "{e}");
+}
+
+#[test]
+fn bad_regex_points_at_the_match_line() {
+    let e = error_text(&GOOD.replace(r"(?P<temp>[\d.]+)$", r"(?P<temp>[\d.]+$"));
+    assert!(e.starts_with("gw.yaml:14:"), "{e}");
+    assert!(
+        e.contains("rule `climate`: the regex does not compile"),
+        "{e}"
+    );
+}
+
+#[test]
+fn template_naming_a_missing_capture_is_a_check_error() {
+    let e = error_text(&GOOD.replace(r#"payload: "{temp}""#, r#"payload: "{temperature}""#));
+    assert!(e.starts_with("gw.yaml:17:"), "{e}");
+    assert!(e.contains("{temperature}"), "{e}");
+    assert!(e.contains("did you mean {temp}"), "{e}");
+}
+
+#[test]
+fn every_error_is_reported_not_just_the_first() {
+    let text = GOOD.replace("baud: 115200", "baud: 0").replace(
+        "rules: [climate]",
+        "rules: [climate, nope]\n    data_bits: 9",
+    );
+    let e = load(&text).unwrap_err();
+    assert_eq!(e.diagnostics.len(), 3, "{e}");
+}
+
+#[test]
+fn device_problems() {
+    let e = error_text(&GOOD.replace("    port: /dev/ttyUSB-test\n", ""));
+    assert!(e.contains("has no `port`"), "{e}");
+    let two = format!("{GOOD}\n").replace(
+        "devices:\n",
+        "devices:\n  - {name: greenhouse, port: /dev/x, rules: [climate]}\n",
+    );
+    assert!(error_text(&two).contains("used twice"));
+    let e = error_text(&GOOD.replace("framing: lines", "framing: {delimiter: \"\"}"));
+    assert!(e.contains("framing"), "{e}");
+    let e = error_text(&GOOD.replace("name: greenhouse", "name: green/house"));
+    assert!(e.contains("green/house"), "{e}");
+}
+
+#[test]
+fn unused_rules_are_warnings() {
+    let text = format!("{GOOD}  spare:\n    publish: [{{topic: x}}]\n");
+    let c = load(&text).unwrap();
+    assert!(c
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("rule `spare` is not used")));
+}
+
+#[test]
+fn state_topic_only_allows_gateway_and_device() {
+    let text = GOOD.replace(
+        "  id: greenhouse-pi",
+        "  id: greenhouse-pi\n  state_topic: 'st/{gateway}/{frame_hex}'",
+    );
+    // frame_hex is a built-in but has no meaning for a state topic: it renders empty, so it is allowed
+    // only as a built-in; a non-built-in name is rejected.
+    assert!(load(&text).is_ok());
+    let text = GOOD.replace(
+        "  id: greenhouse-pi",
+        "  id: greenhouse-pi\n  unmatched_topic: 'x/{temp}'",
+    );
+    let e = error_text(&text);
+    assert!(e.contains("only {gateway} and {device}"), "{e}");
+}
+
+#[test]
+fn missing_file_says_what_to_do() {
+    let e = super::load(Path::new("/nonexistent/serial2mqtt.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot read the config file"), "{e}");
+    assert!(e.contains("--config"), "{e}");
+}
+
+#[test]
+fn shipped_configs_pass_check() {
+    for f in ["config/demo.yaml", "config/serial2mqtt.yaml"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
+        if let Err(e) = super::load(&path) {
+            panic!("{f} must pass check:\n{e}");
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! serial2mqtt: serial/USB sensor frames to MQTT, by YAML rules, through an embedded broker.
+//!
+//! The module tree follows the data: [`serial`] (ports and framing) → [`rules`] (frame to
+//! messages) → [`message`] → [`broker`] (embedded rumqttd), wired together by [`gateway`] from a
+//! [`config`].
+
+pub mod broker;
+pub mod config;
+pub mod gateway;
+pub mod message;
+pub mod rules;
+pub mod serial;
+pub mod stats;

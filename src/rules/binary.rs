@@ -1,0 +1,202 @@
+//! Binary fields: numbers read from fixed offsets of a binary frame, then scaled.
+
+use super::template::Num;
+
+/// How a field's bytes encode a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldType {
+    kind: Kind,
+    size: usize,
+    little: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Unsigned,
+    Signed,
+    Float,
+}
+
+/// Every `type:` a field may have.
+pub const TYPE_NAMES: [&str; 22] = [
+    "u8", "i8", "u16le", "u16be", "i16le", "i16be", "u32le", "u32be", "i32le", "i32be", "u64le",
+    "u64be", "i64le", "i64be", "f32le", "f32be", "f64le", "f64be", "u16", "i16", "u32", "i32",
+];
+
+impl FieldType {
+    /// Parses `u16le`, `i32be`, `f32le`, `u8`…; a bare `u16` means big-endian (network order).
+    pub fn parse(name: &str) -> Option<Self> {
+        let (kind, rest) = match name.as_bytes().first()? {
+            b'u' => (Kind::Unsigned, &name[1..]),
+            b'i' => (Kind::Signed, &name[1..]),
+            b'f' => (Kind::Float, &name[1..]),
+            _ => return None,
+        };
+        let (bits, little) = if let Some(b) = rest.strip_suffix("le") {
+            (b, true)
+        } else if let Some(b) = rest.strip_suffix("be") {
+            (b, false)
+        } else {
+            (rest, false)
+        };
+        let size = match (kind, bits) {
+            (Kind::Float, "32") => 4,
+            (Kind::Float, "64") => 8,
+            (Kind::Float, _) => return None,
+            (_, "8") if rest == "8" => 1,
+            (_, "16") => 2,
+            (_, "32") => 4,
+            (_, "64") => 8,
+            _ => return None,
+        };
+        Some(Self { kind, size, little })
+    }
+
+    /// Bytes the field occupies.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Reads the value at the start of `bytes` (which holds at least `size()` bytes).
+    pub fn read(&self, bytes: &[u8]) -> Option<Num> {
+        let raw = bytes.get(..self.size)?;
+        let mut buf = [0u8; 8];
+        if self.little {
+            buf[..self.size].copy_from_slice(raw);
+        } else {
+            for (i, b) in raw.iter().rev().enumerate() {
+                buf[i] = *b;
+            }
+        }
+        let u = u64::from_le_bytes(buf);
+        Some(match self.kind {
+            Kind::Unsigned => Num::U(u),
+            Kind::Signed => {
+                let shift = 64 - 8 * self.size as u32;
+                Num::I(((u << shift) as i64) >> shift)
+            }
+            // Through f32's shortest text so 21.3f32 reads 21.3, not 21.299999237060547.
+            Kind::Float if self.size == 4 => {
+                let f = f32::from_bits(u as u32);
+                Num::F(f.to_string().parse().unwrap_or(f as f64))
+            }
+            Kind::Float => Num::F(f64::from_bits(u)),
+        })
+    }
+}
+
+/// A compiled binary field.
+#[derive(Debug, Clone)]
+pub struct BinField {
+    /// Placeholder name.
+    pub name: String,
+    /// Byte offset.
+    pub offset: usize,
+    /// Encoding.
+    pub ty: FieldType,
+    /// Multiplier, if any.
+    pub scale: Option<f64>,
+    /// Addend, if any.
+    pub add: Option<f64>,
+    /// Decimals kept after scaling.
+    pub decimals: u8,
+}
+
+/// Decimals needed to show `x` exactly as written (0.01 → 2, 0.5 → 1, 10 → 0).
+pub fn decimals_of(x: f64) -> u8 {
+    let s = format!("{x}");
+    let d = s.split_once('.').map_or(0, |(_, frac)| frac.len());
+    d.min(12) as u8
+}
+
+impl BinField {
+    /// Bytes the frame needs for this field.
+    pub fn end(&self) -> usize {
+        self.offset + self.ty.size()
+    }
+
+    /// Reads and scales the field; `None` when the frame is too short.
+    pub fn read(&self, frame: &[u8]) -> Option<Num> {
+        let raw = self.ty.read(frame.get(self.offset..)?)?;
+        if self.scale.is_none() && self.add.is_none() {
+            if let Num::F(f) = raw {
+                return Some(Num::F(round(f, self.decimals)));
+            }
+            return Some(raw);
+        }
+        let x = match raw {
+            Num::I(v) => v as f64,
+            Num::U(v) => v as f64,
+            Num::F(v) => v,
+        };
+        let y = x * self.scale.unwrap_or(1.0) + self.add.unwrap_or(0.0);
+        Some(Num::F(round(y, self.decimals)))
+    }
+}
+
+fn round(x: f64, decimals: u8) -> f64 {
+    if decimals >= 12 || !x.is_finite() {
+        return x;
+    }
+    let p = 10f64.powi(decimals as i32);
+    (x * p).round() / p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(ty: &str, offset: usize, scale: Option<f64>) -> BinField {
+        BinField {
+            name: "x".into(),
+            offset,
+            ty: FieldType::parse(ty).unwrap(),
+            scale,
+            add: None,
+            decimals: scale.map_or(12, decimals_of),
+        }
+    }
+
+    #[test]
+    fn parses_every_documented_type() {
+        for name in TYPE_NAMES {
+            assert!(FieldType::parse(name).is_some(), "{name}");
+        }
+        for bad in ["u12", "f16le", "x8", "", "u8le2", "i"] {
+            assert!(FieldType::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reads_integers_in_both_byte_orders() {
+        let frame = [0x66, 0x08, 0x18, 0xfc, 0xff, 0xff, 0xff, 0xfe];
+        assert_eq!(field("u16le", 0, None).read(&frame), Some(Num::U(2150)));
+        assert_eq!(field("u16be", 0, None).read(&frame), Some(Num::U(0x6608)));
+        assert_eq!(field("i16le", 2, None).read(&frame), Some(Num::I(-1000)));
+        assert_eq!(field("i32be", 4, None).read(&frame), Some(Num::I(-2)));
+        assert_eq!(field("u8", 7, None).read(&frame), Some(Num::U(0xfe)));
+        assert_eq!(field("i8", 7, None).read(&frame), Some(Num::I(-2)));
+    }
+
+    #[test]
+    fn scale_rounds_to_the_scales_decimals() {
+        let frame = 2150u16.to_le_bytes();
+        assert_eq!(
+            field("u16le", 0, Some(0.01)).read(&frame),
+            Some(Num::F(21.5))
+        );
+        let frame = (-1234i16).to_le_bytes();
+        assert_eq!(
+            field("i16le", 0, Some(0.001)).read(&frame),
+            Some(Num::F(-1.234))
+        );
+    }
+
+    #[test]
+    fn floats_and_short_frames() {
+        let frame = 21.25f32.to_le_bytes();
+        assert_eq!(field("f32le", 0, None).read(&frame), Some(Num::F(21.25)));
+        assert_eq!(field("u16le", 3, None).read(&frame), None);
+        assert_eq!(field("u32le", 10, None).read(&frame), None);
+    }
+}

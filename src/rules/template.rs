@@ -1,0 +1,510 @@
+//! Topic and payload templates: `sensors/{device}/temperature`, `"{temp}"`, or a JSON object built
+//! from placeholders.
+//!
+//! A template is parsed once, when the config loads, into literal text and resolved variable
+//! references, so a placeholder that names nothing is a `check` error and rendering a frame is a
+//! walk over a short list with no lookups by name.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Placeholders every rule has, whatever its kind.
+pub const BUILTINS: [&str; 6] = ["gateway", "device", "frame", "frame_hex", "now", "now_ms"];
+
+/// A placeholder that every rule provides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builtin {
+    /// The gateway id.
+    Gateway,
+    /// The device name.
+    Device,
+    /// The frame as text (lossy for binary frames).
+    Frame,
+    /// The frame as lowercase hex.
+    FrameHex,
+    /// Time of the frame, RFC 3339 UTC with milliseconds.
+    Now,
+    /// Time of the frame, Unix milliseconds.
+    NowMs,
+}
+
+impl Builtin {
+    fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "gateway" => Self::Gateway,
+            "device" => Self::Device,
+            "frame" => Self::Frame,
+            "frame_hex" => Self::FrameHex,
+            "now" => Self::Now,
+            "now_ms" => Self::NowMs,
+            _ => return None,
+        })
+    }
+}
+
+/// What a placeholder refers to, resolved when the rule is compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Var {
+    /// A built-in.
+    Builtin(Builtin),
+    /// The n-th value the rule extracted (capture group index, or binary field index).
+    Slot(usize),
+    /// A field of a JSON frame, by dotted path.
+    Path(Vec<String>),
+}
+
+/// One piece of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Lit(String),
+    Var(Var),
+}
+
+/// A parsed text template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+/// A number taken from a binary field.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Num {
+    /// Signed integer.
+    I(i64),
+    /// Unsigned integer.
+    U(u64),
+    /// Floating point (already rounded).
+    F(f64),
+}
+
+/// The value of one placeholder for one frame.
+#[derive(Debug, Clone)]
+pub enum Value<'a> {
+    /// Text (a regex capture, a built-in).
+    Str(Cow<'a, str>),
+    /// A number (a binary field, `now_ms`).
+    Num(Num),
+    /// A JSON frame's field, with its type.
+    Json(&'a serde_json::Value),
+}
+
+/// Looks up placeholder values for one frame.
+pub trait Lookup {
+    /// The value of `var`, or `None` when the frame lacks it (a missing JSON field).
+    fn value(&self, var: &Var) -> Option<Value<'_>>;
+}
+
+/// The built-in values of one frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Builtins<'a> {
+    /// Gateway id.
+    pub gateway: &'a str,
+    /// Device name.
+    pub device: &'a str,
+    /// The raw frame.
+    pub frame: &'a [u8],
+    /// When the frame was read.
+    pub now: SystemTime,
+}
+
+impl<'a> Builtins<'a> {
+    /// The value of a built-in.
+    pub fn value(&self, b: Builtin) -> Value<'a> {
+        match b {
+            Builtin::Gateway => Value::Str(Cow::Borrowed(self.gateway)),
+            Builtin::Device => Value::Str(Cow::Borrowed(self.device)),
+            Builtin::Frame => Value::Str(String::from_utf8_lossy(self.frame)),
+            Builtin::FrameHex => Value::Str(Cow::Owned(hex::encode(self.frame))),
+            Builtin::Now => Value::Str(Cow::Owned(
+                humantime::format_rfc3339_millis(self.now).to_string(),
+            )),
+            Builtin::NowMs => {
+                let ms = self
+                    .now
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                Value::Num(Num::U(ms))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Num {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Num::I(v) => write!(f, "{v}"),
+            Num::U(v) => write!(f, "{v}"),
+            Num::F(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+impl Value<'_> {
+    /// Appends the value as text: strings as they are, numbers in shortest form, JSON compact.
+    pub fn write_text(&self, out: &mut String) {
+        match self {
+            Value::Str(s) => out.push_str(s),
+            Value::Num(n) => {
+                let _ = write!(out, "{n}");
+            }
+            Value::Json(serde_json::Value::String(s)) => out.push_str(s),
+            Value::Json(v) => {
+                let _ = write!(out, "{v}");
+            }
+        }
+    }
+
+    /// The value as a typed JSON value: numbers stay numbers, and text that reads as a JSON
+    /// number or boolean (`"21.5"`, `"true"`) becomes one.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Str(s) => infer_json(s),
+            Value::Num(Num::I(v)) => serde_json::Value::from(*v),
+            Value::Num(Num::U(v)) => serde_json::Value::from(*v),
+            Value::Num(Num::F(v)) => serde_json::Number::from_f64(*v)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null),
+            Value::Json(v) => (*v).clone(),
+        }
+    }
+}
+
+fn infer_json(s: &str) -> serde_json::Value {
+    match s {
+        "true" => return serde_json::Value::Bool(true),
+        "false" => return serde_json::Value::Bool(false),
+        _ => {}
+    }
+    let numeric = s
+        .bytes()
+        .next()
+        .is_some_and(|b| b == b'-' || b.is_ascii_digit());
+    if numeric {
+        if let Ok(n) = serde_json::from_str::<serde_json::Number>(s) {
+            return serde_json::Value::Number(n);
+        }
+    }
+    serde_json::Value::String(s.to_owned())
+}
+
+/// Why a template did not parse or names an unknown placeholder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    /// What is wrong.
+    pub message: String,
+    /// What to write instead.
+    pub help: Option<String>,
+}
+
+impl Template {
+    /// Parses `text`, resolving each `{name}` with `resolve` (built-ins first). `{{`/`}}` are
+    /// literal braces.
+    pub fn parse(
+        text: &str,
+        resolve: &dyn Fn(&str) -> Result<Var, TemplateError>,
+    ) -> Result<Self, TemplateError> {
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut chars = text.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '{' if chars.peek().map(|&(_, c)| c) == Some('{') => {
+                    chars.next();
+                    lit.push('{');
+                }
+                '}' if chars.peek().map(|&(_, c)| c) == Some('}') => {
+                    chars.next();
+                    lit.push('}');
+                }
+                '{' => {
+                    let rest = &text[i + 1..];
+                    let Some(end) = rest.find('}') else {
+                        return Err(TemplateError {
+                            message: format!("`{{` without a closing `}}` in \"{text}\""),
+                            help: Some("write `{{` for a literal brace".into()),
+                        });
+                    };
+                    let name = rest[..end].trim();
+                    if name.is_empty() || name.contains('{') {
+                        return Err(TemplateError {
+                            message: format!("empty or malformed placeholder in \"{text}\""),
+                            help: Some(
+                                "placeholders look like {name}; write `{{` for a literal brace"
+                                    .into(),
+                            ),
+                        });
+                    }
+                    let var = match Builtin::from_name(name) {
+                        Some(b) => Var::Builtin(b),
+                        None => resolve(name)?,
+                    };
+                    if !lit.is_empty() {
+                        parts.push(Part::Lit(std::mem::take(&mut lit)));
+                    }
+                    parts.push(Part::Var(var));
+                    for _ in 0..=end {
+                        chars.next();
+                    }
+                }
+                '}' => {
+                    return Err(TemplateError {
+                        message: format!("`}}` without an opening `{{` in \"{text}\""),
+                        help: Some("write `}}` for a literal brace".into()),
+                    })
+                }
+                c => lit.push(c),
+            }
+        }
+        if !lit.is_empty() {
+            parts.push(Part::Lit(lit));
+        }
+        Ok(Self { parts })
+    }
+
+    /// The literal text between placeholders (used to validate topics at load time).
+    pub fn literals(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Lit(s) => Some(s.as_str()),
+            Part::Var(_) => None,
+        })
+    }
+
+    /// The placeholder when the whole template is exactly one placeholder (typed JSON values).
+    pub fn single_var(&self) -> Option<&Var> {
+        match self.parts.as_slice() {
+            [Part::Var(v)] => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Renders into `out`; `None` when the frame lacks a referenced value.
+    pub fn render_into(
+        &self,
+        env: &Builtins<'_>,
+        lookup: &dyn Lookup,
+        out: &mut String,
+    ) -> Option<()> {
+        for part in &self.parts {
+            match part {
+                Part::Lit(s) => out.push_str(s),
+                Part::Var(Var::Builtin(b)) => env.value(*b).write_text(out),
+                Part::Var(v) => lookup.value(v)?.write_text(out),
+            }
+        }
+        Some(())
+    }
+
+    /// Renders to a new string; `None` when the frame lacks a referenced value.
+    pub fn render(&self, env: &Builtins<'_>, lookup: &dyn Lookup) -> Option<String> {
+        let mut out = String::new();
+        self.render_into(env, lookup, &mut out)?;
+        Some(out)
+    }
+
+    /// Renders a template that may only use `{gateway}` and `{device}` (state topics).
+    pub fn render_static(&self, gateway: &str, device: &str) -> String {
+        let env = Builtins {
+            gateway,
+            device,
+            frame: &[],
+            now: SystemTime::UNIX_EPOCH,
+        };
+        self.render(&env, &NoValues).unwrap_or_default()
+    }
+}
+
+/// A lookup with no values: for templates that use built-ins only.
+pub struct NoValues;
+
+impl Lookup for NoValues {
+    fn value(&self, _var: &Var) -> Option<Value<'_>> {
+        None
+    }
+}
+
+/// A JSON payload template: a YAML mapping/list whose strings are templates.
+#[derive(Debug, Clone)]
+pub enum JsonTemplate {
+    /// A YAML scalar that is not a string (number, bool, null): copied as is.
+    Literal(serde_json::Value),
+    /// A string: one placeholder alone keeps the value's type; anything else renders to text.
+    Text(Template),
+    /// A JSON object.
+    Object(Vec<(String, JsonTemplate)>),
+    /// A JSON array.
+    Array(Vec<JsonTemplate>),
+}
+
+impl JsonTemplate {
+    /// Builds from the YAML value of a `payload:` mapping or list.
+    pub fn parse(
+        value: &serde_yaml::Value,
+        resolve: &dyn Fn(&str) -> Result<Var, TemplateError>,
+    ) -> Result<Self, TemplateError> {
+        use serde_yaml::Value as Y;
+        Ok(match value {
+            Y::Null => Self::Literal(serde_json::Value::Null),
+            Y::Bool(b) => Self::Literal(serde_json::Value::Bool(*b)),
+            Y::Number(n) => {
+                Self::Literal(serde_json::to_value(n).unwrap_or(serde_json::Value::Null))
+            }
+            Y::String(s) => Self::Text(Template::parse(s, resolve)?),
+            Y::Sequence(items) => Self::Array(
+                items
+                    .iter()
+                    .map(|v| Self::parse(v, resolve))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Y::Mapping(map) => {
+                let mut fields = Vec::with_capacity(map.len());
+                for (k, v) in map {
+                    let key = match k {
+                        Y::String(s) => s.clone(),
+                        other => serde_yaml::to_string(other)
+                            .unwrap_or_default()
+                            .trim()
+                            .to_owned(),
+                    };
+                    fields.push((key, Self::parse(v, resolve)?));
+                }
+                Self::Object(fields)
+            }
+            Y::Tagged(t) => Self::parse(&t.value, resolve)?,
+        })
+    }
+
+    /// Builds the JSON value for one frame; `None` when the frame lacks a referenced value.
+    pub fn render(&self, env: &Builtins<'_>, lookup: &dyn Lookup) -> Option<serde_json::Value> {
+        Some(match self {
+            Self::Literal(v) => v.clone(),
+            Self::Text(t) => match t.single_var() {
+                Some(Var::Builtin(b)) => env.value(*b).to_json(),
+                Some(v) => lookup.value(v)?.to_json(),
+                None => serde_json::Value::String(t.render(env, lookup)?),
+            },
+            Self::Object(fields) => {
+                let mut map = serde_json::Map::with_capacity(fields.len());
+                for (k, t) in fields {
+                    map.insert(k.clone(), t.render(env, lookup)?);
+                }
+                serde_json::Value::Object(map)
+            }
+            Self::Array(items) => serde_json::Value::Array(
+                items
+                    .iter()
+                    .map(|t| t.render(env, lookup))
+                    .collect::<Option<_>>()?,
+            ),
+        })
+    }
+
+    /// Every text template inside (to validate placeholders).
+    pub fn templates(&self) -> Vec<&Template> {
+        let mut out = Vec::new();
+        self.collect(&mut out);
+        out
+    }
+
+    fn collect<'a>(&'a self, out: &mut Vec<&'a Template>) {
+        match self {
+            Self::Literal(_) => {}
+            Self::Text(t) => out.push(t),
+            Self::Object(f) => f.iter().for_each(|(_, t)| t.collect(out)),
+            Self::Array(i) => i.iter().for_each(|t| t.collect(out)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Slots(Vec<&'static str>);
+    impl Lookup for Slots {
+        fn value(&self, var: &Var) -> Option<Value<'_>> {
+            match var {
+                Var::Slot(i) => self.0.get(*i).map(|s| Value::Str(Cow::Borrowed(*s))),
+                _ => None,
+            }
+        }
+    }
+
+    fn resolve(name: &str) -> Result<Var, TemplateError> {
+        match name {
+            "temp" => Ok(Var::Slot(0)),
+            "hum" => Ok(Var::Slot(1)),
+            _ => Err(TemplateError {
+                message: format!("unknown placeholder {{{name}}}"),
+                help: None,
+            }),
+        }
+    }
+
+    fn env() -> Builtins<'static> {
+        Builtins {
+            gateway: "gw",
+            device: "greenhouse",
+            frame: b"T=21.5;H=40",
+            now: UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123),
+        }
+    }
+
+    #[test]
+    fn renders_builtins_and_slots() {
+        let t = Template::parse("sensors/{gateway}/{device}/{temp}", &resolve).unwrap();
+        let out = t.render(&env(), &Slots(vec!["21.5", "40"])).unwrap();
+        assert_eq!(out, "sensors/gw/greenhouse/21.5");
+    }
+
+    #[test]
+    fn frame_hex_and_time_builtins() {
+        let t = Template::parse("{frame_hex} {now} {now_ms}", &resolve).unwrap();
+        let out = t.render(&env(), &NoValues).unwrap();
+        assert_eq!(
+            out,
+            "543d32312e353b483d3430 2023-11-14T22:13:20.123Z 1700000000123"
+        );
+    }
+
+    #[test]
+    fn doubled_braces_are_literal() {
+        let t = Template::parse("{{\"t\": {temp}}}", &resolve).unwrap();
+        assert_eq!(t.render(&env(), &Slots(vec!["1"])).unwrap(), "{\"t\": 1}");
+    }
+
+    #[test]
+    fn unknown_placeholder_is_an_error() {
+        let e = Template::parse("x/{tmp}", &resolve).unwrap_err();
+        assert!(e.message.contains("{tmp}"), "{e:?}");
+    }
+
+    #[test]
+    fn unclosed_brace_is_an_error_with_help() {
+        let e = Template::parse("x/{temp", &resolve).unwrap_err();
+        assert!(e.help.unwrap().contains("{{"));
+        assert!(Template::parse("x}", &resolve).is_err());
+        assert!(Template::parse("x/{}", &resolve).is_err());
+    }
+
+    #[test]
+    fn json_payload_keeps_types() {
+        let yaml: serde_yaml::Value = serde_yaml::from_str(
+            "{t: '{temp}', h: '{hum}', label: 'T {temp}', n: 3, ok: true, d: '{device}'}",
+        )
+        .unwrap();
+        let t = JsonTemplate::parse(&yaml, &resolve).unwrap();
+        let v = t.render(&env(), &Slots(vec!["21.5", "040"])).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"t": 21.5, "h": "040", "label": "T 21.5", "n": 3, "ok": true, "d": "greenhouse"})
+        );
+    }
+
+    #[test]
+    fn missing_value_fails_the_render() {
+        let t = Template::parse("{hum}", &resolve).unwrap();
+        assert!(t.render(&env(), &Slots(vec!["1"])).is_none());
+    }
+}

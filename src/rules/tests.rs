@@ -1,0 +1,227 @@
+//! The rule engine, specified by YAML rules and the messages they produce.
+
+use super::*;
+use crate::config::schema;
+use std::time::UNIX_EPOCH;
+
+fn rule(name: &str, yaml: &str) -> Arc<Rule> {
+    let raw: schema::Rule = serde_yaml::from_str(yaml).expect("rule yaml");
+    Arc::new(Rule::compile(name, &raw).expect("rule compiles"))
+}
+
+fn compile_errors(yaml: &str) -> Vec<CompileError> {
+    let raw: schema::Rule = serde_yaml::from_str(yaml).expect("rule yaml");
+    Rule::compile("r", &raw).expect_err("rule must not compile")
+}
+
+fn apply(set: &RuleSet, frame: &[u8]) -> (Verdict, Vec<(String, String, u8, bool)>) {
+    let env = Builtins {
+        gateway: "gw",
+        device: "dev",
+        frame,
+        now: UNIX_EPOCH,
+    };
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    let v = set.apply(&env, &mut out, &mut problems);
+    let msgs = out
+        .into_iter()
+        .map(|m| {
+            (
+                m.topic,
+                String::from_utf8_lossy(&m.payload).into_owned(),
+                m.qos,
+                m.retain,
+            )
+        })
+        .collect();
+    (v, msgs)
+}
+
+const CLIMATE: &str = r#"
+match: '^T=(?P<temp>-?\d+(?:\.\d+)?);H=(?P<hum>\d+)$'
+publish:
+  - {topic: "sensors/{device}/temperature", payload: "{temp}", qos: 1, retain: true}
+  - {topic: "sensors/{device}/humidity", payload: "{hum}"}
+"#;
+
+#[test]
+fn regex_rule_yields_one_message_per_publish_entry() {
+    let set = RuleSet::new(vec![rule("climate", CLIMATE)]);
+    let (v, msgs) = apply(&set, b"T=21.5;H=40");
+    assert_eq!(v, Verdict::Matched);
+    assert_eq!(
+        msgs,
+        vec![
+            ("sensors/dev/temperature".into(), "21.5".into(), 1, true),
+            ("sensors/dev/humidity".into(), "40".into(), 0, false),
+        ]
+    );
+}
+
+#[test]
+fn non_matching_frame_is_unmatched() {
+    let set = RuleSet::new(vec![rule("climate", CLIMATE)]);
+    assert_eq!(apply(&set, b"T=hot;H=40"), (Verdict::Unmatched, vec![]));
+}
+
+#[test]
+fn invalid_utf8_is_reported_as_such_for_text_rules() {
+    let set = RuleSet::new(vec![rule("climate", CLIMATE)]);
+    assert_eq!(apply(&set, b"T=2\xff;H=40").0, Verdict::InvalidUtf8);
+}
+
+#[test]
+fn first_matching_rule_wins_unless_it_says_continue() {
+    let any = "publish: [{topic: 'raw/{device}'}]";
+    let set = RuleSet::new(vec![rule("climate", CLIMATE), rule("raw", any)]);
+    let (_, msgs) = apply(&set, b"T=1;H=2");
+    assert_eq!(msgs.len(), 2, "raw must not run after climate matched");
+
+    let cont = format!("{CLIMATE}\ncontinue: true\n");
+    let set = RuleSet::new(vec![rule("climate", &cont), rule("raw", any)]);
+    let (_, msgs) = apply(&set, b"T=1;H=2");
+    assert_eq!(msgs.len(), 3);
+    assert_eq!(msgs[2], ("raw/dev".into(), "T=1;H=2".into(), 0, false));
+
+    // A frame the first rule does not match falls through to the next.
+    let (v, msgs) = apply(&set, b"hello");
+    assert_eq!(v, Verdict::Matched);
+    assert_eq!(msgs, vec![("raw/dev".into(), "hello".into(), 0, false)]);
+}
+
+#[test]
+fn json_rule_uses_fields_with_their_types_and_nested_paths() {
+    let r = rule(
+        "w",
+        r#"
+json: true
+publish:
+  - topic: "sensors/{device}/{id}/state"
+    payload: {temperature: "{temperature}", humidity: "{humidity}", where: "{loc.room}", label: "{id}-{humidity}"}
+"#,
+    );
+    let set = RuleSet::new(vec![r]);
+    let (v, msgs) = apply(
+        &set,
+        br#"{"id":"ws1","temperature":12.5,"humidity":81,"loc":{"room":"attic"}}"#,
+    );
+    assert_eq!(v, Verdict::Matched);
+    assert_eq!(msgs[0].0, "sensors/dev/ws1/state");
+    assert_eq!(
+        msgs[0].1,
+        r#"{"temperature":12.5,"humidity":81,"where":"attic","label":"ws1-81"}"#
+    );
+}
+
+#[test]
+fn json_frame_missing_a_used_field_does_not_match_that_rule() {
+    let temp = rule(
+        "t",
+        "json: true\npublish: [{topic: 't/{id}', payload: '{temperature}'}]",
+    );
+    let pm = rule(
+        "p",
+        "json: true\npublish: [{topic: 'pm/{id}', payload: '{pm25}'}]",
+    );
+    let set = RuleSet::new(vec![temp, pm]);
+    let (_, msgs) = apply(&set, br#"{"id":"a","pm25":7}"#);
+    assert_eq!(msgs, vec![("pm/a".into(), "7".into(), 0, false)]);
+    assert_eq!(apply(&set, br#"{"id":"a"}"#).0, Verdict::Unmatched);
+    assert_eq!(
+        apply(&set, b"[1,2]").0,
+        Verdict::Unmatched,
+        "arrays are not objects"
+    );
+    assert_eq!(apply(&set, b"not json").0, Verdict::Unmatched);
+}
+
+#[test]
+fn binary_rule_reads_scaled_fields() {
+    let r = rule(
+        "power",
+        r#"
+fields:
+  - {name: volts, offset: 0, type: u16le, scale: 0.01}
+  - {name: amps,  offset: 2, type: i16le, scale: 0.001}
+publish:
+  - {topic: "power/{device}", payload: {v: "{volts}", a: "{amps}"}}
+  - {topic: "power/{device}/raw", payload: "{frame_hex}"}
+"#,
+    );
+    let set = RuleSet::new(vec![r]);
+    let mut frame = 23049u16.to_le_bytes().to_vec();
+    frame.extend_from_slice(&(-1250i16).to_le_bytes());
+    let (v, msgs) = apply(&set, &frame);
+    assert_eq!(v, Verdict::Matched);
+    assert_eq!(msgs[0].1, r#"{"v":230.49,"a":-1.25}"#);
+    assert_eq!(msgs[1].1, "095a1efb");
+    // Too short for the fields: not matched, never a panic.
+    assert_eq!(apply(&set, &frame[..3]).0, Verdict::Unmatched);
+}
+
+#[test]
+fn rendered_topic_with_wildcard_is_skipped_and_reported() {
+    let r = rule(
+        "r",
+        "match: '^(?P<room>.*)$'\npublish: [{topic: 'rooms/{room}'}, {topic: 'all'}]",
+    );
+    let set = RuleSet::new(vec![r]);
+    let env = Builtins {
+        gateway: "gw",
+        device: "dev",
+        frame: b"a/+",
+        now: UNIX_EPOCH,
+    };
+    let (mut out, mut problems) = (Vec::new(), Vec::new());
+    assert_eq!(set.apply(&env, &mut out, &mut problems), Verdict::Matched);
+    assert_eq!(out.len(), 1, "the valid message is still published");
+    assert_eq!(out[0].topic, "all");
+    assert!(problems[0].contains("wildcard"), "{problems:?}");
+}
+
+#[test]
+fn placeholder_that_the_regex_does_not_capture_is_a_compile_error_with_suggestion() {
+    let errs =
+        compile_errors("match: '^(?P<temp>\\d+)$'\npublish: [{topic: 't', payload: '{tmp}'}]");
+    assert_eq!(errs[0].path, "publish[0].payload");
+    assert!(errs[0].message.contains("{tmp}"), "{errs:?}");
+    assert!(
+        errs[0]
+            .help
+            .as_deref()
+            .unwrap()
+            .contains("did you mean {temp}"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn bad_regex_names_the_rule() {
+    let errs = compile_errors("match: '^(?P<temp>\\d+$'\npublish: [{topic: 't'}]");
+    assert_eq!(errs[0].path, "match");
+    assert!(errs[0].message.contains("rule `r`"), "{errs:?}");
+    assert!(errs[0].message.contains("does not compile"), "{errs:?}");
+}
+
+#[test]
+fn other_rule_errors() {
+    let e = compile_errors("match: 'x'\njson: true\npublish: [{topic: 't'}]");
+    assert!(e[0].message.contains("more than one"), "{e:?}");
+    let e = compile_errors("publish: [{topic: 'a/+/b'}]");
+    assert!(e[0].message.contains("wildcard"), "{e:?}");
+    let e = compile_errors("publish: [{topic: 't', qos: 3}]");
+    assert_eq!(e[0].path, "publish[0].qos");
+    let e = compile_errors("fields: [{name: v, offset: 0, type: u16el}]\npublish: [{topic: 't'}]");
+    assert!(
+        e[0].help
+            .as_deref()
+            .unwrap()
+            .contains("did you mean `u16le`"),
+        "{e:?}"
+    );
+    let e = compile_errors("match: '(?P<device>.*)'\npublish: [{topic: 't'}]");
+    assert!(e[0].message.contains("built-in"), "{e:?}");
+    let e = compile_errors("publish: []");
+    assert!(e[0].message.contains("publishes nothing"), "{e:?}");
+}

@@ -1,0 +1,292 @@
+//! One device: owns its serial port for the life of the daemon.
+//!
+//! The task opens the port, reads frames, runs the rules and hands messages to the outbox. When
+//! the port goes away (a read of 0 bytes or an I/O error, as after a USB unplug) it logs once,
+//! publishes `offline` on the device's retained state topic, and reopens with capped exponential
+//! backoff — it never spins. Bad frames are counted and logged rate-limited, never fatal.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use backon::BackoffBuilder;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio_serial::SerialPortBuilderExt;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::framing::{Decoded, DropReason, FrameDecoder};
+use crate::config::{Device, PortSource};
+use crate::message::{Message, Outbox};
+use crate::rules::template::Builtins;
+use crate::rules::Verdict;
+use crate::stats::{DeviceStats, RateLimit};
+
+/// First delay before reopening a port that is gone.
+pub const REOPEN_MIN: Duration = Duration::from_millis(250);
+/// Longest delay between reopen attempts: how long a replugged device may wait to come back.
+pub const REOPEN_MAX: Duration = Duration::from_secs(5);
+/// How often a repeated bad-frame log line may appear per device and reason.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Everything a device task needs.
+pub struct DeviceTask {
+    /// The device's config.
+    pub device: Device,
+    /// Where the serial path is (a simulator's pty path overrides the config).
+    pub path: PathBuf,
+    /// The gateway id.
+    pub gateway: Arc<str>,
+    /// Where messages go.
+    pub outbox: Outbox,
+    /// Counters.
+    pub stats: Arc<DeviceStats>,
+    /// Stops the task.
+    pub shutdown: CancellationToken,
+}
+
+/// Why reading stopped.
+enum Stop {
+    Shutdown,
+    Gone(String),
+}
+
+/// Turns an open error into one sentence a user can act on.
+pub fn explain_open_error(path: &Path, e: &tokio_serial::Error) -> String {
+    use tokio_serial::ErrorKind as K;
+    let p = path.display();
+    match e.kind {
+        K::NoDevice => format!("{p} is not present (unplugged?): {}", e.description),
+        K::Io(io::ErrorKind::NotFound) => format!("{p} does not exist (unplugged?)"),
+        K::Io(io::ErrorKind::PermissionDenied) => format!(
+            "permission denied opening {p}: add the service user to the `dialout` group (sudo usermod -aG dialout $USER) and log in again"
+        ),
+        _ if e.description.contains("EBUSY") || e.description.contains("busy") => {
+            format!("{p} is in use by another program: {}", e.description)
+        }
+        _ if e.description.contains("ENOTTY") || e.description.contains("Inappropriate ioctl") => {
+            format!("{p} is not a serial device (a plain file?)")
+        }
+        _ if e.description.contains("EISDIR") || e.description.contains("directory") => {
+            format!("{p} is a directory, not a serial device")
+        }
+        _ => format!("cannot open {p}: {}", e.description),
+    }
+}
+
+impl DeviceTask {
+    /// Runs until shutdown.
+    pub async fn run(self) {
+        let name = self.device.name.clone();
+        let mut delays = self.backoff();
+        let mut last_error: Option<String> = None;
+        let mut announced_offline = false;
+        loop {
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            match self.open() {
+                Ok(port) => {
+                    delays = self.backoff();
+                    last_error = None;
+                    DeviceStats::bump(&self.stats.opens);
+                    self.stats.online.store(true, Ordering::Relaxed);
+                    info!(device = %name, port = %self.path.display(), "device online");
+                    self.publish_state("online").await;
+                    let stop = self.read(port).await;
+                    self.stats.online.store(false, Ordering::Relaxed);
+                    match stop {
+                        Stop::Shutdown => break,
+                        Stop::Gone(why) => {
+                            warn!(device = %name, port = %self.path.display(), "device offline: {why}; reopening with backoff");
+                            self.publish_state("offline").await;
+                            announced_offline = true;
+                        }
+                    }
+                }
+                Err(why) => {
+                    if last_error.as_deref() != Some(why.as_str()) {
+                        warn!(device = %name, "device offline: {why}; retrying every {}s at most", REOPEN_MAX.as_secs());
+                        last_error = Some(why);
+                    } else {
+                        debug!(device = %name, "still offline");
+                    }
+                    if !announced_offline {
+                        self.publish_state("offline").await;
+                        announced_offline = true;
+                    }
+                }
+            }
+            let delay = delays.next().unwrap_or(REOPEN_MAX);
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        self.publish_state("offline").await;
+        info!(device = %name, "device stopped: {}", self.stats.summary());
+    }
+
+    fn backoff(&self) -> impl Iterator<Item = Duration> {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(REOPEN_MIN)
+            .with_max_delay(REOPEN_MAX)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+
+    fn open(&self) -> Result<tokio_serial::SerialStream, String> {
+        let s = self.device.serial;
+        tokio_serial::new(self.path.to_string_lossy(), s.baud)
+            .data_bits(s.data_bits)
+            .parity(s.parity)
+            .stop_bits(s.stop_bits)
+            .flow_control(s.flow_control)
+            .open_native_async()
+            .map_err(|e| explain_open_error(&self.path, &e))
+    }
+
+    async fn publish_state(&self, state: &'static str) {
+        let m = Message {
+            topic: self.device.state_topic.clone(),
+            payload: Bytes::from_static(state.as_bytes()),
+            qos: 1,
+            retain: true,
+        };
+        // A closed outbox means the gateway is stopping; nothing else to do.
+        let _ = self.outbox.send(m).await;
+    }
+
+    async fn read(&self, port: tokio_serial::SerialStream) -> Stop {
+        let decoder = FrameDecoder::new(&self.device.framing, self.device.max_frame);
+        let mut frames = FramedRead::with_capacity(port, decoder, 8 * 1024);
+        let mut handler = FrameHandler::new(&self.device, &self.gateway, &self.stats);
+        loop {
+            let item = tokio::select! {
+                _ = self.shutdown.cancelled() => return Stop::Shutdown,
+                item = frames.next() => item,
+            };
+            match item {
+                Some(Ok(Decoded::Frame(frame))) => {
+                    for m in handler.handle(&frame) {
+                        if self.outbox.send(m).await.is_err() {
+                            return Stop::Shutdown;
+                        }
+                    }
+                }
+                Some(Ok(Decoded::Dropped(reason))) => handler.dropped(reason),
+                Some(Err(e)) => return Stop::Gone(format!("read error: {e}")),
+                None => return Stop::Gone("the port closed (read returned 0 bytes)".into()),
+            }
+        }
+    }
+}
+
+/// Applies the rules to frames and keeps the per-reason counters and rate limits.
+pub struct FrameHandler<'a> {
+    device: &'a Device,
+    gateway: &'a str,
+    stats: &'a DeviceStats,
+    messages: Vec<Message>,
+    problems: Vec<String>,
+    limits: [RateLimit; 5],
+}
+
+impl<'a> FrameHandler<'a> {
+    /// A handler for one device.
+    pub fn new(device: &'a Device, gateway: &'a str, stats: &'a DeviceStats) -> Self {
+        Self {
+            device,
+            gateway,
+            stats,
+            messages: Vec::new(),
+            problems: Vec::new(),
+            limits: std::array::from_fn(|_| RateLimit::new(LOG_EVERY)),
+        }
+    }
+
+    /// Runs one frame through the rules; returns the messages to publish.
+    pub fn handle(&mut self, frame: &Bytes) -> std::vec::Drain<'_, Message> {
+        DeviceStats::bump(&self.stats.frames);
+        let env = Builtins {
+            gateway: self.gateway,
+            device: &self.device.name,
+            frame,
+            now: SystemTime::now(),
+        };
+        self.messages.clear();
+        let verdict = self
+            .device
+            .rules
+            .apply(&env, &mut self.messages, &mut self.problems);
+        let name = &self.device.name;
+        for problem in self.problems.drain(..) {
+            DeviceStats::bump(&self.stats.bad_topic);
+            if let Some(n) = self.limits[0].hit() {
+                warn!(device = %name, suppressed = n, "message not published: {problem}");
+            }
+        }
+        match verdict {
+            Verdict::Matched => {}
+            Verdict::Unmatched => {
+                DeviceStats::bump(&self.stats.unmatched);
+                if let Some(n) = self.limits[1].hit() {
+                    warn!(device = %name, suppressed = n, frame = %String::from_utf8_lossy(&frame[..frame.len().min(200)]), "frame matched no rule");
+                }
+            }
+            Verdict::InvalidUtf8 => {
+                DeviceStats::bump(&self.stats.invalid_utf8);
+                if let Some(n) = self.limits[2].hit() {
+                    warn!(device = %name, suppressed = n, frame_hex = %hex::encode(&frame[..frame.len().min(64)]), "frame is not UTF-8 text (wrong baud rate?)");
+                }
+            }
+        }
+        if verdict != Verdict::Matched {
+            if let Some(topic) = &self.device.unmatched_topic {
+                self.messages.push(Message {
+                    topic: topic.clone(),
+                    payload: frame.clone(),
+                    qos: 0,
+                    retain: false,
+                });
+            }
+        }
+        self.stats
+            .messages
+            .fetch_add(self.messages.len() as u64, Ordering::Relaxed);
+        self.messages.drain(..)
+    }
+
+    /// Counts and logs (rate-limited) bytes the framer dropped.
+    pub fn dropped(&mut self, reason: DropReason) {
+        let name = &self.device.name;
+        match reason {
+            DropReason::TooLong => {
+                DeviceStats::bump(&self.stats.too_long);
+                if let Some(n) = self.limits[3].hit() {
+                    warn!(device = %name, suppressed = n, max_frame = self.device.max_frame, "frame longer than max_frame dropped (wrong framing or baud rate?)");
+                }
+            }
+            DropReason::Corrupt => {
+                DeviceStats::bump(&self.stats.corrupt);
+                if let Some(n) = self.limits[4].hit() {
+                    warn!(device = %name, suppressed = n, framing = self.device.framing.name(), "corrupt frame dropped");
+                }
+            }
+        }
+    }
+}
+
+/// The path a device reads: its configured port (simulated devices get theirs at start).
+pub fn configured_path(device: &Device) -> Option<&Path> {
+    match &device.source {
+        PortSource::Path(p) => Some(p),
+        PortSource::Simulated(_) => None,
+    }
+}

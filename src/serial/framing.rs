@@ -1,0 +1,1449 @@
+//! Frame decoders for the bytes read from a serial port.
+//!
+//! A serial port delivers an unstructured byte stream in arbitrary pieces; this module cuts it into
+//! sensor frames according to a device's configured [`Framing`]. [`FrameDecoder`] is a
+//! [`tokio_util::codec::Decoder`], so it plugs into `FramedRead`.
+//!
+//! Guarantees:
+//! - **Errors are items.** In tokio-util 0.7 a decoder error ends the `FramedRead` stream, so a
+//!   recoverable problem (an overlong or a corrupt frame) is reported as [`Decoded::Dropped`] and
+//!   decoding goes on with the next frame. The decoder never returns `Err`.
+//! - **Bounded memory.** Between calls the decoder holds at most about `max_frame` bytes plus a
+//!   delimiter or length prefix (COBS: plus its 1-in-254 overhead); an overlong frame is discarded
+//!   as it streams in, never buffered whole.
+//! - **No panics on any input**, and split reads (a frame arriving byte by byte, a delimiter torn
+//!   between two reads) yield the same items as a single read.
+//! - Empty payloads carry no data and are skipped silently; a partial frame at EOF is dropped.
+//!
+//! The splitting is hand-written on purpose: framing is this project's core craft and its hot path
+//! (memchr/memmem searches that resume where they stopped, zero-copy frames via `split_to`). Only
+//! the COBS byte transform comes from the `cobs` crate.
+
+use std::fmt;
+use std::io;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use memchr::memmem;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use tokio_util::codec::Decoder;
+
+/// SLIP frame end (RFC 1055).
+const SLIP_END: u8 = 0xC0;
+/// SLIP escape (RFC 1055).
+const SLIP_ESC: u8 = 0xDB;
+/// Escaped END after ESC.
+const SLIP_ESC_END: u8 = 0xDC;
+/// Escaped ESC after ESC.
+const SLIP_ESC_ESC: u8 = 0xDD;
+/// Most we pre-allocate for one awaited frame, so a huge configured size cannot allocate upfront.
+const RESERVE_CAP: usize = 64 * 1024;
+
+/// How bytes on the wire are cut into frames (YAML: `framing:` of a device).
+///
+/// YAML forms: `lines`, `cobs`, `slip`, `{delimiter: "\r\n"}`,
+/// `{length_prefix: {width: 2, endian: little}}`, `{fixed: 12}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Framing {
+    /// Frames end at `\n`; one trailing `\r` is stripped.
+    Lines,
+    /// Frames end at this byte sequence (the string's UTF-8 bytes; must be non-empty).
+    Delimiter(String),
+    /// COBS-encoded frames terminated by `0x00`.
+    Cobs,
+    /// RFC 1055 SLIP: END=0xC0, ESC=0xDB, ESC_END=0xDC, ESC_ESC=0xDD.
+    Slip,
+    /// Each frame is preceded by its payload length.
+    LengthPrefix(LengthPrefix),
+    /// Every frame is exactly this many bytes.
+    Fixed(usize),
+}
+
+/// The length header of [`Framing::LengthPrefix`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LengthPrefix {
+    /// Header size in bytes: 1, 2 or 4.
+    pub width: u8,
+    /// Byte order of the header (default big).
+    #[serde(default)]
+    pub endian: Endian,
+}
+
+/// Byte order of a length header.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Endian {
+    /// Most significant byte first (network order).
+    #[default]
+    Big,
+    /// Least significant byte first.
+    Little,
+}
+
+impl Framing {
+    /// Checks values serde cannot (empty delimiter, width not 1/2/4, fixed 0); Err is a sentence telling the user what to write instead.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Framing::Delimiter(d) if d.is_empty() => Err(
+                "the delimiter is empty: write the bytes that end a frame, e.g. \
+                 `{delimiter: \"\\r\\n\"}`, or use `lines` for newline-terminated text"
+                    .to_string(),
+            ),
+            Framing::LengthPrefix(p) if !matches!(p.width, 1 | 2 | 4) => Err(format!(
+                "length_prefix width {} is not supported: write 1, 2 or 4 (bytes of the length \
+                 header), e.g. `{{length_prefix: {{width: 2}}}}`",
+                p.width
+            )),
+            Framing::Fixed(0) => Err(
+                "a fixed frame size of 0 bytes cannot carry data: write the frame length in \
+                 bytes, e.g. `{fixed: 12}`"
+                    .to_string(),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Short name for logs: "lines", "delimiter", "cobs", "slip", "length_prefix", "fixed".
+    pub fn name(&self) -> &'static str {
+        match self {
+            Framing::Lines => "lines",
+            Framing::Delimiter(_) => "delimiter",
+            Framing::Cobs => "cobs",
+            Framing::Slip => "slip",
+            Framing::LengthPrefix(_) => "length_prefix",
+            Framing::Fixed(_) => "fixed",
+        }
+    }
+}
+
+/// Variant names, for serde's "expected one of" messages.
+const FRAMING_NAMES: &[&str] = &[
+    "lines",
+    "delimiter",
+    "cobs",
+    "slip",
+    "length_prefix",
+    "fixed",
+];
+
+/// Accepts exactly a bare name (`lines`) or a single-key map (`{fixed: 12}`).
+///
+/// Hand-written because serde_norway (like serde_yaml 0.9) reads derived externally tagged enums
+/// only from YAML tags (`!fixed 12`), not from single-key maps.
+impl<'de> serde::Deserialize<'de> for Framing {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(FramingVisitor)
+    }
+}
+
+/// Visitor behind `Framing`'s Deserialize.
+struct FramingVisitor;
+
+impl<'de> Visitor<'de> for FramingVisitor {
+    type Value = Framing;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(
+            "a framing: `lines`, `cobs`, `slip`, `{delimiter: \"\\r\\n\"}`, \
+             `{length_prefix: {width: 2}}` or `{fixed: 12}`",
+        )
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Framing, E> {
+        match v {
+            "lines" => Ok(Framing::Lines),
+            "cobs" => Ok(Framing::Cobs),
+            "slip" => Ok(Framing::Slip),
+            "delimiter" => Err(E::custom(
+                "`delimiter` needs the bytes that end a frame: write `{delimiter: \"\\r\\n\"}`",
+            )),
+            "length_prefix" => Err(E::custom(
+                "`length_prefix` needs its header size: write `{length_prefix: {width: 2}}`",
+            )),
+            "fixed" => Err(E::custom(
+                "`fixed` needs the frame size in bytes: write `{fixed: 12}`",
+            )),
+            other => Err(E::unknown_variant(other, FRAMING_NAMES)),
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Framing, A::Error> {
+        let Some(key) = map.next_key::<String>()? else {
+            return Err(de::Error::custom(
+                "the framing map is empty: write e.g. `lines` or `{fixed: 12}`",
+            ));
+        };
+        let framing = match key.as_str() {
+            "delimiter" => Framing::Delimiter(map.next_value()?),
+            "length_prefix" => Framing::LengthPrefix(map.next_value()?),
+            "fixed" => Framing::Fixed(map.next_value()?),
+            "lines" | "cobs" | "slip" => {
+                return Err(de::Error::custom(format_args!(
+                    "`{key}` takes no value: write just `{key}`"
+                )));
+            }
+            other => return Err(de::Error::unknown_variant(other, FRAMING_NAMES)),
+        };
+        if map.next_key::<IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom(
+                "a framing map has exactly one key: write e.g. `{fixed: 12}`",
+            ));
+        }
+        Ok(framing)
+    }
+}
+
+/// One decoder item: a frame, or a counted reason why bytes were dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// A complete payload, without delimiter, prefix or encoding.
+    Frame(Bytes),
+    /// A frame was discarded; decoding continues with the next one.
+    Dropped(DropReason),
+}
+
+/// Why a frame was dropped, so the caller can count drops per cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The payload exceeded `max_frame`.
+    TooLong,
+    /// The frame's encoding was invalid (COBS decode failure, bad SLIP escape).
+    Corrupt,
+}
+
+impl DropReason {
+    /// Stable label for metrics and logs: "too_long" or "corrupt".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::TooLong => "too_long",
+            DropReason::Corrupt => "corrupt",
+        }
+    }
+}
+
+/// The decoder for one framing with a maximum frame size (payload bytes, without delimiter/prefix).
+///
+/// Built from a framing that fails [`Framing::validate`], it drops all input instead of panicking.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    max_frame: usize,
+    kind: Kind,
+}
+
+/// Per-framing state.
+#[derive(Debug)]
+enum Kind {
+    Delimited(Delimited),
+    Slip(Slip),
+    LengthPrefix(Prefixed),
+    Fixed(usize),
+    /// The framing failed validation: every byte is discarded.
+    Invalid,
+}
+
+impl FrameDecoder {
+    /// Creates the decoder for `framing`, dropping frames whose payload exceeds `max_frame` bytes.
+    pub fn new(framing: &Framing, max_frame: usize) -> Self {
+        let kind = if framing.validate().is_err() {
+            Kind::Invalid
+        } else {
+            match framing {
+                Framing::Lines => Kind::Delimited(Delimited::new(
+                    b"\n",
+                    max_frame.saturating_add(1),
+                    Post::StripCr,
+                )),
+                Framing::Delimiter(d) => {
+                    Kind::Delimited(Delimited::new(d.as_bytes(), max_frame, Post::Plain))
+                }
+                // COBS adds at most one byte per 254 plus one; the decoded size is checked again.
+                Framing::Cobs => Kind::Delimited(Delimited::new(
+                    &[0],
+                    max_frame.saturating_add(max_frame / 254).saturating_add(1),
+                    Post::Cobs,
+                )),
+                Framing::Slip => Kind::Slip(Slip::default()),
+                Framing::LengthPrefix(p) => Kind::LengthPrefix(Prefixed {
+                    width: usize::from(p.width),
+                    little: p.endian == Endian::Little,
+                    skip: 0,
+                }),
+                Framing::Fixed(n) => Kind::Fixed(*n),
+            }
+        };
+        FrameDecoder { max_frame, kind }
+    }
+
+    /// Forgets any partial frame (after EOF), so the decoder can be reused.
+    fn reset(&mut self) {
+        match &mut self.kind {
+            Kind::Delimited(d) => {
+                d.scanned = 0;
+                d.discarding = false;
+            }
+            Kind::Slip(s) => *s = Slip::default(),
+            Kind::LengthPrefix(p) => p.skip = 0,
+            Kind::Fixed(_) | Kind::Invalid => {}
+        }
+    }
+
+    /// Bytes held outside the caller's buffer (SLIP's unescaped partial frame).
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        match &self.kind {
+            Kind::Slip(s) => s.out.len(),
+            _ => 0,
+        }
+    }
+}
+
+impl Decoder for FrameDecoder {
+    type Item = Decoded;
+    type Error = io::Error;
+
+    /// Yields the next frame or drop; never Err, so one bad frame cannot end the stream.
+    fn decode(&mut self, buf: &mut BytesMut) -> io::Result<Option<Decoded>> {
+        let max = self.max_frame;
+        Ok(match &mut self.kind {
+            Kind::Delimited(d) => d.next(buf, max),
+            Kind::Slip(s) => s.next(buf, max),
+            Kind::LengthPrefix(p) => p.next(buf, max),
+            Kind::Fixed(n) => next_fixed(buf, *n),
+            Kind::Invalid => {
+                buf.clear();
+                None
+            }
+        })
+    }
+
+    /// Yields the complete frames still buffered, then drops a trailing partial frame (port gone).
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> io::Result<Option<Decoded>> {
+        if let Some(item) = self.decode(buf)? {
+            return Ok(Some(item));
+        }
+        buf.clear();
+        self.reset();
+        Ok(None)
+    }
+}
+
+/// Reserves room for an awaited frame, capped so a huge size cannot allocate upfront.
+fn reserve_upto(buf: &mut BytesMut, additional: usize) {
+    buf.reserve(additional.min(RESERVE_CAP));
+}
+
+/// What to do with the raw bytes between two delimiters.
+#[derive(Debug, Clone, Copy)]
+enum Post {
+    /// Strip one trailing `\r` (lines).
+    StripCr,
+    /// Use as-is (delimiter).
+    Plain,
+    /// COBS-decode in place.
+    Cobs,
+}
+
+/// The delimiter to search for: memchr for one byte, memmem otherwise.
+#[derive(Debug)]
+enum Needle {
+    Byte(u8),
+    Seq(Box<memmem::Finder<'static>>),
+}
+
+impl Needle {
+    fn new(delimiter: &[u8]) -> Self {
+        match delimiter {
+            [b] => Needle::Byte(*b),
+            _ => Needle::Seq(Box::new(memmem::Finder::new(delimiter).into_owned())),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Needle::Byte(_) => 1,
+            Needle::Seq(f) => f.needle().len(),
+        }
+    }
+
+    fn find(&self, haystack: &[u8]) -> Option<usize> {
+        match self {
+            Needle::Byte(b) => memchr::memchr(*b, haystack),
+            Needle::Seq(f) => f.find(haystack),
+        }
+    }
+}
+
+/// Splitter for delimiter-terminated framings (lines, delimiter, COBS).
+#[derive(Debug)]
+struct Delimited {
+    needle: Needle,
+    /// Most raw bytes a frame may have before its delimiter.
+    limit: usize,
+    /// No delimiter starts before this offset of the buffer: the next search resumes here.
+    scanned: usize,
+    /// An overlong frame was reported; bytes are dropped up to and including the next delimiter.
+    discarding: bool,
+    post: Post,
+}
+
+impl Delimited {
+    fn new(delimiter: &[u8], limit: usize, post: Post) -> Self {
+        Delimited {
+            needle: Needle::new(delimiter),
+            limit,
+            scanned: 0,
+            discarding: false,
+            post,
+        }
+    }
+
+    fn next(&mut self, buf: &mut BytesMut, max: usize) -> Option<Decoded> {
+        loop {
+            let raw = match self.cut(buf) {
+                Cut::NeedMore => return None,
+                Cut::TooLong => return Some(Decoded::Dropped(DropReason::TooLong)),
+                Cut::Raw(raw) => raw,
+            };
+            if let Some(item) = finish(self.post, raw, max) {
+                return Some(item);
+            }
+        }
+    }
+
+    /// Takes the next raw frame (delimiter consumed) off `buf`, remembering how far it searched.
+    fn cut(&mut self, buf: &mut BytesMut) -> Cut {
+        let tail = self.needle.len().saturating_sub(1);
+        loop {
+            let from = self.scanned.min(buf.len());
+            match self.needle.find(&buf[from..]) {
+                Some(at) => {
+                    let end = from + at;
+                    self.scanned = 0;
+                    if self.discarding {
+                        buf.advance(end + self.needle.len());
+                        self.discarding = false;
+                        continue;
+                    }
+                    let raw = buf.split_to(end);
+                    buf.advance(self.needle.len());
+                    return if raw.len() > self.limit {
+                        Cut::TooLong
+                    } else {
+                        Cut::Raw(raw)
+                    };
+                }
+                None => {
+                    // Only the last `tail` bytes can still be the start of a delimiter.
+                    let settled = buf.len().saturating_sub(tail);
+                    if self.discarding {
+                        buf.advance(settled);
+                        self.scanned = 0;
+                        return Cut::NeedMore;
+                    }
+                    if settled > self.limit {
+                        buf.advance(settled);
+                        self.scanned = 0;
+                        self.discarding = true;
+                        return Cut::TooLong;
+                    }
+                    self.scanned = settled;
+                    return Cut::NeedMore;
+                }
+            }
+        }
+    }
+}
+
+/// Outcome of one [`Delimited::cut`].
+enum Cut {
+    Raw(BytesMut),
+    TooLong,
+    NeedMore,
+}
+
+/// Turns raw bytes between delimiters into an item; None for an empty payload.
+fn finish(post: Post, mut raw: BytesMut, max: usize) -> Option<Decoded> {
+    match post {
+        Post::StripCr => {
+            if raw.last() == Some(&b'\r') {
+                raw.truncate(raw.len() - 1);
+            }
+        }
+        Post::Plain => {}
+        Post::Cobs => {
+            if raw.is_empty() {
+                return None;
+            }
+            // `raw` holds no 0x00, so this is the crate's whole-frame decode, done in place.
+            match cobs::decode_in_place(&mut raw[..]) {
+                Ok(n) => raw.truncate(n),
+                Err(_) => return Some(Decoded::Dropped(DropReason::Corrupt)),
+            }
+        }
+    }
+    if raw.is_empty() {
+        None
+    } else if raw.len() > max {
+        Some(Decoded::Dropped(DropReason::TooLong))
+    } else {
+        Some(Decoded::Frame(raw.freeze()))
+    }
+}
+
+/// Streaming SLIP unescaper: input is consumed as it arrives, so only the payload is held.
+#[derive(Debug, Default)]
+struct Slip {
+    /// Unescaped payload of the current frame so far.
+    out: BytesMut,
+    /// The previous byte was ESC.
+    escaped: bool,
+    /// The current frame was reported dropped; skip to the next END.
+    discarding: bool,
+}
+
+impl Slip {
+    fn next(&mut self, buf: &mut BytesMut, max: usize) -> Option<Decoded> {
+        loop {
+            if buf.is_empty() {
+                return None;
+            }
+            if self.discarding {
+                match memchr::memchr(SLIP_END, buf) {
+                    Some(at) => {
+                        buf.advance(at + 1);
+                        self.discarding = false;
+                        continue;
+                    }
+                    None => {
+                        buf.clear();
+                        return None;
+                    }
+                }
+            }
+            if self.escaped {
+                self.escaped = false;
+                let byte = buf[0];
+                buf.advance(1);
+                let plain = match byte {
+                    SLIP_ESC_END => SLIP_END,
+                    SLIP_ESC_ESC => SLIP_ESC,
+                    other => {
+                        self.out.clear();
+                        // An END right after ESC still ends the frame; anything else starts a skip.
+                        self.discarding = other != SLIP_END;
+                        return Some(Decoded::Dropped(DropReason::Corrupt));
+                    }
+                };
+                if self.out.len() >= max {
+                    return Some(self.drop_too_long());
+                }
+                self.out.put_u8(plain);
+                continue;
+            }
+            let run = memchr::memchr2(SLIP_END, SLIP_ESC, buf).unwrap_or(buf.len());
+            if run > max.saturating_sub(self.out.len()) {
+                buf.advance(run);
+                return Some(self.drop_too_long());
+            }
+            self.out.extend_from_slice(&buf[..run]);
+            let Some(&special) = buf.get(run) else {
+                buf.clear();
+                return None;
+            };
+            buf.advance(run + 1);
+            if special == SLIP_ESC {
+                self.escaped = true;
+            } else if !self.out.is_empty() {
+                return Some(Decoded::Frame(self.out.split().freeze()));
+            }
+        }
+    }
+
+    fn drop_too_long(&mut self) -> Decoded {
+        self.out.clear();
+        self.discarding = true;
+        Decoded::Dropped(DropReason::TooLong)
+    }
+}
+
+/// Length-prefixed frames.
+#[derive(Debug)]
+struct Prefixed {
+    /// Header bytes: 1, 2 or 4.
+    width: usize,
+    little: bool,
+    /// Bytes of an overlong frame still to be skipped without buffering.
+    skip: usize,
+}
+
+impl Prefixed {
+    fn next(&mut self, buf: &mut BytesMut, max: usize) -> Option<Decoded> {
+        loop {
+            if self.skip > 0 {
+                let n = self.skip.min(buf.len());
+                buf.advance(n);
+                self.skip -= n;
+                if self.skip > 0 {
+                    return None;
+                }
+            }
+            let len = read_len(buf.get(..self.width)?, self.little);
+            if len > max {
+                buf.advance(self.width);
+                self.skip = len;
+                return Some(Decoded::Dropped(DropReason::TooLong));
+            }
+            if len == 0 {
+                buf.advance(self.width);
+                continue;
+            }
+            let total = self.width.saturating_add(len);
+            if buf.len() < total {
+                reserve_upto(buf, total - buf.len());
+                return None;
+            }
+            buf.advance(self.width);
+            return Some(Decoded::Frame(buf.split_to(len).freeze()));
+        }
+    }
+}
+
+/// Reads an unsigned length header of any width up to 8 bytes.
+fn read_len(header: &[u8], little: bool) -> usize {
+    let fold = |acc: u64, b: &u8| (acc << 8) | u64::from(*b);
+    let value = if little {
+        header.iter().rev().fold(0, fold)
+    } else {
+        header.iter().fold(0, fold)
+    };
+    usize::try_from(value).unwrap_or(usize::MAX)
+}
+
+/// Fixed-size frames (`size` is at least 1).
+fn next_fixed(buf: &mut BytesMut, size: usize) -> Option<Decoded> {
+    if buf.len() >= size {
+        Some(Decoded::Frame(buf.split_to(size).freeze()))
+    } else {
+        reserve_upto(buf, size - buf.len());
+        None
+    }
+}
+
+/// Encodes one payload as it would appear on the wire in this framing (used by the built-in simulator and tests).
+///
+/// Nothing is appended for a framing that fails [`Framing::validate`] or a payload longer than a
+/// length prefix can express. The payload must not contain the delimiter (lines: `\n`, nor end in
+/// `\r`), and for `fixed` must have the configured size: that is the caller's job.
+pub fn encode_frame(framing: &Framing, payload: &[u8], out: &mut Vec<u8>) {
+    if framing.validate().is_err() {
+        return;
+    }
+    match framing {
+        Framing::Lines => {
+            out.extend_from_slice(payload);
+            out.push(b'\n');
+        }
+        Framing::Delimiter(d) => {
+            out.extend_from_slice(payload);
+            out.extend_from_slice(d.as_bytes());
+        }
+        Framing::Cobs => {
+            let start = out.len();
+            out.resize(start + cobs::max_encoding_length(payload.len()), 0);
+            // Sized by max_encoding_length, so try_encode cannot run out of room.
+            let written = cobs::try_encode(payload, &mut out[start..]).unwrap_or(0);
+            out.truncate(start + written);
+            out.push(0);
+        }
+        Framing::Slip => {
+            out.push(SLIP_END);
+            for &b in payload {
+                match b {
+                    SLIP_END => out.extend_from_slice(&[SLIP_ESC, SLIP_ESC_END]),
+                    SLIP_ESC => out.extend_from_slice(&[SLIP_ESC, SLIP_ESC_ESC]),
+                    _ => out.push(b),
+                }
+            }
+            out.push(SLIP_END);
+        }
+        Framing::LengthPrefix(p) => {
+            let width = usize::from(p.width);
+            let Ok(len) = u32::try_from(payload.len()) else {
+                return;
+            };
+            if width < 4 && len >> (8 * width) != 0 {
+                return;
+            }
+            match p.endian {
+                Endian::Big => out.extend_from_slice(&len.to_be_bytes()[4 - width..]),
+                Endian::Little => out.extend_from_slice(&len.to_le_bytes()[..width]),
+            }
+            out.extend_from_slice(payload);
+        }
+        Framing::Fixed(_) => out.extend_from_slice(payload),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 8;
+
+    fn frame(payload: &[u8]) -> Decoded {
+        Decoded::Frame(Bytes::copy_from_slice(payload))
+    }
+
+    const TOO_LONG: Decoded = Decoded::Dropped(DropReason::TooLong);
+    const CORRUPT: Decoded = Decoded::Dropped(DropReason::Corrupt);
+
+    fn delimiter(d: &str) -> Framing {
+        Framing::Delimiter(d.to_string())
+    }
+
+    fn length_prefix(width: u8, endian: Endian) -> Framing {
+        Framing::LengthPrefix(LengthPrefix { width, endian })
+    }
+
+    /// One of every framing, in the shapes the tests exercise.
+    fn all_framings() -> Vec<Framing> {
+        vec![
+            Framing::Lines,
+            delimiter("\r\n"),
+            delimiter("\x02"),
+            delimiter("<END>"),
+            Framing::Cobs,
+            Framing::Slip,
+            length_prefix(1, Endian::Big),
+            length_prefix(2, Endian::Little),
+            length_prefix(4, Endian::Big),
+            Framing::Fixed(5),
+        ]
+    }
+
+    /// Feeds `input` in chunks of `chunk` bytes to a fresh decoder and buffer, then signals EOF.
+    fn feed_chunked(framing: &Framing, max: usize, input: &[u8], chunk: usize) -> Vec<Decoded> {
+        let mut dec = FrameDecoder::new(framing, max);
+        let mut buf = BytesMut::new();
+        let mut items = Vec::new();
+        for piece in input.chunks(chunk.max(1)) {
+            buf.extend_from_slice(piece);
+            while let Some(item) = dec.decode(&mut buf).unwrap() {
+                items.push(item);
+            }
+        }
+        while let Some(item) = dec.decode_eof(&mut buf).unwrap() {
+            items.push(item);
+        }
+        assert!(buf.is_empty(), "EOF leaves nothing buffered");
+        items
+    }
+
+    /// Feeds `input` in one read.
+    fn feed(framing: &Framing, max: usize, input: &[u8]) -> Vec<Decoded> {
+        feed_chunked(framing, max, input, input.len())
+    }
+
+    /// Asserts every chunk size 1..=len gives the same items as one read; returns those items.
+    fn split_invariant(framing: &Framing, max: usize, input: &[u8]) -> Vec<Decoded> {
+        let whole = feed(framing, max, input);
+        for chunk in 1..=input.len() {
+            assert_eq!(
+                feed_chunked(framing, max, input, chunk),
+                whole,
+                "{framing:?}, chunk size {chunk}"
+            );
+        }
+        whole
+    }
+
+    fn encode_all(framing: &Framing, payloads: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in payloads {
+            encode_frame(framing, p, &mut out);
+        }
+        out
+    }
+
+    /// Deterministic xorshift64 PRNG, so garbage tests are reproducible without a rand crate.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        /// Uniform bytes, or (edgy) bytes drawn from the framings' special values.
+        fn garbage(&mut self, len: usize, edgy: bool) -> Vec<u8> {
+            const SPECIAL: &[u8] = &[
+                0x00, 0x01, 0x02, 0x03, 0x04, 0xFE, 0xFF, 0xC0, 0xDB, 0xDC, 0xDD, b'\r', b'\n',
+                b'<', b'E', b'N', b'D', b'>', b'a',
+            ];
+            (0..len)
+                .map(|_| {
+                    if edgy {
+                        SPECIAL[self.below(SPECIAL.len())]
+                    } else {
+                        (self.next() >> 24) as u8
+                    }
+                })
+                .collect()
+        }
+    }
+
+    // ---- configuration ----
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Device {
+        framing: Framing,
+    }
+
+    /// `serde_yaml` is serde_norway, under the name the project's Cargo.toml gives it.
+    fn parse(yaml: &str) -> Result<Framing, String> {
+        serde_yaml::from_str::<Device>(yaml)
+            .map(|d| d.framing)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn yaml_accepts_every_documented_form() {
+        assert_eq!(parse("framing: lines"), Ok(Framing::Lines));
+        assert_eq!(parse("framing: cobs"), Ok(Framing::Cobs));
+        assert_eq!(parse("framing: slip"), Ok(Framing::Slip));
+        assert_eq!(
+            parse(r#"framing: {delimiter: "\r\n"}"#),
+            Ok(delimiter("\r\n"))
+        );
+        assert_eq!(
+            parse(r#"framing: {delimiter: "\x02"}"#),
+            Ok(delimiter("\u{2}"))
+        );
+        assert_eq!(
+            parse("framing: {length_prefix: {width: 2, endian: little}}"),
+            Ok(length_prefix(2, Endian::Little))
+        );
+        assert_eq!(
+            parse("framing: {length_prefix: {width: 4}}"),
+            Ok(length_prefix(4, Endian::Big)),
+            "endian defaults to big"
+        );
+        assert_eq!(parse("framing: {fixed: 12}"), Ok(Framing::Fixed(12)));
+        assert_eq!(
+            parse("framing:\n  length_prefix:\n    width: 1\n    endian: big\n"),
+            Ok(length_prefix(1, Endian::Big)),
+            "block style works too"
+        );
+    }
+
+    #[test]
+    fn yaml_rejects_other_forms_with_a_hint() {
+        let cases: &[(&str, &str)] = &[
+            ("framing: lnes", "unknown variant `lnes`"),
+            ("framing: fixed", "{fixed: 12}"),
+            ("framing: delimiter", "{delimiter:"),
+            ("framing: length_prefix", "{length_prefix: {width: 2}}"),
+            ("framing: {}", "empty"),
+            ("framing: {lines: }", "write just `lines`"),
+            ("framing: {fixed: 12, cobs: }", "exactly one key"),
+            ("framing: {fixd: 12}", "unknown variant `fixd`"),
+            ("framing: {fixed: -1}", "expected usize"),
+            (
+                "framing: {length_prefix: {width: 2, endain: little}}",
+                "unknown field `endain`",
+            ),
+            (
+                "framing: {length_prefix: {width: 2, endian: middle}}",
+                "unknown variant `middle`",
+            ),
+            ("framing: 12", "expected a framing"),
+            ("framing: [lines]", "expected a framing"),
+            ("framing: !fixed 12", "expected a framing"),
+        ];
+        for (yaml, hint) in cases {
+            let err = parse(yaml).expect_err(yaml);
+            assert!(err.contains(hint), "{yaml}: {err:?} lacks {hint:?}");
+        }
+    }
+
+    #[test]
+    fn validate_catches_what_serde_cannot() {
+        for f in all_framings() {
+            assert_eq!(f.validate(), Ok(()), "{f:?}");
+        }
+        let empty = delimiter("").validate().unwrap_err();
+        assert!(empty.contains("{delimiter: \"\\r\\n\"}"), "{empty}");
+        let width = length_prefix(3, Endian::Big).validate().unwrap_err();
+        assert!(width.contains("1, 2 or 4"), "{width}");
+        assert!(length_prefix(0, Endian::Big).validate().is_err());
+        assert!(length_prefix(8, Endian::Little).validate().is_err());
+        let fixed = Framing::Fixed(0).validate().unwrap_err();
+        assert!(fixed.contains("{fixed: 12}"), "{fixed}");
+    }
+
+    #[test]
+    fn names_and_reasons_are_stable_labels() {
+        let names: Vec<_> = [
+            Framing::Lines,
+            delimiter(","),
+            Framing::Cobs,
+            Framing::Slip,
+            length_prefix(1, Endian::Big),
+            Framing::Fixed(1),
+        ]
+        .iter()
+        .map(Framing::name)
+        .collect();
+        assert_eq!(names, FRAMING_NAMES);
+        assert_eq!(DropReason::TooLong.as_str(), "too_long");
+        assert_eq!(DropReason::Corrupt.as_str(), "corrupt");
+    }
+
+    // ---- lines ----
+
+    #[test]
+    fn lines_split_strip_cr_and_skip_empty() {
+        let items = split_invariant(
+            &Framing::Lines,
+            MAX,
+            b"\n\r\nabc\r\n\r\n\n\r\n\rdef\nx\r\r\n12345678\r\nlast",
+        );
+        assert_eq!(
+            items,
+            vec![
+                frame(b"abc"),
+                frame(b"\rdef"),
+                frame(b"x\r"),
+                frame(b"12345678"),
+            ],
+            "trailing partial line dropped at EOF"
+        );
+    }
+
+    #[test]
+    fn lines_overlong_is_one_drop_then_recovers() {
+        let items = split_invariant(
+            &Framing::Lines,
+            MAX,
+            b"123456789\nok\n123456789\r\nabcdefghijklmnopqrstuvwxyz\r\nfine\r\n",
+        );
+        assert_eq!(
+            items,
+            vec![TOO_LONG, frame(b"ok"), TOO_LONG, TOO_LONG, frame(b"fine")]
+        );
+    }
+
+    // ---- delimiter ----
+
+    #[test]
+    fn delimiter_splits_and_skips_empty() {
+        let f = delimiter("\r\n");
+        let items = split_invariant(&f, MAX, b"\r\n\r\na\rb\r\n\r\n\nc\r\nrest\r");
+        assert_eq!(items, vec![frame(b"a\rb"), frame(b"\nc")]);
+        let items = split_invariant(&delimiter("\x02"), MAX, b"\x02\x02one\x02two\x02");
+        assert_eq!(items, vec![frame(b"one"), frame(b"two")]);
+        let items = split_invariant(&delimiter("<END>"), MAX, b"a<EN<END><END>b<E<END>");
+        assert_eq!(items, vec![frame(b"a<EN"), frame(b"b<E")]);
+    }
+
+    #[test]
+    fn delimiter_split_between_two_reads() {
+        let mut dec = FrameDecoder::new(&delimiter("\r\n"), MAX);
+        let mut buf = BytesMut::from(&b"abc\r"[..]);
+        assert_eq!(dec.decode(&mut buf).unwrap(), None);
+        buf.extend_from_slice(b"\n");
+        assert_eq!(dec.decode(&mut buf).unwrap(), Some(frame(b"abc")));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn delimiter_overlong_discards_with_bounded_memory() {
+        let f = delimiter("\r\n");
+        let mut dec = FrameDecoder::new(&f, MAX);
+        let mut buf = BytesMut::new();
+        let mut items = Vec::new();
+        // 10 000 bytes of one frame, ending with the delimiter torn between two reads.
+        for _ in 0..1000 {
+            buf.extend_from_slice(b"0123456789");
+            while let Some(item) = dec.decode(&mut buf).unwrap() {
+                items.push(item);
+            }
+            assert!(buf.len() < MAX + 2, "buffered {}", buf.len());
+        }
+        for piece in [&b"xx\r"[..], b"\nok\r", b"\n"] {
+            buf.extend_from_slice(piece);
+            while let Some(item) = dec.decode(&mut buf).unwrap() {
+                items.push(item);
+            }
+            assert!(buf.len() < MAX + 2);
+        }
+        assert_eq!(items, vec![TOO_LONG, frame(b"ok")]);
+        // Exactly max_frame fits; one more does not.
+        let items = split_invariant(&f, MAX, b"12345678\r\n123456789\r\nok\r\n");
+        assert_eq!(items, vec![frame(b"12345678"), TOO_LONG, frame(b"ok")]);
+    }
+
+    #[test]
+    fn trickle_resumes_the_scan_instead_of_rescanning() {
+        let mut dec = FrameDecoder::new(&delimiter("<END>"), 1 << 20);
+        let mut buf = BytesMut::new();
+        for (i, &b) in b"some payload bytes<EN".iter().enumerate() {
+            buf.put_u8(b);
+            assert_eq!(dec.decode(&mut buf).unwrap(), None);
+            let Kind::Delimited(d) = &dec.kind else {
+                unreachable!()
+            };
+            assert_eq!(d.scanned, (i + 1).saturating_sub(4));
+        }
+        buf.extend_from_slice(b"D>");
+        assert_eq!(
+            dec.decode(&mut buf).unwrap(),
+            Some(frame(b"some payload bytes"))
+        );
+    }
+
+    #[test]
+    fn frames_are_zero_copy_views_of_the_read_buffer() {
+        let cases: Vec<(Framing, Vec<u8>, usize)> = vec![
+            (Framing::Lines, b"abc\r\ndef\n".to_vec(), 0),
+            (delimiter("\r\n"), b"abc\r\ndef\r\n".to_vec(), 0),
+            (
+                Framing::Cobs,
+                encode_all(&Framing::Cobs, &[b"a\0b", b"c"]),
+                0,
+            ),
+            (
+                length_prefix(2, Endian::Big),
+                encode_all(&length_prefix(2, Endian::Big), &[b"abc", b"d"]),
+                2,
+            ),
+            (Framing::Fixed(3), b"abcdef".to_vec(), 0),
+        ];
+        for (f, bytes, offset) in cases {
+            let mut dec = FrameDecoder::new(&f, MAX);
+            let mut buf = BytesMut::from(&bytes[..]);
+            let base = buf.as_ptr() as usize;
+            let Some(Decoded::Frame(first)) = dec.decode(&mut buf).unwrap() else {
+                panic!("{f:?}: no frame");
+            };
+            assert_eq!(first.as_ptr() as usize, base + offset, "{f:?}");
+        }
+    }
+
+    // ---- COBS ----
+
+    #[test]
+    fn cobs_decodes_skips_empty_and_flags_corrupt() {
+        let mut input = vec![0, 0];
+        input.extend_from_slice(&[0x02, 0x11, 0x02, 0x22, 0x00]); // 11 00 22
+        input.extend_from_slice(&[0x01, 0x00]); // empty payload
+        input.extend_from_slice(&[0x05, 0x01, 0x02, 0x00]); // code runs past the end
+        input.extend_from_slice(&[0x03, 0x41, 0x42, 0x00]); // AB
+        input.extend_from_slice(&[0x04, 0x41]); // partial at EOF
+        let items = split_invariant(&Framing::Cobs, MAX, &input);
+        assert_eq!(items, vec![frame(b"\x11\x00\x22"), CORRUPT, frame(b"AB")]);
+    }
+
+    #[test]
+    fn cobs_overlong_by_encoded_or_decoded_size() {
+        let mut input = encode_all(&Framing::Cobs, &[b"123456789", b"ok"]);
+        // Nine zeros encode to ten 0x01 bytes (within the raw limit) but decode past max_frame.
+        encode_frame(&Framing::Cobs, &[0; 9], &mut input);
+        input.extend_from_slice(&[0x55; 300]);
+        input.push(0);
+        encode_frame(&Framing::Cobs, &[0; 8], &mut input);
+        let items = split_invariant(&Framing::Cobs, MAX, &input);
+        assert_eq!(
+            items,
+            vec![TOO_LONG, frame(b"ok"), TOO_LONG, TOO_LONG, frame(&[0; 8])]
+        );
+    }
+
+    #[test]
+    fn cobs_in_place_decode_matches_the_crates_decode() {
+        // Valid encodings, some with one byte changed or cut short: both must agree on all.
+        let mut rng = XorShift(0x5eed);
+        let mut decoded = 0;
+        for _ in 0..5000 {
+            let (len, edgy) = (1 + rng.below(600), rng.below(2) == 0);
+            let payload = rng.garbage(len, edgy);
+            let mut src = cobs::encode_vec(&payload);
+            match rng.below(3) {
+                0 => {
+                    let at = rng.below(src.len());
+                    src[at] = 1 + rng.below(255) as u8;
+                }
+                1 => src.truncate(1 + rng.below(src.len())),
+                _ => {}
+            }
+            let mut dest = vec![0; src.len()];
+            let whole = cobs::decode(&src, &mut dest).map(|n| dest[..n].to_vec());
+            let mut in_place = src.clone();
+            let inplace = cobs::decode_in_place(&mut in_place).map(|n| in_place[..n].to_vec());
+            decoded += usize::from(whole.is_ok());
+            assert_eq!(whole.ok(), inplace.ok(), "{src:?}");
+        }
+        assert!(decoded > 2000, "only {decoded} valid frames exercised");
+    }
+
+    // ---- SLIP ----
+
+    #[test]
+    fn slip_unescapes_and_skips_flush_ends() {
+        let input = [
+            SLIP_END,
+            SLIP_END,
+            b'a',
+            SLIP_ESC,
+            SLIP_ESC_END,
+            b'b',
+            SLIP_ESC,
+            SLIP_ESC_ESC,
+            SLIP_END,
+            SLIP_END,
+            SLIP_END,
+            b'c',
+            SLIP_END,
+            b'd', // partial at EOF
+        ];
+        let items = split_invariant(&Framing::Slip, MAX, &input);
+        assert_eq!(
+            items,
+            vec![frame(&[b'a', SLIP_END, b'b', SLIP_ESC]), frame(b"c")]
+        );
+    }
+
+    #[test]
+    fn slip_invalid_escape_is_corrupt() {
+        let input = [
+            b'a', SLIP_ESC, b'x', b'b', SLIP_END, // bad escape: skip to END
+            b'c', SLIP_END, // fine
+            b'd', SLIP_ESC, SLIP_END, // ESC END: corrupt, and END ends it
+            b'e', SLIP_END, // fine
+            SLIP_ESC, SLIP_ESC, SLIP_END, b'f', SLIP_END,
+        ];
+        let items = split_invariant(&Framing::Slip, MAX, &input);
+        assert_eq!(
+            items,
+            vec![
+                CORRUPT,
+                frame(b"c"),
+                CORRUPT,
+                frame(b"e"),
+                CORRUPT,
+                frame(b"f")
+            ]
+        );
+    }
+
+    #[test]
+    fn slip_overlong_counts_unescaped_bytes() {
+        let mut input = encode_all(&Framing::Slip, &[&[SLIP_END; 8], &[SLIP_ESC; 9], b"ok"]);
+        input.extend_from_slice(&[b'z'; 5000]);
+        input.extend_from_slice(&encode_all(&Framing::Slip, &[b"12345678"]));
+        let items = split_invariant(&Framing::Slip, MAX, &input);
+        assert_eq!(
+            items,
+            vec![
+                frame(&[SLIP_END; 8]),
+                TOO_LONG,
+                frame(b"ok"),
+                TOO_LONG,
+                frame(b"12345678")
+            ]
+        );
+    }
+
+    // ---- length prefix ----
+
+    #[test]
+    fn length_prefix_reads_every_width_and_endian() {
+        let cases: &[(u8, Endian, &[u8])] = &[
+            (1, Endian::Big, b"\x03abc\x00\x01d"),
+            (1, Endian::Little, b"\x03abc\x00\x01d"),
+            (2, Endian::Big, b"\x00\x03abc\x00\x00\x00\x01d"),
+            (2, Endian::Little, b"\x03\x00abc\x00\x00\x01\x00d"),
+            (
+                4,
+                Endian::Big,
+                b"\x00\x00\x00\x03abc\x00\x00\x00\x00\x00\x00\x00\x01d",
+            ),
+            (
+                4,
+                Endian::Little,
+                b"\x03\x00\x00\x00abc\x00\x00\x00\x00\x01\x00\x00\x00d",
+            ),
+        ];
+        for (width, endian, input) in cases {
+            let mut input = input.to_vec();
+            input.push(*width); // a header fragment, dropped at EOF
+            let f = length_prefix(*width, *endian);
+            assert_eq!(
+                split_invariant(&f, MAX, &input),
+                vec![frame(b"abc"), frame(b"d")],
+                "{f:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn length_prefix_overlong_is_skipped_without_buffering() {
+        let f = length_prefix(2, Endian::Big);
+        let mut dec = FrameDecoder::new(&f, MAX);
+        let mut buf = BytesMut::from(&[0x03, 0xE8][..]); // 1000 bytes follow
+        assert_eq!(dec.decode(&mut buf).unwrap(), Some(TOO_LONG));
+        for _ in 0..99 {
+            buf.extend_from_slice(&[0xAA; 10]);
+            assert_eq!(dec.decode(&mut buf).unwrap(), None);
+            assert!(buf.is_empty(), "skipped bytes are not buffered");
+        }
+        buf.extend_from_slice(&[0xAA; 10]);
+        buf.extend_from_slice(b"\x00\x02ok");
+        assert_eq!(dec.decode(&mut buf).unwrap(), Some(frame(b"ok")));
+
+        let mut input = vec![0x00, 0x09];
+        input.extend_from_slice(b"123456789\x00\x0812345678");
+        assert_eq!(
+            split_invariant(&f, MAX, &input),
+            vec![TOO_LONG, frame(b"12345678")]
+        );
+    }
+
+    // ---- fixed ----
+
+    #[test]
+    fn fixed_cuts_exact_sizes_regardless_of_max_frame() {
+        let items = split_invariant(&Framing::Fixed(3), 1, b"abcdefgh");
+        assert_eq!(items, vec![frame(b"abc"), frame(b"def")]);
+    }
+
+    // ---- EOF, invalid configurations, round trips ----
+
+    #[test]
+    fn eof_drops_partial_frame_and_resets() {
+        let mut dec = FrameDecoder::new(&Framing::Lines, MAX);
+        let mut buf = BytesMut::from(&b"abc\ndef"[..]);
+        assert_eq!(dec.decode_eof(&mut buf).unwrap(), Some(frame(b"abc")));
+        assert_eq!(dec.decode_eof(&mut buf).unwrap(), None);
+        assert!(buf.is_empty());
+
+        // State carried across reads (discard, escape, skip) does not leak past EOF.
+        let cases: Vec<(Framing, Vec<u8>, Vec<u8>)> = vec![
+            (Framing::Lines, vec![b'x'; 50], b"ok\n".to_vec()),
+            (Framing::Slip, vec![b'a', SLIP_ESC], b"ok\xC0".to_vec()),
+            (
+                length_prefix(1, Endian::Big),
+                vec![200, 1, 2],
+                b"\x02ok".to_vec(),
+            ),
+        ];
+        for (f, before, after) in cases {
+            let mut dec = FrameDecoder::new(&f, MAX);
+            let mut buf = BytesMut::from(&before[..]);
+            while dec.decode(&mut buf).unwrap().is_some() {}
+            assert_eq!(dec.decode_eof(&mut buf).unwrap(), None);
+            buf.extend_from_slice(&after);
+            assert_eq!(dec.decode(&mut buf).unwrap(), Some(frame(b"ok")), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_framings_drop_input_without_panicking() {
+        for f in [
+            delimiter(""),
+            Framing::Fixed(0),
+            length_prefix(3, Endian::Big),
+        ] {
+            let mut dec = FrameDecoder::new(&f, MAX);
+            let mut buf = BytesMut::from(&b"abc\n\0\xC0"[..]);
+            assert_eq!(dec.decode(&mut buf).unwrap(), None);
+            assert!(buf.is_empty());
+            let mut out = Vec::new();
+            encode_frame(&f, b"abc", &mut out);
+            assert!(out.is_empty(), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn max_frame_zero_drops_everything_without_panicking() {
+        for f in all_framings() {
+            let input = encode_all(&f, &[b"abcde", b"12345"]);
+            let items = split_invariant(&f, 0, &input);
+            let expected = if f == Framing::Fixed(5) {
+                vec![frame(b"abcde"), frame(b"12345")]
+            } else {
+                vec![TOO_LONG, TOO_LONG]
+            };
+            assert_eq!(items, expected, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn encode_writes_the_documented_wire_format() {
+        let enc = |f: &Framing, p: &[u8]| encode_all(f, &[p]);
+        assert_eq!(enc(&Framing::Lines, b"ab"), b"ab\n");
+        assert_eq!(enc(&delimiter("\r\n"), b"ab"), b"ab\r\n");
+        assert_eq!(
+            enc(&Framing::Cobs, b"\x11\x00\x22"),
+            b"\x02\x11\x02\x22\x00"
+        );
+        assert_eq!(
+            enc(&Framing::Slip, &[1, SLIP_END, SLIP_ESC]),
+            [
+                SLIP_END,
+                1,
+                SLIP_ESC,
+                SLIP_ESC_END,
+                SLIP_ESC,
+                SLIP_ESC_ESC,
+                SLIP_END
+            ]
+        );
+        assert_eq!(enc(&length_prefix(2, Endian::Little), b"ab"), b"\x02\x00ab");
+        assert_eq!(enc(&length_prefix(4, Endian::Big), b"ab"), b"\0\0\0\x02ab");
+        assert_eq!(enc(&Framing::Fixed(2), b"ab"), b"ab");
+        // Too long for a one-byte header: nothing is written.
+        assert!(enc(&length_prefix(1, Endian::Big), &[0; 256]).is_empty());
+        assert_eq!(enc(&length_prefix(1, Endian::Big), &[7; 255]).len(), 256);
+    }
+
+    #[test]
+    fn encode_then_decode_round_trips() {
+        let all: Vec<u8> = (0..=255).collect();
+        let mut payloads: Vec<Vec<u8>> = vec![
+            b"a".to_vec(),
+            b"hello, world".to_vec(),
+            vec![0],
+            vec![0, 0, 0],
+            vec![SLIP_END],
+            vec![SLIP_ESC],
+            vec![
+                SLIP_ESC,
+                SLIP_ESC_END,
+                SLIP_END,
+                SLIP_ESC_ESC,
+                0,
+                b'\r',
+                b'x',
+            ],
+            all.clone(),
+            all.iter().rev().copied().collect(),
+        ];
+        for len in [253, 254, 255, 256, 507, 508, 509, 1000] {
+            payloads.push(vec![0x11; len]);
+            payloads.push((0..len).map(|i| (i % 7) as u8).collect());
+        }
+        for f in all_framings() {
+            let fits = |p: &Vec<u8>| match &f {
+                Framing::Lines => !p.contains(&b'\n') && p.last() != Some(&b'\r'),
+                Framing::Delimiter(d) => memmem::find(p, d.as_bytes()).is_none(),
+                Framing::LengthPrefix(lp) if lp.width == 1 => p.len() <= 255,
+                _ => true,
+            };
+            let chosen: Vec<&Vec<u8>> = payloads.iter().filter(|p| fits(p)).collect();
+            assert!(chosen.len() >= 5, "{f:?}");
+            for p in chosen {
+                let f = match f {
+                    Framing::Fixed(_) => Framing::Fixed(p.len()),
+                    ref other => other.clone(),
+                };
+                let input = encode_all(&f, &[p, p]);
+                let items = feed(&f, 4096, &input);
+                assert_eq!(items, vec![frame(p), frame(p)], "{f:?} {p:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn empty_payloads_produce_no_items() {
+        for f in all_framings() {
+            if matches!(f, Framing::Fixed(_)) {
+                continue;
+            }
+            let input = encode_all(&f, &[b"", b"x", b""]);
+            assert_eq!(split_invariant(&f, MAX, &input), vec![frame(b"x")], "{f:?}");
+        }
+    }
+
+    #[test]
+    fn mixed_streams_decode_identically_in_every_chunking() {
+        for f in all_framings() {
+            let mut input = Vec::new();
+            if let Framing::Fixed(n) = f {
+                input.extend((0..n * 7).map(|i| i as u8));
+            } else {
+                for p in [&b"one"[..], b"", b"12345678", b"x", b"123456789012", b"two"] {
+                    encode_frame(&f, p, &mut input);
+                }
+            }
+            input.extend_from_slice(&input.clone()[..3]); // partial frame at EOF
+            let items = split_invariant(&f, MAX, &input);
+            assert!(!items.is_empty(), "{f:?}");
+        }
+    }
+
+    // ---- garbage ----
+
+    /// A delimiter that ends whatever frame the garbage left open, for resync checks.
+    fn resync(f: &Framing) -> Option<Vec<u8>> {
+        match f {
+            Framing::Lines => Some(b"\n".to_vec()),
+            Framing::Delimiter(d) => Some(d.as_bytes().to_vec()),
+            Framing::Cobs => Some(vec![0]),
+            Framing::Slip => Some(vec![SLIP_END]),
+            Framing::LengthPrefix(_) | Framing::Fixed(_) => None,
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics_stays_bounded_and_resyncs() {
+        const GMAX: usize = 100;
+        for f in all_framings() {
+            for seed in 1..=6u64 {
+                let mut rng = XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                let garbage = rng.garbage(20_000, seed % 2 == 0);
+                let mut dec = FrameDecoder::new(&f, GMAX);
+                let mut buf = BytesMut::new();
+                let mut rest = &garbage[..];
+                while !rest.is_empty() {
+                    let (piece, tail) = rest.split_at((1 + rng.below(64)).min(rest.len()));
+                    rest = tail;
+                    buf.extend_from_slice(piece);
+                    while dec.decode(&mut buf).unwrap().is_some() {}
+                    let held = buf.len() + dec.held();
+                    assert!(held <= GMAX + 8, "{f:?} seed {seed}: holds {held}");
+                }
+                let Some(mut clean) = resync(&f) else {
+                    continue;
+                };
+                encode_frame(&f, b"valid frame", &mut clean);
+                buf.extend_from_slice(&clean);
+                let mut last = None;
+                while let Some(item) = dec.decode(&mut buf).unwrap() {
+                    last = Some(item);
+                }
+                assert_eq!(last, Some(frame(b"valid frame")), "{f:?} seed {seed}");
+                assert!(buf.is_empty() && dec.held() == 0);
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_decodes_identically_in_every_chunking() {
+        let mut rng = XorShift(42);
+        for f in all_framings() {
+            for edgy in [false, true] {
+                let garbage = rng.garbage(300, edgy);
+                split_invariant(&f, 16, &garbage);
+            }
+        }
+    }
+}

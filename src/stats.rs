@@ -1,0 +1,104 @@
+//! Counters that make bad input visible without flooding the log.
+//!
+//! Every dropped or unmatched frame is counted per device; log lines about them are rate-limited
+//! (the first one at once, then at most one summary per interval), so a device spewing garbage
+//! costs a counter increment per frame, not a log write.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Counters of one device, shared with whoever reports them.
+#[derive(Debug, Default)]
+pub struct DeviceStats {
+    /// Frames decoded.
+    pub frames: AtomicU64,
+    /// Messages handed to the broker.
+    pub messages: AtomicU64,
+    /// Frames no rule matched.
+    pub unmatched: AtomicU64,
+    /// Frames longer than `max_frame`, dropped.
+    pub too_long: AtomicU64,
+    /// Frames that failed their framing's decoding (COBS, SLIP), dropped.
+    pub corrupt: AtomicU64,
+    /// Frames that were not UTF-8 where text rules needed text.
+    pub invalid_utf8: AtomicU64,
+    /// Messages whose rendered topic was not publishable.
+    pub bad_topic: AtomicU64,
+    /// Times the port was opened.
+    pub opens: AtomicU64,
+    /// Whether the port is open now.
+    pub online: AtomicBool,
+}
+
+impl DeviceStats {
+    /// Adds one to a counter.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A one-line summary for logs.
+    pub fn summary(&self) -> String {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "frames={} messages={} unmatched={} too_long={} corrupt={} invalid_utf8={} bad_topic={} opens={}",
+            g(&self.frames),
+            g(&self.messages),
+            g(&self.unmatched),
+            g(&self.too_long),
+            g(&self.corrupt),
+            g(&self.invalid_utf8),
+            g(&self.bad_topic),
+            g(&self.opens),
+        )
+    }
+}
+
+/// Decides when a repeated event may be logged again.
+#[derive(Debug)]
+pub struct RateLimit {
+    every: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    /// At most one log line per `every`.
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Records one event. Returns `Some(n)` when it should be logged now, `n` being how many
+    /// events were not logged since the last line.
+    pub fn hit(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        match self.last {
+            Some(t) if now.duration_since(t) < self.every => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_event_logs_then_suppresses_and_counts() {
+        let mut r = RateLimit::new(Duration::from_secs(3600));
+        assert_eq!(r.hit(), Some(0));
+        assert_eq!(r.hit(), None);
+        assert_eq!(r.hit(), None);
+        r.last = Some(Instant::now() - Duration::from_secs(7200));
+        assert_eq!(r.hit(), Some(2));
+    }
+}
