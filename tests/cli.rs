@@ -1,0 +1,176 @@
+//! The command line as a user meets it: `check`, `test-rule`, `--version`.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::write_temp;
+
+fn s2m(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_serial2mqtt"))
+        .args(args)
+        .output()
+        .expect("run serial2mqtt")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+const CONFIG: &str = r#"gateway:
+  id: gw1
+devices:
+  - name: greenhouse
+    simulate: {profile: climate}
+    rules: [climate]
+  - name: meter
+    simulate: {profile: power}
+    framing: cobs
+    rules: [power]
+rules:
+  climate:
+    match: '^T=(?P<temp>-?\d+(?:\.\d+)?);H=(?P<hum>\d+)$'
+    publish:
+      - {topic: "sensors/{device}/temperature", payload: "{temp}", qos: 1, retain: true}
+      - {topic: "sensors/{device}/humidity", payload: "{hum}"}
+  power:
+    fields:
+      - {name: volts, offset: 0, type: u16le, scale: 0.01}
+    publish:
+      - {topic: "power/{gateway}/{device}", payload: {v: "{volts}"}}
+"#;
+
+#[test]
+fn version_and_help() {
+    let o = s2m(&["--version"]);
+    assert!(o.status.success());
+    assert_eq!(
+        text(&o).trim(),
+        format!("serial2mqtt {}", env!("CARGO_PKG_VERSION"))
+    );
+    let h = text(&s2m(&["--help"]));
+    for cmd in ["run", "check", "test-rule"] {
+        assert!(h.contains(cmd), "{h}");
+    }
+}
+
+#[test]
+fn check_accepts_a_good_file_positionally_or_with_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write_temp(dir.path(), "c.yaml", CONFIG);
+    for args in [
+        vec!["check", f.to_str().unwrap()],
+        vec!["check", "--config", f.to_str().unwrap()],
+    ] {
+        let o = s2m(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(
+            text(&o).contains("OK (gateway `gw1`, 2 device(s)"),
+            "{}",
+            text(&o)
+        );
+    }
+}
+
+#[test]
+fn check_rejects_a_typo_with_file_line_column_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write_temp(
+        dir.path(),
+        "c.yaml",
+        &CONFIG.replace("    rules: [climate]", "    rule: [climate]"),
+    );
+    let o = s2m(&["check", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let t = text(&o);
+    assert!(
+        t.contains(&format!(
+            "{}:6:5: error: devices[0]: unknown field `rule`",
+            f.display()
+        )),
+        "{t}"
+    );
+    assert!(t.contains("help: did you mean `rules`?"), "{t}");
+}
+
+#[test]
+fn check_reports_a_missing_file() {
+    let o = s2m(&["check", "/nonexistent/x.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("cannot read the config file"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn test_rule_prints_the_messages_a_frame_yields() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write_temp(dir.path(), "c.yaml", CONFIG);
+    let o = s2m(&[
+        "test-rule",
+        "--config",
+        f.to_str().unwrap(),
+        "--device",
+        "greenhouse",
+        "T=21.5;H=40",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "sensors/greenhouse/temperature 21.5 [qos=1 retain]\nsensors/greenhouse/humidity 40 [qos=0]\n"
+    );
+}
+
+#[test]
+fn test_rule_takes_binary_frames_as_hex() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write_temp(dir.path(), "c.yaml", CONFIG);
+    let o = s2m(&[
+        "test-rule",
+        "-c",
+        f.to_str().unwrap(),
+        "-d",
+        "meter",
+        "--hex",
+        "0a5a",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "power/gw1/meter {\"v\":230.5} [qos=0]\n"
+    );
+}
+
+#[test]
+fn test_rule_says_when_nothing_matches_and_names_unknown_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write_temp(dir.path(), "c.yaml", CONFIG);
+    let o = s2m(&[
+        "test-rule",
+        "-c",
+        f.to_str().unwrap(),
+        "-d",
+        "greenhouse",
+        "T=hot",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("no rule of device `greenhouse` matched"),
+        "{}",
+        text(&o)
+    );
+    let o = s2m(&["test-rule", "-c", f.to_str().unwrap(), "-d", "cellar", "x"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("no device named `cellar`"),
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("greenhouse, meter"), "{}", text(&o));
+}

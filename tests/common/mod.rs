@@ -1,0 +1,317 @@
+//! Shared test harness: the real binary, real pseudo-terminals, a real MQTT client over TCP.
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Whether a system tool is installed; in CI (`CI=true`) a missing tool fails the test instead.
+pub fn have_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{tool} is required in CI (.ci/run installs it)");
+        }
+        eprintln!("SKIPPED: {tool} is not installed (CI=true makes this a failure)");
+    }
+    found
+}
+
+/// A pseudo-terminal pair: the test writes to `master`; the gateway opens `path` by name.
+pub struct Pty {
+    pub master: tokio_serial::SerialStream,
+    pub path: PathBuf,
+}
+
+impl Pty {
+    pub fn new() -> Self {
+        use tokio_serial::SerialPort as _;
+        let (master, slave) = tokio_serial::SerialStream::pair().expect("pty pair");
+        let path = PathBuf::from(slave.name().expect("slave name"));
+        // posix_openpt does not set close-on-exec: without this every gateway process the tests
+        // spawn would inherit the master, and closing ours would not unplug anything.
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: fcntl on a file descriptor we own, with valid arguments.
+        let rc = unsafe { libc::fcntl(master.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+        assert_eq!(rc, 0, "set FD_CLOEXEC on the pty master");
+        // The slave is reopened by the gateway by path; ours is closed here.
+        drop(slave);
+        Self { master, path }
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) {
+        self.master.write_all(bytes).await.expect("write to pty");
+        self.master.flush().await.expect("flush pty");
+    }
+}
+
+/// A running gateway process with its config, stderr captured to a file.
+pub struct Gateway {
+    pub child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub log: PathBuf,
+}
+
+/// Writes `yaml` (with `{port}` replaced by a free port) and starts the real binary on it.
+pub fn start_gateway(yaml: &str) -> Gateway {
+    let port = free_port();
+    start_gateway_on(yaml, port)
+}
+
+pub fn start_gateway_on(yaml: &str, port: u16) -> Gateway {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.yaml");
+    let yaml = yaml
+        .replace("{port}", &port.to_string())
+        .replace("{dir}", &dir.path().display().to_string());
+    std::fs::write(&config, yaml).expect("write config");
+    let log = dir.path().join("gateway.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_serial2mqtt"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start serial2mqtt");
+    let gw = Gateway {
+        child,
+        port,
+        dir,
+        log,
+    };
+    gw.wait_listening();
+    gw
+}
+
+impl Gateway {
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("gateway did not listen on {}:\n{}", self.port, self.logs());
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub async fn wait_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.logs().contains(needle) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("log never contained {needle:?}:\n{}", self.logs());
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "gateway did not stop within 10 s of SIGTERM:\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One received publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub topic: String,
+    pub payload: String,
+    pub qos: QoS,
+    pub retain: bool,
+}
+
+/// A rumqttc subscriber on the gateway's broker.
+pub struct Subscriber {
+    pub client: AsyncClient,
+    rx: mpsc::UnboundedReceiver<Received>,
+    pub seen: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Subscriber {
+    /// Connects and subscribes to `filters` at `qos`; returns once the SUBACK arrived.
+    pub async fn connect(port: u16, filters: &[&str], qos: QoS) -> Self {
+        let mut opts = MqttOptions::new(format!("test-{}", fastrand_id()), "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(30));
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
+        for f in filters {
+            client.subscribe(*f, qos).await.expect("subscribe");
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (suback_tx, mut suback_rx) = mpsc::unbounded_channel();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = Arc::clone(&seen);
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let r = Received {
+                            topic: p.topic.clone(),
+                            payload: String::from_utf8_lossy(&p.payload).into_owned(),
+                            qos: p.qos,
+                            retain: p.retain,
+                        };
+                        seen2.lock().unwrap().push(r.clone());
+                        if tx.send(r).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = suback_tx.send(());
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        for _ in filters {
+            tokio::time::timeout(Duration::from_secs(5), suback_rx.recv())
+                .await
+                .expect("SUBACK within 5 s");
+        }
+        Self { client, rx, seen }
+    }
+
+    /// The next message, or a panic after `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Received {
+        tokio::time::timeout(timeout, self.rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no message within {timeout:?}"))
+            .expect("subscriber alive")
+    }
+
+    /// The next message on `topic`, skipping others.
+    pub async fn next_on(&mut self, topic: &str, timeout: Duration) -> Received {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let m = tokio::time::timeout(left, self.rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("nothing on {topic} within {timeout:?}"))
+                .expect("subscriber alive");
+            if m.topic == topic {
+                return m;
+            }
+        }
+    }
+
+    /// Asserts nothing arrives for `quiet`.
+    pub async fn assert_quiet(&mut self, quiet: Duration) {
+        if let Ok(Some(m)) = tokio::time::timeout(quiet, self.rx.recv()).await {
+            panic!("unexpected message {m:?}");
+        }
+    }
+}
+
+fn fastrand_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    std::process::id() as u64 * 1_000_000 + N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Points symlink `link` at `target`, replacing it atomically (a by-id link after a replug).
+pub fn repoint(link: &Path, target: &Path) {
+    let tmp = link.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp).expect("symlink");
+    std::fs::rename(&tmp, link).expect("rename symlink");
+}
+
+/// The standard climate rule set with a device reading `port`.
+pub fn climate_config(port: &Path, extra_gateway: &str) -> String {
+    format!(
+        r#"
+gateway:
+  id: testgw
+  state_dir: "{{dir}}/state"
+{extra_gateway}
+broker:
+  listen: 127.0.0.1:{{port}}
+devices:
+  - name: greenhouse
+    port: {port}
+    baud: 115200
+    max_frame: 64
+    rules: [climate]
+rules:
+  climate:
+    match: '^T=(?P<temp>-?\d+(?:\.\d+)?);H=(?P<hum>\d+)$'
+    publish:
+      - topic: sensors/{{device}}/temperature
+        payload: "{{temp}}"
+        qos: 1
+        retain: true
+      - topic: sensors/{{device}}/humidity
+        payload: "{{hum}}"
+"#,
+        port = port.display()
+    )
+}
+
+/// Writes the contents to a file in a fresh temp dir (for CLI tests).
+pub fn write_temp(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, contents).expect("write");
+    p
+}

@@ -1,0 +1,321 @@
+//! End-to-end: frames written into a real pty reach a real MQTT client over TCP through the
+//! real `serial2mqtt` binary and its embedded broker.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rumqttc::QoS;
+
+const T: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn frames_on_a_serial_port_reach_a_tcp_subscriber() {
+    let mut pty = Pty::new();
+    let gw = start_gateway(&climate_config(&pty.path, ""));
+    let mut sub = Subscriber::connect(gw.port, &["sensors/#"], QoS::AtMostOnce).await;
+    gw.wait_log("device online", T).await;
+
+    pty.write(b"T=21.5;H=40\n").await;
+    let t = sub.next(T).await;
+    assert_eq!(
+        (t.topic.as_str(), t.payload.as_str()),
+        ("sensors/greenhouse/temperature", "21.5")
+    );
+    let h = sub.next(T).await;
+    assert_eq!(
+        (h.topic.as_str(), h.payload.as_str()),
+        ("sensors/greenhouse/humidity", "40")
+    );
+
+    // Split across writes, with CRLF: still one frame.
+    pty.write(b"T=-3.25;").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    pty.write(b"H=77\r\n").await;
+    assert_eq!(sub.next(T).await.payload, "-3.25");
+    assert_eq!(sub.next(T).await.payload, "77");
+}
+
+#[tokio::test]
+async fn retain_and_qos_from_the_rule_reach_subscribers() {
+    let mut pty = Pty::new();
+    let gw = start_gateway(&climate_config(&pty.path, ""));
+    let mut live = Subscriber::connect(gw.port, &["sensors/#"], QoS::AtLeastOnce).await;
+    gw.wait_log("device online", T).await;
+    pty.write(b"T=19.0;H=55\n").await;
+
+    // A live subscriber gets the message at its subscription's QoS, not flagged retained.
+    let m = live.next_on("sensors/greenhouse/temperature", T).await;
+    assert_eq!(m.payload, "19.0");
+    assert_eq!(m.qos, QoS::AtLeastOnce);
+    assert!(!m.retain, "a live delivery is not a retained replay");
+    let _ = live.next_on("sensors/greenhouse/humidity", T).await;
+
+    // A subscriber arriving later gets the retained temperature (retain: true in the rule) and
+    // not the humidity (retain: false).
+    let mut late = Subscriber::connect(gw.port, &["sensors/#"], QoS::AtLeastOnce).await;
+    let r = late.next(T).await;
+    assert_eq!(r.topic, "sensors/greenhouse/temperature");
+    assert_eq!(r.payload, "19.0");
+    assert!(r.retain, "retained flag set on replay");
+    assert_eq!(r.qos, QoS::AtLeastOnce);
+    late.assert_quiet(Duration::from_millis(500)).await;
+}
+
+#[tokio::test]
+async fn device_state_is_retained_online_and_goes_offline_on_unplug_then_online_on_replug() {
+    let pty1 = Pty::new();
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("usb-sensor");
+    repoint(&link, &pty1.path);
+    let gw = start_gateway(&climate_config(&link, ""));
+    let state_topic = "serial2mqtt/testgw/devices/greenhouse/state";
+    let mut sub = Subscriber::connect(gw.port, &[state_topic, "sensors/#"], QoS::AtLeastOnce).await;
+    assert_eq!(sub.next_on(state_topic, T).await.payload, "online");
+
+    // Unplug: the master side goes away, the gateway's reads fail.
+    drop(pty1);
+    gw.wait_log("device offline", T).await;
+    let off = sub.next_on(state_topic, T).await;
+    assert_eq!(off.payload, "offline");
+
+    // Replug as a different pty behind the same stable link, as /dev/serial/by-id does.
+    let mut pty2 = Pty::new();
+    repoint(&link, &pty2.path);
+    assert_eq!(
+        sub.next_on(state_topic, Duration::from_secs(10))
+            .await
+            .payload,
+        "online"
+    );
+    pty2.write(b"T=22.0;H=41\n").await;
+    assert_eq!(
+        sub.next_on("sensors/greenhouse/temperature", T)
+            .await
+            .payload,
+        "22.0"
+    );
+
+    // A late subscriber sees the retained current state.
+    let mut late = Subscriber::connect(gw.port, &[state_topic], QoS::AtMostOnce).await;
+    let s = late.next(T).await;
+    assert_eq!((s.payload.as_str(), s.retain), ("online", true));
+}
+
+#[tokio::test]
+async fn a_port_missing_at_start_comes_online_when_it_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("not-yet");
+    let gw = start_gateway(&climate_config(&link, ""));
+    let state_topic = "serial2mqtt/testgw/devices/greenhouse/state";
+    let mut sub = Subscriber::connect(gw.port, &[state_topic, "sensors/#"], QoS::AtMostOnce).await;
+    assert_eq!(sub.next_on(state_topic, T).await.payload, "offline");
+    gw.wait_log("does not exist", T).await;
+
+    let mut pty = Pty::new();
+    repoint(&link, &pty.path);
+    assert_eq!(
+        sub.next_on(state_topic, Duration::from_secs(10))
+            .await
+            .payload,
+        "online"
+    );
+    pty.write(b"T=1;H=2\n").await;
+    assert_eq!(
+        sub.next_on("sensors/greenhouse/temperature", T)
+            .await
+            .payload,
+        "1"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_counted_and_logged_and_never_stops_good_frames() {
+    let mut pty = Pty::new();
+    let extra = "  unmatched_topic: serial2mqtt/{gateway}/devices/{device}/unmatched";
+    let mut gw = start_gateway(&climate_config(&pty.path, extra));
+    let mut sub = Subscriber::connect(
+        gw.port,
+        &["sensors/#", "serial2mqtt/+/devices/+/unmatched"],
+        QoS::AtMostOnce,
+    )
+    .await;
+    gw.wait_log("device online", T).await;
+
+    // Overlong (max_frame is 64), invalid UTF-8, garbage, a frame that matches nothing.
+    let mut junk = vec![b'x'; 5000];
+    junk.push(b'\n');
+    junk.extend_from_slice(b"T=\xff\xfe;H=1\n");
+    junk.extend_from_slice(&[0u8, 1, 2, 3, 0x80, 0xc0, b'\n']);
+    junk.extend_from_slice(b"hello world\n");
+    pty.write(&junk).await;
+    pty.write(b"T=20.5;H=50\n").await;
+
+    let mut got = Vec::new();
+    loop {
+        let m = sub.next(T).await;
+        let done = m.topic == "sensors/greenhouse/humidity";
+        got.push(m);
+        if done {
+            break;
+        }
+    }
+    let unmatched: Vec<_> = got
+        .iter()
+        .filter(|m| m.topic.ends_with("/unmatched"))
+        .collect();
+    assert!(
+        unmatched.iter().any(|m| m.payload == "hello world"),
+        "{got:?}"
+    );
+    assert!(got
+        .iter()
+        .any(|m| m.topic == "sensors/greenhouse/temperature" && m.payload == "20.5"));
+    assert!(
+        !got.iter().any(|m| m.payload.contains("xxxxxxxx")),
+        "overlong frame must not be published"
+    );
+
+    gw.wait_log("frame longer than max_frame dropped", T).await;
+    gw.wait_log("not UTF-8", T).await;
+    gw.wait_log("frame matched no rule", T).await;
+    assert!(gw.is_running());
+
+    // The counters reach the log on shutdown; SIGTERM exits 0.
+    let status = gw.terminate();
+    assert!(status.success(), "{status:?}");
+    let logs = gw.logs();
+    assert!(logs.contains("too_long=1"), "{logs}");
+    assert!(logs.contains("invalid_utf8=2"), "{logs}");
+    assert!(!logs.contains("panicked"), "{logs}");
+}
+
+#[tokio::test]
+async fn sigterm_announces_offline_and_exits_cleanly() {
+    let pty = Pty::new();
+    let mut gw = start_gateway(&climate_config(&pty.path, ""));
+    let state_topic = "serial2mqtt/testgw/devices/greenhouse/state";
+    let mut sub = Subscriber::connect(gw.port, &[state_topic], QoS::AtLeastOnce).await;
+    assert_eq!(sub.next_on(state_topic, T).await.payload, "online");
+    let status = tokio::task::spawn_blocking(move || {
+        let s = gw.terminate();
+        (s, gw)
+    });
+    assert_eq!(sub.next_on(state_topic, T).await.payload, "offline");
+    let (status, gw) = status.await.unwrap();
+    assert!(status.success(), "{status:?}\n{}", gw.logs());
+    assert!(gw.logs().contains("stopped"));
+}
+
+#[tokio::test]
+async fn json_and_binary_rules_publish_typed_json() {
+    let mut text = Pty::new();
+    let mut bin = Pty::new();
+    let yaml = format!(
+        r#"
+gateway: {{id: testgw}}
+broker: {{listen: "127.0.0.1:{{port}}"}}
+devices:
+  - {{name: garden, port: {text}, rules: [weather]}}
+  - {{name: meter, port: {bin}, framing: cobs, rules: [power]}}
+rules:
+  weather:
+    json: true
+    publish:
+      - {{topic: "sensors/{{device}}/{{id}}/state", payload: {{t: "{{temperature}}", h: "{{humidity}}"}}}}
+  power:
+    fields:
+      - {{name: volts, offset: 0, type: u16le, scale: 0.01}}
+      - {{name: amps, offset: 2, type: i16le, scale: 0.001}}
+    publish:
+      - {{topic: "power/{{device}}", payload: {{v: "{{volts}}", a: "{{amps}}"}}}}
+"#,
+        text = text.path.display(),
+        bin = bin.path.display()
+    );
+    let gw = start_gateway(&yaml);
+    let mut sub = Subscriber::connect(gw.port, &["sensors/#", "power/#"], QoS::AtMostOnce).await;
+    gw.wait_log("device=meter", T).await;
+    gw.wait_log("device=garden", T).await;
+
+    text.write(br#"{"id":"ws1","temperature":12.5,"humidity":81}"#)
+        .await;
+    text.write(b"\n").await;
+    let m = sub.next_on("sensors/garden/ws1/state", T).await;
+    assert_eq!(m.payload, r#"{"t":12.5,"h":81}"#);
+
+    let mut payload = 23049u16.to_le_bytes().to_vec();
+    payload.extend_from_slice(&(-1250i16).to_le_bytes());
+    let mut wire = Vec::new();
+    serial2mqtt::serial::framing::encode_frame(
+        &serial2mqtt::serial::framing::Framing::Cobs,
+        &payload,
+        &mut wire,
+    );
+    bin.write(&wire).await;
+    let m = sub.next_on("power/meter", T).await;
+    assert_eq!(m.payload, r#"{"v":230.49,"a":-1.25}"#);
+}
+
+#[tokio::test]
+async fn a_taken_broker_port_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_temp(
+        dir.path(),
+        "c.yaml",
+        &format!("broker: {{listen: \"127.0.0.1:{port}\"}}\n"),
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_serial2mqtt"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(err.contains("broker.listen"), "{err}");
+}
+
+#[tokio::test]
+async fn mosquitto_sub_sees_the_readings() {
+    if !have_tool("mosquitto_sub") {
+        return;
+    }
+    let mut pty = Pty::new();
+    let gw = start_gateway(&climate_config(&pty.path, ""));
+    gw.wait_log("device online", T).await;
+    let sub = tokio::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &gw.port.to_string(),
+            "-t",
+            "sensors/#",
+            "-v",
+            "-C",
+            "2",
+            "-W",
+            "10",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pty.write(b"T=21.5;H=40\n").await;
+    let out = sub.wait_with_output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The retained temperature and the live humidity, in the README's format.
+    assert!(
+        text.contains("sensors/greenhouse/temperature 21.5"),
+        "{text}"
+    );
+    assert!(text.contains("sensors/greenhouse/humidity 40"), "{text}");
+}
