@@ -32,10 +32,9 @@ use crate::message::{Message, Outbox};
 
 /// Messages that may wait between the devices and the broker link.
 pub const OUTBOX_CAPACITY: usize = 1024;
-/// Size of one rumqttd commitlog segment; small, as memory grows with segment size (rumqtt #1001).
-const SEGMENT_SIZE: usize = 64 * 1024;
-/// Segments kept per subscription filter: about 1 MiB of recent messages per filter.
-const SEGMENT_COUNT: usize = 16;
+/// rumqttd keeps each subscription filter's recent messages in a log of this many segments;
+/// `broker.window` is split across them, and the oldest segment is dropped as a whole.
+const SEGMENTS: usize = 4;
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -80,8 +79,11 @@ pub fn rumqttd_config(settings: &schema::Broker) -> RumqttdConfig {
         // One more than the users' clients for the gateway's own link.
         max_connections: settings.max_connections + 1,
         max_outgoing_packet_count: 200,
-        max_segment_size: SEGMENT_SIZE.max(settings.max_payload.as_u64() as usize),
-        max_segment_count: SEGMENT_COUNT,
+        // rumqttd counts topic + payload bytes only (about 530 bytes of memory per small
+        // message in practice), and memory grows with segment size (rumqtt issue #1001).
+        // A message larger than a segment still fits: a segment may overflow by its last message.
+        max_segment_size: (settings.window.as_u64() as usize / SEGMENTS).max(1024),
+        max_segment_count: SEGMENTS,
         custom_segment: None,
         initialized_filters: None,
         shared_subscriptions_strategy: Default::default(),

@@ -88,6 +88,10 @@ pub struct Broker {
     /// Time a new TCP connection has to send CONNECT.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Recent messages kept per subscription (topic + payload bytes) for subscribers that fall
+    /// behind or are offline with a persistent session; memory grows with it.
+    #[serde(default = "default_window")]
+    pub window: ByteSize,
 }
 
 impl Default for Broker {
@@ -98,6 +102,7 @@ impl Default for Broker {
             max_payload: default_max_payload(),
             max_inflight: default_max_inflight(),
             connect_timeout: default_connect_timeout(),
+            window: default_window(),
         }
     }
 }
@@ -113,6 +118,9 @@ fn default_max_payload() -> ByteSize {
 }
 fn default_max_inflight() -> usize {
     100
+}
+fn default_window() -> ByteSize {
+    ByteSize::kib(64)
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(5)

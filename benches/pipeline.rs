@@ -1,0 +1,443 @@
+//! End-to-end pipeline benchmark: frames written into a pty, read back by a TCP MQTT subscriber.
+//!
+//! Compares serial2mqtt (embedded broker) with the setup a user would otherwise write: a Python
+//! script with pyserial + paho-mqtt publishing to mosquitto. Both get the same 4 ptys (one
+//! active), the same frames (`seq=N`), the same rule (regex, publish the number) and the same
+//! subscriber. Each figure is the median of BENCH_RUNS runs (default 3).
+//!
+//! Run: `cargo bench --bench pipeline` (needs mosquitto, python3, pyserial, paho-mqtt 1.6 for the
+//! peer; without them only serial2mqtt is measured).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+
+const DEVICES: usize = 4;
+
+struct Pty {
+    master: tokio_serial::SerialStream,
+    path: PathBuf,
+}
+
+fn pty() -> Pty {
+    use std::os::fd::AsRawFd as _;
+    use tokio_serial::SerialPort as _;
+    let (master, slave) = tokio_serial::SerialStream::pair().expect("pty pair");
+    let path = PathBuf::from(slave.name().expect("pty name"));
+    drop(slave);
+    // SAFETY: fcntl on a descriptor we own; keeps the master out of spawned processes.
+    unsafe { libc::fcntl(master.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    Pty { master, path }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn wait_port(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields after ")": state is index 0, utime is 11, stime 12.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Peak resident set (VmHWM) in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// A system under test: its processes (CPU and RSS are summed over them) and broker port.
+struct Running {
+    children: Vec<Child>,
+    port: u16,
+    startup: Duration,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    fn cpu(&self) -> f64 {
+        self.children.iter().map(|c| cpu_seconds(c.id())).sum()
+    }
+    fn rss(&self) -> f64 {
+        self.children.iter().map(|c| peak_rss_mib(c.id())).sum()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start_serial2mqtt(ports: &[PathBuf]) -> Running {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut yaml = format!(
+        "gateway: {{id: bench, state_dir: {}}}\nbroker: {{listen: \"127.0.0.1:{port}\"}}\nlog: {{level: warn}}\ndevices:\n",
+        dir.path().display()
+    );
+    for (i, p) in ports.iter().enumerate() {
+        yaml += &format!("  - {{name: d{i}, port: {}, baud: 115200, rules: [seq]}}\n", p.display());
+    }
+    yaml += "rules:\n  seq:\n    match: '^seq=(?P<n>\\d+)$'\n    publish: [{topic: 'bench/{device}', payload: '{n}'}]\n";
+    let config = dir.path().join("bench.yaml");
+    std::fs::write(&config, yaml).expect("config");
+    let t0 = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_serial2mqtt"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serial2mqtt");
+    assert!(wait_port(port, Duration::from_secs(10)), "serial2mqtt did not listen");
+    let startup = t0.elapsed();
+    // Let the device tasks open their ports.
+    std::thread::sleep(Duration::from_millis(300));
+    Running {
+        children: vec![child],
+        port,
+        startup,
+        _dir: dir,
+    }
+}
+
+fn peer_available() -> Result<(), String> {
+    let py = Command::new("python3")
+        .args(["-c", "import serial, paho.mqtt.client"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !py {
+        return Err("python3 with pyserial and paho-mqtt 1.6 (pip install pyserial 'paho-mqtt==1.6.1')".into());
+    }
+    let mosq = Command::new("sh")
+        .args(["-c", "command -v mosquitto"])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mosq {
+        return Err("mosquitto (apt-get install mosquitto)".into());
+    }
+    Ok(())
+}
+
+fn start_peer(ports: &[PathBuf]) -> Running {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n")).expect("conf");
+    let t0 = Instant::now();
+    let mosq = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto");
+    assert!(wait_port(port, Duration::from_secs(10)), "mosquitto did not listen");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer/pyserial_paho.py");
+    let mut py = Command::new("python3")
+        .arg("-u")
+        .arg(script)
+        .args(["127.0.0.1", &port.to_string()])
+        .args(ports.iter().enumerate().map(|(i, p)| format!("d{i}={}", p.display())))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    let stdout = py.stdout.take().expect("stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).expect("ready line");
+    assert_eq!(line.trim(), "ready");
+    let startup = t0.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    Running {
+        children: vec![py, mosq],
+        port,
+        startup,
+        _dir: dir,
+    }
+}
+
+/// A TCP subscriber that records when each sequence number arrived.
+struct Sink {
+    count: Arc<AtomicU64>,
+    arrivals: Arc<Mutex<Vec<(u64, Instant)>>>,
+    notify: Arc<Notify>,
+}
+
+async fn subscribe(port: u16) -> Sink {
+    let mut opts = MqttOptions::new(format!("bench-{}", std::process::id()), "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(60));
+    let (client, mut eventloop) = AsyncClient::new(opts, 100_000);
+    client.subscribe("bench/#", QoS::AtMostOnce).await.expect("subscribe");
+    let count = Arc::new(AtomicU64::new(0));
+    let arrivals = Arc::new(Mutex::new(Vec::with_capacity(1 << 20)));
+    let notify = Arc::new(Notify::new());
+    let (c, a, n) = (count.clone(), arrivals.clone(), notify.clone());
+    let (subacked_tx, subacked_rx) = tokio::sync::oneshot::channel();
+    let mut subacked_tx = Some(subacked_tx);
+    tokio::spawn(async move {
+        let _client = client;
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let now = Instant::now();
+                    if let Some(seq) = std::str::from_utf8(&p.payload).ok().and_then(|s| s.parse().ok()) {
+                        a.lock().unwrap().push((seq, now));
+                    }
+                    c.fetch_add(1, Ordering::Relaxed);
+                    n.notify_one();
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(tx) = subacked_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    subacked_rx.await.expect("suback");
+    Sink { count, arrivals, notify }
+}
+
+impl Sink {
+    /// Waits until `n` messages arrived or nothing arrived for `idle`.
+    async fn wait_for(&self, n: u64, idle: Duration) -> u64 {
+        loop {
+            let got = self.count.load(Ordering::Relaxed);
+            if got >= n {
+                return got;
+            }
+            if tokio::time::timeout(idle, self.notify.notified()).await.is_err()
+                && self.count.load(Ordering::Relaxed) == got
+            {
+                return got;
+            }
+        }
+    }
+}
+
+struct Throughput {
+    fps: f64,
+    cpu_per_1000: f64,
+    lost: u64,
+}
+
+/// Writes `frames` frames, as fast as possible (`rate` 0) or paced at `rate` frames/s, and
+/// counts what the subscriber receives.
+async fn throughput(sys: &Running, master: &mut tokio_serial::SerialStream, frames: u64, rate: u64) -> Throughput {
+    let sink = subscribe(sys.port).await;
+    let cpu0 = sys.cpu();
+    let t0 = Instant::now();
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut seq = 0u64;
+    // Paced: one chunk per millisecond.
+    let chunk = if rate == 0 { u64::MAX } else { (rate / 1000).max(1) };
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    while seq < frames {
+        buf.clear();
+        if rate > 0 {
+            tick.tick().await;
+        }
+        let end = seq.saturating_add(chunk).min(frames);
+        while buf.len() < 60 * 1024 && seq < end {
+            buf.extend_from_slice(format!("seq={seq}\n").as_bytes());
+            seq += 1;
+        }
+        master.write_all(&buf).await.expect("pty write");
+        // Let the subscriber (same runtime) read: the bench must not be the bottleneck.
+        tokio::task::yield_now().await;
+    }
+    let got = sink.wait_for(frames, Duration::from_secs(5)).await;
+    let last = sink.arrivals.lock().unwrap().last().map(|&(_, t)| t).unwrap_or(t0);
+    let secs = last.duration_since(t0).as_secs_f64().max(1e-9);
+    // Let the CPU counters settle (they tick at 100 Hz).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let cpu = sys.cpu() - cpu0;
+    Throughput {
+        fps: got as f64 / secs,
+        cpu_per_1000: cpu / (got.max(1) as f64 / 1000.0),
+        lost: frames - got.min(frames),
+    }
+}
+
+/// p50 and p99 latency in ms at `rate` frames/s for `secs`.
+async fn latency(sys: &Running, master: &mut tokio_serial::SerialStream, rate: u64, secs: u64) -> (f64, f64) {
+    let sink = subscribe(sys.port).await;
+    let n = rate * secs;
+    let mut sent = Vec::with_capacity(n as usize);
+    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for seq in 0..n {
+        tick.tick().await;
+        sent.push(Instant::now());
+        master.write_all(format!("seq={seq}\n").as_bytes()).await.expect("write");
+    }
+    sink.wait_for(n, Duration::from_secs(3)).await;
+    let mut lat: Vec<f64> = sink
+        .arrivals
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|&(seq, t)| sent.get(seq as usize).map(|s| t.duration_since(*s).as_secs_f64() * 1000.0))
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(f64::NAN);
+    (pct(0.50), pct(0.99))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+#[derive(Default)]
+struct Figures {
+    max_fps: Vec<f64>,
+    max_lost: Vec<f64>,
+    sustained_lost: Vec<f64>,
+    cpu: Vec<f64>,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    startup: Vec<f64>,
+    rss: Vec<f64>,
+    idle: Vec<f64>,
+}
+
+/// What one system is asked to do.
+struct Load {
+    /// Frames in the unpaced burst.
+    burst: u64,
+    /// A rate it is expected to sustain without loss, and for how many frames.
+    sustained: (u64, u64),
+}
+
+/// The common rate at which CPU per frame is compared (both systems sustain it).
+const CPU_RATE: u64 = 2_000;
+
+async fn measure(name: &str, load: &Load, start: fn(&[PathBuf]) -> Running, runs: usize) -> Figures {
+    let mut f = Figures::default();
+    for run in 0..runs {
+        let mut ptys: Vec<Pty> = (0..DEVICES).map(|_| pty()).collect();
+        let paths: Vec<PathBuf> = ptys.iter().map(|p| p.path.clone()).collect();
+        let sys = start(&paths);
+        f.startup.push(sys.startup.as_secs_f64() * 1000.0);
+        let idle0 = sys.cpu();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        f.idle.push((sys.cpu() - idle0) / 5.0 * 100.0);
+        let cpu = throughput(&sys, &mut ptys[0].master, CPU_RATE * 5, CPU_RATE).await;
+        f.cpu.push(cpu.cpu_per_1000);
+        let (p50, p99) = latency(&sys, &mut ptys[1].master, 200, 5).await;
+        f.p50.push(p50);
+        f.p99.push(p99);
+        let (rate, n) = load.sustained;
+        let sustained = throughput(&sys, &mut ptys[2].master, n, rate).await;
+        f.sustained_lost.push(sustained.lost as f64);
+        let max = throughput(&sys, &mut ptys[3].master, load.burst, 0).await;
+        f.max_fps.push(max.fps);
+        f.max_lost.push(max.lost as f64);
+        f.rss.push(sys.rss());
+        eprintln!(
+            "{name} run {}: burst {:.0} frames/s delivered (lost {} of {}), {rate}/s sustained: lost {} of {n}, \
+             {:.4} CPU-s/1000 at {CPU_RATE}/s, p50 {:.2} ms, p99 {:.2} ms, startup {:.1} ms, peak RSS {:.1} MiB, idle CPU {:.2}%",
+            run + 1, max.fps, max.lost, load.burst, sustained.lost, cpu.cpu_per_1000, p50, p99,
+            sys.startup.as_secs_f64() * 1000.0, sys.rss(), f.idle[run]
+        );
+    }
+    f
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` would too: run only when benchmarking.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let ours_load = Load {
+        burst: 300_000,
+        sustained: (50_000, 200_000),
+    };
+    let peer_load = Load {
+        burst: 20_000,
+        sustained: (2_000, 10_000),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let ours = measure("serial2mqtt", &ours_load, start_serial2mqtt, runs).await;
+        let peer = match peer_available() {
+            Ok(()) => Some(measure("python+mosquitto", &peer_load, start_peer, runs).await),
+            Err(missing) => {
+                eprintln!("peer not measured: needs {missing}");
+                None
+            }
+        };
+        println!("\nmedians of {runs} runs ({DEVICES} devices configured, 1 active; latency at 200 frames/s)\n");
+        println!("| metric | serial2mqtt | pyserial+paho+mosquitto | ratio |");
+        println!("|---|---|---|---|");
+        let row = |name: &str, a: &[f64], b: Option<&Vec<f64>>, fmt: &dyn Fn(f64) -> String, higher_better: bool| {
+            let ma = median(a.to_vec());
+            match b {
+                Some(b) => {
+                    let mb = median(b.clone());
+                    let ratio = if higher_better { ma / mb } else { mb / ma };
+                    println!("| {name} | {} | {} | {ratio:.1}× better |", fmt(ma), fmt(mb));
+                }
+                None => println!("| {name} | {} | – | – |", fmt(ma)),
+            }
+        };
+        let p = peer.as_ref();
+        row("burst throughput, frames/s delivered (one port)", &ours.max_fps, p.map(|f| &f.max_fps), &|v| format!("{v:.0}"), true);
+        row("frames lost in the burst (QoS 0 subscriber)", &ours.max_lost, p.map(|f| &f.max_lost), &|v| format!("{v:.0}"), false);
+        println!(
+            "| frames lost at a sustained rate | 0 expected: {:.0} of {} at {}/s | {} at {}/s | – |",
+            median(ours.sustained_lost.clone()),
+            ours_load.sustained.1,
+            ours_load.sustained.0,
+            p.map_or("–".to_owned(), |f| format!("{:.0} of {}", median(f.sustained_lost.clone()), peer_load.sustained.1)),
+            peer_load.sustained.0
+        );
+        row(&format!("CPU seconds per 1000 frames at {CPU_RATE} frames/s"), &ours.cpu, p.map(|f| &f.cpu), &|v| format!("{v:.4}"), false);
+        row("latency p50 at 200 frames/s, ms", &ours.p50, p.map(|f| &f.p50), &|v| format!("{v:.2}"), false);
+        row("latency p99 at 200 frames/s, ms", &ours.p99, p.map(|f| &f.p99), &|v| format!("{v:.2}"), false);
+        row("startup until the broker listens, ms", &ours.startup, p.map(|f| &f.startup), &|v| format!("{v:.1}"), false);
+        row("peak RSS, MiB (all processes)", &ours.rss, p.map(|f| &f.rss), &|v| format!("{v:.1}"), false);
+        row("idle CPU, % of one core", &ours.idle, p.map(|f| &f.idle), &|v| format!("{v:.2}"), false);
+    });
+}
