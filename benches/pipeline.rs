@@ -109,7 +109,10 @@ fn start_serial2mqtt(ports: &[PathBuf]) -> Running {
         dir.path().display()
     );
     for (i, p) in ports.iter().enumerate() {
-        yaml += &format!("  - {{name: d{i}, port: {}, baud: 115200, rules: [seq]}}\n", p.display());
+        yaml += &format!(
+            "  - {{name: d{i}, port: {}, baud: 115200, rules: [seq]}}\n",
+            p.display()
+        );
     }
     yaml += "rules:\n  seq:\n    match: '^seq=(?P<n>\\d+)$'\n    publish: [{topic: 'bench/{device}', payload: '{n}'}]\n";
     let config = dir.path().join("bench.yaml");
@@ -121,7 +124,10 @@ fn start_serial2mqtt(ports: &[PathBuf]) -> Running {
         .stderr(Stdio::null())
         .spawn()
         .expect("serial2mqtt");
-    assert!(wait_port(port, Duration::from_secs(10)), "serial2mqtt did not listen");
+    assert!(
+        wait_port(port, Duration::from_secs(10)),
+        "serial2mqtt did not listen"
+    );
     let startup = t0.elapsed();
     // Let the device tasks open their ports.
     std::thread::sleep(Duration::from_millis(300));
@@ -140,7 +146,10 @@ fn peer_available() -> Result<(), String> {
         .status()
         .is_ok_and(|s| s.success());
     if !py {
-        return Err("python3 with pyserial and paho-mqtt 1.6 (pip install pyserial 'paho-mqtt==1.6.1')".into());
+        return Err(
+            "python3 with pyserial and paho-mqtt 1.6 (pip install pyserial 'paho-mqtt==1.6.1')"
+                .into(),
+        );
     }
     let mosq = Command::new("sh")
         .args(["-c", "command -v mosquitto"])
@@ -157,7 +166,11 @@ fn start_peer(ports: &[PathBuf]) -> Running {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n")).expect("conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n"),
+    )
+    .expect("conf");
     let t0 = Instant::now();
     let mosq = Command::new("mosquitto")
         .arg("-c")
@@ -165,19 +178,28 @@ fn start_peer(ports: &[PathBuf]) -> Running {
         .stderr(Stdio::null())
         .spawn()
         .expect("mosquitto");
-    assert!(wait_port(port, Duration::from_secs(10)), "mosquitto did not listen");
+    assert!(
+        wait_port(port, Duration::from_secs(10)),
+        "mosquitto did not listen"
+    );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer/pyserial_paho.py");
     let mut py = Command::new("python3")
         .arg("-u")
         .arg(script)
         .args(["127.0.0.1", &port.to_string()])
-        .args(ports.iter().enumerate().map(|(i, p)| format!("d{i}={}", p.display())))
+        .args(
+            ports
+                .iter()
+                .enumerate()
+                .map(|(i, p)| format!("d{i}={}", p.display())),
+        )
         .stdout(Stdio::piped())
         .spawn()
         .expect("python3");
     let mut line = String::new();
     let stdout = py.stdout.take().expect("stdout");
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).expect("ready line");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+        .expect("ready line");
     assert_eq!(line.trim(), "ready");
     let startup = t0.elapsed();
     std::thread::sleep(Duration::from_millis(300));
@@ -200,7 +222,10 @@ async fn subscribe(port: u16) -> Sink {
     let mut opts = MqttOptions::new(format!("bench-{}", std::process::id()), "127.0.0.1", port);
     opts.set_keep_alive(Duration::from_secs(60));
     let (client, mut eventloop) = AsyncClient::new(opts, 100_000);
-    client.subscribe("bench/#", QoS::AtMostOnce).await.expect("subscribe");
+    client
+        .subscribe("bench/#", QoS::AtMostOnce)
+        .await
+        .expect("subscribe");
     let count = Arc::new(AtomicU64::new(0));
     let arrivals = Arc::new(Mutex::new(Vec::with_capacity(1 << 20)));
     let notify = Arc::new(Notify::new());
@@ -213,7 +238,10 @@ async fn subscribe(port: u16) -> Sink {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let now = Instant::now();
-                    if let Some(seq) = std::str::from_utf8(&p.payload).ok().and_then(|s| s.parse().ok()) {
+                    if let Some(seq) = std::str::from_utf8(&p.payload)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                    {
                         a.lock().unwrap().push((seq, now));
                     }
                     c.fetch_add(1, Ordering::Relaxed);
@@ -230,7 +258,11 @@ async fn subscribe(port: u16) -> Sink {
         }
     });
     subacked_rx.await.expect("suback");
-    Sink { count, arrivals, notify }
+    Sink {
+        count,
+        arrivals,
+        notify,
+    }
 }
 
 impl Sink {
@@ -241,7 +273,9 @@ impl Sink {
             if got >= n {
                 return got;
             }
-            if tokio::time::timeout(idle, self.notify.notified()).await.is_err()
+            if tokio::time::timeout(idle, self.notify.notified())
+                .await
+                .is_err()
                 && self.count.load(Ordering::Relaxed) == got
             {
                 return got;
@@ -258,14 +292,23 @@ struct Throughput {
 
 /// Writes `frames` frames, as fast as possible (`rate` 0) or paced at `rate` frames/s, and
 /// counts what the subscriber receives.
-async fn throughput(sys: &Running, master: &mut tokio_serial::SerialStream, frames: u64, rate: u64) -> Throughput {
+async fn throughput(
+    sys: &Running,
+    master: &mut tokio_serial::SerialStream,
+    frames: u64,
+    rate: u64,
+) -> Throughput {
     let sink = subscribe(sys.port).await;
     let cpu0 = sys.cpu();
     let t0 = Instant::now();
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut seq = 0u64;
     // Paced: one chunk per millisecond.
-    let chunk = if rate == 0 { u64::MAX } else { (rate / 1000).max(1) };
+    let chunk = if rate == 0 {
+        u64::MAX
+    } else {
+        (rate / 1000).max(1)
+    };
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     while seq < frames {
         buf.clear();
@@ -282,7 +325,13 @@ async fn throughput(sys: &Running, master: &mut tokio_serial::SerialStream, fram
         tokio::task::yield_now().await;
     }
     let got = sink.wait_for(frames, Duration::from_secs(5)).await;
-    let last = sink.arrivals.lock().unwrap().last().map(|&(_, t)| t).unwrap_or(t0);
+    let last = sink
+        .arrivals
+        .lock()
+        .unwrap()
+        .last()
+        .map(|&(_, t)| t)
+        .unwrap_or(t0);
     let secs = last.duration_since(t0).as_secs_f64().max(1e-9);
     // Let the CPU counters settle (they tick at 100 Hz).
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -295,7 +344,12 @@ async fn throughput(sys: &Running, master: &mut tokio_serial::SerialStream, fram
 }
 
 /// p50 and p99 latency in ms at `rate` frames/s for `secs`.
-async fn latency(sys: &Running, master: &mut tokio_serial::SerialStream, rate: u64, secs: u64) -> (f64, f64) {
+async fn latency(
+    sys: &Running,
+    master: &mut tokio_serial::SerialStream,
+    rate: u64,
+    secs: u64,
+) -> (f64, f64) {
     let sink = subscribe(sys.port).await;
     let n = rate * secs;
     let mut sent = Vec::with_capacity(n as usize);
@@ -304,7 +358,10 @@ async fn latency(sys: &Running, master: &mut tokio_serial::SerialStream, rate: u
     for seq in 0..n {
         tick.tick().await;
         sent.push(Instant::now());
-        master.write_all(format!("seq={seq}\n").as_bytes()).await.expect("write");
+        master
+            .write_all(format!("seq={seq}\n").as_bytes())
+            .await
+            .expect("write");
     }
     sink.wait_for(n, Duration::from_secs(3)).await;
     let mut lat: Vec<f64> = sink
@@ -312,10 +369,17 @@ async fn latency(sys: &Running, master: &mut tokio_serial::SerialStream, rate: u
         .lock()
         .unwrap()
         .iter()
-        .filter_map(|&(seq, t)| sent.get(seq as usize).map(|s| t.duration_since(*s).as_secs_f64() * 1000.0))
+        .filter_map(|&(seq, t)| {
+            sent.get(seq as usize)
+                .map(|s| t.duration_since(*s).as_secs_f64() * 1000.0)
+        })
         .collect();
     lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(f64::NAN);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
     (pct(0.50), pct(0.99))
 }
 
@@ -348,7 +412,12 @@ struct Load {
 /// The common rate at which CPU per frame is compared (both systems sustain it).
 const CPU_RATE: u64 = 2_000;
 
-async fn measure(name: &str, load: &Load, start: fn(&[PathBuf]) -> Running, runs: usize) -> Figures {
+async fn measure(
+    name: &str,
+    load: &Load,
+    start: fn(&[PathBuf]) -> Running,
+    runs: usize,
+) -> Figures {
     let mut f = Figures::default();
     for run in 0..runs {
         let mut ptys: Vec<Pty> = (0..DEVICES).map(|_| pty()).collect();
@@ -385,7 +454,10 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     let ours_load = Load {
         burst: 300_000,
         sustained: (50_000, 200_000),

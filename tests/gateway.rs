@@ -319,3 +319,46 @@ async fn mosquitto_sub_sees_the_readings() {
     );
     assert!(text.contains("sensors/greenhouse/humidity 40"), "{text}");
 }
+
+#[tokio::test]
+async fn ports_that_cannot_be_serial_devices_get_a_clear_error_and_the_rest_keeps_running() {
+    let mut pty = Pty::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_temp(dir.path(), "plain.txt", "not a tty");
+    let yaml = format!(
+        r#"
+gateway: {{id: testgw}}
+broker: {{listen: "127.0.0.1:{{port}}"}}
+devices:
+  - {{name: adir, port: {dir}, rules: [all]}}
+  - {{name: afile, port: {file}, rules: [all]}}
+  - {{name: gone, port: {dir}/ttyUSB9, rules: [all]}}
+  - {{name: good, port: {pty}, rules: [all]}}
+rules:
+  all: {{publish: [{{topic: "raw/{{device}}"}}]}}
+"#,
+        dir = dir.path().display(),
+        file = file.display(),
+        pty = pty.path.display()
+    );
+    let gw = start_gateway(&yaml);
+    gw.wait_log("is a directory, not a serial device", T).await;
+    gw.wait_log("plain.txt is not a serial device", T).await;
+    gw.wait_log("ttyUSB9 does not exist", T).await;
+    let mut sub = Subscriber::connect(gw.port, &["raw/#"], QoS::AtMostOnce).await;
+    gw.wait_log("device=good", T).await;
+    pty.write(b"still here\n").await;
+    let m = sub.next(T).await;
+    assert_eq!(
+        (m.topic.as_str(), m.payload.as_str()),
+        ("raw/good", "still here")
+    );
+    // Each failing device logged its reason once, not once per retry.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        gw.logs().matches("is a directory").count(),
+        1,
+        "{}",
+        gw.logs()
+    );
+}

@@ -330,7 +330,11 @@ fn validate(
         p.error("broker.max_inflight", "must be between 1 and 65535", None);
     }
     if raw.broker.window.as_u64() < 4 * 1024 || raw.broker.window.as_u64() > 1 << 30 {
-        p.error("broker.window", format!("{} is out of range", raw.broker.window), Some("write a size between 4KiB and 1GiB, e.g. window: 64KiB".into()));
+        p.error(
+            "broker.window",
+            format!("{} is out of range", raw.broker.window),
+            Some("write a size between 4KiB and 1GiB, e.g. window: 64KiB".into()),
+        );
     }
     if raw.broker.connect_timeout.as_millis() > u16::MAX as u128 {
         p.error("broker.connect_timeout", "must be at most 65s", None);

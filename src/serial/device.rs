@@ -68,7 +68,10 @@ pub fn explain_open_error(path: &Path, e: &tokio_serial::Error) -> String {
         _ if e.description.contains("EBUSY") || e.description.contains("busy") => {
             format!("{p} is in use by another program: {}", e.description)
         }
-        _ if e.description.contains("ENOTTY") || e.description.contains("Inappropriate ioctl") => {
+        _ if ["ENOTTY", "Inappropriate ioctl", "Not a typewriter"]
+            .iter()
+            .any(|m| e.description.contains(m)) =>
+        {
             format!("{p} is not a serial device (a plain file?)")
         }
         _ if e.description.contains("EISDIR") || e.description.contains("directory") => {
