@@ -25,6 +25,7 @@ use rumqttd::{
     Config as RumqttdConfig, ConnectionSettings, Notification, RouterConfig, ServerSettings,
 };
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use crate::config::schema;
@@ -32,6 +33,9 @@ use crate::message::{Message, Outbox};
 
 /// Messages that may wait between the devices and the broker link.
 pub const OUTBOX_CAPACITY: usize = 1024;
+/// Time the broker gets at shutdown to deliver the last messages (device `offline` states).
+pub const LINGER: Duration = Duration::from_millis(200);
+
 /// rumqttd keeps each subscription filter's recent messages in a log of this many segments;
 /// `broker.window` is split across them, and the oldest segment is dropped as a whole.
 const SEGMENTS: usize = 4;
@@ -103,8 +107,13 @@ pub struct LocalBroker {
 }
 
 /// Starts the broker, waits until it accepts TCP connections, and returns the outbox that feeds
-/// it together with the handle to flush it on shutdown.
-pub fn start(settings: &schema::Broker) -> Result<(LocalBroker, Outbox), BrokerError> {
+/// it together with the handle to flush it on shutdown. If the broker or its link dies later,
+/// `failed` is cancelled so the daemon exits (and its supervisor restarts it) instead of running
+/// on without a broker.
+pub fn start(
+    settings: &schema::Broker,
+    failed: CancellationToken,
+) -> Result<(LocalBroker, Outbox), BrokerError> {
     // rumqttd binds on its own thread and only logs a failure: try the address first so a taken
     // port is a clear error at start.
     TcpListener::bind(settings.listen).map_err(|source| BrokerError::Listen {
@@ -113,30 +122,41 @@ pub fn start(settings: &schema::Broker) -> Result<(LocalBroker, Outbox), BrokerE
     })?;
 
     let mut broker = rumqttd::Broker::new(rumqttd_config(settings));
+    // rumqttd lets a new connection with the same client id take over an existing one, our
+    // link included: an id no local client will guess keeps the gateway's link its own.
+    let link_id = format!("serial2mqtt-internal-{:016x}", fastrand::u64(..));
     let (mut link_tx, mut link_rx) = broker
-        .link("serial2mqtt")
+        .link(&link_id)
         .map_err(|e| BrokerError::Link(e.to_string()))?;
 
+    let broker_failed = failed.clone();
     thread::Builder::new()
         .name("broker".into())
         .spawn(move || {
-            if let Err(e) = broker.start() {
-                error!("embedded broker stopped: {e}");
+            match broker.start() {
+                Ok(()) => error!("embedded broker stopped"),
+                Err(e) => error!("embedded broker stopped: {e}"),
             }
+            broker_failed.cancel();
         })?;
 
+    let acks_failed = failed.clone();
     thread::Builder::new()
         .name("broker-acks".into())
-        .spawn(move || loop {
-            match link_rx.recv() {
-                Ok(Some(Notification::Unschedule)) => {
-                    if link_rx.ready().is_err() {
-                        break;
+        .spawn(move || {
+            loop {
+                match link_rx.recv() {
+                    Ok(Some(Notification::Unschedule)) => {
+                        if link_rx.ready().is_err() {
+                            break;
+                        }
                     }
+                    Ok(_) => {}
+                    Err(_) => break,
                 }
-                Ok(_) => {}
-                Err(_) => break,
             }
+            error!("embedded broker dropped the gateway's link");
+            acks_failed.cancel();
         })?;
 
     let (tx, mut rx) = mpsc::channel::<Message>(OUTBOX_CAPACITY);
@@ -150,6 +170,7 @@ pub fn start(settings: &schema::Broker) -> Result<(LocalBroker, Outbox), BrokerE
                     let publish = Publish::new(Bytes::from(m.topic), m.payload, m.retain);
                     if let Err(e) = link_tx.send(Packet::Publish(publish, None)).await {
                         error!("embedded broker link closed, local publishing stopped: {e}");
+                        failed.cancel();
                         break;
                     }
                 }
@@ -187,8 +208,10 @@ fn wait_listening(listen: SocketAddr) -> Result<(), BrokerError> {
 }
 
 impl LocalBroker {
-    /// Waits (up to `timeout`) until every message handed to the outbox reached the broker.
-    /// Call after every outbox sender is dropped.
+    /// Waits (up to `timeout`) until every message handed to the outbox was handed to the
+    /// broker's router, then gives the broker [`LINGER`] to deliver them to connected clients
+    /// (best effort: the local broker keeps nothing across a restart anyway). Call after every
+    /// outbox sender is dropped.
     pub fn flush(&mut self, timeout: Duration) {
         let Some(publisher) = self.publisher.take() else {
             return;
@@ -202,5 +225,6 @@ impl LocalBroker {
             thread::sleep(Duration::from_millis(5));
         }
         let _ = publisher.join();
+        thread::sleep(LINGER);
     }
 }

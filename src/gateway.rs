@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{error, info};
 
 use crate::broker;
 use crate::config::{Config, PortSource};
@@ -23,6 +23,14 @@ pub enum GatewayError {
     /// The embedded broker did not start.
     #[error(transparent)]
     Broker(#[from] broker::BrokerError),
+    /// The embedded broker stopped while the gateway ran.
+    #[error(
+        "the embedded broker stopped; exiting so that the service manager restarts serial2mqtt"
+    )]
+    BrokerDied,
+    /// A task of the gateway panicked (a bug): exit so the service manager restarts us.
+    #[error("internal error: {0}")]
+    Task(String),
     /// A simulated device could not get a pseudo-terminal.
     #[error("device `{device}`: cannot create a pseudo-terminal for the simulator: {source}")]
     Simulator {
@@ -38,7 +46,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Gate
     let started = std::time::Instant::now();
     let listen = config.broker.listen;
     let settings = config.broker;
-    let (mut local, outbox) = tokio::task::block_in_place(|| broker::start(&settings))?;
+    let broker_failed = CancellationToken::new();
+    // Starting rumqttd blocks briefly (threads, waiting for its listener): off the async workers.
+    let failed = broker_failed.clone();
+    let (mut local, outbox) = tokio::task::spawn_blocking(move || broker::start(&settings, failed))
+        .await
+        .map_err(|e| GatewayError::Task(e.to_string()))??;
     info!(listen = %listen, elapsed_ms = started.elapsed().as_millis() as u64, "embedded MQTT broker listening");
 
     let gateway: Arc<str> = Arc::from(config.gateway.id.as_str());
@@ -71,11 +84,35 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Gate
     drop(outbox);
     info!(gateway = %gateway, devices = tasks.len(), "gateway running");
 
-    shutdown.cancelled().await;
+    let mut task_failed = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = broker_failed.cancelled() => {
+                shutdown.cancel();
+                break;
+            }
+            Some(done) = tasks.join_next() => {
+                // Device tasks only end on shutdown; one that ends early has panicked.
+                if let Err(e) = done {
+                    error!("a device task failed: {e}; stopping");
+                    task_failed = Some(e.to_string());
+                    shutdown.cancel();
+                    break;
+                }
+            }
+        }
+    }
     info!("stopping");
     while tasks.join_next().await.is_some() {}
     simulators.cancel();
-    tokio::task::block_in_place(|| local.flush(Duration::from_secs(5)));
-    info!("stopped");
+    let _ = tokio::task::spawn_blocking(move || local.flush(Duration::from_secs(5))).await;
+    if broker_failed.is_cancelled() {
+        return Err(GatewayError::BrokerDied);
+    }
+    if let Some(e) = task_failed {
+        return Err(GatewayError::Task(e));
+    }
+    info!("serial2mqtt stopped");
     Ok(())
 }

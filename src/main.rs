@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
@@ -128,7 +127,6 @@ fn test_rule(path: PathBuf, device: &str, is_hex: bool, frame: &str) -> ExitCode
     };
     let stats = DeviceStats::default();
     let mut handler = FrameHandler::new(dev, &config.gateway.id, &stats);
-    let _ = SystemTime::now();
     let messages: Vec<_> = handler.handle(&bytes).collect();
     let matched = stats.unmatched.load(std::sync::atomic::Ordering::Relaxed) == 0
         && stats
@@ -178,7 +176,7 @@ fn run(path: PathBuf) -> ExitCode {
     };
     init_logging(&config.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .thread_name("serial2mqtt")
         .enable_all()
         .build()

@@ -111,7 +111,7 @@ async fn a_port_missing_at_start_comes_online_when_it_appears() {
     let state_topic = "serial2mqtt/testgw/devices/greenhouse/state";
     let mut sub = Subscriber::connect(gw.port, &[state_topic, "sensors/#"], QoS::AtMostOnce).await;
     assert_eq!(sub.next_on(state_topic, T).await.payload, "offline");
-    gw.wait_log("does not exist", T).await;
+    gw.wait_log("does not exist (unplugged?)", T).await;
 
     let mut pty = Pty::new();
     repoint(&link, &pty.path);
@@ -205,7 +205,7 @@ async fn sigterm_announces_offline_and_exits_cleanly() {
     assert_eq!(sub.next_on(state_topic, T).await.payload, "offline");
     let (status, gw) = status.await.unwrap();
     assert!(status.success(), "{status:?}\n{}", gw.logs());
-    assert!(gw.logs().contains("stopped"));
+    assert!(gw.logs().contains("serial2mqtt stopped"), "{}", gw.logs());
 }
 
 #[tokio::test]
@@ -236,8 +236,8 @@ rules:
     );
     let gw = start_gateway(&yaml);
     let mut sub = Subscriber::connect(gw.port, &["sensors/#", "power/#"], QoS::AtMostOnce).await;
-    gw.wait_log("device=meter", T).await;
-    gw.wait_log("device=garden", T).await;
+    gw.wait_log("device online device=meter", T).await;
+    gw.wait_log("device online device=garden", T).await;
 
     text.write(br#"{"id":"ws1","temperature":12.5,"humidity":81}"#)
         .await;
@@ -344,7 +344,7 @@ rules:
     let gw = start_gateway(&yaml);
     gw.wait_log("is a directory, not a serial device", T).await;
     gw.wait_log("plain.txt is not a serial device", T).await;
-    gw.wait_log("ttyUSB9 does not exist", T).await;
+    gw.wait_log("ttyUSB9 does not exist (unplugged?)", T).await;
     let mut sub = Subscriber::connect(gw.port, &["raw/#"], QoS::AtMostOnce).await;
     gw.wait_log("device=good", T).await;
     pty.write(b"still here\n").await;
@@ -358,6 +358,60 @@ rules:
     assert_eq!(
         gw.logs().matches("is a directory").count(),
         1,
+        "{}",
+        gw.logs()
+    );
+}
+
+#[tokio::test]
+async fn a_port_held_by_another_program_is_reported_as_in_use() {
+    let pty = Pty::new();
+    let yaml = format!(
+        "gateway: {{id: testgw}}\nbroker: {{listen: \"127.0.0.1:{{port}}\"}}\ndevices:\n  - {{name: first, port: {p}, rules: [all]}}\n  - {{name: second, port: {p}, rules: [all]}}\nrules:\n  all: {{publish: [{{topic: raw}}]}}\n",
+        p = pty.path.display()
+    );
+    let gw = start_gateway(&yaml);
+    gw.wait_log("is in use by another program", T).await;
+    assert_eq!(
+        gw.logs().matches("device online").count(),
+        1,
+        "{}",
+        gw.logs()
+    );
+}
+
+#[tokio::test]
+async fn the_demo_simulator_feeds_the_real_serial_path() {
+    let yaml = r#"
+gateway: {id: demo}
+broker: {listen: "127.0.0.1:{port}"}
+devices:
+  - name: greenhouse
+    simulate: {profile: climate, interval: 50ms}
+    rules: [climate]
+  - name: meter
+    simulate: {profile: power, interval: 50ms}
+    framing: cobs
+    rules: [power]
+rules:
+  climate:
+    match: '^T=(?P<temp>-?\d+(?:\.\d+)?);H=(?P<hum>\d+)$'
+    publish: [{topic: "sensors/{device}/temperature", payload: "{temp}"}]
+  power:
+    fields:
+      - {name: volts, offset: 0, type: u16le, scale: 0.01}
+    publish: [{topic: "power/{device}", payload: {v: "{volts}"}}]
+"#;
+    let gw = start_gateway(yaml);
+    let mut sub = Subscriber::connect(gw.port, &["sensors/#", "power/#"], QoS::AtMostOnce).await;
+    let t = sub.next_on("sensors/greenhouse/temperature", T).await;
+    let temp: f64 = t.payload.parse().expect("a number");
+    assert!((15.0..=30.0).contains(&temp), "{temp}");
+    let p = sub.next_on("power/meter", T).await;
+    let v: serde_json::Value = serde_json::from_str(&p.payload).unwrap();
+    assert!((215.0..=245.0).contains(&v["v"].as_f64().unwrap()), "{v}");
+    assert!(
+        gw.logs().contains("simulated sensor started"),
         "{}",
         gw.logs()
     );

@@ -1,9 +1,10 @@
 //! Configuration: the YAML file a user edits, checked as a whole before anything starts.
 //!
 //! Loading is two steps. serde reads the file into [`schema`] types (unknown keys rejected, with
-//! the nearest valid key suggested), then [`validate`] checks what serde cannot — names that refer
-//! to each other, regexes, templates, serial settings — and compiles the rules. Every problem is
-//! reported at once, each as `file:line:column: message` plus a line saying what to write instead.
+//! the nearest valid key suggested; serde stops at the first such error), then [`validate`]
+//! checks what serde cannot — names that refer to each other, regexes, templates, serial
+//! settings — and compiles the rules, reporting every problem of that step at once. Each is
+//! `file:line:column: message` plus a line saying what to write instead.
 
 pub mod locate;
 pub mod schema;
@@ -12,7 +13,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::rules::template::{Template, TemplateError};
+use crate::rules::template::{Builtin, Template, TemplateError, Var};
 use crate::rules::{suggest, Rule, RuleSet};
 use crate::serial::framing::Framing;
 use locate::{Locations, Position};
@@ -261,13 +262,20 @@ impl Problems<'_> {
     }
 }
 
+/// A topic of the gateway's own (device state, unmatched frames): `{gateway}` and `{device}` only.
 fn builtin_only_template(text: &str) -> Result<Template, TemplateError> {
-    let t = Template::parse(text, &|n| {
-        Err(TemplateError {
-            message: format!("placeholder {{{n}}} is not available here"),
-            help: Some("only {gateway} and {device} can be used in this topic".into()),
-        })
-    })?;
+    let not_here = |n: &str| TemplateError {
+        message: format!("placeholder {{{n}}} is not available here"),
+        help: Some("only {gateway} and {device} can be used in this topic".into()),
+    };
+    let t = Template::parse(text, &|n| Err(not_here(n)))?;
+    for v in t.vars() {
+        match v {
+            Var::Builtin(Builtin::Gateway | Builtin::Device) => {}
+            Var::Builtin(b) => return Err(not_here(b.name())),
+            _ => return Err(not_here("?")),
+        }
+    }
     if t.literals().any(|l| l.contains(['+', '#'])) {
         return Err(TemplateError {
             message: format!("topic `{text}` contains a wildcard"),
@@ -336,8 +344,14 @@ fn validate(
             Some("write a size between 4KiB and 1GiB, e.g. window: 64KiB".into()),
         );
     }
-    if raw.broker.connect_timeout.as_millis() > u16::MAX as u128 {
-        p.error("broker.connect_timeout", "must be at most 65s", None);
+    if raw.broker.connect_timeout < std::time::Duration::from_secs(1)
+        || raw.broker.connect_timeout.as_millis() > u16::MAX as u128
+    {
+        p.error(
+            "broker.connect_timeout",
+            "must be between 1s and 65s",
+            Some("write e.g. connect_timeout: 5s".into()),
+        );
     }
 
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
@@ -369,6 +383,7 @@ fn validate(
     }
 
     let mut used = std::collections::BTreeSet::new();
+    let mut names = std::collections::HashSet::new();
     let mut devices = Vec::with_capacity(raw.devices.len());
     for (i, d) in raw.devices.into_iter().enumerate() {
         let path = format!("devices[{i}]");
@@ -379,7 +394,7 @@ fn validate(
                 None,
             );
         }
-        if devices.iter().any(|x: &Device| x.name == d.name) {
+        if !names.insert(d.name.clone()) {
             p.error(
                 &format!("{path}.name"),
                 format!("device name `{}` is used twice", d.name),
@@ -453,6 +468,18 @@ fn validate(
         if let Err(e) = d.framing.validate() {
             p.error(&format!("{path}.framing"), e, None);
         }
+        if let Framing::Fixed(n) = d.framing {
+            if n > d.max_frame {
+                p.error(
+                    &format!("{path}.framing"),
+                    format!(
+                        "fixed frames of {n} bytes are larger than max_frame ({})",
+                        d.max_frame
+                    ),
+                    Some(format!("raise max_frame to at least {n}")),
+                );
+            }
+        }
         if d.max_frame == 0 || d.max_frame > 16 * 1024 * 1024 {
             p.error(
                 &format!("{path}.max_frame"),
@@ -500,15 +527,28 @@ fn validate(
             schema::FlowControl::Software => tokio_serial::FlowControl::Software,
             schema::FlowControl::Hardware => tokio_serial::FlowControl::Hardware,
         };
+        let device_state_topic = state_topic.as_ref().map(|t| t.render_static(&id, &d.name));
+        let device_unmatched_topic = unmatched_topic
+            .as_ref()
+            .map(|t| t.render_static(&id, &d.name));
+        for (key, topic) in [
+            ("gateway.state_topic", &device_state_topic),
+            ("gateway.unmatched_topic", &device_unmatched_topic),
+        ] {
+            if let Some(why) = topic.as_deref().and_then(crate::message::topic_problem) {
+                p.error(
+                    key,
+                    format!("for device `{}`: {why}", d.name),
+                    Some(
+                        "write a topic such as serial2mqtt/{gateway}/devices/{device}/state".into(),
+                    ),
+                );
+            }
+        }
         if let (Some(source), Some(data_bits), Some(stop_bits)) = (source, data_bits, stop_bits) {
             devices.push(Device {
-                state_topic: state_topic
-                    .as_ref()
-                    .map(|t| t.render_static(&id, &d.name))
-                    .unwrap_or_default(),
-                unmatched_topic: unmatched_topic
-                    .as_ref()
-                    .map(|t| t.render_static(&id, &d.name)),
+                state_topic: device_state_topic.unwrap_or_default(),
+                unmatched_topic: device_unmatched_topic,
                 name: d.name,
                 source,
                 serial: SerialSettings {

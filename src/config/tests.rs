@@ -146,13 +146,18 @@ fn unused_rules_are_warnings() {
 
 #[test]
 fn state_topic_only_allows_gateway_and_device() {
-    let text = GOOD.replace(
-        "  id: greenhouse-pi",
-        "  id: greenhouse-pi\n  state_topic: 'st/{gateway}/{frame_hex}'",
-    );
-    // frame_hex is a built-in but has no meaning for a state topic: it renders empty, so it is allowed
-    // only as a built-in; a non-built-in name is rejected.
-    assert!(load(&text).is_ok());
+    let with = |extra: &str| {
+        GOOD.replace(
+            "  id: greenhouse-pi",
+            &format!("  id: greenhouse-pi\n{extra}"),
+        )
+    };
+    let c = load(&with("  state_topic: 'st/{gateway}/{device}'")).unwrap();
+    assert_eq!(c.devices[0].state_topic, "st/greenhouse-pi/greenhouse");
+    // A per-frame built-in has no meaning for a state topic.
+    let e = error_text(&with("  state_topic: 'st/{gateway}/{frame_hex}'"));
+    assert!(e.contains("{frame_hex} is not available here"), "{e}");
+    assert!(error_text(&with("  state_topic: ''")).contains("the topic is empty"));
     let text = GOOD.replace(
         "  id: greenhouse-pi",
         "  id: greenhouse-pi\n  unmatched_topic: 'x/{temp}'",
@@ -178,4 +183,31 @@ fn shipped_configs_pass_check() {
             panic!("{f} must pass check:\n{e}");
         }
     }
+}
+
+#[test]
+fn fixed_frames_must_fit_max_frame() {
+    let e = error_text(&GOOD.replace("framing: lines", "framing: {fixed: 4096}"));
+    assert!(e.contains("larger than max_frame (1024)"), "{e}");
+    assert!(e.contains("raise max_frame to at least 4096"), "{e}");
+}
+
+#[test]
+fn connect_timeout_must_let_clients_connect() {
+    let e = error_text(&GOOD.replace(
+        "  listen: 127.0.0.1:1884",
+        "  listen: 127.0.0.1:1884\n  connect_timeout: 0s",
+    ));
+    assert!(e.contains("between 1s and 65s"), "{e}");
+}
+
+#[test]
+fn duplicate_names_are_reported_even_when_the_first_device_has_errors() {
+    let text = GOOD.replace(
+        "devices:\n",
+        "devices:\n  - {name: greenhouse, port: /dev/x, data_bits: 9, rules: [climate]}\n",
+    );
+    let e = error_text(&text);
+    assert!(e.contains("9 data bits"), "{e}");
+    assert!(e.contains("used twice"), "{e}");
 }

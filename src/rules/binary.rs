@@ -110,9 +110,9 @@ pub fn decimals_of(x: f64) -> u8 {
 }
 
 impl BinField {
-    /// Bytes the frame needs for this field.
-    pub fn end(&self) -> usize {
-        self.offset + self.ty.size()
+    /// Bytes the frame needs for this field; `None` for an offset too large to be real.
+    pub fn end(&self) -> Option<usize> {
+        self.offset.checked_add(self.ty.size())
     }
 
     /// Reads and scales the field; `None` when the frame is too short.
@@ -139,7 +139,8 @@ fn round(x: f64, decimals: u8) -> f64 {
         return x;
     }
     let p = 10f64.powi(decimals as i32);
-    (x * p).round() / p
+    // `+ 0.0` turns -0.0 into 0.0, so a reading of "-0" is never published.
+    (x * p).round() / p + 0.0
 }
 
 #[cfg(test)]

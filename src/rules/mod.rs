@@ -195,6 +195,14 @@ impl Rule {
                     (None, None) => 12,
                     (s, a) => decimals_of(s.unwrap_or(1.0)).max(decimals_of(a.unwrap_or(0.0))),
                 });
+                if f.offset.checked_add(ty.size()).is_none() {
+                    errors.push(err(
+                        format!("{path}.offset"),
+                        format!("rule `{name}`: offset {} is out of range", f.offset),
+                        Some("write the field's byte offset in the frame, e.g. offset: 2".into()),
+                    ));
+                    continue;
+                }
                 compiled.push(BinField {
                     name: f.name.clone(),
                     offset: f.offset,
@@ -205,7 +213,7 @@ impl Rule {
                 });
             }
             slot_names = compiled.iter().map(|f| f.name.clone()).collect();
-            let min_len = compiled.iter().map(BinField::end).max().unwrap_or(0);
+            let min_len = compiled.iter().filter_map(BinField::end).max().unwrap_or(0);
             Matcher::Binary {
                 fields: compiled,
                 min_len,
@@ -448,8 +456,13 @@ impl RuleSet {
                     if env.frame.len() < *min_len {
                         false
                     } else {
-                        let nums = fields.iter().filter_map(|f| f.read(env.frame)).collect();
-                        emit(rule, env, &Fields(nums), out, problems)
+                        // Never shift values between slots if a field cannot be read.
+                        let nums: Option<Vec<_>> =
+                            fields.iter().map(|f| f.read(env.frame)).collect();
+                        match nums {
+                            Some(nums) => emit(rule, env, &Fields(nums), out, problems),
+                            None => false,
+                        }
                     }
                 }
             };

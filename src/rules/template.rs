@@ -30,6 +30,18 @@ pub enum Builtin {
 }
 
 impl Builtin {
+    /// The placeholder's name, as written between braces.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gateway => "gateway",
+            Self::Device => "device",
+            Self::Frame => "frame",
+            Self::FrameHex => "frame_hex",
+            Self::Now => "now",
+            Self::NowMs => "now_ms",
+        }
+    }
+
     fn from_name(name: &str) -> Option<Self> {
         Some(match name {
             "gateway" => Self::Gateway,
@@ -116,9 +128,14 @@ impl<'a> Builtins<'a> {
             Builtin::Device => Value::Str(Cow::Borrowed(self.device)),
             Builtin::Frame => Value::Str(String::from_utf8_lossy(self.frame)),
             Builtin::FrameHex => Value::Str(Cow::Owned(hex::encode(self.frame))),
-            Builtin::Now => Value::Str(Cow::Owned(
-                humantime::format_rfc3339_millis(self.now).to_string(),
-            )),
+            Builtin::Now => {
+                // humantime panics outside years 1970..=9999: clamp a clock that is that wrong.
+                let max = UNIX_EPOCH + std::time::Duration::from_secs(253_402_300_799);
+                let now = self.now.clamp(UNIX_EPOCH, max);
+                Value::Str(Cow::Owned(
+                    humantime::format_rfc3339_millis(now).to_string(),
+                ))
+            }
             Builtin::NowMs => {
                 let ms = self
                     .now
@@ -181,7 +198,10 @@ fn infer_json(s: &str) -> serde_json::Value {
         .bytes()
         .next()
         .is_some_and(|b| b == b'-' || b.is_ascii_digit());
-    if numeric {
+    // An integer too big for 64 bits (an id, a counter) stays text rather than a lossy float.
+    let integer = !s.contains(['.', 'e', 'E']);
+    let fits = s.parse::<i64>().is_ok() || s.parse::<u64>().is_ok();
+    if numeric && (fits || !integer) {
         if let Ok(n) = serde_json::from_str::<serde_json::Number>(s) {
             return serde_json::Value::Number(n);
         }
@@ -244,9 +264,8 @@ impl Template {
                         parts.push(Part::Lit(std::mem::take(&mut lit)));
                     }
                     parts.push(Part::Var(var));
-                    for _ in 0..=end {
-                        chars.next();
-                    }
+                    // Skip the name and the closing brace (`end` is a byte offset).
+                    while chars.next_if(|&(j, _)| j <= i + 1 + end).is_some() {}
                 }
                 '}' => {
                     return Err(TemplateError {
@@ -261,6 +280,14 @@ impl Template {
             parts.push(Part::Lit(lit));
         }
         Ok(Self { parts })
+    }
+
+    /// The placeholders, in order.
+    pub fn vars(&self) -> impl Iterator<Item = &Var> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Var(v) => Some(v),
+            Part::Lit(_) => None,
+        })
     }
 
     /// The literal text between placeholders (used to validate topics at load time).

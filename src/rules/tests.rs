@@ -225,3 +225,48 @@ fn other_rule_errors() {
     let e = compile_errors("publish: []");
     assert!(e[0].message.contains("publishes nothing"), "{e:?}");
 }
+
+#[test]
+fn non_ascii_placeholder_names_keep_the_text_after_them() {
+    let r = rule(
+        "t",
+        "json: true\npublish: [{topic: 'x/{température}/y/{id}', payload: '{température} °C'}]",
+    );
+    let set = RuleSet::new(vec![r]);
+    let (_, msgs) = apply(&set, r#"{"température": 21, "id": "a"}"#.as_bytes());
+    assert_eq!(msgs, vec![("x/21/y/a".into(), "21 °C".into(), 0, false)]);
+}
+
+#[test]
+fn scaled_negative_zero_is_published_as_zero() {
+    let r = rule(
+        "z",
+        "fields: [{name: v, offset: 0, type: i16le, scale: 0.001, decimals: 1}]\npublish: [{topic: t, payload: '{v}'}, {topic: j, payload: {v: '{v}'}}]",
+    );
+    let set = RuleSet::new(vec![r]);
+    let (_, msgs) = apply(&set, &(-1i16).to_le_bytes());
+    assert_eq!(msgs[0].1, "0");
+    assert_eq!(msgs[1].1, r#"{"v":0.0}"#);
+}
+
+#[test]
+fn integers_beyond_64_bits_stay_text_in_json_payloads() {
+    let r = rule(
+        "id",
+        "match: '^(?P<id>\\d+)$'\npublish: [{topic: t, payload: {id: '{id}'}}]",
+    );
+    let set = RuleSet::new(vec![r]);
+    let (_, msgs) = apply(&set, b"12345678901234567890123");
+    assert_eq!(msgs[0].1, r#"{"id":"12345678901234567890123"}"#);
+    let (_, msgs) = apply(&set, b"42");
+    assert_eq!(msgs[0].1, r#"{"id":42}"#);
+}
+
+#[test]
+fn huge_binary_offsets_are_a_compile_error() {
+    let e = compile_errors(&format!(
+        "fields: [{{name: v, offset: {}, type: u32le}}]\npublish: [{{topic: t}}]",
+        usize::MAX - 1
+    ));
+    assert!(e[0].message.contains("out of range"), "{e:?}");
+}

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::framing::{Decoded, DropReason, FrameDecoder};
-use crate::config::{Device, PortSource};
+use crate::config::Device;
 use crate::message::{Message, Outbox};
 use crate::rules::template::Builtins;
 use crate::rules::Verdict;
@@ -60,14 +60,15 @@ pub fn explain_open_error(path: &Path, e: &tokio_serial::Error) -> String {
     use tokio_serial::ErrorKind as K;
     let p = path.display();
     match e.kind {
+        // serialport reports a port held by another program (EBUSY, flock) as NoDevice too.
+        _ if e.description.contains("busy") || e.description.contains("lock") => {
+            format!("{p} is in use by another program: {}", e.description)
+        }
         K::NoDevice => format!("{p} is not present (unplugged?): {}", e.description),
         K::Io(io::ErrorKind::NotFound) => format!("{p} does not exist (unplugged?)"),
         K::Io(io::ErrorKind::PermissionDenied) => format!(
             "permission denied opening {p}: add the service user to the `dialout` group (sudo usermod -aG dialout $USER) and log in again"
         ),
-        _ if e.description.contains("EBUSY") || e.description.contains("busy") => {
-            format!("{p} is in use by another program: {}", e.description)
-        }
         _ if ["ENOTTY", "Inappropriate ioctl", "Not a typewriter"]
             .iter()
             .any(|m| e.description.contains(m)) =>
@@ -94,7 +95,7 @@ impl DeviceTask {
             }
             match self.open() {
                 Ok(port) => {
-                    delays = self.backoff();
+                    let opened = std::time::Instant::now();
                     last_error = None;
                     DeviceStats::bump(&self.stats.opens);
                     self.stats.online.store(true, Ordering::Relaxed);
@@ -102,6 +103,11 @@ impl DeviceTask {
                     self.publish_state("online").await;
                     let stop = self.read(port).await;
                     self.stats.online.store(false, Ordering::Relaxed);
+                    // A port that opens and fails at once must not flap at the shortest delay:
+                    // the backoff starts over only after the port stayed up for a while.
+                    if opened.elapsed() >= REOPEN_MAX {
+                        delays = self.backoff();
+                    }
                     match stop {
                         Stop::Shutdown => break,
                         Stop::Gone(why) => {
@@ -135,6 +141,7 @@ impl DeviceTask {
     }
 
     fn backoff(&self) -> impl Iterator<Item = Duration> {
+        // backon adds its jitter (up to +100%) after the cap: cap again so REOPEN_MAX holds.
         backon::ExponentialBuilder::default()
             .with_min_delay(REOPEN_MIN)
             .with_max_delay(REOPEN_MAX)
@@ -142,6 +149,7 @@ impl DeviceTask {
             .with_jitter()
             .without_max_times()
             .build()
+            .map(|d| d.min(REOPEN_MAX))
     }
 
     fn open(&self) -> Result<tokio_serial::SerialStream, String> {
@@ -283,13 +291,5 @@ impl<'a> FrameHandler<'a> {
                 }
             }
         }
-    }
-}
-
-/// The path a device reads: its configured port (simulated devices get theirs at start).
-pub fn configured_path(device: &Device) -> Option<&Path> {
-    match &device.source {
-        PortSource::Path(p) => Some(p),
-        PortSource::Simulated(_) => None,
     }
 }
