@@ -1,13 +1,14 @@
 //! serial2mqtt: serial/USB sensor frames to MQTT, by YAML rules, through an embedded broker.
 //!
 //! The module tree follows the data: [`serial`] (ports and framing) → [`rules`] (frame to
-//! messages) → [`message`] → [`broker`] (embedded rumqttd), wired together by [`gateway`] from a
-//! [`config`].
+//! messages) → [`message`] → [`broker`] (embedded rumqttd) and [`queue`] (the on-disk
+//! store-and-forward log the uplink will drain), wired together by [`gateway`] from a [`config`].
 
 pub mod broker;
 pub mod config;
 pub mod gateway;
 pub mod message;
+pub mod queue;
 pub mod rules;
 pub mod serial;
 pub mod stats;

@@ -1,0 +1,518 @@
+//! The store-and-forward queue: an append-only, segmented, checksummed log on disk, and the one
+//! place where durability is decided.
+//!
+//! Layout under `<state_dir>/queue/`: segment files named by their first sequence number
+//! (see [`segment`]), each a magic followed by [`record`]s, and the ack cursor file (see
+//! [`cursor`]).
+//!
+//! # Invariants
+//! 1. Sequence numbers start at 1 and grow by one per appended message, across segments and
+//!    restarts (`next_seq` after a restart is above every stored record and the ack cursor).
+//!    Gaps exist only where records were dropped (queue full, corruption), never reordering.
+//! 2. Only the last segment is written to; a segment is synced before the next one is started.
+//! 3. `sync` makes every appended record durable (`sync_data`) and persists the ack cursor
+//!    atomically. Records appended since the last `sync` may be lost by a crash or power cut;
+//!    records synced before it are not. With `sync_every_append`, `append` syncs before returning.
+//! 4. A record is readable as soon as `append` returns (the uplink need not wait for the group
+//!    commit); an ack may therefore run ahead of what is durable, which only means the record was
+//!    delivered.
+//! 5. On open, the last segment is scanned and a torn tail (a record cut short or failing its
+//!    checksum) is truncated away; a record that fails its checksum while being read is never
+//!    returned: the rest of its segment is skipped and counted.
+//! 6. Total segment bytes stay within `max_bytes` (plus at most one record): when an append would
+//!    exceed it, whole oldest segments are deleted, and their unacknowledged records counted as
+//!    dropped. The same happens when the disk is full.
+//! 7. A segment whose records are all acknowledged is deleted once that acknowledgement is
+//!    durable (at `sync`), never the one being written: after a crash, everything above the
+//!    persisted cursor is still on disk.
+//! 8. Memory does not grow with the backlog: records are read from the files, one buffer at a time.
+//!
+//! All I/O here is blocking: the queue runs on a thread of its own, off the async workers.
+
+pub mod cursor;
+pub mod record;
+pub mod segment;
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use tracing::{info, warn};
+
+use crate::message::Message;
+pub use record::Record;
+use segment::{SegmentReader, MAGIC};
+
+/// Limits of the queue.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Most bytes of segment files on disk.
+    pub max_bytes: u64,
+    /// A new segment is started when the current one would grow past this.
+    pub segment_bytes: u64,
+    /// Sync before `append` returns (flush interval 0) instead of on `sync`.
+    pub sync_every_append: bool,
+}
+
+/// What opening the queue found and repaired.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Bytes cut from the end of the last segment (a write torn by a crash).
+    pub torn_bytes: u64,
+    /// Segments set aside as `*.corrupt` (unreadable magic).
+    pub set_aside: Vec<PathBuf>,
+    /// The ack cursor file was damaged; delivery restarts at the oldest record.
+    pub cursor_corrupt: bool,
+    /// Unacknowledged records waiting (approximate when records were dropped).
+    pub depth: u64,
+}
+
+/// Counters of what the queue had to give up, since it was opened.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Drops {
+    /// Unacknowledged records deleted to stay within `max_bytes`.
+    pub full: u64,
+    /// Records that could not be stored because the disk was full and nothing older could go.
+    pub disk_full: u64,
+    /// Records lost to corruption found while reading (a segment's unreadable rest).
+    pub corrupt_segments: u64,
+    /// Records too large to ever fit within `max_bytes`.
+    pub too_large: u64,
+}
+
+/// A snapshot of the queue's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Unacknowledged records (approximate after drops).
+    pub depth: u64,
+    /// Bytes of segment files.
+    pub bytes: u64,
+    /// Segment files.
+    pub segments: usize,
+    /// Highest acknowledged sequence number.
+    pub acked: u64,
+    /// Sequence number the next append gets.
+    pub next_seq: u64,
+    /// What was dropped.
+    pub drops: Drops,
+}
+
+struct Segment {
+    first: u64,
+    path: PathBuf,
+    bytes: u64,
+}
+
+/// Where reading continues, kept between reads so a caught-up reader does not rescan.
+struct ReadPos {
+    segment_first: u64,
+    reader: SegmentReader,
+    /// The next record this reader returns has a sequence number of at least this.
+    from: u64,
+}
+
+/// The on-disk queue.
+pub struct Queue {
+    dir: PathBuf,
+    opts: Options,
+    segments: VecDeque<Segment>,
+    active: File,
+    next_seq: u64,
+    acked: u64,
+    persisted_ack: u64,
+    dirty: bool,
+    dir_dirty: bool,
+    total_bytes: u64,
+    drops: Drops,
+    read: Option<ReadPos>,
+    buf: Vec<u8>,
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().append(true).open(path)
+}
+
+fn create_segment(dir: &Path, first: u64) -> io::Result<(Segment, File)> {
+    let path = dir.join(segment::file_name(first));
+    let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
+    if f.metadata()?.len() == 0 {
+        f.write_all(MAGIC)?;
+    }
+    let bytes = f.metadata()?.len();
+    Ok((Segment { first, path, bytes }, f))
+}
+
+fn is_disk_full(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(28) // ENOSPC
+}
+
+impl Queue {
+    /// Opens (or creates) the queue in `dir`, repairing what a crash left behind.
+    pub fn open(dir: &Path, opts: Options) -> io::Result<(Self, Recovery)> {
+        fs::create_dir_all(dir)?;
+        let mut recovery = Recovery::default();
+        let acked = match cursor::load(dir)? {
+            cursor::Loaded::Missing => 0,
+            cursor::Loaded::Acked(s) => s,
+            cursor::Loaded::Corrupt => {
+                recovery.cursor_corrupt = true;
+                0
+            }
+        };
+
+        let mut segments = VecDeque::new();
+        let listed = segment::list(dir)?;
+        let count = listed.len();
+        let mut last_seq = None;
+        for (i, (first, path)) in listed.into_iter().enumerate() {
+            let is_last = i + 1 == count;
+            if !is_last {
+                // Trusted by size; records are checked when read (startup stays fast).
+                if SegmentReader::open(&path)?.is_none() {
+                    recovery.set_aside.push(set_aside(&path)?);
+                    continue;
+                }
+                let bytes = fs::metadata(&path)?.len();
+                segments.push_back(Segment { first, path, bytes });
+                continue;
+            }
+            let scan = segment::scan(&path, first)?;
+            if scan.valid_len == 0 {
+                recovery.set_aside.push(set_aside(&path)?);
+                continue;
+            }
+            if scan.valid_len < scan.file_len {
+                recovery.torn_bytes = scan.file_len - scan.valid_len;
+                let f = OpenOptions::new().write(true).open(&path)?;
+                f.set_len(scan.valid_len)?;
+                f.sync_all()?;
+            }
+            last_seq = scan.last_seq.or(Some(first.saturating_sub(1)));
+            segments.push_back(Segment {
+                first,
+                path,
+                bytes: scan.valid_len,
+            });
+        }
+
+        let stored_next = last_seq.map_or(1, |s| s + 1);
+        let next_seq = stored_next.max(acked + 1).max(1);
+        // Append to the last segment only if it continues exactly where the log ends.
+        let active = match segments.back() {
+            Some(s) if last_seq.map(|l| l + 1) == Some(next_seq) => open_append(&s.path)?,
+            _ => {
+                let (seg, f) = create_segment(dir, next_seq)?;
+                segments.push_back(seg);
+                f
+            }
+        };
+        cursor::sync_dir(dir)?;
+        let total_bytes = segments.iter().map(|s| s.bytes).sum();
+        let mut q = Self {
+            dir: dir.to_owned(),
+            opts,
+            segments,
+            active,
+            next_seq,
+            acked,
+            persisted_ack: acked,
+            dirty: false,
+            dir_dirty: false,
+            total_bytes,
+            drops: Drops::default(),
+            read: None,
+            buf: Vec::with_capacity(64 * 1024),
+        };
+        q.delete_acked()?;
+        recovery.depth = q.depth();
+        Ok((q, recovery))
+    }
+
+    /// Unacknowledged records (approximate after drops).
+    pub fn depth(&self) -> u64 {
+        let oldest = self.segments.front().map_or(self.next_seq, |s| s.first);
+        self.next_seq.saturating_sub(oldest.max(self.acked + 1))
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            depth: self.depth(),
+            bytes: self.total_bytes,
+            segments: self.segments.len(),
+            acked: self.acked,
+            next_seq: self.next_seq,
+            drops: self.drops,
+        }
+    }
+
+    /// Appends messages in order; returns the sequence number of each one stored (`None` for a
+    /// message that had to be dropped: too large for `max_bytes`, or the disk is full).
+    pub fn append(&mut self, messages: &[Message]) -> io::Result<Vec<Option<u64>>> {
+        let mut out = Vec::with_capacity(messages.len());
+        for m in messages {
+            out.push(self.append_one(m)?);
+        }
+        if self.opts.sync_every_append {
+            self.sync()?;
+        }
+        Ok(out)
+    }
+
+    fn append_one(&mut self, m: &Message) -> io::Result<Option<u64>> {
+        let len = record::encoded_len(m) as u64;
+        if len + MAGIC.len() as u64 > self.opts.max_bytes {
+            self.drops.too_large += 1;
+            return Ok(None);
+        }
+        let active_bytes = self.segments.back().map_or(0, |s| s.bytes);
+        if active_bytes > MAGIC.len() as u64 && active_bytes + len > self.opts.segment_bytes {
+            self.roll()?;
+        }
+        // Make room first: the cap holds even while this record is written.
+        while self.total_bytes + len > self.opts.max_bytes && self.segments.len() > 1 {
+            self.drop_oldest(false)?;
+        }
+        self.buf.clear();
+        record::encode(self.next_seq, m, &mut self.buf);
+        loop {
+            match self.active.write_all(&self.buf) {
+                Ok(()) => break,
+                Err(e) if is_disk_full(&e) => {
+                    // Undo a partial write, then free the oldest segment and try again.
+                    let good = self.segments.back().map_or(0, |s| s.bytes);
+                    self.active.set_len(good)?;
+                    if self.segments.len() > 1 {
+                        self.drop_oldest(true)?;
+                        continue;
+                    }
+                    self.drops.disk_full += 1;
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(s) = self.segments.back_mut() {
+            s.bytes += len;
+        }
+        self.total_bytes += len;
+        self.dirty = true;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Ok(Some(seq))
+    }
+
+    fn roll(&mut self) -> io::Result<()> {
+        self.active.sync_data()?;
+        let (seg, f) = create_segment(&self.dir, self.next_seq)?;
+        self.total_bytes += seg.bytes;
+        self.segments.push_back(seg);
+        self.active = f;
+        cursor::sync_dir(&self.dir)?;
+        Ok(())
+    }
+
+    /// Deletes the oldest segment, counting its unacknowledged records as dropped.
+    fn drop_oldest(&mut self, disk_full: bool) -> io::Result<()> {
+        let Some(old) = self.segments.pop_front() else {
+            return Ok(());
+        };
+        let next_first = self.segments.front().map_or(self.next_seq, |s| s.first);
+        let lost = next_first.saturating_sub(old.first.max(self.acked + 1));
+        if disk_full {
+            self.drops.disk_full += lost;
+        } else {
+            self.drops.full += lost;
+        }
+        if lost > 0 {
+            warn!(
+                records = lost,
+                "store-and-forward queue full: dropped the oldest {lost} unsent messages ({})",
+                if disk_full {
+                    "disk full"
+                } else {
+                    "queue.max_bytes reached"
+                }
+            );
+        }
+        self.total_bytes -= old.bytes;
+        remove_file(&old.path)?;
+        self.dir_dirty = true;
+        if self
+            .read
+            .as_ref()
+            .is_some_and(|r| r.segment_first == old.first)
+        {
+            self.read = None;
+        }
+        Ok(())
+    }
+
+    /// Makes everything appended durable and persists the ack cursor (group commit).
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.dirty {
+            self.active.sync_data()?;
+            self.dirty = false;
+        }
+        if self.acked != self.persisted_ack {
+            cursor::store(&self.dir, self.acked)?;
+            self.persisted_ack = self.acked;
+            self.dir_dirty = false;
+            // Only now: a crash before this point replays from the old cursor, and must find
+            // those records still on disk.
+            self.delete_acked()?;
+        }
+        if self.dir_dirty {
+            cursor::sync_dir(&self.dir)?;
+            self.dir_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Records that `seq` and everything before it were acknowledged upstream. Persisted, and
+    /// segments that hold nothing else deleted, at the next `sync`.
+    pub fn ack(&mut self, seq: u64) {
+        let seq = seq.min(self.next_seq.saturating_sub(1));
+        self.acked = self.acked.max(seq);
+    }
+
+    /// Highest acknowledged sequence number.
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    fn delete_acked(&mut self) -> io::Result<()> {
+        while self.segments.len() > 1 {
+            let next_first = self.segments[1].first;
+            if next_first > self.acked + 1 {
+                break;
+            }
+            if let Some(old) = self.segments.pop_front() {
+                self.total_bytes -= old.bytes;
+                remove_file(&old.path)?;
+                self.dir_dirty = true;
+                if self
+                    .read
+                    .as_ref()
+                    .is_some_and(|r| r.segment_first == old.first)
+                {
+                    self.read = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads up to `max_records` records (and about `max_bytes` of topic + payload) with
+    /// `seq >= from`, in order, skipping gaps. Empty when nothing newer is stored.
+    pub fn read(
+        &mut self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> io::Result<Vec<Record>> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut from = from.max(1);
+        while out.len() < max_records && bytes < max_bytes && from < self.next_seq {
+            let Some(idx) = self.segment_index(from) else {
+                break;
+            };
+            let first = self.segments[idx].first;
+            let following = self
+                .segments
+                .get(idx + 1)
+                .map_or(self.next_seq, |s| s.first);
+            from = from.max(first);
+            let mut pos = match self.read.take() {
+                Some(p) if p.segment_first == first && p.from <= from => p,
+                _ => match SegmentReader::open(&self.segments[idx].path)? {
+                    Some(reader) => ReadPos {
+                        segment_first: first,
+                        reader,
+                        from: first,
+                    },
+                    None => {
+                        self.lost_to_corruption(first, 0, following - from, "unreadable segment");
+                        from = following;
+                        continue;
+                    }
+                },
+            };
+            match pos.reader.next_record()? {
+                Ok(Some(rec)) => {
+                    pos.from = rec.seq + 1;
+                    if rec.seq >= from {
+                        from = rec.seq + 1;
+                        bytes += rec.message.payload.len() + rec.message.topic.len();
+                        out.push(rec);
+                    }
+                    self.read = Some(pos);
+                }
+                Ok(None) if idx + 1 < self.segments.len() => from = from.max(following),
+                Ok(None) => {
+                    // Caught up with the segment being written: keep the position.
+                    self.read = Some(pos);
+                    break;
+                }
+                Err(why) => {
+                    let at = pos.reader.offset();
+                    self.lost_to_corruption(
+                        first,
+                        at,
+                        following.saturating_sub(from),
+                        &format!("{why:?}"),
+                    );
+                    if idx + 1 == self.segments.len() {
+                        // Never append behind a corrupt record: later records would be unreadable.
+                        self.roll()?;
+                    }
+                    from = following;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The segment that holds `from`, or the oldest one when `from` was dropped.
+    fn segment_index(&self, from: u64) -> Option<usize> {
+        if self.segments.is_empty() {
+            return None;
+        }
+        Some(
+            self.segments
+                .iter()
+                .rposition(|s| s.first <= from)
+                .unwrap_or(0),
+        )
+    }
+
+    fn lost_to_corruption(&mut self, segment_first: u64, offset: u64, records: u64, why: &str) {
+        self.drops.corrupt_segments += records;
+        warn!(
+            segment = %segment::file_name(segment_first),
+            offset,
+            records,
+            "store-and-forward queue: corrupt data ({why}); skipping the rest of the segment"
+        );
+    }
+}
+
+fn remove_file(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Renames an unreadable segment to `*.corrupt` so it is kept for inspection but never read.
+fn set_aside(path: &Path) -> io::Result<PathBuf> {
+    let aside = path.with_extension("seg.corrupt");
+    fs::rename(path, &aside)?;
+    info!(path = %aside.display(), "unreadable queue segment set aside");
+    Ok(aside)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,356 @@
+//! The queue's invariants, through real files in a temporary directory.
+
+use super::*;
+use bytes::Bytes;
+use proptest::prelude::*;
+
+fn msg(i: u64) -> Message {
+    Message {
+        topic: format!("sensors/dev{}/t", i % 3),
+        payload: Bytes::from(format!("reading {i}")),
+        qos: 1,
+        retain: i % 2 == 0,
+    }
+}
+
+fn opts(max_bytes: u64, segment_bytes: u64) -> Options {
+    Options {
+        max_bytes,
+        segment_bytes,
+        sync_every_append: false,
+    }
+}
+
+fn open(dir: &Path, o: Options) -> (Queue, Recovery) {
+    Queue::open(dir, o).expect("open queue")
+}
+
+fn seqs(recs: &[Record]) -> Vec<u64> {
+    recs.iter().map(|r| r.seq).collect()
+}
+
+fn append_n(q: &mut Queue, range: std::ops::Range<u64>) {
+    let msgs: Vec<Message> = range.map(msg).collect();
+    for s in q.append(&msgs).unwrap() {
+        assert!(s.is_some());
+    }
+}
+
+#[test]
+fn appended_messages_read_back_in_order_with_consecutive_seqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut q, rec) = open(dir.path(), opts(1 << 20, 1 << 16));
+    assert_eq!(rec, Recovery::default());
+    let got = q.append(&[msg(0), msg(1), msg(2)]).unwrap();
+    assert_eq!(got, vec![Some(1), Some(2), Some(3)]);
+    let recs = q.read(1, 100, 1 << 20).unwrap();
+    assert_eq!(seqs(&recs), vec![1, 2, 3]);
+    assert_eq!(recs[1].message, msg(1));
+    // Reading from the middle, and past the end.
+    assert_eq!(seqs(&q.read(2, 1, 1 << 20).unwrap()), vec![2]);
+    assert!(q.read(4, 10, 1 << 20).unwrap().is_empty());
+    // A caught-up reader sees what is appended next.
+    append_n(&mut q, 3..5);
+    assert_eq!(seqs(&q.read(4, 10, 1 << 20).unwrap()), vec![4, 5]);
+}
+
+#[test]
+fn reopening_continues_the_sequence_and_the_ack_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut q, _) = open(dir.path(), opts(1 << 20, 1 << 12));
+        append_n(&mut q, 0..100);
+        q.ack(40);
+        q.sync().unwrap();
+    }
+    let (mut q, rec) = open(dir.path(), opts(1 << 20, 1 << 12));
+    assert_eq!(rec.depth, 60);
+    assert_eq!(q.acked(), 40);
+    assert_eq!(q.read(41, 1000, 1 << 30).unwrap().len(), 60);
+    assert_eq!(q.append(&[msg(100)]).unwrap(), vec![Some(101)]);
+}
+
+#[test]
+fn segments_roll_by_size_and_acked_ones_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut q, _) = open(dir.path(), opts(1 << 20, 1024));
+    append_n(&mut q, 0..200);
+    let before = q.stats().segments;
+    assert!(before > 5, "{before}");
+    for s in &q.segments {
+        assert!(s.bytes <= 1024, "segment {} has {} bytes", s.first, s.bytes);
+    }
+    q.ack(150);
+    assert_eq!(
+        q.stats().segments,
+        before,
+        "nothing deleted before the ack is durable"
+    );
+    q.sync().unwrap();
+    let after = q.stats().segments;
+    assert!(after < before);
+    let files = segment::list(dir.path()).unwrap();
+    assert_eq!(files.len(), after);
+    // Everything unacked is still there.
+    assert_eq!(
+        seqs(&q.read(151, 1000, 1 << 30).unwrap()),
+        (151..=200).collect::<Vec<_>>()
+    );
+    // Acking everything keeps only the segment being written.
+    q.ack(200);
+    q.sync().unwrap();
+    assert_eq!(q.stats().segments, 1);
+    assert_eq!(q.depth(), 0);
+}
+
+#[test]
+fn a_torn_last_record_is_truncated_on_open_and_never_read() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut q, _) = open(dir.path(), opts(1 << 20, 1 << 20));
+        append_n(&mut q, 0..10);
+        q.sync().unwrap();
+    }
+    let (_, path) = segment::list(dir.path()).unwrap().pop().unwrap();
+    let len = fs::metadata(&path).unwrap().len();
+    // Cut the last record in half, as a power cut during its write would.
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
+    let (mut q, rec) = open(dir.path(), opts(1 << 20, 1 << 20));
+    assert!(rec.torn_bytes > 0);
+    assert_eq!(
+        seqs(&q.read(1, 100, 1 << 30).unwrap()),
+        (1..=9).collect::<Vec<_>>()
+    );
+    // The next message takes the torn one's place, and reads back intact.
+    assert_eq!(q.append(&[msg(99)]).unwrap(), vec![Some(10)]);
+    let recs = q.read(10, 10, 1 << 30).unwrap();
+    assert_eq!(recs[0].message, msg(99));
+}
+
+#[test]
+fn garbage_after_the_last_record_is_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut q, _) = open(dir.path(), opts(1 << 20, 1 << 20));
+        append_n(&mut q, 0..5);
+        q.sync().unwrap();
+    }
+    let (_, path) = segment::list(dir.path()).unwrap().pop().unwrap();
+    let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+    f.write_all(&[0xAB; 100]).unwrap();
+    let (mut q, rec) = open(dir.path(), opts(1 << 20, 1 << 20));
+    assert_eq!(rec.torn_bytes, 100);
+    assert_eq!(seqs(&q.read(1, 100, 1 << 30).unwrap()), vec![1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn a_bit_flip_in_an_older_segment_skips_its_rest_counts_it_and_never_returns_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut q, _) = open(dir.path(), opts(1 << 20, 1024));
+        append_n(&mut q, 0..100);
+        q.sync().unwrap();
+    }
+    let files = segment::list(dir.path()).unwrap();
+    assert!(files.len() >= 3);
+    let (first, path) = &files[0];
+    let mut bytes = fs::read(path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    fs::write(path, &bytes).unwrap();
+    let second_first = files[1].0;
+
+    let (mut q, _) = open(dir.path(), opts(1 << 20, 1024));
+    let recs = q.read(1, 1000, 1 << 30).unwrap();
+    let got = seqs(&recs);
+    // Strictly increasing, every record intact, the records after the flip in that segment
+    // missing, everything from the next segment on present.
+    assert!(got.windows(2).all(|w| w[0] < w[1]));
+    for r in &recs {
+        assert_eq!(r.message, msg(r.seq - 1), "record {} intact", r.seq);
+    }
+    assert!(got.contains(first));
+    assert!(got.contains(&second_first));
+    assert_eq!(*got.last().unwrap(), 100);
+    let missing = 100 - got.len() as u64;
+    assert!(missing > 0);
+    assert_eq!(q.stats().drops.corrupt_segments, missing);
+}
+
+#[test]
+fn when_full_the_oldest_segments_go_and_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut q, _) = open(dir.path(), opts(8 * 1024, 1024));
+    append_n(&mut q, 0..1000);
+    let st = q.stats();
+    assert!(st.bytes <= 8 * 1024, "{st:?}");
+    let recs = q.read(1, 10_000, 1 << 30).unwrap();
+    let got = seqs(&recs);
+    // The newest are kept, in order, contiguous up to the last.
+    assert_eq!(*got.last().unwrap(), 1000);
+    assert!(got.windows(2).all(|w| w[1] == w[0] + 1));
+    assert_eq!(st.drops.full, 1000 - got.len() as u64);
+    let on_disk: u64 = segment::list(dir.path())
+        .unwrap()
+        .iter()
+        .map(|(_, p)| fs::metadata(p).unwrap().len())
+        .sum();
+    assert_eq!(on_disk, st.bytes);
+}
+
+#[test]
+fn a_message_larger_than_the_queue_is_refused_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut q, _) = open(dir.path(), opts(4096, 1024));
+    let big = Message {
+        topic: "t".into(),
+        payload: Bytes::from(vec![0u8; 5000]),
+        qos: 1,
+        retain: false,
+    };
+    assert_eq!(q.append(&[big, msg(1)]).unwrap(), vec![None, Some(1)]);
+    assert_eq!(q.stats().drops.too_large, 1);
+}
+
+#[test]
+fn a_damaged_cursor_replays_from_the_oldest_record() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut q, _) = open(dir.path(), opts(1 << 20, 1 << 20));
+        append_n(&mut q, 0..10);
+        q.ack(5);
+        q.sync().unwrap();
+    }
+    fs::write(dir.path().join("acked"), b"garbage").unwrap();
+    let (mut q, rec) = open(dir.path(), opts(1 << 20, 1 << 20));
+    assert!(rec.cursor_corrupt);
+    assert_eq!(q.acked(), 0);
+    assert_eq!(q.read(1, 100, 1 << 30).unwrap().len(), 10);
+}
+
+#[test]
+fn a_segment_with_a_bad_magic_is_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut q, _) = open(dir.path(), opts(1 << 20, 512));
+        append_n(&mut q, 0..40);
+        q.sync().unwrap();
+    }
+    let files = segment::list(dir.path()).unwrap();
+    let (_, path) = &files[0];
+    let mut bytes = fs::read(path).unwrap();
+    bytes[0] = b'X';
+    fs::write(path, &bytes).unwrap();
+    let (mut q, rec) = open(dir.path(), opts(1 << 20, 512));
+    assert_eq!(rec.set_aside.len(), 1);
+    assert!(rec.set_aside[0].to_string_lossy().ends_with(".seg.corrupt"));
+    let got = seqs(&q.read(1, 100, 1 << 30).unwrap());
+    assert_eq!(*got.last().unwrap(), 40);
+    assert!(got[0] > 1);
+}
+
+#[test]
+fn memory_does_not_hold_the_backlog() {
+    // Reading in small batches keeps at most a batch in memory, whatever the backlog.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut q, _) = open(dir.path(), opts(1 << 30, 1 << 20));
+    append_n(&mut q, 0..20_000);
+    let mut from = 1;
+    let mut n = 0;
+    loop {
+        let batch = q.read(from, 64, 1 << 20).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        assert!(batch.len() <= 64);
+        n += batch.len();
+        from = batch.last().unwrap().seq + 1;
+    }
+    assert_eq!(n, 20_000);
+    assert!(q.buf.capacity() <= 64 * 1024);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(u8),
+    Ack(u8),
+    Read(u8),
+    Sync,
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1u8..20).prop_map(Op::Append),
+        2 => any::<u8>().prop_map(Op::Ack),
+        2 => (1u8..30).prop_map(Op::Read),
+        1 => Just(Op::Sync),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The queue matches a model: every appended message is read back once per delivery
+    /// attempt, in order, from the ack cursor; after a reopen the cursor is the last synced one
+    /// (at-least-once), and sequence numbers never repeat.
+    #[test]
+    fn queue_matches_a_model(ops in proptest::collection::vec(op(), 1..60)) {
+        let dir = tempfile::tempdir().unwrap();
+        let o = opts(1 << 30, 700);
+        let (mut q, _) = open(dir.path(), o);
+        let mut model: Vec<Message> = Vec::new(); // index i holds seq i + 1
+        let mut acked = 0u64;
+        let mut persisted = 0u64;
+        let mut cursor = 1u64; // the uplink's read position
+        let mut counter = 0u64;
+        for op in ops {
+            match op {
+                Op::Append(n) => {
+                    let msgs: Vec<Message> = (0..n).map(|_| { counter += 1; msg(counter) }).collect();
+                    let seqs = q.append(&msgs).unwrap();
+                    for (m, s) in msgs.into_iter().zip(seqs) {
+                        prop_assert_eq!(s, Some(model.len() as u64 + 1));
+                        model.push(m);
+                    }
+                }
+                Op::Ack(k) => {
+                    let upto = (acked + u64::from(k) % 8).min(cursor - 1);
+                    q.ack(upto);
+                    acked = acked.max(upto);
+                    prop_assert_eq!(q.acked(), acked);
+                }
+                Op::Read(n) => {
+                    let recs = q.read(cursor, n as usize, 1 << 30).unwrap();
+                    for r in &recs {
+                        prop_assert_eq!(r.seq, cursor);
+                        prop_assert_eq!(&r.message, &model[(r.seq - 1) as usize]);
+                        cursor += 1;
+                    }
+                    if (n as u64) > recs.len() as u64 {
+                        prop_assert_eq!(cursor, model.len() as u64 + 1, "a short read means caught up");
+                    }
+                }
+                Op::Sync => {
+                    q.sync().unwrap();
+                    persisted = acked;
+                }
+                Op::Reopen => {
+                    drop(q);
+                    let (q2, _) = open(dir.path(), o);
+                    q = q2;
+                    acked = persisted;
+                    prop_assert_eq!(q.acked(), acked);
+                    cursor = acked + 1; // replay from the cursor after a restart
+                }
+            }
+            prop_assert_eq!(q.depth(), model.len() as u64 - acked);
+        }
+    }
+}
