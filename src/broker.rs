@@ -13,9 +13,10 @@
 //! gets the QoS it subscribed with; the rule's `retain` flag is honoured here, and the rule's
 //! `qos` matters on the uplink. Nothing is lost on this hop: it is a blocking in-process channel.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use crate::config::schema;
-use crate::message::{Message, Outbox};
+use crate::message::{topic_matches, Message, Outbox};
+use crate::queue::service::QueueHandle;
 
 /// Messages that may wait between the devices and the broker link.
 pub const OUTBOX_CAPACITY: usize = 1024;
@@ -113,6 +115,7 @@ pub struct LocalBroker {
 pub fn start(
     settings: &schema::Broker,
     failed: CancellationToken,
+    bridge: Option<Bridge>,
 ) -> Result<(LocalBroker, Outbox), BrokerError> {
     // rumqttd binds on its own thread and only logs a failure: try the address first so a taken
     // port is a clear error at start.
@@ -140,6 +143,16 @@ pub fn start(
             broker_failed.cancel();
         })?;
 
+    if bridge.is_some() {
+        // One subscription to everything, filtered here: overlapping `forward` filters would
+        // otherwise deliver a message once per filter.
+        link_tx
+            .subscribe("#")
+            .map_err(|e| BrokerError::Link(e.to_string()))?;
+    }
+    let echoes = Arc::new(Echoes::default());
+    let acks_echoes = Arc::clone(&echoes);
+    let bridged = bridge.is_some();
     let acks_failed = failed.clone();
     thread::Builder::new()
         .name("broker-acks".into())
@@ -149,6 +162,11 @@ pub fn start(
                     Ok(Some(Notification::Unschedule)) => {
                         if link_rx.ready().is_err() {
                             break;
+                        }
+                    }
+                    Ok(Some(Notification::Forward(f))) => {
+                        if let Some(b) = &bridge {
+                            b.forward_local_client(f, &acks_echoes);
                         }
                     }
                     Ok(_) => {}
@@ -167,7 +185,11 @@ pub fn start(
             // `LinkTx::send` is an async fn that blocks on a channel: run it on this thread only.
             handle.block_on(async move {
                 while let Some(m) = rx.recv().await {
-                    let publish = Publish::new(Bytes::from(m.topic), m.payload, m.retain);
+                    let topic = Bytes::from(m.topic);
+                    if bridged {
+                        echoes.remember(&topic, &m.payload);
+                    }
+                    let publish = Publish::new(topic, m.payload, m.retain);
                     if let Err(e) = link_tx.send(Packet::Publish(publish, None)).await {
                         error!("embedded broker link closed, local publishing stopped: {e}");
                         failed.cancel();
@@ -184,6 +206,86 @@ pub fn start(
         },
         tx,
     ))
+}
+
+/// Forwards what local clients publish to the uplink's queue, like a bridge.
+///
+/// The gateway's own messages reach the queue directly from the rules (never through the
+/// broker, whose in-process link is QoS 0 and whose log drops data for a reader that falls
+/// behind), so they must be left out here without sending anything twice. rumqttd cannot say
+/// who published a forwarded message (3.1.1 has no "no local"; publish properties crash its
+/// 3.1.1 encoder), but it hands back the very buffers it was given: the publisher remembers the
+/// topic and payload buffers of its own recent publishes ([`Echoes`]), and a forward whose buffers
+/// are the same allocations is the gateway's own.
+pub struct Bridge {
+    /// Local filters whose messages go upstream.
+    pub forward: Vec<String>,
+    /// The uplink's queue.
+    pub queue: QueueHandle,
+}
+
+/// The gateway's own recent publishes, in order, holding their buffers (so an address cannot be
+/// reused by a client's message while it is remembered).
+#[derive(Default)]
+struct Echoes {
+    recent: Mutex<VecDeque<(Bytes, Bytes)>>,
+}
+
+/// Most own publishes remembered; beyond it the oldest are forgotten (their echoes were lost).
+const ECHOES: usize = 65_536;
+
+impl Echoes {
+    fn remember(&self, topic: &Bytes, payload: &Bytes) {
+        let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if r.len() >= ECHOES {
+            r.pop_front();
+        }
+        r.push_back((topic.clone(), payload.clone()));
+    }
+
+    /// Whether the forward is one of ours; forgets it and every older one (forwards arrive in
+    /// publish order, so older ones were dropped by the broker).
+    fn is_own(&self, topic: &Bytes, payload: &Bytes) -> bool {
+        let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let same = |(t, p): &(Bytes, Bytes)| {
+            t.as_ptr() == topic.as_ptr()
+                && p.as_ptr() == payload.as_ptr()
+                && p.len() == payload.len()
+        };
+        match r.iter().position(same) {
+            Some(pos) => {
+                r.drain(..=pos);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Bridge {
+    fn forward_local_client(&self, f: rumqttd::Forward, echoes: &Echoes) {
+        if echoes.is_own(&f.publish.topic, &f.publish.payload) {
+            return; // the gateway's own: already queued by the rules
+        }
+        let Ok(topic) = std::str::from_utf8(&f.publish.topic) else {
+            return;
+        };
+        if !self
+            .forward
+            .iter()
+            .any(|filter| topic_matches(filter, topic))
+        {
+            return;
+        }
+        let m = Message {
+            topic: topic.to_owned(),
+            payload: f.publish.payload,
+            qos: 1,
+            retain: f.publish.retain,
+        };
+        // Blocking is right here: this thread only serves the link.
+        let _ = self.queue.append_blocking(vec![m]);
+    }
 }
 
 /// The address a local client would connect to for a listen address (0.0.0.0 → 127.0.0.1).

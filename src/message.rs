@@ -30,6 +30,72 @@ pub fn topic_problem(topic: &str) -> Option<&'static str> {
     }
 }
 
+/// Why a subscription filter is not valid MQTT, or `None` when it is.
+pub fn filter_problem(filter: &str) -> Option<&'static str> {
+    if filter.is_empty() {
+        return Some("the filter is empty");
+    }
+    if filter.contains('\0') {
+        return Some("the filter contains a NUL character");
+    }
+    let levels: Vec<&str> = filter.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        if level.contains('#') && (*level != "#" || i + 1 != levels.len()) {
+            return Some("`#` must be a whole level and the last one (sensors/#)");
+        }
+        if level.contains('+') && *level != "+" {
+            return Some("`+` must be a whole level (sensors/+/temperature)");
+        }
+    }
+    None
+}
+
+/// Whether `topic` matches the MQTT filter `filter` (`+` one level, `#` the rest); topics
+/// starting with `$` match only filters that name them.
+pub fn topic_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && !filter.starts_with('$') {
+        return false;
+    }
+    let mut t = topic.split('/');
+    for f in filter.split('/') {
+        match (f, t.next()) {
+            ("#", _) => return true,
+            ("+", Some(_)) => {}
+            (f, Some(level)) if f == level => {}
+            _ => return false,
+        }
+    }
+    t.next().is_none()
+}
+
 /// Where producers (devices) hand their messages; bounded, so a slow consumer slows the
 /// producers instead of dropping messages.
 pub type Outbox = tokio::sync::mpsc::Sender<Message>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_match_like_mqtt_says() {
+        assert!(topic_matches("sensors/#", "sensors/a/t"));
+        assert!(topic_matches("sensors/#", "sensors"));
+        assert!(topic_matches("#", "a/b"));
+        assert!(topic_matches("sensors/+/t", "sensors/a/t"));
+        assert!(!topic_matches("sensors/+/t", "sensors/a/b/t"));
+        assert!(!topic_matches("sensors/+", "sensors"));
+        assert!(!topic_matches("a/b", "a/b/c"));
+        assert!(!topic_matches("#", "$SYS/x"));
+        assert!(topic_matches("$SYS/#", "$SYS/x"));
+    }
+
+    #[test]
+    fn invalid_filters_are_explained() {
+        for good in ["#", "a/#", "+/b", "a/+/c", "a"] {
+            assert_eq!(filter_problem(good), None, "{good}");
+        }
+        for bad in ["", "a/#/b", "a#", "a/b+", "+a/b"] {
+            assert!(filter_problem(bad).is_some(), "{bad}");
+        }
+    }
+}

@@ -36,6 +36,22 @@ impl DeviceStats {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The counters as JSON, for the stats message.
+    pub fn to_json(&self) -> serde_json::Value {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        serde_json::json!({
+            "online": self.online.load(Ordering::Relaxed),
+            "frames": g(&self.frames),
+            "messages": g(&self.messages),
+            "unmatched": g(&self.unmatched),
+            "too_long": g(&self.too_long),
+            "corrupt": g(&self.corrupt),
+            "invalid_utf8": g(&self.invalid_utf8),
+            "bad_topic": g(&self.bad_topic),
+            "opens": g(&self.opens),
+        })
+    }
+
     /// A one-line summary for logs.
     pub fn summary(&self) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);

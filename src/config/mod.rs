@@ -8,6 +8,7 @@
 
 pub mod locate;
 pub mod schema;
+pub mod uplink;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,10 @@ pub struct Config {
     pub log_level: String,
     /// Devices, with their compiled rules.
     pub devices: Vec<Device>,
+    /// The upstream broker, if any.
+    pub uplink: Option<uplink::UplinkSettings>,
+    /// The store-and-forward queue (used when there is an uplink).
+    pub queue: uplink::QueueSettings,
     /// Things that are legal but probably not meant (an unused rule, a missing port).
     pub warnings: Vec<Diagnostic>,
 }
@@ -234,7 +239,7 @@ fn serde_diagnostic(e: &serde_yaml::Error) -> Diagnostic {
     }
 }
 
-struct Problems<'a> {
+pub(crate) struct Problems<'a> {
     locations: &'a Locations,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
@@ -574,6 +579,11 @@ fn validate(
         );
     }
 
+    let uplink = raw
+        .uplink
+        .and_then(|u| uplink::validate_uplink(u, &id, &mut p));
+    let queue = uplink::validate_queue(&raw.queue, &raw.gateway.state_dir, &mut p);
+
     if !p.errors.is_empty() {
         return Err(p.errors);
     }
@@ -586,6 +596,8 @@ fn validate(
         broker: raw.broker,
         log_level: raw.log.level,
         devices,
+        uplink,
+        queue,
         warnings: p.warnings,
     })
 }

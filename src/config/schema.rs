@@ -32,6 +32,136 @@ pub struct File {
     /// Named rules that devices refer to.
     #[serde(default)]
     pub rules: BTreeMap<String, Rule>,
+    /// The upstream broker; nothing leaves the gateway when omitted.
+    pub uplink: Option<Uplink>,
+    /// The on-disk store-and-forward queue in front of the uplink.
+    #[serde(default)]
+    pub queue: Queue,
+}
+
+/// One value or a list of them (`url: mqtt://a` or `url: [mqtt://a, mqtt://b]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A single value.
+    One(String),
+    /// A list, in order.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The values, in order.
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Self::One(s) => vec![s.clone()],
+            Self::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `uplink:` — the upstream MQTT broker messages are forwarded to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Uplink {
+    /// `mqtt://host:port` or `mqtts://host:port`; a list is a failover list, tried in order.
+    pub url: OneOrMany,
+    /// MQTT client id upstream; `{gateway}` allowed.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// User name upstream.
+    pub username: Option<String>,
+    /// File holding the password (first line), so it is never in the config or the logs.
+    pub password_file: Option<PathBuf>,
+    /// TLS files for `mqtts://`.
+    pub tls: Option<Tls>,
+    /// MQTT keep-alive.
+    #[serde(default = "default_keep_alive", with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// Filters on local topics whose messages go upstream.
+    #[serde(default = "default_forward")]
+    pub forward: Vec<String>,
+    /// Prepended to every topic upstream; `{gateway}` allowed.
+    pub topic_prefix: Option<String>,
+    /// Upstream filters whose messages are brought down into the local broker; `{gateway}` allowed.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+    /// Retained `online`/`offline` of the gateway upstream (birth and last will); `{gateway}` allowed.
+    #[serde(default = "default_status_topic")]
+    pub status_topic: String,
+    /// QoS 1 messages sent upstream before waiting for acknowledgements.
+    #[serde(default = "default_inflight")]
+    pub inflight: u16,
+    /// Largest MQTT packet sent or accepted upstream.
+    #[serde(default = "default_max_packet")]
+    pub max_packet: ByteSize,
+    /// Pace the replay of a backlog (messages per second); unpaced when omitted.
+    pub max_rate: Option<u32>,
+}
+
+fn default_client_id() -> String {
+    "{gateway}".to_owned()
+}
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_forward() -> Vec<String> {
+    vec!["#".to_owned()]
+}
+fn default_status_topic() -> String {
+    "serial2mqtt/{gateway}/status".to_owned()
+}
+fn default_inflight() -> u16 {
+    100
+}
+fn default_max_packet() -> ByteSize {
+    ByteSize::mib(1)
+}
+
+/// `uplink.tls:` — certificates for `mqtts://`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// CA certificates (PEM) that sign the server's certificate; the system's roots when omitted.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS.
+    pub key_file: Option<PathBuf>,
+}
+
+/// `queue:` — the store-and-forward queue under `gateway.state_dir`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Queue {
+    /// Most disk space; the oldest messages are dropped (and counted) beyond it.
+    #[serde(default = "default_queue_max")]
+    pub max_bytes: ByteSize,
+    /// Size of one segment file.
+    #[serde(default = "default_segment")]
+    pub segment_bytes: ByteSize,
+    /// Group commit: how often appended messages are made durable; `0` syncs every append.
+    #[serde(default = "default_flush", with = "humantime_serde")]
+    pub flush_interval: Duration,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Self {
+            max_bytes: default_queue_max(),
+            segment_bytes: default_segment(),
+            flush_interval: default_flush(),
+        }
+    }
+}
+
+fn default_queue_max() -> ByteSize {
+    ByteSize::mib(512)
+}
+fn default_segment() -> ByteSize {
+    ByteSize::mib(16)
+}
+fn default_flush() -> Duration {
+    Duration::from_millis(100)
 }
 
 /// `gateway:` — identity and state of this gateway.

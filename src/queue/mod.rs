@@ -32,6 +32,7 @@
 pub mod cursor;
 pub mod record;
 pub mod segment;
+pub mod service;
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -347,6 +348,11 @@ impl Queue {
             self.read = None;
         }
         Ok(())
+    }
+
+    /// Whether `sync` has anything to do.
+    pub fn needs_sync(&self) -> bool {
+        self.dirty || self.dir_dirty || self.acked != self.persisted_ack
     }
 
     /// Makes everything appended durable and persists the ack cursor (group commit).

@@ -1,6 +1,6 @@
 //! One device: owns its serial port for the life of the daemon.
 //!
-//! The task opens the port, reads frames, runs the rules and hands messages to the outbox. When
+//! The task opens the port, reads frames, runs the rules and hands messages to the outlet. When
 //! the port goes away (a read of 0 bytes or an I/O error, as after a USB unplug) it logs once,
 //! publishes `offline` on the device's retained state topic, and reopens with capped exponential
 //! backoff — it never spins. Bad frames are counted and logged rate-limited, never fatal.
@@ -21,7 +21,8 @@ use tracing::{debug, info, warn};
 
 use super::framing::{Decoded, DropReason, FrameDecoder};
 use crate::config::Device;
-use crate::message::{Message, Outbox};
+use crate::message::Message;
+use crate::outlet::Outlet;
 use crate::rules::template::Builtins;
 use crate::rules::Verdict;
 use crate::stats::{DeviceStats, RateLimit};
@@ -42,7 +43,7 @@ pub struct DeviceTask {
     /// The gateway id.
     pub gateway: Arc<str>,
     /// Where messages go.
-    pub outbox: Outbox,
+    pub outlet: Outlet,
     /// Counters.
     pub stats: Arc<DeviceStats>,
     /// Stops the task.
@@ -170,8 +171,8 @@ impl DeviceTask {
             qos: 1,
             retain: true,
         };
-        // A closed outbox means the gateway is stopping; nothing else to do.
-        let _ = self.outbox.send(m).await;
+        // A closed outlet means the gateway is stopping; nothing else to do.
+        let _ = self.outlet.send(vec![m]).await;
     }
 
     async fn read(&self, port: tokio_serial::SerialStream) -> Stop {
@@ -185,10 +186,9 @@ impl DeviceTask {
             };
             match item {
                 Some(Ok(Decoded::Frame(frame))) => {
-                    for m in handler.handle(&frame) {
-                        if self.outbox.send(m).await.is_err() {
-                            return Stop::Shutdown;
-                        }
+                    let messages: Vec<Message> = handler.handle(&frame).collect();
+                    if !messages.is_empty() && self.outlet.send(messages).await.is_err() {
+                        return Stop::Shutdown;
                     }
                 }
                 Some(Ok(Decoded::Dropped(reason))) => handler.dropped(reason),

@@ -1,0 +1,422 @@
+//! The `uplink:` and `queue:` sections, validated: endpoints parsed, templates rendered, the
+//! password read from its file (and kept out of `Debug` output and logs).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::schema;
+use super::Problems;
+use crate::message::{filter_problem, topic_problem};
+
+/// A password: never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// One upstream broker address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `mqtts://`.
+    pub tls: bool,
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
+    }
+}
+
+/// The uplink, ready to connect.
+#[derive(Debug, Clone)]
+pub struct UplinkSettings {
+    /// Failover list, tried in order.
+    pub endpoints: Vec<Endpoint>,
+    /// MQTT client id.
+    pub client_id: String,
+    /// User name.
+    pub username: Option<String>,
+    /// Password, read from `password_file`.
+    pub password: Option<Secret>,
+    /// TLS files.
+    pub tls: Option<schema::Tls>,
+    /// Keep-alive.
+    pub keep_alive: Duration,
+    /// Local filters forwarded upstream.
+    pub forward: Vec<String>,
+    /// Prefix of every upstream topic ("" for none).
+    pub topic_prefix: String,
+    /// Upstream filters brought down.
+    pub subscribe: Vec<String>,
+    /// Retained online/offline topic upstream.
+    pub status_topic: String,
+    /// Messages in flight.
+    pub inflight: u16,
+    /// Largest packet.
+    pub max_packet: usize,
+    /// Replay pacing, messages per second.
+    pub max_rate: Option<u32>,
+}
+
+/// The store-and-forward queue, ready to open.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// `<state_dir>/queue`.
+    pub dir: PathBuf,
+    /// Disk cap.
+    pub max_bytes: u64,
+    /// Segment size.
+    pub segment_bytes: u64,
+    /// Group commit interval; zero syncs every append.
+    pub flush_interval: Duration,
+}
+
+fn gateway_template(text: &str, gateway: &str) -> Result<String, String> {
+    let rendered = text.replace("{gateway}", gateway);
+    if rendered.contains(['{', '}']) {
+        return Err(format!("`{text}`: only {{gateway}} can be used here"));
+    }
+    Ok(rendered)
+}
+
+/// Checks `uplink:`; problems go to `p`.
+pub(super) fn validate_uplink(
+    raw: schema::Uplink,
+    gateway: &str,
+    p: &mut Problems,
+) -> Option<UplinkSettings> {
+    let mut ok = true;
+    let mut endpoints = Vec::new();
+    for (i, u) in raw.url.to_vec().iter().enumerate() {
+        let path = match raw.url {
+            schema::OneOrMany::One(_) => "uplink.url".to_owned(),
+            schema::OneOrMany::Many(_) => format!("uplink.url[{i}]"),
+        };
+        match parse_endpoint(u) {
+            Ok(e) => endpoints.push(e),
+            Err(why) => {
+                p.error(
+                    &path,
+                    why,
+                    Some(
+                        "write e.g. mqtts://iot.example.com:8883 or mqtt://192.168.1.10:1883"
+                            .into(),
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    if endpoints.is_empty() && ok {
+        p.error(
+            "uplink.url",
+            "no upstream broker given",
+            Some("write e.g. url: mqtt://broker.local:1883".into()),
+        );
+        ok = false;
+    }
+    let any_tls = endpoints.iter().any(|e| e.tls);
+    if let Some(tls) = &raw.tls {
+        if !any_tls && !endpoints.is_empty() {
+            p.error(
+                "uplink.tls",
+                "TLS files are set but no url is mqtts://",
+                Some("use mqtts:// urls, or remove `tls:`".into()),
+            );
+            ok = false;
+        }
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            p.error(
+                "uplink.tls",
+                "a client certificate needs both cert_file and key_file",
+                None,
+            );
+            ok = false;
+        }
+        for (key, file) in [
+            ("ca_file", &tls.ca_file),
+            ("cert_file", &tls.cert_file),
+            ("key_file", &tls.key_file),
+        ] {
+            if let Some(f) = file {
+                if let Err(e) = std::fs::metadata(f) {
+                    p.error(
+                        &format!("uplink.tls.{key}"),
+                        format!("cannot read {}: {e}", f.display()),
+                        None,
+                    );
+                    ok = false;
+                }
+            }
+        }
+    }
+    let password = match &raw.password_file {
+        None => None,
+        Some(f) => match std::fs::read_to_string(f) {
+            Ok(text) => {
+                warn_if_world_readable(f, p);
+                Some(Secret(text.lines().next().unwrap_or_default().to_owned()))
+            }
+            Err(e) => {
+                p.error(
+                    "uplink.password_file",
+                    format!("cannot read {}: {e}", f.display()),
+                    Some("create it with the password on its first line (chmod 600)".into()),
+                );
+                ok = false;
+                None
+            }
+        },
+    };
+    if password.is_some() && raw.username.is_none() {
+        p.error(
+            "uplink.password_file",
+            "a password without a username",
+            Some("add `username:`".into()),
+        );
+        ok = false;
+    }
+    let mut render = |key: &str, text: &str| match gateway_template(text, gateway) {
+        Ok(s) => Some(s),
+        Err(why) => {
+            p.error(key, why, None);
+            None
+        }
+    };
+    let client_id = render("uplink.client_id", &raw.client_id);
+    let topic_prefix = raw
+        .topic_prefix
+        .as_deref()
+        .map(|t| render("uplink.topic_prefix", t));
+    let status_topic = render("uplink.status_topic", &raw.status_topic);
+    let subscribe: Vec<Option<String>> = raw
+        .subscribe
+        .iter()
+        .enumerate()
+        .map(|(i, f)| render(&format!("uplink.subscribe[{i}]"), f))
+        .collect();
+    let (Some(client_id), Some(status_topic)) = (client_id, status_topic) else {
+        return None;
+    };
+    if client_id.is_empty()
+        || client_id.len() > 23
+            && client_id
+                .chars()
+                .any(|c| !c.is_ascii_alphanumeric() && c != '-')
+    {
+        // Allowed by most brokers; only warn for ids that strict 3.1.1 brokers may refuse.
+        p.warn("uplink.client_id", format!("client id `{client_id}` may be refused by strict MQTT 3.1.1 brokers (1-23 letters and digits)"), None);
+    }
+    if let Some(why) = topic_problem(&status_topic) {
+        p.error("uplink.status_topic", why, None);
+        ok = false;
+    }
+    let topic_prefix = match topic_prefix {
+        None => String::new(),
+        Some(None) => return None,
+        Some(Some(t)) => {
+            if t.contains(['+', '#']) {
+                p.error(
+                    "uplink.topic_prefix",
+                    "the prefix contains a wildcard",
+                    None,
+                );
+                ok = false;
+            }
+            t
+        }
+    };
+    for (i, f) in raw.forward.iter().enumerate() {
+        if let Some(why) = filter_problem(f) {
+            p.error(
+                &format!("uplink.forward[{i}]"),
+                format!("`{f}`: {why}"),
+                None,
+            );
+            ok = false;
+        }
+    }
+    let mut subs = Vec::new();
+    for (i, f) in subscribe.into_iter().enumerate() {
+        let f = f?;
+        if let Some(why) = filter_problem(&f) {
+            p.error(
+                &format!("uplink.subscribe[{i}]"),
+                format!("`{f}`: {why}"),
+                None,
+            );
+            ok = false;
+        }
+        subs.push(f);
+    }
+    if raw.inflight == 0 {
+        p.error(
+            "uplink.inflight",
+            "must be at least 1",
+            Some("write e.g. inflight: 100".into()),
+        );
+        ok = false;
+    }
+    let max_packet = raw.max_packet.as_u64();
+    if !(1024..=256 * 1024 * 1024).contains(&max_packet) {
+        p.error("uplink.max_packet", "must be between 1KiB and 256MiB", None);
+        ok = false;
+    }
+    if raw.max_rate == Some(0) {
+        p.error(
+            "uplink.max_rate",
+            "0 messages per second would never send anything",
+            Some("remove it for no pacing".into()),
+        );
+        ok = false;
+    }
+    if raw.keep_alive < Duration::from_secs(5) || raw.keep_alive > Duration::from_secs(65535) {
+        p.error(
+            "uplink.keep_alive",
+            "must be between 5s and 18h",
+            Some("write e.g. keep_alive: 30s".into()),
+        );
+        ok = false;
+    }
+    ok.then_some(UplinkSettings {
+        endpoints,
+        client_id,
+        username: raw.username,
+        password,
+        tls: raw.tls,
+        keep_alive: raw.keep_alive,
+        forward: raw.forward,
+        topic_prefix,
+        subscribe: subs,
+        status_topic,
+        inflight: raw.inflight,
+        max_packet: max_packet as usize,
+        max_rate: raw.max_rate,
+    })
+}
+
+fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    let tls = match url.scheme() {
+        "mqtt" | "tcp" => false,
+        "mqtts" | "ssl" => true,
+        other => {
+            return Err(format!(
+                "`{text}`: scheme `{other}` is not mqtt:// or mqtts://"
+            ))
+        }
+    };
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("`{text}` has no host"))?
+        .trim_matches(['[', ']'])
+        .to_owned();
+    if !url.path().is_empty() && url.path() != "/" {
+        return Err(format!("`{text}`: a broker URL has no path"));
+    }
+    let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
+    Ok(Endpoint { tls, host, port })
+}
+
+#[cfg(unix)]
+fn warn_if_world_readable(file: &std::path::Path, p: &mut Problems) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(file) {
+        if m.permissions().mode() & 0o004 != 0 {
+            p.warn(
+                "uplink.password_file",
+                format!("{} is readable by every user", file.display()),
+                Some(format!("chmod 600 {}", file.display())),
+            );
+        }
+    }
+}
+
+/// Checks `queue:`; problems go to `p`.
+pub(super) fn validate_queue(
+    raw: &schema::Queue,
+    state_dir: &std::path::Path,
+    p: &mut Problems,
+) -> QueueSettings {
+    let max = raw.max_bytes.as_u64();
+    let seg = raw.segment_bytes.as_u64();
+    if seg < 64 * 1024 {
+        p.error(
+            "queue.segment_bytes",
+            "must be at least 64KiB",
+            Some("write e.g. segment_bytes: 16MiB".into()),
+        );
+    } else if max < 2 * seg {
+        p.error(
+            "queue.max_bytes",
+            format!(
+                "must be at least twice segment_bytes ({})",
+                raw.segment_bytes
+            ),
+            Some("raise max_bytes or lower segment_bytes".into()),
+        );
+    }
+    if raw.flush_interval > Duration::from_secs(10) {
+        p.error(
+            "queue.flush_interval",
+            "longer than 10s puts too much at risk in a power cut",
+            Some("write e.g. flush_interval: 100ms (0 syncs every message)".into()),
+        );
+    }
+    QueueSettings {
+        dir: state_dir.join("queue"),
+        max_bytes: max,
+        segment_bytes: seg,
+        flush_interval: raw.flush_interval,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse_with_default_ports() {
+        assert_eq!(
+            parse_endpoint("mqtt://broker.local").unwrap(),
+            Endpoint {
+                tls: false,
+                host: "broker.local".into(),
+                port: 1883
+            }
+        );
+        assert_eq!(
+            parse_endpoint("mqtts://iot.example.com").unwrap().port,
+            8883
+        );
+        assert_eq!(parse_endpoint("mqtt://[::1]:1884").unwrap().host, "::1");
+        assert!(parse_endpoint("http://x")
+            .unwrap_err()
+            .contains("scheme `http`"));
+        assert!(parse_endpoint("broker:1883").is_err());
+        assert!(parse_endpoint("mqtt://x/y").is_err());
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        assert_eq!(format!("{:?}", Secret("hunter2".into())), "Secret(***)");
+    }
+}

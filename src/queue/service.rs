@@ -1,0 +1,199 @@
+//! The queue's own thread: every file operation happens here, off the async workers, in the
+//! order commands arrive. Appends are made durable by a group commit every `flush_interval`
+//! (or at once when it is zero); a reader waiting for new records is answered as soon as they
+//! are appended.
+
+use std::io;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+use super::{Options, Queue, Record, Recovery, Stats};
+use crate::config::uplink::QueueSettings;
+use crate::message::Message;
+use crate::stats::RateLimit;
+
+/// Commands waiting for the queue thread; a full channel slows the producers down.
+const CAPACITY: usize = 4096;
+/// Most topic + payload bytes returned by one read.
+const READ_BYTES: usize = 1 << 20;
+
+enum Cmd {
+    Append(Vec<Message>),
+    Read {
+        from: u64,
+        max: usize,
+        reply: oneshot::Sender<Vec<Record>>,
+    },
+    Ack(u64),
+    Stats(oneshot::Sender<Stats>),
+    Stop(oneshot::Sender<()>),
+}
+
+/// The queue is gone (its thread stopped after an I/O error or at shutdown).
+#[derive(Debug, thiserror::Error)]
+#[error("the store-and-forward queue is closed")]
+pub struct Closed;
+
+/// A handle to the queue thread; cheap to clone.
+#[derive(Clone)]
+pub struct QueueHandle {
+    tx: flume::Sender<Cmd>,
+}
+
+impl QueueHandle {
+    /// Hands messages to the queue, in order; waits while the queue is busy (backpressure).
+    pub async fn append(&self, messages: Vec<Message>) -> Result<(), Closed> {
+        self.tx
+            .send_async(Cmd::Append(messages))
+            .await
+            .map_err(|_| Closed)
+    }
+
+    /// The same from a thread that may block.
+    pub fn append_blocking(&self, messages: Vec<Message>) -> Result<(), Closed> {
+        self.tx.send(Cmd::Append(messages)).map_err(|_| Closed)
+    }
+
+    /// Up to `max` records with `seq >= from`; waits until there is at least one.
+    pub fn read(
+        &self,
+        from: u64,
+        max: usize,
+    ) -> impl std::future::Future<Output = Result<Vec<Record>, Closed>> + Send + 'static {
+        let tx = self.tx.clone();
+        async move {
+            let (reply, rx) = oneshot::channel();
+            tx.send_async(Cmd::Read { from, max, reply })
+                .await
+                .map_err(|_| Closed)?;
+            rx.await.map_err(|_| Closed)
+        }
+    }
+
+    /// Marks everything up to `seq` as delivered.
+    pub async fn ack(&self, seq: u64) -> Result<(), Closed> {
+        self.tx.send_async(Cmd::Ack(seq)).await.map_err(|_| Closed)
+    }
+
+    /// The queue's counters (after every command sent before this one).
+    pub async fn stats(&self) -> Result<Stats, Closed> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send_async(Cmd::Stats(reply))
+            .await
+            .map_err(|_| Closed)?;
+        rx.await.map_err(|_| Closed)
+    }
+
+    /// Makes everything durable and stops the thread.
+    pub async fn stop(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send_async(Cmd::Stop(reply)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Opens the queue (blocking: call off the async workers) and starts its thread.
+pub fn start(settings: &QueueSettings) -> io::Result<(QueueHandle, Recovery)> {
+    let opts = Options {
+        max_bytes: settings.max_bytes,
+        segment_bytes: settings.segment_bytes,
+        sync_every_append: settings.flush_interval.is_zero(),
+    };
+    let (queue, recovery) = Queue::open(&settings.dir, opts)?;
+    let (tx, rx) = flume::bounded(CAPACITY);
+    let interval = settings.flush_interval;
+    thread::Builder::new()
+        .name("queue".into())
+        .spawn(move || run(queue, rx, interval))?;
+    Ok((QueueHandle { tx }, recovery))
+}
+
+fn run(mut q: Queue, rx: flume::Receiver<Cmd>, interval: Duration) {
+    let mut parked: Option<(u64, usize, oneshot::Sender<Vec<Record>>)> = None;
+    let mut last_sync = Instant::now();
+    let mut write_errors = RateLimit::new(Duration::from_secs(10));
+    let sync = |q: &mut Queue, last: &mut Instant| {
+        if let Err(e) = q.sync() {
+            error!("store-and-forward queue: sync failed: {e}");
+        }
+        *last = Instant::now();
+    };
+    loop {
+        let wait = if q.needs_sync() {
+            interval.saturating_sub(last_sync.elapsed())
+        } else {
+            Duration::from_secs(3600)
+        };
+        match rx.recv_timeout(wait) {
+            Ok(Cmd::Append(messages)) => {
+                match q.append(&messages) {
+                    Ok(seqs) => {
+                        let dropped = seqs.iter().filter(|s| s.is_none()).count();
+                        if dropped > 0 && write_errors.hit().is_some() {
+                            warn!(dropped, "store-and-forward queue: messages not stored (larger than queue.max_bytes, or the disk is full)");
+                        }
+                    }
+                    Err(e) => {
+                        if let Some(n) = write_errors.hit() {
+                            error!(
+                                suppressed = n,
+                                "store-and-forward queue: write failed, {} messages lost: {e}",
+                                messages.len()
+                            );
+                        }
+                    }
+                }
+                if let Some((from, max, reply)) = parked.take() {
+                    answer(&mut q, from, max, reply, &mut parked);
+                }
+            }
+            Ok(Cmd::Read { from, max, reply }) => answer(&mut q, from, max, reply, &mut parked),
+            Ok(Cmd::Ack(seq)) => q.ack(seq),
+            Ok(Cmd::Stats(reply)) => {
+                let _ = reply.send(q.stats());
+            }
+            Ok(Cmd::Stop(reply)) => {
+                sync(&mut q, &mut last_sync);
+                info!(depth = q.depth(), "store-and-forward queue closed");
+                let _ = reply.send(());
+                return;
+            }
+            Err(flume::RecvTimeoutError::Timeout) => {}
+            Err(flume::RecvTimeoutError::Disconnected) => {
+                sync(&mut q, &mut last_sync);
+                return;
+            }
+        }
+        if q.needs_sync() && last_sync.elapsed() >= interval {
+            sync(&mut q, &mut last_sync);
+        }
+    }
+}
+
+/// Replies with what is there, or parks the request until an append.
+fn answer(
+    q: &mut Queue,
+    from: u64,
+    max: usize,
+    reply: oneshot::Sender<Vec<Record>>,
+    parked: &mut Option<(u64, usize, oneshot::Sender<Vec<Record>>)>,
+) {
+    if reply.is_closed() {
+        return;
+    }
+    match q.read(from, max.max(1), READ_BYTES) {
+        Ok(records) if records.is_empty() => *parked = Some((from, max, reply)),
+        Ok(records) => {
+            let _ = reply.send(records);
+        }
+        Err(e) => {
+            error!("store-and-forward queue: read failed: {e}");
+            *parked = Some((from, max, reply));
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! TLS for `mqtts://` uplinks: rustls with the pure-Rust `ring` provider (no C beyond ring, so
+//! it cross-compiles for every Pi), server CA from `tls.ca_file` or the system's roots, optional
+//! client certificate for mutual TLS (AWS IoT style).
+
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::schema::Tls;
+
+/// Builds the client configuration; the error is one sentence naming the file at fault.
+pub fn client_config(tls: Option<&Tls>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    match tls.and_then(|t| t.ca_file.as_ref()) {
+        Some(ca) => {
+            let certs = CertificateDer::pem_file_iter(ca)
+                .map_err(|e| format!("cannot read CA file {}: {e}", ca.display()))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| format!("bad certificate in {}: {e}", ca.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("unusable CA certificate in {}: {e}", ca.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("{} holds no PEM certificate", ca.display()));
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err("no system CA certificates found (install ca-certificates, or set uplink.tls.ca_file)".into());
+            }
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .with_root_certificates(roots);
+    let config = match tls.and_then(|t| t.cert_file.as_ref().zip(t.key_file.as_ref())) {
+        Some((cert_file, key_file)) => {
+            let chain = CertificateDer::pem_file_iter(cert_file)
+                .map_err(|e| format!("cannot read {}: {e}", cert_file.display()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("bad certificate in {}: {e}", cert_file.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
+                format!("cannot read a private key from {}: {e}", key_file.display())
+            })?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                format!(
+                    "client certificate {} / key {}: {e}",
+                    cert_file.display(),
+                    key_file.display()
+                )
+            })?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
