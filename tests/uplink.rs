@@ -1,0 +1,366 @@
+//! The uplink through the store-and-forward queue, against a real upstream broker (mosquitto)
+//! that the tests stop and restart, and a gateway killed with SIGKILL.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+/// A mosquitto broker on loopback whose persistence survives restarts.
+struct Mosquitto {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    fn start() -> Option<Self> {
+        if !have_tool("mosquitto") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Self {
+            child: None,
+            port: free_port(),
+            dir,
+        };
+        m.restart();
+        Some(m)
+    }
+
+    fn restart(&mut self) {
+        let conf = self.dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nautosave_interval 1\n",
+                self.port,
+                self.dir.path().display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Graceful stop (SIGTERM): mosquitto saves its persistence, subscriptions survive.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// An upstream subscriber with a persistent session, so nothing published while it reconnects
+/// after a broker restart is missed; records every payload on its topic filter, in order.
+struct Upstream {
+    got: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl Upstream {
+    async fn subscribe(port: u16, filter: &str) -> Self {
+        let mut opts = MqttOptions::new(
+            format!("upstream-{}", std::process::id()),
+            "127.0.0.1",
+            port,
+        );
+        opts.set_clean_session(false);
+        opts.set_keep_alive(Duration::from_secs(5));
+        let (client, mut events) = AsyncClient::new(opts, 1000);
+        client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let got2 = Arc::clone(&got);
+        let (tx, mut suback) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let _client = client;
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => got2.lock().unwrap().push((
+                        p.topic.clone(),
+                        String::from_utf8_lossy(&p.payload).into_owned(),
+                    )),
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = tx.send(());
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(5), suback.recv())
+            .await
+            .expect("SUBACK");
+        Self { got }
+    }
+
+    fn payloads(&self, topic: &str) -> Vec<u64> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| t == topic)
+            .filter_map(|(_, p)| p.parse().ok())
+            .collect()
+    }
+
+    /// Waits until every number in `1..=n` arrived on `topic`; returns what arrived, in order.
+    async fn wait_all(&self, topic: &str, n: u64, timeout: Duration) -> Vec<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.payloads(topic);
+            let distinct: BTreeSet<u64> = got.iter().copied().collect();
+            if (1..=n).all(|i| distinct.contains(&i)) {
+                return got;
+            }
+            if Instant::now() > deadline {
+                let missing: Vec<u64> = (1..=n).filter(|i| !distinct.contains(i)).collect();
+                panic!(
+                    "missing {} of {n} on {topic}: {:?}",
+                    missing.len(),
+                    &missing[..missing.len().min(20)]
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// First arrivals must be in order; duplicates (at-least-once) may repeat earlier numbers.
+fn assert_in_order(got: &[u64]) {
+    let mut seen = BTreeSet::new();
+    let mut last_new = 0;
+    for &n in got {
+        if seen.insert(n) {
+            assert!(
+                n > last_new,
+                "{n} arrived after {last_new} for the first time: out of order"
+            );
+            last_new = n;
+        }
+    }
+}
+
+fn uplink_config(port_path: &Path, upstream: u16, state: &Path, extra: &str) -> String {
+    format!(
+        r#"
+gateway: {{id: gw1, state_dir: "{state}"}}
+broker: {{listen: "127.0.0.1:{{port}}"}}
+uplink:
+  url: mqtt://127.0.0.1:{upstream}
+  forward: ["sensors/#"]
+  topic_prefix: "sites/{{gateway}}/"
+  keep_alive: 5s
+{extra}
+queue: {{flush_interval: 50ms}}
+devices:
+  - {{name: d, port: {port}, rules: [seq]}}
+rules:
+  seq:
+    match: '^seq=(?P<n>\d+)$'
+    publish: [{{topic: "sensors/{{device}}/seq", payload: "{{n}}", qos: 1}}]
+"#,
+        state = state.display(),
+        port = port_path.display(),
+    )
+}
+
+async fn write_frames(pty: &mut Pty, range: std::ops::RangeInclusive<u64>, gap: Duration) {
+    for i in range {
+        pty.write(format!("seq={i}\n").as_bytes()).await;
+        if !gap.is_zero() {
+            tokio::time::sleep(gap).await;
+        }
+    }
+}
+
+const TOPIC: &str = "sites/gw1/sensors/d/seq";
+
+#[tokio::test]
+async fn an_upstream_outage_loses_nothing_and_the_backlog_drains_in_order() {
+    let Some(mut broker) = Mosquitto::start() else {
+        return;
+    };
+    let upstream = Upstream::subscribe(broker.port, "sites/#").await;
+    let state = tempfile::tempdir().unwrap();
+    let mut pty = Pty::new();
+    let gw = start_gateway(&uplink_config(&pty.path, broker.port, state.path(), ""));
+    gw.wait_log("uplink connected", T).await;
+
+    write_frames(&mut pty, 1..=50, Duration::from_millis(5)).await;
+    upstream.wait_all(TOPIC, 50, T).await;
+
+    // Upstream down: frames keep coming and are queued.
+    broker.stop();
+    gw.wait_log("uplink down", T).await;
+    write_frames(&mut pty, 51..=300, Duration::from_millis(2)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    broker.restart();
+
+    let got = upstream.wait_all(TOPIC, 300, Duration::from_secs(30)).await;
+    assert_in_order(&got);
+    assert!(
+        gw.logs().matches("uplink connected").count() >= 2,
+        "{}",
+        gw.logs()
+    );
+}
+
+#[tokio::test]
+async fn a_gateway_killed_with_sigkill_during_an_outage_loses_nothing_once_flushed() {
+    let Some(mut broker) = Mosquitto::start() else {
+        return;
+    };
+    let upstream = Upstream::subscribe(broker.port, "sites/#").await;
+    let state = tempfile::tempdir().unwrap();
+    let mut pty = Pty::new();
+    let config = uplink_config(&pty.path, broker.port, state.path(), "");
+    let mut gw = start_gateway(&config);
+    gw.wait_log("uplink connected", T).await;
+    write_frames(&mut pty, 1..=20, Duration::from_millis(5)).await;
+    upstream.wait_all(TOPIC, 20, T).await;
+
+    broker.stop();
+    gw.wait_log("uplink down", T).await;
+    write_frames(&mut pty, 21..=200, Duration::from_millis(1)).await;
+    // Wait past the flush interval (50 ms) since the last frame, then kill -9.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    gw.child.kill().unwrap();
+    gw.child.wait().unwrap();
+
+    // A torn write on top, as if the power had failed mid-append.
+    let queue_dir = state.path().join("queue");
+    let (_, last) = std::fs::read_dir(&queue_dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .map(|p| (p.clone(), p))
+        .max()
+        .unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&last)
+        .unwrap();
+    std::io::Write::write_all(&mut f, &[0x42; 37]).unwrap();
+    drop(f);
+
+    broker.restart();
+    let gw2 = start_gateway(&config);
+    gw2.wait_log("store-and-forward queue open", T).await;
+    gw2.wait_log("cut off", T).await;
+    let got = upstream.wait_all(TOPIC, 200, Duration::from_secs(30)).await;
+    assert_in_order(&got);
+}
+
+#[tokio::test]
+async fn local_clients_messages_are_bridged_once_and_the_gateways_own_are_not_doubled() {
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    let upstream = Upstream::subscribe(broker.port, "sites/#").await;
+    let state = tempfile::tempdir().unwrap();
+    let mut pty = Pty::new();
+    let gw = start_gateway(&uplink_config(&pty.path, broker.port, state.path(), ""));
+    gw.wait_log("uplink connected", T).await;
+
+    // A local client publishes into the embedded broker.
+    let opts = MqttOptions::new("local-app", "127.0.0.1", gw.port);
+    let (client, mut events) = AsyncClient::new(opts, 100);
+    tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    for i in 1..=30u64 {
+        client
+            .publish("sensors/app/value", QoS::AtLeastOnce, false, i.to_string())
+            .await
+            .unwrap();
+    }
+    client
+        .publish("other/not-forwarded", QoS::AtLeastOnce, false, "x")
+        .await
+        .unwrap();
+    write_frames(&mut pty, 1..=30, Duration::from_millis(3)).await;
+
+    let app = upstream
+        .wait_all("sites/gw1/sensors/app/value", 30, T)
+        .await;
+    let own = upstream.wait_all(TOPIC, 30, T).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        upstream.payloads("sites/gw1/sensors/app/value").len(),
+        30,
+        "bridged once: {app:?}"
+    );
+    assert_eq!(
+        upstream.payloads(TOPIC).len(),
+        30,
+        "own messages once: {own:?}"
+    );
+    assert!(upstream
+        .payloads("sites/gw1/other/not-forwarded")
+        .is_empty());
+}
+
+#[tokio::test]
+async fn status_is_online_while_connected_and_offline_after_a_graceful_stop() {
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    let state = tempfile::tempdir().unwrap();
+    let pty = Pty::new();
+    let mut gw = start_gateway(&uplink_config(&pty.path, broker.port, state.path(), ""));
+    gw.wait_log("uplink connected", T).await;
+    let status = Upstream::subscribe(broker.port, "serial2mqtt/gw1/status").await;
+    let deadline = Instant::now() + T;
+    while !status
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(_, p)| p == "online")
+    {
+        assert!(Instant::now() < deadline, "no retained online");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let code = tokio::task::spawn_blocking(move || gw.terminate())
+        .await
+        .unwrap();
+    assert!(code.success());
+    let deadline = Instant::now() + T;
+    while status.got.lock().unwrap().last().map(|(_, p)| p.as_str()) != Some("offline") {
+        assert!(
+            Instant::now() < deadline,
+            "no offline: {:?}",
+            status.got.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const T: Duration = Duration::from_secs(10);
