@@ -88,8 +88,16 @@ fn load_or_report(path: &std::path::Path) -> Option<Config> {
 fn check(path: PathBuf) -> ExitCode {
     match load_or_report(&path) {
         Some(c) => {
+            let uplink = match &c.uplink {
+                Some(u) => format!(
+                    ", uplink to {} through the queue in {}",
+                    u.endpoints.iter().map(ToString::to_string).collect::<Vec<_>>().join(" then "),
+                    c.queue.dir.display()
+                ),
+                None => ", no uplink".to_owned(),
+            };
             println!(
-                "{}: OK (gateway `{}`, {} device(s), broker on {})",
+                "{}: OK (gateway `{}`, {} device(s), broker on {}{uplink})",
                 path.display(),
                 c.gateway.id,
                 c.devices.len(),
