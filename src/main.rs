@@ -91,7 +91,11 @@ fn check(path: PathBuf) -> ExitCode {
             let uplink = match &c.uplink {
                 Some(u) => format!(
                     ", uplink to {} through the queue in {}",
-                    u.endpoints.iter().map(ToString::to_string).collect::<Vec<_>>().join(" then "),
+                    u.endpoints
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" then "),
                     c.queue.dir.display()
                 ),
                 None => ", no uplink".to_owned(),

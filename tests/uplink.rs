@@ -364,3 +364,139 @@ async fn status_is_online_while_connected_and_offline_after_a_graceful_stop() {
 }
 
 const T: Duration = Duration::from_secs(10);
+
+/// A test CA, a server certificate for `localhost` and a client certificate, as PEM files.
+fn make_certs(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "serial2mqtt test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    for (name, sans) in [
+        ("server", vec!["localhost".to_owned()]),
+        ("client", vec!["gw1".to_owned()]),
+    ] {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(sans).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.signed_by(&key, &ca).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn mutual_tls_and_a_password_against_mosquitto() {
+    if !have_tool("mosquitto") || !have_tool("mosquitto_passwd") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_certs(d);
+    let ok = Command::new("mosquitto_passwd")
+        .args(["-c", "-b"])
+        .arg(d.join("passwd"))
+        .args(["gw-17", "s3cret"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let port = free_port();
+    std::fs::write(
+        d.join("mosquitto.conf"),
+        format!(
+            "listener {port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\nrequire_certificate true\nallow_anonymous false\npassword_file {d}/passwd\nuser root\n",
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let mut broker = Command::new("mosquitto")
+        .arg("-c")
+        .arg(d.join("mosquitto.conf"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + T;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(d.join("uplink.secret"), "s3cret\n").unwrap();
+    let tls = |password: &str| {
+        std::fs::write(d.join("uplink.secret"), format!("{password}\n")).unwrap();
+        format!(
+            "  username: gw-17\n  password_file: {d}/uplink.secret\n  tls: {{ca_file: {d}/ca.pem, cert_file: {d}/client.pem, key_file: {d}/client.key}}\n",
+            d = d.display()
+        )
+    };
+    // A checker subscribed upstream over the same TLS, with the same credentials.
+    let mut opts = MqttOptions::new("checker", "localhost", port);
+    opts.set_credentials("gw-17", "s3cret");
+    let config = serial2mqtt::uplink::tls::client_config(Some(&serial2mqtt::config::schema::Tls {
+        ca_file: Some(d.join("ca.pem")),
+        cert_file: Some(d.join("client.pem")),
+        key_file: Some(d.join("client.key")),
+    }))
+    .unwrap();
+    opts.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(config),
+    ));
+    let (client, mut events) = AsyncClient::new(opts, 100);
+    client.subscribe("sites/#", QoS::AtLeastOnce).await.unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let got2 = Arc::clone(&got);
+    tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => got2
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&p.payload).into_owned()),
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut pty = Pty::new();
+
+    // A wrong password: one clear line, and the readings wait in the queue.
+    let cfg = uplink_config(&pty.path, port, state.path(), &tls("wrong"))
+        .replace("mqtt://127.0.0.1", "mqtts://localhost");
+    let gw = start_gateway(&cfg);
+    gw.wait_log("the broker refused the connection", T).await;
+    write_frames(&mut pty, 1..=10, Duration::from_millis(5)).await;
+    assert!(
+        !gw.logs().contains("s3cret") && !gw.logs().contains("wrong"),
+        "no secret in the logs"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(gw);
+
+    // The right one: connected over mutual TLS, and the readings queued meanwhile arrive.
+    let cfg = uplink_config(&pty.path, port, state.path(), &tls("s3cret"))
+        .replace("mqtt://127.0.0.1", "mqtts://localhost");
+    let gw = start_gateway(&cfg);
+    gw.wait_log("uplink connected", T).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    write_frames(&mut pty, 11..=12, Duration::ZERO).await;
+    let deadline = Instant::now() + T;
+    loop {
+        let g = got.lock().unwrap().clone();
+        if (1..=12).all(|i| g.contains(&i.to_string())) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not everything over TLS: {g:?}\n{}",
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!gw.logs().contains("s3cret"));
+    let _ = broker.kill();
+    let _ = broker.wait();
+}

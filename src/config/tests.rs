@@ -230,15 +230,32 @@ fn an_uplink_is_validated_and_rendered() {
 #[test]
 fn uplink_mistakes_are_explained() {
     let e = error_text(&format!("{GOOD}uplink:\n  url: http://x\n"));
-    assert!(e.contains("scheme `http` is not mqtt:// or mqtts://"), "{e}");
-    let e = error_text(&format!("{GOOD}uplink:\n  url: mqtt://x\n  tls: {{ca_file: /nonexistent.pem}}\n"));
-    assert!(e.contains("TLS files are set but no url is mqtts://"), "{e}");
+    assert!(
+        e.contains("scheme `http` is not mqtt:// or mqtts://"),
+        "{e}"
+    );
+    let e = error_text(&format!(
+        "{GOOD}uplink:\n  url: mqtt://x\n  tls: {{ca_file: /nonexistent.pem}}\n"
+    ));
+    assert!(
+        e.contains("TLS files are set but no url is mqtts://"),
+        "{e}"
+    );
     assert!(e.contains("cannot read /nonexistent.pem"), "{e}");
-    let e = error_text(&format!("{GOOD}uplink:\n  url: mqtt://x\n  username: u\n  password_file: /nonexistent.secret\n"));
-    assert!(e.contains("uplink.password_file: cannot read /nonexistent.secret"), "{e}");
-    let e = error_text(&format!("{GOOD}uplink:\n  url: mqtt://x\n  forward: ['a/#/b']\n"));
+    let e = error_text(&format!(
+        "{GOOD}uplink:\n  url: mqtt://x\n  username: u\n  password_file: /nonexistent.secret\n"
+    ));
+    assert!(
+        e.contains("uplink.password_file: cannot read /nonexistent.secret"),
+        "{e}"
+    );
+    let e = error_text(&format!(
+        "{GOOD}uplink:\n  url: mqtt://x\n  forward: ['a/#/b']\n"
+    ));
     assert!(e.contains("must be a whole level and the last one"), "{e}");
-    let e = error_text(&format!("{GOOD}uplink:\n  url: mqtt://x\nqueue: {{max_bytes: 1MiB, segment_bytes: 1MiB}}\n"));
+    let e = error_text(&format!(
+        "{GOOD}uplink:\n  url: mqtt://x\nqueue: {{max_bytes: 1MiB, segment_bytes: 1MiB}}\n"
+    ));
     assert!(e.contains("at least twice segment_bytes"), "{e}");
     let e = error_text(&format!("{GOOD}uplink:\n  urls: mqtt://x\n"));
     assert!(e.contains("did you mean `url`"), "{e}");
@@ -251,12 +268,25 @@ fn the_password_is_read_from_its_file_never_shown_and_a_readable_file_is_a_warni
     let secret = dir.path().join("uplink.secret");
     std::fs::write(&secret, "hunter2\n").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let text = format!("{GOOD}uplink:\n  url: mqtt://x\n  username: gw\n  password_file: {}\n", secret.display());
+    let text = format!(
+        "{GOOD}uplink:\n  url: mqtt://x\n  username: gw\n  password_file: {}\n",
+        secret.display()
+    );
     let c = load(&text).unwrap();
     let u = c.uplink.as_ref().unwrap();
     assert_eq!(u.password.as_ref().unwrap().expose(), "hunter2");
     assert!(!format!("{c:?}").contains("hunter2"));
-    assert!(c.warnings.iter().any(|w| w.message.contains("readable by every user")), "{:?}", c.warnings);
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.message.contains("readable by every user")),
+        "{:?}",
+        c.warnings
+    );
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    assert!(!load(&text).unwrap().warnings.iter().any(|w| w.message.contains("readable")));
+    assert!(!load(&text)
+        .unwrap()
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("readable")));
 }
