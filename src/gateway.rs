@@ -84,11 +84,9 @@ async fn open_queue(settings: &QueueSettings) -> Result<QueueHandle, GatewayErro
     Ok(handle)
 }
 
-/// How often the retained stats message is published.
-const STATS_EVERY: Duration = Duration::from_secs(30);
-
-/// Publishes a retained JSON summary of devices, queue and uplink every [`STATS_EVERY`].
+/// Publishes a retained JSON summary of devices, queue and uplink every `every`.
 async fn publish_stats(
+    every: Duration,
     topic: String,
     outlet: Outlet,
     devices: Vec<(String, Arc<DeviceStats>)>,
@@ -96,7 +94,10 @@ async fn publish_stats(
     uplink: Arc<UplinkState>,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(STATS_EVERY);
+    if every.is_zero() {
+        return;
+    }
+    let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
         tokio::select! {
@@ -141,7 +142,8 @@ async fn publish_stats(
             qos: 0,
             retain: true,
         };
-        if outlet.local.send(m).await.is_err() {
+        // Through the outlet: it is forwarded upstream like any message on a `forward` topic.
+        if outlet.send(vec![m]).await.is_err() {
             return;
         }
     }
@@ -232,6 +234,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Gate
         tasks.spawn(task.run());
     }
     let stats_task = tokio::spawn(publish_stats(
+        config.gateway.stats_interval,
         format!("serial2mqtt/{}/stats", config.gateway.id),
         outlet.clone(),
         device_stats.clone(),

@@ -39,8 +39,9 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nautosave_interval 1\n",
+                "listener {} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nautosave_interval 1\nlog_dest file {}/mosquitto.log\nlog_type all\n",
                 self.port,
+                self.dir.path().display(),
                 self.dir.path().display()
             ),
         )
@@ -59,16 +60,6 @@ impl Mosquitto {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-
-    /// Graceful stop (SIGTERM): mosquitto saves its persistence, subscriptions survive.
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let _ = c.wait();
-        }
-    }
 }
 
 impl Drop for Mosquitto {
@@ -80,19 +71,66 @@ impl Drop for Mosquitto {
     }
 }
 
-/// An upstream subscriber with a persistent session, so nothing published while it reconnects
-/// after a broker restart is missed; records every payload on its topic filter, in order.
+/// A TCP proxy in front of the upstream broker: `down()` is a network outage as the gateway
+/// sees it (connections reset, connects refused) while the broker and its subscribers stay up.
+struct Proxy {
+    port: u16,
+    upstream: u16,
+    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    async fn start(upstream: u16) -> Self {
+        let p = Self {
+            port: free_port(),
+            upstream,
+            tasks: Arc::new(Mutex::new(Vec::new())),
+        };
+        p.up().await;
+        p
+    }
+
+    async fn up(&self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("proxy bind");
+        let upstream = self.upstream;
+        let tasks = Arc::clone(&self.tasks);
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut out) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                tasks.lock().unwrap().push(conn.abort_handle());
+            }
+        });
+        self.tasks.lock().unwrap().push(accept.abort_handle());
+    }
+
+    fn down(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// An upstream subscriber, connected to the broker directly (not through the proxy); records
+/// every payload on its topic filter, in order.
 struct Upstream {
     got: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl Upstream {
     async fn subscribe(port: u16, filter: &str) -> Self {
-        let mut opts = MqttOptions::new(
-            format!("upstream-{}", std::process::id()),
-            "127.0.0.1",
-            port,
-        );
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // A client id of its own: two subscribers sharing one would take each other's session.
+        let id = format!("upstream-{}-{n}", std::process::id());
+        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
         opts.set_clean_session(false);
         opts.set_keep_alive(Duration::from_secs(5));
         let (client, mut events) = AsyncClient::new(opts, 1000);
@@ -206,24 +244,25 @@ const TOPIC: &str = "sites/gw1/sensors/d/seq";
 
 #[tokio::test]
 async fn an_upstream_outage_loses_nothing_and_the_backlog_drains_in_order() {
-    let Some(mut broker) = Mosquitto::start() else {
+    let Some(broker) = Mosquitto::start() else {
         return;
     };
     let upstream = Upstream::subscribe(broker.port, "sites/#").await;
+    let proxy = Proxy::start(broker.port).await;
     let state = tempfile::tempdir().unwrap();
     let mut pty = Pty::new();
-    let gw = start_gateway(&uplink_config(&pty.path, broker.port, state.path(), ""));
+    let gw = start_gateway(&uplink_config(&pty.path, proxy.port, state.path(), ""));
     gw.wait_log("uplink connected", T).await;
 
     write_frames(&mut pty, 1..=50, Duration::from_millis(5)).await;
     upstream.wait_all(TOPIC, 50, T).await;
 
-    // Upstream down: frames keep coming and are queued.
-    broker.stop();
+    // Network down: frames keep coming and are queued.
+    proxy.down();
     gw.wait_log("uplink down", T).await;
     write_frames(&mut pty, 51..=300, Duration::from_millis(2)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    broker.restart();
+    proxy.up().await;
 
     let got = upstream.wait_all(TOPIC, 300, Duration::from_secs(30)).await;
     assert_in_order(&got);
@@ -236,19 +275,20 @@ async fn an_upstream_outage_loses_nothing_and_the_backlog_drains_in_order() {
 
 #[tokio::test]
 async fn a_gateway_killed_with_sigkill_during_an_outage_loses_nothing_once_flushed() {
-    let Some(mut broker) = Mosquitto::start() else {
+    let Some(broker) = Mosquitto::start() else {
         return;
     };
     let upstream = Upstream::subscribe(broker.port, "sites/#").await;
+    let proxy = Proxy::start(broker.port).await;
     let state = tempfile::tempdir().unwrap();
     let mut pty = Pty::new();
-    let config = uplink_config(&pty.path, broker.port, state.path(), "");
+    let config = uplink_config(&pty.path, proxy.port, state.path(), "");
     let mut gw = start_gateway(&config);
     gw.wait_log("uplink connected", T).await;
     write_frames(&mut pty, 1..=20, Duration::from_millis(5)).await;
     upstream.wait_all(TOPIC, 20, T).await;
 
-    broker.stop();
+    proxy.down();
     gw.wait_log("uplink down", T).await;
     write_frames(&mut pty, 21..=200, Duration::from_millis(1)).await;
     // Wait past the flush interval (50 ms) since the last frame, then kill -9.
@@ -272,7 +312,7 @@ async fn a_gateway_killed_with_sigkill_during_an_outage_loses_nothing_once_flush
     std::io::Write::write_all(&mut f, &[0x42; 37]).unwrap();
     drop(f);
 
-    broker.restart();
+    proxy.up().await;
     let gw2 = start_gateway(&config);
     gw2.wait_log("store-and-forward queue open", T).await;
     gw2.wait_log("cut off", T).await;
@@ -499,4 +539,97 @@ async fn mutual_tls_and_a_password_against_mosquitto() {
     assert!(!gw.logs().contains("s3cret"));
     let _ = broker.kill();
     let _ = broker.wait();
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_the_oldest_counts_them_and_delivers_the_newest() {
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    let upstream = Upstream::subscribe(broker.port, "sites/#").await;
+    let stats = Upstream::subscribe(broker.port, "sites/gw1/serial2mqtt/gw1/stats").await;
+    let proxy = Proxy::start(broker.port).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut pty = Pty::new();
+    let config = uplink_config(&pty.path, proxy.port, state.path(), "")
+        .replace(
+            "queue: {flush_interval: 50ms}",
+            "queue: {flush_interval: 50ms, max_bytes: 128KiB, segment_bytes: 64KiB}",
+        )
+        .replace(
+            "gateway: {id: gw1,",
+            "gateway: {id: gw1, stats_interval: 300ms,",
+        )
+        .replace(
+            "forward: [\"sensors/#\"]",
+            "forward: [\"sensors/#\", \"serial2mqtt/#\"]",
+        );
+    let gw = start_gateway(&config);
+    gw.wait_log("uplink connected", T).await;
+    proxy.down();
+    gw.wait_log("uplink down", T).await;
+    // ~60 bytes a record: 5,000 records are over twice the 128 KiB cap.
+    let n = 5000u64;
+    let mut batch = String::new();
+    for i in 1..=n {
+        batch.push_str(&format!("seq={i}\n"));
+    }
+    pty.write(batch.as_bytes()).await;
+    gw.wait_log("store-and-forward queue full", T).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.up().await;
+
+    // The newest arrive; the oldest were dropped.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = upstream.payloads(TOPIC);
+        if got.contains(&n) {
+            assert_in_order(&got);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "newest never arrived; got {}, max {:?}, last stats {:?}\n{}\nMOSQUITTO\n{}",
+            got.len(),
+            got.iter().max(),
+            stats.got.lock().unwrap().last(),
+            gw.logs(),
+            std::fs::read_to_string(broker.dir.path().join("mosquitto.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let delivered: BTreeSet<u64> = upstream.payloads(TOPIC).into_iter().collect();
+    let oldest_kept = *delivered.first().unwrap();
+    assert!(oldest_kept > 1, "the cap must have dropped the oldest");
+    let expected: BTreeSet<u64> = (oldest_kept..=n).collect();
+    assert!(
+        delivered == expected,
+        "exactly the oldest are missing: {} of {} delivered\n{}",
+        delivered.len(),
+        expected.len(),
+        gw.logs()
+    );
+    let missing = oldest_kept - 1;
+    // The retained stats message reports the drops (older stats messages, queued during the
+    // outage, arrive first: wait for one written after the last frame).
+    let deadline = Instant::now() + T;
+    loop {
+        let last = stats.got.lock().unwrap().last().cloned();
+        if let Some((_, json)) = last {
+            let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+            let full = v["queue"]["dropped"]["full"].as_u64().unwrap_or(0);
+            let frames = v["devices"]["d"]["frames"].as_u64();
+            // Every dropped reading is counted; the count also includes the few other messages
+            // (stats, device state) that were in the dropped segments.
+            if frames == Some(n) && full >= missing && full <= missing + 50 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stats never reported {missing} drops: {json}"
+            );
+        }
+        assert!(Instant::now() < deadline, "no stats message");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

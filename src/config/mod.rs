@@ -50,6 +50,8 @@ pub struct Gateway {
     pub id: String,
     /// Durable state directory.
     pub state_dir: PathBuf,
+    /// Stats message period (zero: off).
+    pub stats_interval: std::time::Duration,
 }
 
 /// Where a device's bytes come from.
@@ -592,6 +594,7 @@ fn validate(
         gateway: Gateway {
             id,
             state_dir: raw.gateway.state_dir,
+            stats_interval: raw.gateway.stats_interval,
         },
         broker: raw.broker,
         log_level: raw.log.level,

@@ -178,6 +178,13 @@ pub struct Gateway {
     pub state_topic: String,
     /// Where frames that no rule matched are published (raw bytes); not published when omitted.
     pub unmatched_topic: Option<String>,
+    /// How often the retained stats message is published; `0` turns it off.
+    #[serde(default = "default_stats_interval", with = "humantime_serde")]
+    pub stats_interval: Duration,
+}
+
+fn default_stats_interval() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl Default for Gateway {
@@ -187,6 +194,7 @@ impl Default for Gateway {
             state_dir: default_state_dir(),
             state_topic: default_state_topic(),
             unmatched_topic: None,
+            stats_interval: default_stats_interval(),
         }
     }
 }
