@@ -45,6 +45,9 @@ use crate::message::Message;
 pub use record::Record;
 use segment::{SegmentReader, MAGIC};
 
+/// Longest time between two writes of the ack cursor (see [`Queue::sync`]).
+pub const CURSOR_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Limits of the queue.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -122,6 +125,7 @@ pub struct Queue {
     next_seq: u64,
     acked: u64,
     persisted_ack: u64,
+    ack_stored_at: Option<std::time::Instant>,
     dirty: bool,
     dir_dirty: bool,
     total_bytes: u64,
@@ -218,6 +222,7 @@ impl Queue {
             next_seq,
             acked,
             persisted_ack: acked,
+            ack_stored_at: None,
             dirty: false,
             dir_dirty: false,
             total_bytes,
@@ -355,13 +360,47 @@ impl Queue {
         self.dirty || self.dir_dirty || self.acked != self.persisted_ack
     }
 
-    /// Makes everything appended durable and persists the ack cursor (group commit).
+    /// When `sync` should run next: `group_commit` after the last one for appended data, or
+    /// when the cursor falls due for acknowledgements only; `None` when nothing waits.
+    pub fn sync_due_in(
+        &self,
+        group_commit: std::time::Duration,
+        since_last: std::time::Duration,
+    ) -> Option<std::time::Duration> {
+        if self.dirty || self.dir_dirty {
+            return Some(group_commit.saturating_sub(since_last));
+        }
+        if self.acked != self.persisted_ack {
+            let age = self.ack_stored_at.map_or(CURSOR_EVERY, |t| t.elapsed());
+            return Some(CURSOR_EVERY.saturating_sub(age));
+        }
+        None
+    }
+
+    /// Makes everything appended durable and persists the ack cursor (group commit). The
+    /// cursor is written at most every [`CURSOR_EVERY`]: each write costs a file, a rename and
+    /// a directory sync (SD cards wear by bytes written), and a cursor that lags only means
+    /// duplicates after a crash, never loss.
     pub fn sync(&mut self) -> io::Result<()> {
+        self.sync_with(false)
+    }
+
+    /// `sync`, writing the cursor now whatever its age (at shutdown).
+    pub fn sync_all(&mut self) -> io::Result<()> {
+        self.sync_with(true)
+    }
+
+    fn sync_with(&mut self, force_cursor: bool) -> io::Result<()> {
         if self.dirty {
             self.active.sync_data()?;
             self.dirty = false;
         }
-        if self.acked != self.persisted_ack {
+        let cursor_due = force_cursor
+            || self
+                .ack_stored_at
+                .is_none_or(|t| t.elapsed() >= CURSOR_EVERY);
+        if self.acked != self.persisted_ack && cursor_due {
+            self.ack_stored_at = Some(std::time::Instant::now());
             cursor::store(&self.dir, self.acked)?;
             self.persisted_ack = self.acked;
             self.dir_dirty = false;

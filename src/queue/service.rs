@@ -124,11 +124,9 @@ fn run(mut q: Queue, rx: flume::Receiver<Cmd>, interval: Duration) {
         *last = Instant::now();
     };
     loop {
-        let wait = if q.needs_sync() {
-            interval.saturating_sub(last_sync.elapsed())
-        } else {
-            Duration::from_secs(3600)
-        };
+        let wait = q
+            .sync_due_in(interval, last_sync.elapsed())
+            .unwrap_or(Duration::from_secs(3600));
         match rx.recv_timeout(wait) {
             Ok(Cmd::Append(messages)) => {
                 match q.append(&messages) {
@@ -158,18 +156,20 @@ fn run(mut q: Queue, rx: flume::Receiver<Cmd>, interval: Duration) {
                 let _ = reply.send(q.stats());
             }
             Ok(Cmd::Stop(reply)) => {
-                sync(&mut q, &mut last_sync);
+                if let Err(e) = q.sync_all() {
+                    error!("store-and-forward queue: sync failed: {e}");
+                }
                 info!(depth = q.depth(), "store-and-forward queue closed");
                 let _ = reply.send(());
                 return;
             }
             Err(flume::RecvTimeoutError::Timeout) => {}
             Err(flume::RecvTimeoutError::Disconnected) => {
-                sync(&mut q, &mut last_sync);
+                let _ = q.sync_all();
                 return;
             }
         }
-        if q.needs_sync() && last_sync.elapsed() >= interval {
+        if q.sync_due_in(interval, last_sync.elapsed()) == Some(Duration::ZERO) {
             sync(&mut q, &mut last_sync);
         }
     }

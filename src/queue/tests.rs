@@ -61,7 +61,7 @@ fn reopening_continues_the_sequence_and_the_ack_cursor() {
         let (mut q, _) = open(dir.path(), opts(1 << 20, 1 << 12));
         append_n(&mut q, 0..100);
         q.ack(40);
-        q.sync().unwrap();
+        q.sync_all().unwrap();
     }
     let (mut q, rec) = open(dir.path(), opts(1 << 20, 1 << 12));
     assert_eq!(rec.depth, 60);
@@ -86,7 +86,7 @@ fn segments_roll_by_size_and_acked_ones_are_deleted() {
         before,
         "nothing deleted before the ack is durable"
     );
-    q.sync().unwrap();
+    q.sync_all().unwrap();
     let after = q.stats().segments;
     assert!(after < before);
     let files = segment::list(dir.path()).unwrap();
@@ -98,7 +98,7 @@ fn segments_roll_by_size_and_acked_ones_are_deleted() {
     );
     // Acking everything keeps only the segment being written.
     q.ack(200);
-    q.sync().unwrap();
+    q.sync_all().unwrap();
     assert_eq!(q.stats().segments, 1);
     assert_eq!(q.depth(), 0);
 }
@@ -109,7 +109,7 @@ fn a_torn_last_record_is_truncated_on_open_and_never_read() {
     {
         let (mut q, _) = open(dir.path(), opts(1 << 20, 1 << 20));
         append_n(&mut q, 0..10);
-        q.sync().unwrap();
+        q.sync_all().unwrap();
     }
     let (_, path) = segment::list(dir.path()).unwrap().pop().unwrap();
     let len = fs::metadata(&path).unwrap().len();
@@ -138,7 +138,7 @@ fn garbage_after_the_last_record_is_truncated() {
     {
         let (mut q, _) = open(dir.path(), opts(1 << 20, 1 << 20));
         append_n(&mut q, 0..5);
-        q.sync().unwrap();
+        q.sync_all().unwrap();
     }
     let (_, path) = segment::list(dir.path()).unwrap().pop().unwrap();
     let mut f = OpenOptions::new().append(true).open(&path).unwrap();
@@ -154,7 +154,7 @@ fn a_bit_flip_in_an_older_segment_skips_its_rest_counts_it_and_never_returns_gar
     {
         let (mut q, _) = open(dir.path(), opts(1 << 20, 1024));
         append_n(&mut q, 0..100);
-        q.sync().unwrap();
+        q.sync_all().unwrap();
     }
     let files = segment::list(dir.path()).unwrap();
     assert!(files.len() >= 3);
@@ -224,7 +224,7 @@ fn a_damaged_cursor_replays_from_the_oldest_record() {
         let (mut q, _) = open(dir.path(), opts(1 << 20, 1 << 20));
         append_n(&mut q, 0..10);
         q.ack(5);
-        q.sync().unwrap();
+        q.sync_all().unwrap();
     }
     fs::write(dir.path().join("acked"), b"garbage").unwrap();
     let (mut q, rec) = open(dir.path(), opts(1 << 20, 1 << 20));
@@ -239,7 +239,7 @@ fn a_segment_with_a_bad_magic_is_set_aside() {
     {
         let (mut q, _) = open(dir.path(), opts(1 << 20, 512));
         append_n(&mut q, 0..40);
-        q.sync().unwrap();
+        q.sync_all().unwrap();
     }
     let files = segment::list(dir.path()).unwrap();
     let (_, path) = &files[0];
@@ -338,7 +338,7 @@ proptest! {
                     }
                 }
                 Op::Sync => {
-                    q.sync().unwrap();
+                    q.sync_all().unwrap();
                     persisted = acked;
                 }
                 Op::Reopen => {
@@ -353,4 +353,35 @@ proptest! {
             prop_assert_eq!(q.depth(), model.len() as u64 - acked);
         }
     }
+}
+
+#[test]
+fn the_cursor_is_written_at_most_once_a_second_but_always_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut q, _) = open(dir.path(), opts(1 << 20, 1 << 16));
+    append_n(&mut q, 0..10);
+    q.ack(3);
+    q.sync().unwrap();
+    assert_eq!(cursor::load(dir.path()).unwrap(), cursor::Loaded::Acked(3));
+    q.ack(6);
+    q.sync().unwrap();
+    assert_eq!(
+        cursor::load(dir.path()).unwrap(),
+        cursor::Loaded::Acked(3),
+        "not yet due"
+    );
+    let due = q.sync_due_in(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::ZERO,
+    );
+    assert!(due.is_some_and(|d| d <= CURSOR_EVERY), "{due:?}");
+    q.sync_all().unwrap();
+    assert_eq!(cursor::load(dir.path()).unwrap(), cursor::Loaded::Acked(6));
+    assert_eq!(
+        q.sync_due_in(
+            std::time::Duration::from_millis(100),
+            std::time::Duration::ZERO
+        ),
+        None
+    );
 }

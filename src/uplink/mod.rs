@@ -200,7 +200,14 @@ impl Uplink {
         let mut pace: Option<Pin<Box<tokio::time::Sleep>>> = None;
         loop {
             let room = window.saturating_sub(unsent.len() + inflight.len());
-            if reading.is_none() && pace.is_none() && room > 0 {
+            // Refill in batches (a quarter of the window), not one message per PUBACK: each
+            // read is a round trip to the queue thread.
+            let outstanding = unsent.len() + inflight.len();
+            if reading.is_none()
+                && pace.is_none()
+                && room > 0
+                && (room >= window / 4 || outstanding == 0)
+            {
                 reading = Some(Box::pin(self.queue.read(next, room)));
             }
             tokio::select! {

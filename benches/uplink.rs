@@ -1,0 +1,450 @@
+//! Uplink benchmark: frames written into a pty reach a subscriber on an upstream mosquitto,
+//! through serial2mqtt's on-disk queue, side by side with a Python pyserial + paho-mqtt script
+//! publishing upstream at QoS 1 (its backlog lives in RAM). A TCP proxy in front of mosquitto
+//! makes the outages.
+//!
+//! Run: `cargo bench --bench uplink` (needs mosquitto; the peer also python3 with pyserial and
+//! paho-mqtt 1.6). BENCH_RUNS (default 3), BENCH_BACKLOG (default 200000), BENCH_PEER=0.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::io::AsyncWriteExt;
+
+/// What arrived upstream: sequence number → first arrival.
+type Arrivals = Arc<Mutex<BTreeMap<u64, Instant>>>;
+
+struct Proxy {
+    port: u16,
+    upstream: u16,
+    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    async fn start(upstream: u16) -> Self {
+        let p = Self {
+            port: free_port(),
+            upstream,
+            tasks: Arc::new(Mutex::new(Vec::new())),
+        };
+        p.up().await;
+        p
+    }
+    async fn up(&self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("proxy bind");
+        let upstream = self.upstream;
+        let tasks = Arc::clone(&self.tasks);
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut out) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    {
+                        let _ = inbound.set_nodelay(true);
+                        let _ = out.set_nodelay(true);
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                tasks.lock().unwrap().push(conn.abort_handle());
+            }
+        });
+        self.tasks.lock().unwrap().push(accept.abort_handle());
+    }
+    fn down(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+struct Mosquitto {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let conf = dir.path().join("m.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages 0\nmax_inflight_messages 0\n"),
+        )
+        .expect("conf");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto");
+        assert!(
+            wait_port(port, Duration::from_secs(10)),
+            "mosquitto did not listen"
+        );
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn subscribe(port: u16) -> Arrivals {
+    let mut opts = MqttOptions::new(format!("bench-sub-{}", fastrand_id()), "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_inflight(1000);
+    let (client, mut events) = AsyncClient::new(opts, 10_000);
+    // QoS 0 to the measuring subscriber: the uplink's QoS 1 is between the system and the
+    // broker; acknowledging every delivery to the subscriber too would measure mosquitto.
+    client
+        .subscribe("bench/#", QoS::AtMostOnce)
+        .await
+        .expect("subscribe");
+    let got: Arrivals = Arc::new(Mutex::new(BTreeMap::new()));
+    let g = Arc::clone(&got);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut tx = Some(tx);
+    tokio::spawn(async move {
+        let _client = client;
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let now = Instant::now();
+                    if let Some(seq) = std::str::from_utf8(&p.payload)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                    {
+                        g.lock().unwrap().entry(seq).or_insert(now);
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(t) = tx.take() {
+                        let _ = t.send(());
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    rx.await.expect("suback");
+    got
+}
+
+fn fastrand_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    u64::from(std::process::id()) * 1000 + N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A system under test, restartable on the same state.
+trait System {
+    fn name(&self) -> &'static str;
+    fn start(&mut self, pty: &Path, uplink_port: u16) -> Child;
+}
+
+struct Ours {
+    state: tempfile::TempDir,
+}
+
+impl System for Ours {
+    fn name(&self) -> &'static str {
+        "serial2mqtt"
+    }
+    fn start(&mut self, pty: &Path, uplink_port: u16) -> Child {
+        let local = free_port();
+        let yaml = format!(
+            "gateway: {{id: bench, state_dir: {state}, stats_interval: 0s}}\nbroker: {{listen: \"127.0.0.1:{local}\"}}\nlog: {{level: error}}\n\
+             uplink: {{url: \"mqtt://127.0.0.1:{uplink_port}\", forward: [\"bench/#\"], keep_alive: 5s, status_topic: status/bench}}\n\
+             queue: {{flush_interval: 100ms}}\n\
+             devices:\n  - {{name: d0, port: {pty}, baud: 115200, rules: [seq]}}\n\
+             rules:\n  seq:\n    match: '^seq=(?P<n>\\d+)$'\n    publish: [{{topic: 'bench/{{device}}', payload: '{{n}}', qos: 1}}]\n",
+            state = self.state.path().display(),
+            pty = pty.display()
+        );
+        let config = self.state.path().join("bench.yaml");
+        std::fs::write(&config, yaml).expect("config");
+        let child = Command::new(env!("CARGO_BIN_EXE_serial2mqtt"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serial2mqtt");
+        assert!(wait_port(local, Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(300));
+        child
+    }
+}
+
+struct Python;
+
+impl System for Python {
+    fn name(&self) -> &'static str {
+        "python"
+    }
+    fn start(&mut self, pty: &Path, uplink_port: u16) -> Child {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer/pyserial_paho_upstream.py");
+        let mut child = Command::new("python3")
+            .arg("-u")
+            .arg(script)
+            .args([
+                "127.0.0.1",
+                &uplink_port.to_string(),
+                &format!("d0={}", pty.display()),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        let out = child.stdout.take().expect("stdout");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).expect("ready");
+        std::thread::sleep(Duration::from_millis(300));
+        child
+    }
+}
+
+async fn write_seq(pty: &mut tokio_serial::SerialStream, seqs: std::ops::Range<u64>, rate: u64) {
+    if rate == 0 {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        let mut i = seqs.start;
+        while i < seqs.end {
+            buf.clear();
+            while buf.len() < 60 * 1024 && i < seqs.end {
+                buf.extend_from_slice(format!("seq={i}\n").as_bytes());
+                i += 1;
+            }
+            pty.write_all(&buf).await.expect("write");
+        }
+        return;
+    }
+    let per_ms = (rate / 1000).max(1);
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 * per_ms / rate));
+    let mut i = seqs.start;
+    while i < seqs.end {
+        tick.tick().await;
+        let mut buf = Vec::new();
+        for _ in 0..per_ms {
+            if i < seqs.end {
+                buf.extend_from_slice(format!("seq={i}\n").as_bytes());
+                i += 1;
+            }
+        }
+        pty.write_all(&buf).await.expect("write");
+    }
+}
+
+async fn wait_range(
+    got: &Arrivals,
+    seqs: std::ops::Range<u64>,
+    idle: Duration,
+) -> (usize, Option<Instant>) {
+    let mut last_count = 0;
+    let mut last_change = Instant::now();
+    loop {
+        let (count, last) = {
+            let g = got.lock().unwrap();
+            let r: Vec<Instant> = g.range(seqs.clone()).map(|(_, t)| *t).collect();
+            (r.len(), r.iter().max().copied())
+        };
+        if count as u64 == seqs.end - seqs.start {
+            return (count, last);
+        }
+        if count != last_count {
+            last_count = count;
+            last_change = Instant::now();
+        } else if last_change.elapsed() > idle {
+            return (count, last);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[derive(Default)]
+struct Figures {
+    sustained: Vec<f64>,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    drain: Vec<f64>,
+    bytes_per_msg: Vec<f64>,
+    kill_lost: Vec<f64>,
+}
+
+async fn measure(sys: &mut dyn System, rates: &[u64], backlog: u64, runs: usize) -> Figures {
+    let mut f = Figures::default();
+    for run in 0..runs {
+        let broker = Mosquitto::start();
+        let proxy = Proxy::start(broker.port).await;
+        let got = subscribe(broker.port).await;
+        let mut p = pty();
+        let mut child = sys.start(&p.path, proxy.port);
+        let base = |phase: u64| phase * 100_000_000;
+
+        // Sustained: the highest paced rate delivered in full and on time.
+        let mut sustained = 0.0;
+        for (k, &rate) in rates.iter().enumerate() {
+            let n = rate * 3;
+            let r = base(1) + (k as u64) * 10_000_000;
+            let t0 = Instant::now();
+            write_seq(&mut p.master, r..r + n, rate).await;
+            let (count, last) = wait_range(&got, r..r + n, Duration::from_secs(3)).await;
+            let secs = last.map_or(f64::INFINITY, |l| l.duration_since(t0).as_secs_f64());
+            let fps = count as f64 / secs;
+            if (count as u64) < n || fps < 0.9 * rate as f64 {
+                break;
+            }
+            sustained = fps;
+        }
+        f.sustained.push(sustained);
+
+        // Latency at 200 frames/s.
+        let r = base(2);
+        let mut sent = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        for i in 0..1000 {
+            tick.tick().await;
+            sent.push(Instant::now());
+            p.master
+                .write_all(format!("seq={}\n", r + i).as_bytes())
+                .await
+                .expect("write");
+        }
+        wait_range(&got, r..r + 1000, Duration::from_secs(3)).await;
+        let mut lat: Vec<f64> = {
+            let g = got.lock().unwrap();
+            g.range(r..r + 1000)
+                .map(|(s, t)| t.duration_since(sent[(s - r) as usize]).as_secs_f64() * 1000.0)
+                .collect()
+        };
+        lat.sort_by(f64::total_cmp);
+        let pct = |q: f64| {
+            lat.get(((lat.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        f.p50.push(pct(0.5));
+        f.p99.push(pct(0.99));
+
+        // Storage bytes written per message at 1,000 frames/s.
+        let w0 = write_bytes(child.id());
+        let r = base(3);
+        write_seq(&mut p.master, r..r + 5000, 1000).await;
+        wait_range(&got, r..r + 5000, Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        f.bytes_per_msg
+            .push((write_bytes(child.id()) - w0) as f64 / 5000.0);
+
+        // Drain: a backlog built during an outage, delivered after it.
+        proxy.down();
+        let r = base(4);
+        write_seq(&mut p.master, r..r + backlog, 0).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        proxy.up().await;
+        let t0 = Instant::now();
+        let (drained, last) = wait_range(&got, r..r + backlog, Duration::from_secs(10)).await;
+        let secs = last.map_or(f64::INFINITY, |l| l.duration_since(t0).as_secs_f64());
+        f.drain.push(drained as f64 / secs);
+
+        // Kill -9 during an outage, 1 s after the last frame; restart on the same state.
+        proxy.down();
+        let r = base(5);
+        write_seq(&mut p.master, r..r + 1000, 1000).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let _ = child.kill();
+        let _ = child.wait();
+        proxy.up().await;
+        child = sys.start(&p.path, proxy.port);
+        let (count, _) = wait_range(&got, r..r + 1000, Duration::from_secs(8)).await;
+        f.kill_lost.push((1000 - count) as f64);
+        let _ = child.kill();
+        let _ = child.wait();
+        eprintln!(
+            "{} run {}: sustained {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {:.1} bytes written/msg, drain {:.0}/s ({drained} of {backlog}), lost on kill -9: {}",
+            sys.name(), run + 1, sustained, f.p50[run], f.p99[run], f.bytes_per_msg[run], f.drain[run], f.kill_lost[run]
+        );
+    }
+    f
+}
+
+fn peer_available() -> bool {
+    std::env::var("BENCH_PEER").as_deref() != Ok("0")
+        && Command::new("python3")
+            .args(["-c", "import serial, paho.mqtt.client"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let backlog: u64 = std::env::var("BENCH_BACKLOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut ours = Ours {
+            state: tempfile::tempdir().expect("tempdir"),
+        };
+        let o = measure(&mut ours, &[5_000, 10_000, 25_000, 50_000, 100_000], backlog, runs).await;
+        let p = if peer_available() {
+            Some(measure(&mut Python, &[500, 1_000, 2_000, 4_000, 8_000], backlog / 20, runs).await)
+        } else {
+            eprintln!("peer not measured: needs python3 with pyserial and paho-mqtt 1.6");
+            None
+        };
+        println!("\nmedians of {runs} runs; upstream mosquitto behind a TCP proxy; QoS 1 upstream\n");
+        println!("| metric | serial2mqtt | pyserial+paho (QoS 1 upstream) | ratio |");
+        println!("|---|---|---|---|");
+        let row = |name: &str, a: &[f64], b: Option<&Vec<f64>>, higher: bool| {
+            let ma = median(a.to_vec());
+            match b {
+                Some(b) => {
+                    let mb = median(b.clone());
+                    let ratio = if higher { ma / mb } else { mb / ma };
+                    println!("| {name} | {ma:.2} | {mb:.2} | {ratio:.1}× |");
+                }
+                None => println!("| {name} | {ma:.2} | – | – |"),
+            }
+        };
+        let pp = p.as_ref();
+        row("sustained frames/s end to end (highest paced rate in full, on time)", &o.sustained, pp.map(|f| &f.sustained), true);
+        row("latency p50 at 200 frames/s, ms", &o.p50, pp.map(|f| &f.p50), false);
+        row("latency p99 at 200 frames/s, ms", &o.p99, pp.map(|f| &f.p99), false);
+        row(&format!("drain of a backlog (ours {backlog}, peer {}), messages/s", backlog / 20), &o.drain, pp.map(|f| &f.drain), true);
+        row("storage bytes written per message at 1,000 frames/s", &o.bytes_per_msg, pp.map(|f| &f.bytes_per_msg), false);
+        println!(
+            "| frames lost of 1,000 on kill -9 1 s after the last frame, during an outage | {:.0} | {} | – |",
+            median(o.kill_lost.clone()),
+            pp.map_or("–".to_owned(), |f| format!("{:.0}", median(f.kill_lost.clone())))
+        );
+    });
+}
