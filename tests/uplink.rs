@@ -633,3 +633,69 @@ async fn a_full_queue_drops_the_oldest_counts_them_and_delivers_the_newest() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn an_unreachable_broker_fails_over_to_the_next_url() {
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    let upstream = Upstream::subscribe(broker.port, "sites/#").await;
+    let dead = free_port();
+    let state = tempfile::tempdir().unwrap();
+    let mut pty = Pty::new();
+    let config = uplink_config(&pty.path, broker.port, state.path(), "").replace(
+        &format!("url: mqtt://127.0.0.1:{}", broker.port),
+        &format!(
+            "url: [\"mqtt://127.0.0.1:{dead}\", \"mqtt://127.0.0.1:{}\"]",
+            broker.port
+        ),
+    );
+    let gw = start_gateway(&config);
+    gw.wait_log(&format!("broker=mqtt://127.0.0.1:{dead}"), T)
+        .await;
+    gw.wait_log(
+        &format!("uplink connected broker=mqtt://127.0.0.1:{}", broker.port),
+        Duration::from_secs(15),
+    )
+    .await;
+    write_frames(&mut pty, 1..=10, Duration::from_millis(2)).await;
+    upstream.wait_all(TOPIC, 10, T).await;
+}
+
+#[tokio::test]
+async fn max_rate_paces_the_replay_of_a_backlog() {
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    let upstream = Upstream::subscribe(broker.port, "sites/#").await;
+    let proxy = Proxy::start(broker.port).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut pty = Pty::new();
+    let gw = start_gateway(&uplink_config(
+        &pty.path,
+        proxy.port,
+        state.path(),
+        "  max_rate: 200",
+    ));
+    gw.wait_log("uplink connected", T).await;
+    proxy.down();
+    gw.wait_log("uplink down", T).await;
+    write_frames(&mut pty, 1..=400, Duration::ZERO).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.up().await;
+    // Time from the first replayed message to the last, so the reconnect delay does not count.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while upstream.payloads(TOPIC).is_empty() {
+        assert!(Instant::now() < deadline, "nothing replayed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let first = Instant::now();
+    upstream.wait_all(TOPIC, 400, Duration::from_secs(20)).await;
+    let took = first.elapsed();
+    // 400 messages at 200/s take about 2 s (the first window of 100 goes at once); unpaced, a
+    // few milliseconds.
+    assert!(
+        took >= Duration::from_millis(1200),
+        "replayed in {took:?}: not paced"
+    );
+}
