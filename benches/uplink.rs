@@ -7,6 +7,8 @@
 //! paho-mqtt 1.6). BENCH_RUNS (default 3), BENCH_BACKLOG (default 200000), BENCH_PEER=0.
 
 mod common;
+#[path = "../tests/common/proxy.rs"]
+mod proxy;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,56 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
+use proxy::Proxy;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::io::AsyncWriteExt;
 
 /// What arrived upstream: sequence number → first arrival.
 type Arrivals = Arc<Mutex<BTreeMap<u64, Instant>>>;
-
-struct Proxy {
-    port: u16,
-    upstream: u16,
-    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
-}
-
-impl Proxy {
-    async fn start(upstream: u16) -> Self {
-        let p = Self {
-            port: free_port(),
-            upstream,
-            tasks: Arc::new(Mutex::new(Vec::new())),
-        };
-        p.up().await;
-        p
-    }
-    async fn up(&self) {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
-            .await
-            .expect("proxy bind");
-        let upstream = self.upstream;
-        let tasks = Arc::clone(&self.tasks);
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let conn = tokio::spawn(async move {
-                    if let Ok(mut out) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
-                    {
-                        let _ = inbound.set_nodelay(true);
-                        let _ = out.set_nodelay(true);
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                    }
-                });
-                tasks.lock().unwrap().push(conn.abort_handle());
-            }
-        });
-        self.tasks.lock().unwrap().push(accept.abort_handle());
-    }
-    fn down(&self) {
-        for t in self.tasks.lock().unwrap().drain(..) {
-            t.abort();
-        }
-    }
-}
 
 struct Mosquitto {
     child: Child,

@@ -342,6 +342,11 @@ impl Queue {
                 }
             );
         }
+        self.forget(&old)
+    }
+
+    /// Deletes a segment already taken out of the list.
+    fn forget(&mut self, old: &Segment) -> io::Result<()> {
         self.total_bytes -= old.bytes;
         remove_file(&old.path)?;
         self.dir_dirty = true;
@@ -434,16 +439,7 @@ impl Queue {
                 break;
             }
             if let Some(old) = self.segments.pop_front() {
-                self.total_bytes -= old.bytes;
-                remove_file(&old.path)?;
-                self.dir_dirty = true;
-                if self
-                    .read
-                    .as_ref()
-                    .is_some_and(|r| r.segment_first == old.first)
-                {
-                    self.read = None;
-                }
+                self.forget(&old)?;
             }
         }
         Ok(())

@@ -1,6 +1,8 @@
 //! Shared test harness: the real binary, real pseudo-terminals, a real MQTT client over TCP.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
