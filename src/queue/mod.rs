@@ -2,8 +2,8 @@
 //! place where durability is decided.
 //!
 //! Layout under `<state_dir>/queue/`: segment files named by their first sequence number
-//! (see [`segment`]), each a magic followed by [`record`]s, and the ack cursor file (see
-//! [`cursor`]).
+//! (see [`segment`]), each a magic followed by [`record`]s, and the ack cursor file `acked`
+//! (two slots written in turn, see [`cursor`]).
 //!
 //! # Invariants
 //! 1. Sequence numbers start at 1 and grow by one per appended message, across segments and
@@ -125,6 +125,7 @@ pub struct Queue {
     next_seq: u64,
     acked: u64,
     persisted_ack: u64,
+    cursor: cursor::CursorFile,
     ack_stored_at: Option<std::time::Instant>,
     dirty: bool,
     dir_dirty: bool,
@@ -157,7 +158,8 @@ impl Queue {
     pub fn open(dir: &Path, opts: Options) -> io::Result<(Self, Recovery)> {
         fs::create_dir_all(dir)?;
         let mut recovery = Recovery::default();
-        let acked = match cursor::load(dir)? {
+        let (cursor_file, loaded) = cursor::CursorFile::open(dir)?;
+        let acked = match loaded {
             cursor::Loaded::Missing => 0,
             cursor::Loaded::Acked(s) => s,
             cursor::Loaded::Corrupt => {
@@ -222,6 +224,7 @@ impl Queue {
             next_seq,
             acked,
             persisted_ack: acked,
+            cursor: cursor_file,
             ack_stored_at: None,
             dirty: false,
             dir_dirty: false,
@@ -383,9 +386,8 @@ impl Queue {
     }
 
     /// Makes everything appended durable and persists the ack cursor (group commit). The
-    /// cursor is written at most every [`CURSOR_EVERY`]: each write costs a file, a rename and
-    /// a directory sync (SD cards wear by bytes written), and a cursor that lags only means
-    /// duplicates after a crash, never loss.
+    /// cursor is written at most every [`CURSOR_EVERY`]: each write is a page on the SD card,
+    /// and a cursor that lags only means duplicates after a crash, never loss.
     pub fn sync(&mut self) -> io::Result<()> {
         self.sync_with(false)
     }
@@ -406,9 +408,8 @@ impl Queue {
                 .is_none_or(|t| t.elapsed() >= CURSOR_EVERY);
         if self.acked != self.persisted_ack && cursor_due {
             self.ack_stored_at = Some(std::time::Instant::now());
-            cursor::store(&self.dir, self.acked)?;
+            self.cursor.store(self.acked)?;
             self.persisted_ack = self.acked;
-            self.dir_dirty = false;
             // Only now: a crash before this point replays from the old cursor, and must find
             // those records still on disk.
             self.delete_acked()?;

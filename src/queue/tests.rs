@@ -362,11 +362,14 @@ fn the_cursor_is_written_at_most_once_a_second_but_always_at_the_end() {
     append_n(&mut q, 0..10);
     q.ack(3);
     q.sync().unwrap();
-    assert_eq!(cursor::load(dir.path()).unwrap(), cursor::Loaded::Acked(3));
+    assert_eq!(
+        cursor::CursorFile::open(dir.path()).unwrap().1,
+        cursor::Loaded::Acked(3)
+    );
     q.ack(6);
     q.sync().unwrap();
     assert_eq!(
-        cursor::load(dir.path()).unwrap(),
+        cursor::CursorFile::open(dir.path()).unwrap().1,
         cursor::Loaded::Acked(3),
         "not yet due"
     );
@@ -376,7 +379,10 @@ fn the_cursor_is_written_at_most_once_a_second_but_always_at_the_end() {
     );
     assert!(due.is_some_and(|d| d <= CURSOR_EVERY), "{due:?}");
     q.sync_all().unwrap();
-    assert_eq!(cursor::load(dir.path()).unwrap(), cursor::Loaded::Acked(6));
+    assert_eq!(
+        cursor::CursorFile::open(dir.path()).unwrap().1,
+        cursor::Loaded::Acked(6)
+    );
     assert_eq!(
         q.sync_due_in(
             std::time::Duration::from_millis(100),

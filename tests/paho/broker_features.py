@@ -28,6 +28,14 @@ class Client:
         self.c.on_message = self._on_message
         self.connected = threading.Event()
         self.c.on_connect = lambda c, u, f, rc: rc == 0 and self.connected.set()
+        # Set before any SUBSCRIBE: the network thread may get the SUBACK before subscribe() returns.
+        self.subacked = set()
+        self.c.on_subscribe = self._on_subscribe
+
+    def _on_subscribe(self, _c, _u, mid, _granted):
+        with self.cond:
+            self.subacked.add(mid)
+            self.cond.notify_all()
 
     def _on_message(self, _c, _u, m):
         with self.cond:
@@ -44,10 +52,9 @@ class Client:
     def subscribe(self, topic, qos=0):
         result, mid = self.c.subscribe(topic, qos)
         assert result == mqtt.MQTT_ERR_SUCCESS
-        done = threading.Event()
-        self.c.on_subscribe = lambda c, u, m, granted: m == mid and done.set()
-        if not done.wait(5):
-            raise RuntimeError(f"SUBACK for {topic} not received")
+        with self.cond:
+            if not self.cond.wait_for(lambda: mid in self.subacked, 5):
+                raise RuntimeError(f"SUBACK for {topic} not received")
 
     def publish(self, topic, payload, qos=0, retain=False):
         info = self.c.publish(topic, payload, qos=qos, retain=retain)
