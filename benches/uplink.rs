@@ -116,7 +116,8 @@ fn fastrand_id() -> u64 {
 /// A system under test, restartable on the same state.
 trait System {
     fn name(&self) -> &'static str;
-    fn start(&mut self, pty: &Path, uplink_port: u16) -> Child;
+    /// Starts the system; every process it runs (CPU, writes and kill -9 apply to all).
+    fn start(&mut self, pty: &Path, uplink_port: u16) -> Vec<Child>;
 }
 
 struct Ours {
@@ -127,7 +128,7 @@ impl System for Ours {
     fn name(&self) -> &'static str {
         "serial2mqtt"
     }
-    fn start(&mut self, pty: &Path, uplink_port: u16) -> Child {
+    fn start(&mut self, pty: &Path, uplink_port: u16) -> Vec<Child> {
         let local = free_port();
         let yaml = format!(
             "gateway: {{id: bench, state_dir: {state}, stats_interval: 0s}}\nbroker: {{listen: \"127.0.0.1:{local}\"}}\nlog: {{level: error}}\n\
@@ -148,7 +149,7 @@ impl System for Ours {
             .expect("serial2mqtt");
         assert!(wait_port(local, Duration::from_secs(10)));
         std::thread::sleep(Duration::from_millis(300));
-        child
+        vec![child]
     }
 }
 
@@ -158,7 +159,7 @@ impl System for Python {
     fn name(&self) -> &'static str {
         "python"
     }
-    fn start(&mut self, pty: &Path, uplink_port: u16) -> Child {
+    fn start(&mut self, pty: &Path, uplink_port: u16) -> Vec<Child> {
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer/pyserial_paho_upstream.py");
         let mut child = Command::new("python3")
@@ -176,7 +177,48 @@ impl System for Python {
         let out = child.stdout.take().expect("stdout");
         std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).expect("ready");
         std::thread::sleep(Duration::from_millis(300));
-        child
+        vec![child]
+    }
+}
+
+/// The other setup a user would build: the same Python reader publishing to a local mosquitto
+/// with persistence (`autosave_interval 1`) and a bridge to the upstream broker.
+struct MosquittoBridge {
+    dir: tempfile::TempDir,
+}
+
+impl System for MosquittoBridge {
+    fn name(&self) -> &'static str {
+        "python+mosquitto bridge"
+    }
+    fn start(&mut self, pty: &Path, uplink_port: u16) -> Vec<Child> {
+        let local = free_port();
+        let d = self.dir.path();
+        let conf = d.join("bridge.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {local} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\n\
+                 autosave_interval 1\nmax_queued_messages 0\n\
+                 connection up\naddress 127.0.0.1:{uplink_port}\ntopic bench/# out 1\ncleansession false\n\
+                 restart_timeout 1 1\nbridge_attempt_unsubscribe false\n",
+                d.display()
+            ),
+        )
+        .expect("bridge conf");
+        let broker = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto");
+        assert!(
+            wait_port(local, Duration::from_secs(10)),
+            "bridge mosquitto did not listen"
+        );
+        let mut procs = Python.start(pty, local);
+        procs.push(broker);
+        procs
     }
 }
 
@@ -253,7 +295,8 @@ async fn measure(sys: &mut dyn System, rates: &[u64], backlog: u64, runs: usize)
         let proxy = Proxy::start(broker.port).await;
         let got = subscribe(broker.port).await;
         let mut p = pty();
-        let mut child = sys.start(&p.path, proxy.port);
+        let mut procs = sys.start(&p.path, proxy.port);
+        let written = |procs: &[Child]| procs.iter().map(|c| write_bytes(c.id())).sum::<u64>();
         let base = |phase: u64| phase * 100_000_000;
 
         // Sustained: the highest paced rate delivered in full and on time.
@@ -302,13 +345,12 @@ async fn measure(sys: &mut dyn System, rates: &[u64], backlog: u64, runs: usize)
         f.p99.push(pct(0.99));
 
         // Storage bytes written per message at 1,000 frames/s.
-        let w0 = write_bytes(child.id());
+        let w0 = written(&procs);
         let r = base(3);
         write_seq(&mut p.master, r..r + 5000, 1000).await;
         wait_range(&got, r..r + 5000, Duration::from_secs(3)).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        f.bytes_per_msg
-            .push((write_bytes(child.id()) - w0) as f64 / 5000.0);
+        f.bytes_per_msg.push((written(&procs) - w0) as f64 / 5000.0);
 
         // Drain: a backlog built during an outage, delivered after it.
         proxy.down();
@@ -326,14 +368,18 @@ async fn measure(sys: &mut dyn System, rates: &[u64], backlog: u64, runs: usize)
         let r = base(5);
         write_seq(&mut p.master, r..r + 1000, 1000).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let _ = child.kill();
-        let _ = child.wait();
+        for c in &mut procs {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         proxy.up().await;
-        child = sys.start(&p.path, proxy.port);
+        procs = sys.start(&p.path, proxy.port);
         let (count, _) = wait_range(&got, r..r + 1000, Duration::from_secs(8)).await;
         f.kill_lost.push((1000 - count) as f64);
-        let _ = child.kill();
-        let _ = child.wait();
+        for c in &mut procs {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         eprintln!(
             "{} run {}: sustained {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {:.1} bytes written/msg, drain {:.0}/s ({drained} of {backlog}), lost on kill -9: {}",
             sys.name(), run + 1, sustained, f.p50[run], f.p99[run], f.bytes_per_msg[run], f.drain[run], f.kill_lost[run]
@@ -372,37 +418,83 @@ fn main() {
         let mut ours = Ours {
             state: tempfile::tempdir().expect("tempdir"),
         };
-        let o = measure(&mut ours, &[5_000, 10_000, 25_000, 50_000, 100_000], backlog, runs).await;
-        let p = if peer_available() {
-            Some(measure(&mut Python, &[500, 1_000, 2_000, 4_000, 8_000], backlog / 20, runs).await)
+        let o = measure(
+            &mut ours,
+            &[5_000, 10_000, 25_000, 50_000, 100_000],
+            backlog,
+            runs,
+        )
+        .await;
+        let peers: Vec<(&str, Figures)> = if peer_available() {
+            let direct = measure(
+                &mut Python,
+                &[500, 1_000, 2_000, 4_000, 8_000],
+                backlog / 20,
+                runs,
+            )
+            .await;
+            let mut bridge_sys = MosquittoBridge {
+                dir: tempfile::tempdir().expect("tempdir"),
+            };
+            let bridge = measure(
+                &mut bridge_sys,
+                &[500, 1_000, 2_000, 4_000, 8_000],
+                backlog / 20,
+                runs,
+            )
+            .await;
+            vec![
+                ("pyserial+paho direct", direct),
+                ("pyserial+paho → mosquitto bridge", bridge),
+            ]
         } else {
-            eprintln!("peer not measured: needs python3 with pyserial and paho-mqtt 1.6");
-            None
+            eprintln!("peers not measured: need python3 with pyserial and paho-mqtt 1.6");
+            Vec::new()
         };
-        println!("\nmedians of {runs} runs; upstream mosquitto behind a TCP proxy; QoS 1 upstream\n");
-        println!("| metric | serial2mqtt | pyserial+paho (QoS 1 upstream) | ratio |");
-        println!("|---|---|---|---|");
-        let row = |name: &str, a: &[f64], b: Option<&Vec<f64>>, higher: bool| {
-            let ma = median(a.to_vec());
-            match b {
-                Some(b) => {
-                    let mb = median(b.clone());
-                    let ratio = if higher { ma / mb } else { mb / ma };
-                    println!("| {name} | {ma:.2} | {mb:.2} | {ratio:.1}× |");
-                }
-                None => println!("| {name} | {ma:.2} | – | – |"),
-            }
-        };
-        let pp = p.as_ref();
-        row("sustained frames/s end to end (highest paced rate in full, on time)", &o.sustained, pp.map(|f| &f.sustained), true);
-        row("latency p50 at 200 frames/s, ms", &o.p50, pp.map(|f| &f.p50), false);
-        row("latency p99 at 200 frames/s, ms", &o.p99, pp.map(|f| &f.p99), false);
-        row(&format!("drain of a backlog (ours {backlog}, peer {}), messages/s", backlog / 20), &o.drain, pp.map(|f| &f.drain), true);
-        row("storage bytes written per message at 1,000 frames/s", &o.bytes_per_msg, pp.map(|f| &f.bytes_per_msg), false);
         println!(
-            "| frames lost of 1,000 on kill -9 1 s after the last frame, during an outage | {:.0} | {} | – |",
-            median(o.kill_lost.clone()),
-            pp.map_or("–".to_owned(), |f| format!("{:.0}", median(f.kill_lost.clone())))
+            "\nmedians of {runs} runs; upstream mosquitto behind a TCP proxy; QoS 1 upstream\n"
+        );
+        let mut header = "| metric | serial2mqtt |".to_owned();
+        let mut rule = "|---|---|".to_owned();
+        for (name, _) in &peers {
+            header += &format!(" {name} | ratio |");
+            rule += "---|---|";
+        }
+        println!("{header}\n{rule}");
+        let row = |name: &str, pick: &dyn Fn(&Figures) -> Vec<f64>, higher: bool| {
+            let ours = median(pick(&o));
+            let mut line = format!("| {name} | {ours:.2} |");
+            for (_, f) in &peers {
+                let theirs = median(pick(f));
+                let ratio = if higher { ours / theirs } else { theirs / ours };
+                line += &format!(" {theirs:.2} | {ratio:.1}× |");
+            }
+            println!("{line}");
+        };
+        row(
+            "sustained frames/s end to end (highest paced rate in full, on time)",
+            &|f| f.sustained.clone(),
+            true,
+        );
+        row("latency p50 at 200 frames/s, ms", &|f| f.p50.clone(), false);
+        row("latency p99 at 200 frames/s, ms", &|f| f.p99.clone(), false);
+        row(
+            &format!(
+                "drain of a backlog (ours {backlog}, peers {}), messages/s",
+                backlog / 20
+            ),
+            &|f| f.drain.clone(),
+            true,
+        );
+        row(
+            "storage bytes written per message at 1,000 frames/s",
+            &|f| f.bytes_per_msg.clone(),
+            false,
+        );
+        row(
+            "frames lost of 1,000 on kill -9 1 s after the last frame, during an outage",
+            &|f| f.kill_lost.clone(),
+            false,
         );
     });
 }
