@@ -19,8 +19,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
 mod common;
+#[path = "../tests/common/mosquitto.rs"]
+mod mosquitto;
 
 use common::*;
+use mosquitto::spawn_mosquitto;
 
 const DEVICES: usize = 4;
 
@@ -120,22 +123,11 @@ fn peer_available() -> Result<(), String> {
 fn start_peer(ports: &[PathBuf]) -> Running {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n"),
-    )
-    .expect("conf");
     let t0 = Instant::now();
-    let mosq = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto");
-    assert!(
-        wait_port(port, Duration::from_secs(10)),
-        "mosquitto did not listen"
+    let mosq = spawn_mosquitto(
+        &dir.path().join("mosquitto.conf"),
+        &format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n"),
+        port,
     );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer/pyserial_paho.py");
     let mut py = Command::new("python3")

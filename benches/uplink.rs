@@ -7,6 +7,8 @@
 //! paho-mqtt 1.6). BENCH_RUNS (default 3), BENCH_BACKLOG (default 200000), BENCH_PEER=0.
 
 mod common;
+#[path = "../tests/common/mosquitto.rs"]
+mod mosquitto;
 #[path = "../tests/common/proxy.rs"]
 mod proxy;
 
@@ -17,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
+use mosquitto::spawn_mosquitto;
 use proxy::Proxy;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::io::AsyncWriteExt;
@@ -34,21 +37,10 @@ impl Mosquitto {
     fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let conf = dir.path().join("m.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages 0\nmax_inflight_messages 0\n"),
-        )
-        .expect("conf");
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto");
-        assert!(
-            wait_port(port, Duration::from_secs(10)),
-            "mosquitto did not listen"
+        let child = spawn_mosquitto(
+            &dir.path().join("m.conf"),
+            &format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages 0\nmax_inflight_messages 0\n"),
+            port,
         );
         Self {
             child,
@@ -194,27 +186,16 @@ impl System for MosquittoBridge {
     fn start(&mut self, pty: &Path, uplink_port: u16) -> Vec<Child> {
         let local = free_port();
         let d = self.dir.path();
-        let conf = d.join("bridge.conf");
-        std::fs::write(
-            &conf,
-            format!(
+        let broker = spawn_mosquitto(
+            &d.join("bridge.conf"),
+            &format!(
                 "listener {local} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\n\
                  autosave_interval 1\nmax_queued_messages 0\n\
                  connection up\naddress 127.0.0.1:{uplink_port}\ntopic bench/# out 1\ncleansession false\n\
                  restart_timeout 1 1\nbridge_attempt_unsubscribe false\n",
                 d.display()
             ),
-        )
-        .expect("bridge conf");
-        let broker = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto");
-        assert!(
-            wait_port(local, Duration::from_secs(10)),
-            "bridge mosquitto did not listen"
+            local,
         );
         let mut procs = Python.start(pty, local);
         procs.push(broker);

@@ -5,10 +5,11 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::mosquitto::spawn_mosquitto;
 use common::proxy::Proxy;
 use common::*;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -37,29 +38,17 @@ impl Mosquitto {
 
     fn restart(&mut self) {
         let conf = self.dir.path().join("mosquitto.conf");
-        std::fs::write(
+        let child = spawn_mosquitto(
             &conf,
-            format!(
+            &format!(
                 "listener {} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nautosave_interval 1\nlog_dest file {}/mosquitto.log\nlog_type all\n",
                 self.port,
                 self.dir.path().display(),
                 self.dir.path().display()
             ),
-        )
-        .unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto");
+            self.port,
+        );
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 }
 
@@ -398,25 +387,14 @@ async fn mutual_tls_and_a_password_against_mosquitto() {
         .unwrap();
     assert!(ok.success());
     let port = free_port();
-    std::fs::write(
-        d.join("mosquitto.conf"),
-        format!(
+    let mut broker = spawn_mosquitto(
+        &d.join("mosquitto.conf"),
+        &format!(
             "listener {port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\nrequire_certificate true\nallow_anonymous false\npassword_file {d}/passwd\nuser root\n",
             d = d.display()
         ),
-    )
-    .unwrap();
-    let mut broker = Command::new("mosquitto")
-        .arg("-c")
-        .arg(d.join("mosquitto.conf"))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + T;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        port,
+    );
     std::fs::write(d.join("uplink.secret"), "s3cret\n").unwrap();
     let tls = |password: &str| {
         std::fs::write(d.join("uplink.secret"), format!("{password}\n")).unwrap();
