@@ -17,8 +17,11 @@
 //!    commit); an ack may therefore run ahead of what is durable, which only means the record was
 //!    delivered.
 //! 5. On open, the last segment is scanned and a torn tail (a record cut short or failing its
-//!    checksum) is truncated away; a record that fails its checksum while being read is never
-//!    returned: the rest of its segment is skipped and counted.
+//!    checksum, with no valid record after it) is truncated away. A record that fails its
+//!    checksum is never returned: reading resumes at the next valid record of its segment (found
+//!    by checksum and sequence number), the records in between are counted as lost, and the
+//!    damaged segment is kept as `*.seg.corrupt` for inspection once it is no longer needed
+//!    (the newest [`KEEP_CORRUPT`] such files are kept).
 //! 6. Total segment bytes stay within `max_bytes` (plus at most one record): when an append would
 //!    exceed it, whole oldest segments are deleted, and their unacknowledged records counted as
 //!    dropped. The same happens when the disk is full.
@@ -26,6 +29,10 @@
 //!    durable (at `sync`), never the one being written: after a crash, everything above the
 //!    persisted cursor is still on disk.
 //! 8. Memory does not grow with the backlog: records are read from the files, one buffer at a time.
+//! 9. A group commit that filled most of a page is padded to the page boundary (see
+//!    [`segment`]) when the padding is at most a quarter of what the commit wrote, so the next
+//!    commit does not rewrite that page: at most 25% more disk space for about half the bytes
+//!    written at 1,000 messages/s.
 //!
 //! All I/O here is blocking: the queue runs on a thread of its own, off the async workers.
 
@@ -47,6 +54,9 @@ use segment::{SegmentReader, MAGIC};
 
 /// Longest time between two writes of the ack cursor (see [`Queue::sync`]).
 pub const CURSOR_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Damaged segments kept as `*.seg.corrupt` (older ones are deleted, so a failing card cannot
+/// fill the disk with them).
+pub const KEEP_CORRUPT: usize = 2;
 
 /// Limits of the queue.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +76,9 @@ pub struct Recovery {
     pub torn_bytes: u64,
     /// Segments set aside as `*.corrupt` (unreadable magic).
     pub set_aside: Vec<PathBuf>,
+    /// Damaged stretches found in the last segment with valid records after them (kept; their
+    /// records are skipped and counted when read).
+    pub damaged: u64,
     /// The ack cursor file was damaged; delivery restarts at the oldest record.
     pub cursor_corrupt: bool,
     /// Unacknowledged records waiting (approximate when records were dropped).
@@ -79,7 +92,8 @@ pub struct Drops {
     pub full: u64,
     /// Records that could not be stored because the disk was full and nothing older could go.
     pub disk_full: u64,
-    /// Records lost to corruption found while reading (a segment's unreadable rest).
+    /// Records lost to corruption found while reading (damaged records, or a segment's
+    /// unreadable rest).
     pub corrupt_segments: u64,
     /// Records too large to ever fit within `max_bytes`.
     pub too_large: u64,
@@ -106,6 +120,8 @@ struct Segment {
     first: u64,
     path: PathBuf,
     bytes: u64,
+    /// Corruption was found in it: set it aside instead of deleting it.
+    damaged: bool,
 }
 
 /// Where reading continues, kept between reads so a caught-up reader does not rescan.
@@ -128,6 +144,8 @@ pub struct Queue {
     cursor: cursor::CursorFile,
     ack_stored_at: Option<std::time::Instant>,
     dirty: bool,
+    /// Bytes of the active segment at the last commit.
+    committed: u64,
     dir_dirty: bool,
     total_bytes: u64,
     drops: Drops,
@@ -146,7 +164,15 @@ fn create_segment(dir: &Path, first: u64) -> io::Result<(Segment, File)> {
         f.write_all(MAGIC)?;
     }
     let bytes = f.metadata()?.len();
-    Ok((Segment { first, path, bytes }, f))
+    Ok((
+        Segment {
+            first,
+            path,
+            bytes,
+            damaged: false,
+        },
+        f,
+    ))
 }
 
 fn is_disk_full(e: &io::Error) -> bool {
@@ -181,7 +207,12 @@ impl Queue {
                     continue;
                 }
                 let bytes = fs::metadata(&path)?.len();
-                segments.push_back(Segment { first, path, bytes });
+                segments.push_back(Segment {
+                    first,
+                    path,
+                    bytes,
+                    damaged: false,
+                });
                 continue;
             }
             let scan = segment::scan(&path, first)?;
@@ -196,13 +227,18 @@ impl Queue {
                 f.sync_all()?;
             }
             last_seq = scan.last_seq.or(Some(first.saturating_sub(1)));
+            recovery.damaged = scan.damaged;
             segments.push_back(Segment {
                 first,
                 path,
                 bytes: scan.valid_len,
+                damaged: scan.damaged > 0,
             });
         }
 
+        if !recovery.set_aside.is_empty() {
+            prune_corrupt(dir)?;
+        }
         let stored_next = last_seq.map_or(1, |s| s + 1);
         let next_seq = stored_next.max(acked + 1).max(1);
         // Append to the last segment only if it continues exactly where the log ends.
@@ -216,6 +252,7 @@ impl Queue {
         };
         cursor::sync_dir(dir)?;
         let total_bytes = segments.iter().map(|s| s.bytes).sum();
+        let committed = segments.back().map_or(0, |s| s.bytes);
         let mut q = Self {
             dir: dir.to_owned(),
             opts,
@@ -227,6 +264,7 @@ impl Queue {
             cursor: cursor_file,
             ack_stored_at: None,
             dirty: false,
+            committed,
             dir_dirty: false,
             total_bytes,
             drops: Drops::default(),
@@ -316,6 +354,7 @@ impl Queue {
         self.active.sync_data()?;
         let (seg, f) = create_segment(&self.dir, self.next_seq)?;
         self.total_bytes += seg.bytes;
+        self.committed = seg.bytes;
         self.segments.push_back(seg);
         self.active = f;
         cursor::sync_dir(&self.dir)?;
@@ -345,13 +384,19 @@ impl Queue {
                 }
             );
         }
-        self.forget(&old)
+        self.forget(&old, !disk_full)
     }
 
-    /// Deletes a segment already taken out of the list.
-    fn forget(&mut self, old: &Segment) -> io::Result<()> {
+    /// Deletes a segment already taken out of the list (or sets a damaged one aside, when
+    /// `keep_damaged` and the disk is not what needs the room).
+    fn forget(&mut self, old: &Segment, keep_damaged: bool) -> io::Result<()> {
         self.total_bytes -= old.bytes;
-        remove_file(&old.path)?;
+        if old.damaged && keep_damaged {
+            set_aside(&old.path)?;
+            prune_corrupt(&self.dir)?;
+        } else {
+            remove_file(&old.path)?;
+        }
         self.dir_dirty = true;
         if self
             .read
@@ -399,8 +444,10 @@ impl Queue {
 
     fn sync_with(&mut self, force_cursor: bool) -> io::Result<()> {
         if self.dirty {
+            self.pad_commit()?;
             self.active.sync_data()?;
             self.dirty = false;
+            self.committed = self.segments.back().map_or(0, |s| s.bytes);
         }
         let cursor_due = force_cursor
             || self
@@ -419,6 +466,34 @@ impl Queue {
             self.dir_dirty = false;
         }
         Ok(())
+    }
+
+    /// Pads the active segment to the next page boundary when that costs at most a quarter of
+    /// what this commit wrote (invariant 9). Best effort: no room for it is no error.
+    fn pad_commit(&mut self) -> io::Result<()> {
+        let Some(active) = self.segments.back_mut() else {
+            return Ok(());
+        };
+        let end = segment::padding_end(active.bytes);
+        let pad = end - active.bytes;
+        let wrote = active.bytes.saturating_sub(self.committed);
+        if pad >= segment::PAGE
+            || pad * 4 > wrote
+            || self.total_bytes + pad > self.opts.max_bytes
+            || end > self.opts.segment_bytes
+        {
+            return Ok(());
+        }
+        let zeros = [0u8; segment::PAGE as usize];
+        match self.active.write_all(&zeros[..pad as usize]) {
+            Ok(()) => {
+                active.bytes = end;
+                self.total_bytes += pad;
+                Ok(())
+            }
+            Err(e) if is_disk_full(&e) => self.active.set_len(active.bytes),
+            Err(e) => Err(e),
+        }
     }
 
     /// Records that `seq` and everything before it were acknowledged upstream. Persisted, and
@@ -440,7 +515,7 @@ impl Queue {
                 break;
             }
             if let Some(old) = self.segments.pop_front() {
-                self.forget(&old)?;
+                self.forget(&old, true)?;
             }
         }
         Ok(())
@@ -476,7 +551,9 @@ impl Queue {
                         from: first,
                     },
                     None => {
-                        self.lost_to_corruption(first, 0, following - from, "unreadable segment");
+                        self.segments[idx].damaged = true;
+                        let lost = following.saturating_sub(from);
+                        self.lost_to_corruption(first, 0, lost, record::Invalid::BadBody, false);
                         from = following;
                         continue;
                     }
@@ -500,14 +577,17 @@ impl Queue {
                 }
                 Err(why) => {
                     let at = pos.reader.offset();
-                    self.lost_to_corruption(
-                        first,
-                        at,
-                        following.saturating_sub(from),
-                        &format!("{why:?}"),
-                    );
+                    self.segments[idx].damaged = true;
+                    if let Some(seq) = pos.reader.resync(pos.from..following)? {
+                        self.lost_to_corruption(first, at, seq.saturating_sub(from), why, true);
+                        pos.from = seq;
+                        from = from.max(seq);
+                        self.read = Some(pos);
+                        continue;
+                    }
+                    self.lost_to_corruption(first, at, following.saturating_sub(from), why, false);
                     if idx + 1 == self.segments.len() {
-                        // Never append behind a corrupt record: later records would be unreadable.
+                        // Never append behind garbage that nothing valid follows.
                         self.roll()?;
                     }
                     from = following;
@@ -530,13 +610,25 @@ impl Queue {
         )
     }
 
-    fn lost_to_corruption(&mut self, segment_first: u64, offset: u64, records: u64, why: &str) {
+    fn lost_to_corruption(
+        &mut self,
+        segment_first: u64,
+        offset: u64,
+        records: u64,
+        why: record::Invalid,
+        resumed: bool,
+    ) {
         self.drops.corrupt_segments += records;
+        let then = if resumed {
+            "resuming at the next valid record"
+        } else {
+            "nothing valid follows in this segment"
+        };
         warn!(
             segment = %segment::file_name(segment_first),
             offset,
             records,
-            "store-and-forward queue: corrupt data ({why}); skipping the rest of the segment"
+            "store-and-forward queue: corrupt data ({why:?}), {records} messages lost; {then}"
         );
     }
 }
@@ -548,12 +640,26 @@ fn remove_file(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Renames an unreadable segment to `*.corrupt` so it is kept for inspection but never read.
+/// Renames a damaged segment to `*.corrupt` so it is kept for inspection but never read.
 fn set_aside(path: &Path) -> io::Result<PathBuf> {
     let aside = path.with_extension("seg.corrupt");
     fs::rename(path, &aside)?;
-    info!(path = %aside.display(), "unreadable queue segment set aside");
+    info!(path = %aside.display(), "damaged queue segment set aside");
     Ok(aside)
+}
+
+/// Deletes all but the newest [`KEEP_CORRUPT`] set-aside segments.
+fn prune_corrupt(dir: &Path) -> io::Result<()> {
+    let mut aside: Vec<PathBuf> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".seg.corrupt"))
+        .collect();
+    aside.sort();
+    let excess = aside.len().saturating_sub(KEEP_CORRUPT);
+    for old in &aside[..excess] {
+        remove_file(old)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

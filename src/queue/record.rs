@@ -15,6 +15,8 @@ use crate::message::Message;
 pub const HEADER: usize = 16;
 /// Fixed body bytes besides topic and payload: topic_len, qos, retain.
 const BODY_FIXED: usize = 4;
+/// The smallest record on disk (empty topic and payload).
+pub const MIN_LEN: usize = HEADER + BODY_FIXED;
 
 /// A message as stored in the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
