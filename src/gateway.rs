@@ -1,13 +1,17 @@
-//! Wiring: start the broker, one task per device, and stop everything through one path.
+//! Wiring: start the queue, the broker, the uplink and one task per device; apply reloads;
+//! stop everything through one path.
 //!
-//! Data flows one way: device task (serial → frames → rules) → outbox → broker link. Shutdown is
-//! a single [`CancellationToken`]: devices stop reading and announce `offline`, their outbox
-//! senders drop, the publisher drains what is left into the broker, and `run` returns.
+//! Data flows one way: device task (serial → frames → rules) → outlet → queue and broker link.
+//! A reload (SIGHUP) restarts only the devices whose settings or rules changed; the queue, the
+//! broker with its sessions and retained messages, and the uplink keep running. Shutdown is a
+//! single [`CancellationToken`]: devices stop reading and announce `offline`, their outlet
+//! senders drop, the publisher drains what is left into the broker, the uplink says goodbye,
+//! the queue syncs, and `run` returns.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -17,14 +21,18 @@ use bytes::Bytes;
 
 use crate::broker;
 use crate::config::uplink::QueueSettings;
-use crate::config::{Config, PortSource};
+use crate::config::{Config, Device, PortSource};
 use crate::message::Message;
 use crate::outlet::{Outlet, Upstream};
 use crate::queue::{self, service::QueueHandle};
 use crate::serial::device::DeviceTask;
 use crate::serial::simulate;
+use crate::service::Systemd;
 use crate::stats::DeviceStats;
 use crate::uplink::{Uplink, UplinkState};
+
+/// How often the systemd status line is refreshed when no watchdog sets the pace.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
 
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +97,7 @@ async fn publish_stats(
     every: Duration,
     topic: String,
     outlet: Outlet,
-    devices: Vec<(String, Arc<DeviceStats>)>,
+    devices: DeviceList,
     queue: Option<QueueHandle>,
     uplink: Arc<UplinkState>,
     shutdown: CancellationToken,
@@ -106,9 +114,13 @@ async fn publish_stats(
         }
         let mut doc = serde_json::Map::new();
         let devs: serde_json::Map<String, serde_json::Value> = devices
-            .iter()
-            .map(|(name, s)| (name.clone(), s.to_json()))
-            .collect();
+            .lock()
+            .map(|d| {
+                d.iter()
+                    .map(|(name, s)| (name.clone(), s.to_json()))
+                    .collect()
+            })
+            .unwrap_or_default();
         doc.insert("devices".into(), devs.into());
         if let Some(q) = &queue {
             if let Ok(st) = q.stats().await {
@@ -149,9 +161,208 @@ async fn publish_stats(
     }
 }
 
-/// Runs the gateway until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), GatewayError> {
+/// The running devices' counters, by name, for the stats message and the status line.
+type DeviceList = Arc<Mutex<Vec<(String, Arc<DeviceStats>)>>>;
+
+/// One running device: its task and what stops it.
+struct Running {
+    /// The device's config as text: a device is restarted on reload only if this changed.
+    fingerprint: String,
+    stats: Arc<DeviceStats>,
+    stop: CancellationToken,
+    /// Stops its simulator, if it is simulated (after the device, so it does not see its
+    /// port vanish).
+    simulator: Option<CancellationToken>,
+    /// Ends when the device task has ended.
+    done: tokio::task::JoinHandle<()>,
+}
+
+/// Starts, replaces and stops device tasks; everything else of the gateway stays up.
+struct Devices {
+    running: Vec<(String, Running)>,
+    gateway: Arc<str>,
+    outlet: Outlet,
+    shutdown: CancellationToken,
+    list: DeviceList,
+    /// A device task that panicked reports here.
+    failed: mpsc::UnboundedSender<String>,
+}
+
+impl Devices {
+    fn start(&mut self, device: Device) -> Result<(), GatewayError> {
+        let fingerprint = format!("{device:?}");
+        let name = device.name.clone();
+        let stop = self.shutdown.child_token();
+        let (path, simulator) = match &device.source {
+            PortSource::Path(p) => (p.clone(), None),
+            PortSource::Simulated(sim) => {
+                let sim_stop = CancellationToken::new();
+                let path = simulate::start(&device.name, sim, &device.framing, sim_stop.clone())
+                    .map_err(|source| GatewayError::Simulator {
+                        device: device.name.clone(),
+                        source,
+                    })?;
+                info!(device = %device.name, port = %path.display(), profile = ?sim.profile, "simulated sensor started");
+                (path, Some(sim_stop))
+            }
+        };
+        let stats = Arc::new(DeviceStats::default());
+        let task = DeviceTask {
+            device,
+            path,
+            gateway: Arc::clone(&self.gateway),
+            outlet: self.outlet.clone(),
+            stats: Arc::clone(&stats),
+            shutdown: stop.clone(),
+        };
+        let handle = tokio::spawn(task.run());
+        let failed = self.failed.clone();
+        let who = name.clone();
+        let done = tokio::spawn(async move {
+            if let Err(e) = handle.await {
+                let _ = failed.send(format!("device `{who}`: {e}"));
+            }
+        });
+        self.running.push((
+            name,
+            Running {
+                fingerprint,
+                stats,
+                stop,
+                simulator,
+                done,
+            },
+        ));
+        self.publish_list();
+        Ok(())
+    }
+
+    /// Stops the named device (its task announces `offline`) and waits for it.
+    async fn stop(&mut self, name: &str) {
+        let Some(i) = self.running.iter().position(|(n, _)| n == name) else {
+            return;
+        };
+        let (_, r) = self.running.remove(i);
+        r.stop.cancel();
+        let _ = r.done.await;
+        if let Some(sim) = r.simulator {
+            sim.cancel();
+        }
+        self.publish_list();
+    }
+
+    async fn stop_all(&mut self) {
+        let names: Vec<String> = self.running.iter().map(|(n, _)| n.clone()).collect();
+        for r in self.running.iter() {
+            r.1.stop.cancel();
+        }
+        for name in names {
+            self.stop(&name).await;
+        }
+    }
+
+    /// Applies a new config's devices: removed ones stop, changed ones restart, new ones
+    /// start, unchanged ones keep running (and keep their port open).
+    async fn reload(
+        &mut self,
+        devices: Vec<Device>,
+    ) -> Result<(usize, usize, usize), GatewayError> {
+        let (mut started, mut restarted, mut stopped) = (0, 0, 0);
+        let wanted: Vec<&str> = devices.iter().map(|d| d.name.as_str()).collect();
+        let gone: Vec<String> = self
+            .running
+            .iter()
+            .map(|(n, _)| n.clone())
+            .filter(|n| !wanted.contains(&n.as_str()))
+            .collect();
+        for name in gone {
+            info!(device = %name, "reload: device removed");
+            self.stop(&name).await;
+            stopped += 1;
+        }
+        for device in devices {
+            let fingerprint = format!("{device:?}");
+            match self.running.iter().find(|(n, _)| *n == device.name) {
+                Some((_, r)) if r.fingerprint == fingerprint => continue,
+                Some(_) => {
+                    info!(device = %device.name, "reload: device changed, restarting it");
+                    self.stop(&device.name).await;
+                    restarted += 1;
+                }
+                None => {
+                    info!(device = %device.name, "reload: device added");
+                    started += 1;
+                }
+            }
+            self.start(device)?;
+        }
+        Ok((started, restarted, stopped))
+    }
+
+    fn publish_list(&self) {
+        if let Ok(mut list) = self.list.lock() {
+            *list = self
+                .running
+                .iter()
+                .map(|(n, r)| (n.clone(), Arc::clone(&r.stats)))
+                .collect();
+        }
+    }
+
+    fn online(&self) -> usize {
+        self.running
+            .iter()
+            .filter(|(_, r)| r.stats.online.load(Ordering::Relaxed))
+            .count()
+    }
+}
+
+/// The settings a reload cannot change in a running gateway, as text to compare.
+fn fixed_settings(c: &Config) -> Vec<(&'static str, String)> {
+    vec![
+        ("gateway", format!("{:?}", c.gateway)),
+        ("broker", format!("{:?}", c.broker)),
+        ("uplink", format!("{:?}", c.uplink)),
+        ("queue", format!("{:?}", c.queue)),
+        ("log", c.log_level.clone()),
+    ]
+}
+
+/// A one-line status for `systemctl status`.
+async fn status_line(
+    devices: &Devices,
+    queue: Option<&QueueHandle>,
+    uplink: Option<&UplinkState>,
+) -> String {
+    let mut line = format!(
+        "{}/{} devices online",
+        devices.online(),
+        devices.running.len()
+    );
+    if let (Some(q), Some(u)) = (queue, uplink) {
+        let state = if u.connected.load(Ordering::Relaxed) {
+            "connected"
+        } else {
+            "offline, buffering"
+        };
+        match tokio::time::timeout(Duration::from_secs(1), q.stats()).await {
+            Ok(Ok(st)) => line.push_str(&format!(", queue {} messages, uplink {state}", st.depth)),
+            _ => line.push_str(&format!(", queue busy, uplink {state}")),
+        }
+    }
+    line
+}
+
+/// Runs the gateway until `shutdown` is cancelled, applying each config that arrives on
+/// `reloads` (already validated) to the devices and rules.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    mut reloads: mpsc::Receiver<Config>,
+    systemd: Systemd,
+) -> Result<(), GatewayError> {
     let started = std::time::Instant::now();
+    let fixed = fixed_settings(&config);
 
     // The queue first: it must be open (and repaired) before anything produces messages.
     let queue = match &config.uplink {
@@ -202,50 +413,37 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Gate
         }
         _ => None,
     };
+    drop(outbox);
 
-    let gateway: Arc<str> = Arc::from(config.gateway.id.as_str());
-    // Simulators stop after the devices, so a stopping device does not see its port vanish.
-    let simulators = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    let mut device_stats: Vec<(String, Arc<DeviceStats>)> = Vec::new();
+    let (failed_tx, mut device_failed) = mpsc::unbounded_channel();
+    let mut devices = Devices {
+        running: Vec::new(),
+        gateway: Arc::from(config.gateway.id.as_str()),
+        outlet: outlet.clone(),
+        shutdown: shutdown.clone(),
+        list: DeviceList::default(),
+        failed: failed_tx,
+    };
     for device in config.devices {
-        let path = match &device.source {
-            PortSource::Path(p) => p.clone(),
-            PortSource::Simulated(sim) => {
-                let path = simulate::start(&device.name, sim, &device.framing, simulators.clone())
-                    .map_err(|source| GatewayError::Simulator {
-                        device: device.name.clone(),
-                        source,
-                    })?;
-                info!(device = %device.name, port = %path.display(), profile = ?sim.profile, "simulated sensor started");
-                path
-            }
-        };
-        let stats = Arc::new(DeviceStats::default());
-        device_stats.push((device.name.clone(), Arc::clone(&stats)));
-        let task = DeviceTask {
-            device,
-            path,
-            gateway: Arc::clone(&gateway),
-            outlet: outlet.clone(),
-            stats,
-            shutdown: shutdown.clone(),
-        };
-        tasks.spawn(task.run());
+        devices.start(device)?;
     }
     let stats_task = tokio::spawn(publish_stats(
         config.gateway.stats_interval,
         format!("serial2mqtt/{}/stats", config.gateway.id),
-        outlet.clone(),
-        device_stats.clone(),
+        outlet,
+        Arc::clone(&devices.list),
         queue.clone(),
         Arc::clone(&uplink_state),
         shutdown.clone(),
     ));
-    drop(outbox);
-    drop(outlet);
-    info!(gateway = %gateway, devices = tasks.len(), "gateway running");
+    info!(gateway = %devices.gateway, devices = devices.running.len(), "gateway running");
+    let uplink = uplink_task.as_ref().map(|_| uplink_state.as_ref());
+    systemd.ready(&status_line(&devices, queue.as_ref(), uplink).await);
 
+    // The watchdog is pinged from this loop: if the runtime stalls, the pings stop and systemd
+    // restarts the service. The status line is refreshed at the same pace.
+    let mut tick = tokio::time::interval(systemd.watchdog_every().unwrap_or(STATUS_EVERY));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut task_failed = None;
     loop {
         tokio::select! {
@@ -254,21 +452,37 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Gate
                 shutdown.cancel();
                 break;
             }
-            Some(done) = tasks.join_next() => {
-                // Device tasks only end on shutdown; one that ends early has panicked.
-                if let Err(e) = done {
-                    error!("a device task failed: {e}; stopping");
-                    task_failed = Some(e.to_string());
-                    shutdown.cancel();
-                    break;
+            Some(why) = device_failed.recv() => {
+                // Device tasks only end when stopped; one that ends otherwise has panicked.
+                error!("a device task failed: {why}; stopping");
+                task_failed = Some(why);
+                shutdown.cancel();
+                break;
+            }
+            Some(new) = reloads.recv() => {
+                for ((what, old), (_, now)) in fixed.iter().zip(fixed_settings(&new)) {
+                    if *old != now {
+                        warn!("reload: `{what}` settings changed; they take effect at the next restart (systemctl restart serial2mqtt)");
+                    }
                 }
+                match devices.reload(new.devices).await {
+                    Ok((added, changed, removed)) => info!(added, changed, removed, "config reloaded"),
+                    Err(e) => error!("reload: {e}"),
+                }
+                systemd.ready(&status_line(&devices, queue.as_ref(), uplink).await);
+            }
+            _ = tick.tick() => {
+                systemd.watchdog();
+                systemd.status(&status_line(&devices, queue.as_ref(), uplink).await);
             }
         }
     }
     info!("stopping");
-    while tasks.join_next().await.is_some() {}
+    systemd.stopping();
+    devices.stop_all().await;
     let _ = stats_task.await;
-    simulators.cancel();
+    // The last outlet clone goes with `devices`: the publisher then drains into the broker.
+    drop(devices);
     // The uplink goes after the devices (their last messages are queued), announcing `offline`;
     // then the queue makes everything durable.
     uplink_stop.cancel();

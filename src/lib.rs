@@ -12,5 +12,6 @@ pub mod outlet;
 pub mod queue;
 pub mod rules;
 pub mod serial;
+pub mod service;
 pub mod stats;
 pub mod uplink;

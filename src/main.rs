@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
@@ -12,6 +11,7 @@ use tracing::{error, info, warn};
 use serial2mqtt::config::{self, Config, DEFAULT_PATH};
 use serial2mqtt::gateway;
 use serial2mqtt::serial::device::FrameHandler;
+use serial2mqtt::service;
 use serial2mqtt::stats::DeviceStats;
 
 /// Reads sensor frames from serial ports and publishes them as MQTT messages by YAML rules.
@@ -167,26 +167,12 @@ fn test_rule(path: PathBuf, device: &str, is_hex: bool, frame: &str) -> ExitCode
     }
 }
 
-fn init_logging(level: &str) {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(f) if !f.is_empty() => f,
-        // rumqttd logs every client connect and disconnect, some at ERROR: silent unless asked
-        // for (`log.level: "info,rumqttd=warn"`). A listen failure is reported by us.
-        _ if level.contains("rumqttd") => level.to_owned(),
-        _ => format!("{level},rumqttd=off"),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
 fn run(path: PathBuf) -> ExitCode {
     let Some(config) = load_or_report(&path) else {
         return ExitCode::FAILURE;
     };
-    init_logging(&config.log_level);
+    service::init_logging(&config.log_level);
+    let systemd = service::Systemd::from_env();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("serial2mqtt")
@@ -201,19 +187,61 @@ fn run(path: PathBuf) -> ExitCode {
     };
     let shutdown = CancellationToken::new();
     let result = runtime.block_on(async {
-        let signals = Arc::new(shutdown.clone());
+        let signals = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
             signals.cancel();
         });
+        let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(watch_reloads(path.clone(), reload_tx, systemd));
         info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "serial2mqtt starting");
-        gateway::run(config, shutdown).await
+        gateway::run(config, shutdown, reloads, systemd).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// On every SIGHUP, reads and validates the config file again and hands it to the gateway; a
+/// config with errors is reported (file, line, what to write instead) and the running one kept.
+async fn watch_reloads(
+    path: PathBuf,
+    gateway: tokio::sync::mpsc::Sender<Config>,
+    systemd: service::Systemd,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("cannot watch SIGHUP, reloading is unavailable: {e}");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        info!(config = %path.display(), "SIGHUP received: reloading the config");
+        systemd.reloading();
+        let p = path.clone();
+        let loaded = tokio::task::spawn_blocking(move || config::load(&p)).await;
+        match loaded {
+            Ok(Ok(new)) => {
+                for w in &new.warnings {
+                    warn!("{}", w.render(&new.source, "warning"));
+                }
+                if gateway.send(new).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Err(e)) => {
+                error!("reload rejected, the running config stays in effect:\n{e}");
+                systemd.ready(
+                    "reload rejected: config error (see the journal); running the previous config",
+                );
+            }
+            Err(e) => error!("reload failed: {e}"),
         }
     }
 }

@@ -82,6 +82,20 @@ pub fn start_gateway(yaml: &str) -> Gateway {
 }
 
 pub fn start_gateway_on(yaml: &str, port: u16) -> Gateway {
+    start_gateway_with(yaml, port, |config, _| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_serial2mqtt"));
+        c.args(["run", "--config"]).arg(config);
+        c
+    })
+}
+
+/// Like [`start_gateway_on`], with the command made by `command(config, log)` (to set the
+/// environment, or to wrap the binary); stderr goes to `log`, already created.
+pub fn start_gateway_with(
+    yaml: &str,
+    port: u16,
+    command: impl FnOnce(&Path, &Path) -> Command,
+) -> Gateway {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("config.yaml");
     let yaml = yaml
@@ -89,13 +103,12 @@ pub fn start_gateway_on(yaml: &str, port: u16) -> Gateway {
         .replace("{dir}", &dir.path().display().to_string());
     std::fs::write(&config, yaml).expect("write config");
     let log = dir.path().join("gateway.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_serial2mqtt"))
-        .args(["run", "--config"])
-        .arg(&config)
+    let stderr = std::fs::File::create(&log).expect("log file");
+    let child = command(&config, &log)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
+        .stderr(stderr)
         .spawn()
         .expect("start serial2mqtt");
     let gw = Gateway {
@@ -140,13 +153,24 @@ impl Gateway {
         self.child.try_wait().expect("try_wait").is_none()
     }
 
-    /// SIGTERM, then the exit status.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
+    /// Sends a signal (`"HUP"`, `"TERM"`, ...).
+    pub fn signal(&self, name: &str) {
         let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
             .status()
             .expect("kill");
+        assert!(ok.success(), "kill -{name} {pid}");
+    }
+
+    /// The config file the gateway runs on (rewrite it, then SIGHUP, to reload).
+    pub fn config_path(&self) -> PathBuf {
+        self.path("config.yaml")
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
