@@ -190,8 +190,23 @@ async fn an_upstream_outage_loses_nothing_and_the_backlog_drains_in_order() {
     let Some(broker) = Mosquitto::start() else {
         return;
     };
-    let upstream = Upstream::subscribe(broker.port, "sites/#").await;
-    let proxy = Proxy::start(broker.port).await;
+    outage(broker.port).await;
+}
+
+/// The same against a rumqttd upstream (another serial2mqtt with no devices: its embedded
+/// broker), so the outage path is proven where mosquitto is not installed too.
+#[tokio::test]
+async fn an_outage_against_a_rumqttd_upstream_loses_nothing_either() {
+    let upstream = start_gateway(
+        "gateway: {id: upstream, state_dir: \"{dir}/state\"}\nbroker: {listen: \"127.0.0.1:{port}\"}\ndevices: []\n",
+    );
+    outage(upstream.port).await;
+}
+
+/// Frames keep coming during a 1 s network outage; afterwards every one arrives, in order.
+async fn outage(broker_port: u16) {
+    let upstream = Upstream::subscribe(broker_port, "sites/#").await;
+    let proxy = Proxy::start(broker_port).await;
     let state = tempfile::tempdir().unwrap();
     let mut pty = Pty::new();
     let gw = start_gateway(&uplink_config(&pty.path, proxy.port, state.path(), ""));

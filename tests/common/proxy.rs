@@ -30,9 +30,16 @@ impl Proxy {
 
     /// Accepts connections again (after `down`).
     pub async fn up(&self) {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
-            .await
-            .expect("proxy bind");
+        // The listener of the aborted accept task is dropped when that task is next polled:
+        // until then the port is still taken.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let listener = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(l) => break l,
+                Err(e) if std::time::Instant::now() > deadline => panic!("proxy bind: {e}"),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        };
         let upstream = self.upstream;
         let tasks = Arc::clone(&self.tasks);
         let accept = tokio::spawn(async move {
