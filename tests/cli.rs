@@ -2,12 +2,12 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::write_temp;
+use common::{serial2mqtt_command, write_temp};
 
 fn s2m(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_serial2mqtt"))
+    serial2mqtt_command()
         .args(args)
         .output()
         .expect("run serial2mqtt")

@@ -268,7 +268,7 @@ async fn a_taken_broker_port_is_a_clear_error() {
         "c.yaml",
         &format!("broker: {{listen: \"127.0.0.1:{port}\"}}\n"),
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_serial2mqtt"))
+    let out = serial2mqtt_command()
         .args(["run", "--config"])
         .arg(&config)
         .env("NO_COLOR", "1")

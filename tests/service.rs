@@ -69,7 +69,7 @@ async fn ready_once_the_broker_listens_without_waiting_for_the_uplink_then_watch
     let dead = free_port();
     let port = free_port();
     let mut gw = start_gateway_with(&notify_config(&pty.path, dead), port, |config, _| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_serial2mqtt"));
+        let mut c = serial2mqtt_command();
         c.args(["run", "--config"])
             .arg(config)
             .env("NOTIFY_SOCKET", &sock_path)

@@ -83,10 +83,29 @@ pub fn start_gateway(yaml: &str) -> Gateway {
 
 pub fn start_gateway_on(yaml: &str, port: u16) -> Gateway {
     start_gateway_with(yaml, port, |config, _| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_serial2mqtt"));
+        let mut c = serial2mqtt_command();
         c.args(["run", "--config"]).arg(config);
         c
     })
+}
+
+/// The binary under test: this build's, or `SERIAL2MQTT_TEST_BIN` (a cross-built one) run
+/// through `SERIAL2MQTT_TEST_RUNNER` (e.g. `qemu-aarch64-static -L /usr/aarch64-linux-gnu`), so
+/// the same end-to-end tests prove the ARM builds under emulation (`cross/smoke.sh`).
+pub fn serial2mqtt_command() -> Command {
+    let bin = std::env::var_os("SERIAL2MQTT_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_serial2mqtt")));
+    let runner = std::env::var("SERIAL2MQTT_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
 }
 
 /// Like [`start_gateway_on`], with the command made by `command(config, log)` (to set the
