@@ -130,8 +130,9 @@ async fn ready_once_the_broker_listens_without_waiting_for_the_uplink_then_watch
     assert!(code.success(), "exit {code:?}\n{}", gw.logs());
 }
 
-/// Two devices; a reload changes one device's rules and leaves the other alone.
-fn two_devices(a: &Path, b: &Path, a_topic: &str) -> String {
+/// Two devices; a reload changes one device's rules and leaves the other alone. Readings go
+/// upstream too, to the broker on `upstream`.
+fn two_devices(a: &Path, b: &Path, a_topic: &str, upstream: u16) -> String {
     format!(
         r#"
 gateway:
@@ -139,6 +140,9 @@ gateway:
   state_dir: "{{dir}}/state"
 broker:
   listen: 127.0.0.1:{{port}}
+uplink:
+  url: mqtt://127.0.0.1:{upstream}
+  forward: ["sensors/#"]
 devices:
   - name: alpha
     port: {a}
@@ -163,8 +167,14 @@ rules:
 async fn sighup_applies_changed_rules_and_keeps_sessions_retained_and_untouched_devices() {
     let mut a = Pty::new();
     let mut b = Pty::new();
-    let mut gw = start_gateway(&two_devices(&a.path, &b.path, "sensors/alpha"));
+    // The upstream broker: another serial2mqtt's embedded one.
+    let up = start_gateway(
+        "gateway: {id: up, state_dir: \"{dir}/state\"}\nbroker: {listen: \"127.0.0.1:{port}\"}\ndevices: []\n",
+    );
+    let mut upstream = Subscriber::connect(up.port, &["sensors/#"], QoS::AtLeastOnce).await;
+    let mut gw = start_gateway(&two_devices(&a.path, &b.path, "sensors/alpha", up.port));
     gw.wait_log("device online device=beta", T).await;
+    gw.wait_log("uplink connected", T).await;
     let mut sub = Subscriber::connect(gw.port, &["sensors/#", "devices/#"], QoS::AtLeastOnce).await;
     // A local client's retained message and the subscriber's session must survive the reload.
     let mut states =
@@ -191,7 +201,7 @@ async fn sighup_applies_changed_rules_and_keeps_sessions_retained_and_untouched_
 
     std::fs::write(
         gw.config_path(),
-        two_devices(&a.path, &b.path, "sensors/alpha/v2")
+        two_devices(&a.path, &b.path, "sensors/alpha/v2", up.port)
             .replace("{port}", &gw.port.to_string())
             .replace("{dir}", &gw.dir.path().display().to_string()),
     )
@@ -204,6 +214,9 @@ async fn sighup_applies_changed_rules_and_keeps_sessions_retained_and_untouched_
     // The changed device maps with its new rule, the same subscriber connection receives it.
     a.write(b"2\n").await;
     assert_eq!(sub.next_on("sensors/alpha/v2", T).await.payload, "2");
+    // Upstream too, over the same uplink session: it never reconnected.
+    assert_eq!(upstream.next_on("sensors/alpha/v2", T).await.payload, "2");
+    assert_eq!(gw.logs().matches("uplink connected").count(), 1);
     b.write(b"3\n").await;
     assert_eq!(sub.next_on("sensors/beta", T).await.payload, "3");
     // The untouched device was never restarted: no offline for it, one open only.

@@ -177,7 +177,11 @@ fn missing_file_says_what_to_do() {
 
 #[test]
 fn shipped_configs_pass_check() {
-    for f in ["config/demo.yaml", "config/serial2mqtt.yaml"] {
+    for f in [
+        "config/demo.yaml",
+        "config/serial2mqtt.yaml",
+        "config/installed.yaml",
+    ] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
         if let Err(e) = super::load(&path) {
             panic!("{f} must pass check:\n{e}");
