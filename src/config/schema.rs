@@ -77,6 +77,10 @@ pub struct Uplink {
     /// MQTT keep-alive.
     #[serde(default = "default_keep_alive", with = "humantime_serde")]
     pub keep_alive: Duration,
+    /// How long a broker has to answer CONNECT (TCP and TLS included) before the attempt counts
+    /// as failed and the next one is scheduled.
+    #[serde(default = "default_uplink_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
     /// Filters on local topics whose messages go upstream.
     #[serde(default = "default_forward")]
     pub forward: Vec<String>,
@@ -103,6 +107,9 @@ fn default_client_id() -> String {
 }
 fn default_keep_alive() -> Duration {
     Duration::from_secs(30)
+}
+fn default_uplink_connect_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_forward() -> Vec<String> {
     vec!["#".to_owned()]

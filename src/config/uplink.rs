@@ -59,6 +59,8 @@ pub struct UplinkSettings {
     pub tls: Option<schema::Tls>,
     /// Keep-alive.
     pub keep_alive: Duration,
+    /// Time allowed from TCP connect to CONNACK.
+    pub connect_timeout: Duration,
     /// Local filters forwarded upstream.
     pub forward: Vec<String>,
     /// Prefix of every upstream topic ("" for none).
@@ -295,6 +297,16 @@ pub(super) fn validate_uplink(
         );
         ok = false;
     }
+    if raw.connect_timeout < Duration::from_millis(100)
+        || raw.connect_timeout > Duration::from_secs(600)
+    {
+        p.error(
+            "uplink.connect_timeout",
+            "must be between 100ms and 10m",
+            Some("write e.g. connect_timeout: 10s".into()),
+        );
+        ok = false;
+    }
     ok.then_some(UplinkSettings {
         endpoints,
         client_id,
@@ -302,6 +314,7 @@ pub(super) fn validate_uplink(
         password,
         tls: raw.tls,
         keep_alive: raw.keep_alive,
+        connect_timeout: raw.connect_timeout,
         forward: raw.forward,
         topic_prefix,
         subscribe: subs,

@@ -36,8 +36,6 @@ use crate::message::{Message, Outbox};
 use crate::queue::service::{Closed, QueueHandle};
 use crate::queue::Record;
 
-/// Longest wait for CONNACK after the TCP/TLS connection is up.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// First delay between connection attempts.
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest delay between connection attempts.
@@ -153,12 +151,15 @@ impl Uplink {
         // Wait for CONNACK.
         let connected = tokio::select! {
             _ = self.shutdown.cancelled() => return End::Shutdown,
-            r = tokio::time::timeout(CONNECT_TIMEOUT, wait_connack(&mut events)) => r,
+            r = tokio::time::timeout(self.settings.connect_timeout, wait_connack(&mut events)) => r,
         };
         match connected {
             Err(_) => {
                 return failed(
-                    format!("no CONNACK within {}s", CONNECT_TIMEOUT.as_secs()),
+                    format!(
+                        "no CONNACK within {} (the broker accepted the connection but did not answer; uplink.connect_timeout)",
+                        humantime::format_duration(self.settings.connect_timeout)
+                    ),
                     false,
                 )
             }
@@ -341,6 +342,9 @@ fn describe(e: &ConnectionError) -> String {
             "the broker refused the connection ({code:?}): check uplink.username, uplink.password_file and uplink.client_id"
         ),
         ConnectionError::Tls(t) => format!("TLS failed: {t} (check the broker's certificate, uplink.tls.ca_file and the host name)"),
+        ConnectionError::Io(io) if io.to_string().contains("failed to lookup address") => {
+            format!("cannot resolve the broker's host name ({io}): check uplink.url and the DNS")
+        }
         ConnectionError::Io(io) => format!("network error: {io}"),
         ConnectionError::NetworkTimeout => "network timeout".into(),
         other => other.to_string(),

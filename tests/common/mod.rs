@@ -3,6 +3,7 @@
 
 pub mod mosquitto;
 pub mod proxy;
+pub mod upstream;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,207 @@
+//! The uplink under network faults, injected by a TCP proxy between the gateway and a real
+//! upstream broker: a broker that accepts TCP but never answers CONNECT, one that stops
+//! acknowledging, one that flaps, a host name that does not resolve. Each time: a clear line in
+//! the log, readings kept in the queue, nothing lost once the fault clears.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::proxy::Proxy;
+use common::upstream::*;
+use common::*;
+
+const T: Duration = Duration::from_secs(10);
+
+/// An upstream broker: mosquitto when installed (always in CI), else another serial2mqtt's
+/// embedded rumqttd.
+enum Broker {
+    Mosquitto(Mosquitto),
+    Rumqttd(Gateway),
+}
+
+impl Broker {
+    fn start() -> Self {
+        if which("mosquitto") {
+            if let Some(m) = Mosquitto::start() {
+                return Broker::Mosquitto(m);
+            }
+        }
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("mosquitto is required in CI (.ci/run installs it)");
+        }
+        Broker::Rumqttd(start_gateway(
+            "gateway: {id: up, state_dir: \"{dir}/state\"}\nbroker: {listen: \"127.0.0.1:{port}\"}\ndevices: []\n",
+        ))
+    }
+
+    fn port(&self) -> u16 {
+        match self {
+            Broker::Mosquitto(m) => m.port,
+            Broker::Rumqttd(g) => g.port,
+        }
+    }
+}
+
+fn which(tool: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Resident memory of a process, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_broker_that_never_answers_connect_is_timed_out_and_retried_with_backoff() {
+    let broker = Broker::start();
+    let upstream = Upstream::subscribe(broker.port(), "sites/#").await;
+    let proxy = Proxy::start(broker.port()).await;
+    proxy.blackhole();
+    let state = tempfile::tempdir().unwrap();
+    let mut pty = Pty::new();
+    let extra = "  connect_timeout: 500ms\n";
+    let gw = start_gateway(&uplink_config(&pty.path, proxy.port, state.path(), extra));
+    gw.wait_log("no CONNACK within 500ms", T).await;
+    write_frames(&mut pty, 1..=30, Duration::from_millis(5)).await;
+
+    // Attempts keep coming, spaced by the backoff (1 s, 2 s, 4 s... with jitter), not a storm.
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let attempts = proxy.accepted();
+    assert!(
+        (2..=5).contains(&attempts),
+        "{attempts} attempts in {:?}",
+        t0.elapsed()
+    );
+    assert!(gw.logs().contains("messages are kept in the queue"));
+
+    // The broker answers again: everything queued arrives, in order.
+    proxy.forward();
+    let got = upstream.wait_all(TOPIC, 30, Duration::from_secs(30)).await;
+    assert_in_order(&got);
+}
+
+#[tokio::test]
+async fn a_broker_that_stops_acknowledging_fills_the_queue_on_disk_not_memory() {
+    let broker = Broker::start();
+    let upstream = Upstream::subscribe(broker.port(), "sites/#").await;
+    let proxy = Proxy::start(broker.port()).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut pty = Pty::new();
+    let gw = start_gateway(&uplink_config(&pty.path, proxy.port, state.path(), ""));
+    gw.wait_log("uplink connected", T).await;
+    write_frames(&mut pty, 1..=20, Duration::from_millis(2)).await;
+    upstream.wait_all(TOPIC, 20, T).await;
+
+    // PUBACKs (and everything else from the broker) stop; the window fills, then the queue grows.
+    proxy.stall(true);
+    let pid = gw.child.id();
+    let before = rss_kib(pid);
+    let n = 20_000;
+    for chunk in (21..=n).collect::<Vec<u64>>().chunks(500) {
+        let text: String = chunk.iter().map(|i| format!("seq={i}\n")).collect();
+        pty.write(text.as_bytes()).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(pid);
+    let queued: u64 = std::fs::read_dir(state.path().join("queue"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(queued > 500_000, "{queued} bytes on disk for {n} messages");
+    assert!(
+        after < before + 8 * 1024,
+        "RSS grew from {before} KiB to {after} KiB while {n} messages waited"
+    );
+
+    // Acks flow again (or the keep-alive expired and the uplink reconnected): all arrive.
+    proxy.stall(false);
+    let got = upstream.wait_all(TOPIC, n, Duration::from_secs(60)).await;
+    assert_in_order(&got);
+}
+
+#[tokio::test]
+async fn a_flapping_broker_loses_nothing_and_is_not_stormed() {
+    let broker = Broker::start();
+    let upstream = Upstream::subscribe(broker.port(), "sites/#").await;
+    let proxy = Proxy::start(broker.port()).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut pty = Pty::new();
+    let gw = start_gateway(&uplink_config(&pty.path, proxy.port, state.path(), ""));
+    gw.wait_log("uplink connected", T).await;
+
+    // 60 s of a network that is up 2 s, down 2 s, while readings come at 20 per second.
+    let start = Instant::now();
+    let mut next = 1u64;
+    let mut up = true;
+    let mut flip = Instant::now() + Duration::from_secs(2);
+    while start.elapsed() < Duration::from_secs(60) {
+        pty.write(format!("seq={next}\n").as_bytes()).await;
+        next += 1;
+        if Instant::now() >= flip {
+            if up {
+                proxy.down();
+            } else {
+                proxy.up().await;
+            }
+            up = !up;
+            flip = Instant::now() + Duration::from_secs(2);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if !up {
+        proxy.up().await;
+    }
+    let n = next - 1;
+    let got = upstream.wait_all(TOPIC, n, Duration::from_secs(90)).await;
+    assert_in_order(&got);
+    // At most one attempt a second on average: the backoff spaces them even though every
+    // up period lets a connection succeed.
+    let attempts = proxy.accepted();
+    assert!(attempts <= 62, "{attempts} connection attempts in 60 s");
+    assert!(
+        gw.logs().matches("uplink connected").count() >= 5,
+        "it did reconnect during the up periods"
+    );
+}
+
+#[tokio::test]
+async fn a_host_name_that_does_not_resolve_is_one_clear_line_and_readings_wait() {
+    let state = tempfile::tempdir().unwrap();
+    let mut pty = Pty::new();
+    let config = uplink_config(&pty.path, 1883, state.path(), "").replace(
+        "mqtt://127.0.0.1:1883",
+        "mqtt://serial2mqtt-test.invalid:1883",
+    );
+    let gw = start_gateway(&config);
+    let mut local = Subscriber::connect(gw.port, &["sensors/#"], rumqttc::QoS::AtMostOnce).await;
+    gw.wait_log("uplink down", T).await;
+    write_frames(&mut pty, 1..=5, Duration::from_millis(5)).await;
+    // Local delivery is unaffected.
+    for i in 1..=5 {
+        assert_eq!(local.next(T).await.payload, i.to_string());
+    }
+    let logs = gw.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("uplink down"))
+        .expect("an uplink down line");
+    assert!(
+        line.contains("serial2mqtt-test.invalid") && line.contains("resolve"),
+        "{line}"
+    );
+    assert_eq!(logs.matches("uplink down").count(), 1, "said once: {logs}");
+}

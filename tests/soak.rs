@@ -1,0 +1,206 @@
+//! Soak: four devices at 500 frames/s each for N minutes, the uplink cut for 20 s every minute;
+//! reports frames sent, delivered, lost (must be 0), duplicates, RSS at start and end (growth
+//! at most 10 %) and CPU. Ignored by `cargo test`; run it with
+//!
+//! ```sh
+//! SOAK_MINUTES=30 cargo test --release --test soak -- --ignored --nocapture
+//! ```
+//! CI runs a 2-minute one. Needs mosquitto (the upstream broker).
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::proxy::Proxy;
+use common::upstream::Mosquitto;
+use common::*;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::io::AsyncWriteExt;
+
+const DEVICES: usize = 4;
+const RATE: u64 = 500;
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+    });
+    ticks / 100.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "minutes long: SOAK_MINUTES=N cargo test --release --test soak -- --ignored"]
+async fn soak() {
+    let minutes: u64 = std::env::var("SOAK_MINUTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    let proxy = Proxy::start(broker.port).await;
+    let state = tempfile::tempdir().unwrap();
+
+    // What arrives upstream: per device, how many times each sequence number came.
+    let mut opts = MqttOptions::new(
+        format!("soak-{}", std::process::id()),
+        "127.0.0.1",
+        broker.port,
+    );
+    opts.set_clean_session(false);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut events) = AsyncClient::new(opts, 10_000);
+    client.subscribe("sites/#", QoS::AtLeastOnce).await.unwrap();
+    let seen: std::sync::Arc<std::sync::Mutex<HashMap<(usize, u64), u32>>> = Default::default();
+    let seen2 = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        let _client = client;
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let dev = p.topic.rsplit('/').nth(1).and_then(|d| d.strip_prefix('d'));
+                    let dev: Option<usize> = dev.and_then(|d| d.parse().ok());
+                    let seq: Option<u64> = std::str::from_utf8(&p.payload)
+                        .ok()
+                        .and_then(|s| s.parse().ok());
+                    if let (Some(d), Some(s)) = (dev, seq) {
+                        *seen2.lock().unwrap().entry((d, s)).or_default() += 1;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut ptys: Vec<Pty> = (0..DEVICES).map(|_| Pty::new()).collect();
+    let devices: String = ptys
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            format!(
+                "  - {{name: d{i}, port: {}, rules: [seq]}}\n",
+                p.path.display()
+            )
+        })
+        .collect();
+    let config = format!(
+        r#"
+gateway: {{id: soak, state_dir: "{state}", stats_interval: 10s}}
+broker: {{listen: "127.0.0.1:{{port}}"}}
+uplink:
+  url: mqtt://127.0.0.1:{up}
+  forward: ["sensors/#"]
+  topic_prefix: "sites/{{gateway}}/"
+  keep_alive: 5s
+devices:
+{devices}rules:
+  seq:
+    match: '^seq=(?P<n>\d+)$'
+    publish: [{{topic: "sensors/{{device}}/seq", payload: "{{n}}", qos: 1}}]
+"#,
+        state = state.path().display(),
+        up = proxy.port,
+    );
+    let gw = start_gateway(&config);
+    gw.wait_log("uplink connected", Duration::from_secs(10))
+        .await;
+    let pid = gw.child.id();
+    let cpu_start = cpu_seconds(pid);
+    // "Start" is measured once warm: 20 s into the load, before the first outage.
+    let mut rss_start = 0;
+
+    // Every millisecond tick writes RATE/1000 frames per device on average (batched per 10 ms).
+    let t0 = Instant::now();
+    let total = Duration::from_secs(60 * minutes);
+    let mut sent = [0u64; DEVICES];
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut outage_until: Option<Instant> = None;
+    let mut next_outage = t0 + Duration::from_secs(30);
+    let mut rss_mid = Vec::new();
+    while t0.elapsed() < total {
+        tick.tick().await;
+        let due = RATE * t0.elapsed().as_millis() as u64 / 1000;
+        for (i, pty) in ptys.iter_mut().enumerate() {
+            let mut buf = Vec::new();
+            while sent[i] < due {
+                sent[i] += 1;
+                buf.extend_from_slice(format!("seq={}\n", sent[i]).as_bytes());
+            }
+            if !buf.is_empty() {
+                pty.master.write_all(&buf).await.expect("write");
+            }
+        }
+        let now = Instant::now();
+        if rss_start == 0 && t0.elapsed() >= Duration::from_secs(20) {
+            rss_start = status_kib(pid, "VmRSS:");
+        }
+        if outage_until.is_none() && now >= next_outage {
+            proxy.down();
+            outage_until = Some(now + Duration::from_secs(20));
+            next_outage += Duration::from_secs(60);
+            rss_mid.push(status_kib(pid, "VmRSS:"));
+        }
+        if outage_until.is_some_and(|u| now >= u) {
+            proxy.up().await;
+            outage_until = None;
+        }
+    }
+    if outage_until.is_some() {
+        proxy.up().await;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+
+    // Wait for the last backlog to drain.
+    let want: u64 = sent.iter().sum();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = seen.lock().unwrap().len() as u64;
+        if got >= want || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rss_end = status_kib(pid, "VmRSS:");
+    let rss_peak = status_kib(pid, "VmHWM:");
+    let cpu = cpu_seconds(pid) - cpu_start;
+    let seen = seen.lock().unwrap();
+    let mut lost = 0u64;
+    for (d, &n) in sent.iter().enumerate() {
+        lost += (1..=n).filter(|s| !seen.contains_key(&(d, *s))).count() as u64;
+    }
+    let duplicates: u64 = seen.values().map(|&c| u64::from(c.saturating_sub(1))).sum();
+    let growth = (rss_end as f64 - rss_start as f64) / rss_start as f64 * 100.0;
+    println!(
+        "soak {minutes} min, {DEVICES} devices x {RATE} frames/s, uplink cut 20 s every minute:\n  \
+         frames sent {want}, delivered {}, lost {lost}, duplicates {duplicates}\n  \
+         RSS at 20 s {:.1} MiB, end {:.1} MiB ({growth:+.1} %), peak {:.1} MiB, at outages {:?} KiB\n  \
+         CPU {:.1} % of one core over {elapsed:.0} s",
+        seen.len(),
+        rss_start as f64 / 1024.0,
+        rss_end as f64 / 1024.0,
+        rss_peak as f64 / 1024.0,
+        rss_mid,
+        cpu / elapsed * 100.0,
+    );
+    assert_eq!(lost, 0, "frames lost");
+    assert!(growth <= 10.0, "RSS grew {growth:.1} %");
+    drop(broker);
+}
