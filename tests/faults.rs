@@ -205,3 +205,156 @@ async fn a_host_name_that_does_not_resolve_is_one_clear_line_and_readings_wait()
     );
     assert_eq!(logs.matches("uplink down").count(), 1, "said once: {logs}");
 }
+
+/// The newest `queue.dropped.disk_full` figure from the gateway's stats messages.
+async fn disk_full_drops(stats: &mut Subscriber, timeout: Duration) -> u64 {
+    let deadline = Instant::now() + timeout;
+    let mut last = 0;
+    while Instant::now() < deadline {
+        let Ok(m) = tokio::time::timeout(Duration::from_millis(1500), stats.next(timeout)).await
+        else {
+            break;
+        };
+        let v: serde_json::Value = serde_json::from_str(&m.payload).unwrap();
+        last = v["queue"]["dropped"]["disk_full"].as_u64().unwrap_or(0);
+    }
+    last
+}
+
+#[tokio::test]
+async fn a_full_disk_keeps_the_newest_counts_the_drops_and_recovers_when_space_returns() {
+    if !can_unshare() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("the full-disk test needs root and unshare(1) in CI (a private tmpfs)");
+        }
+        eprintln!("SKIPPED: needs root and unshare(1) to mount a small tmpfs for the queue");
+        return;
+    }
+    let broker = Broker::start();
+    let upstream = Upstream::subscribe(broker.port(), "sites/#").await;
+    let proxy = Proxy::start(broker.port()).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut pty = Pty::new();
+    // The queue's cap is far above the disk: the disk fills first.
+    let config = uplink_config(&pty.path, proxy.port, state.path(), "")
+        .replace(
+            "queue: {flush_interval: 50ms}",
+            "queue: {flush_interval: 50ms, segment_bytes: 64KiB, max_bytes: 64MiB}",
+        )
+        .replace(
+            "gateway: {id: gw1,",
+            "gateway: {id: gw1, stats_interval: 1s,",
+        );
+    let tmpfs = state.path().to_owned();
+    let gw = start_gateway_with(&config, free_port(), move |config, _| {
+        // A 256 KiB tmpfs over the state directory, in the gateway's own mount namespace.
+        let mut c = std::process::Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount -t tmpfs -o size=256k tmpfs "$1" && exec "$2" run --config "$3""#)
+            .arg("sh")
+            .arg(&tmpfs)
+            .arg(env!("CARGO_BIN_EXE_serial2mqtt"))
+            .arg(config);
+        c
+    });
+    let mut stats = Subscriber::connect(
+        gw.port,
+        &["serial2mqtt/gw1/stats"],
+        rumqttc::QoS::AtMostOnce,
+    )
+    .await;
+    gw.wait_log("uplink connected", T).await;
+    write_frames(&mut pty, 1..=10, Duration::from_millis(2)).await;
+    upstream.wait_all(TOPIC, 10, T).await;
+
+    // Offline, 20,000 readings (about 900 KB of records) meet 256 KiB of disk.
+    proxy.down();
+    gw.wait_log("uplink down", T).await;
+    let n: u64 = 20_010;
+    for chunk in (11..=n).collect::<Vec<u64>>().chunks(500) {
+        let text: String = chunk.iter().map(|i| format!("seq={i}\n")).collect();
+        pty.write(text.as_bytes()).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dropped = disk_full_drops(&mut stats, Duration::from_secs(3)).await;
+    assert!(dropped > 10_000, "drops counted: {dropped}\n{}", gw.logs());
+    assert!(gw.logs().contains("disk full"), "{}", gw.logs());
+
+    // Back online: what fitted is delivered, the newest included, in order.
+    proxy.up().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !upstream.payloads(TOPIC).contains(&n) {
+        assert!(
+            Instant::now() < deadline,
+            "the newest reading never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let got = upstream.payloads(TOPIC);
+    assert_in_order(&got);
+    let distinct: std::collections::BTreeSet<u64> =
+        got.iter().copied().filter(|&s| s > 10).collect();
+    // Exactly the oldest were dropped: what arrived is one unbroken run ending at the newest,
+    // and delivered + dropped accounts for every reading.
+    let first = *distinct.iter().next().unwrap();
+    assert_eq!(
+        distinct.len() as u64,
+        n - first + 1,
+        "a gap in what was kept"
+    );
+    let dropped = disk_full_drops(&mut stats, Duration::from_secs(2)).await;
+    assert_eq!(
+        distinct.len() as u64 + dropped,
+        n - 10,
+        "delivered + dropped"
+    );
+
+    // Space came back as the delivered segments were deleted: new readings are stored and sent.
+    write_frames(&mut pty, n + 1..=n + 2000, Duration::ZERO).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got: std::collections::BTreeSet<u64> = upstream.payloads(TOPIC).into_iter().collect();
+        if (n + 1..=n + 2000).all(|s| got.contains(&s)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "readings after recovery missing\n{}",
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_state_dir_that_cannot_be_written_is_a_clear_error_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    // A plain file where the directory should be: not writable as a directory, even for root.
+    let state = dir.path().join("state");
+    std::fs::write(&state, "not a directory").unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "gateway: {{id: g, state_dir: \"{}\"}}\nbroker: {{listen: \"127.0.0.1:{}\"}}\nuplink: {{url: \"mqtt://127.0.0.1:1\"}}\ndevices: []\n",
+            state.display(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    let out = serial2mqtt_command()
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot open the store-and-forward queue")
+            && err.contains("gateway.state_dir")
+            && err.contains("writable"),
+        "{err}"
+    );
+}

@@ -286,15 +286,6 @@ fn journal_fields(mut d: &[u8]) -> HashMap<String, String> {
     out
 }
 
-/// Whether this process may make a mount namespace (root with util-linux's unshare).
-fn can_unshare() -> bool {
-    Command::new("unshare")
-        .args(["--mount", "true"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
 #[tokio::test]
 async fn under_systemd_logs_reach_the_journal_with_identifier_priority_and_fields() {
     if !can_unshare() {

@@ -161,7 +161,12 @@ fn create_segment(dir: &Path, first: u64) -> io::Result<(Segment, File)> {
     let path = dir.join(segment::file_name(first));
     let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
     if f.metadata()?.len() == 0 {
-        f.write_all(MAGIC)?;
+        if let Err(e) = f.write_all(MAGIC) {
+            // No half-made segment left behind (a full disk): it would be set aside at start.
+            drop(f);
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
     }
     let bytes = f.metadata()?.len();
     Ok((
@@ -315,7 +320,15 @@ impl Queue {
         }
         let active_bytes = self.segments.back().map_or(0, |s| s.bytes);
         if active_bytes > MAGIC.len() as u64 && active_bytes + len > self.opts.segment_bytes {
-            self.roll()?;
+            match self.roll() {
+                Ok(()) => {}
+                Err(e) if is_disk_full(&e) => {
+                    // Only the segment being written is left and no new one fits.
+                    self.drops.disk_full += 1;
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
         }
         // Make room first: the cap holds even while this record is written.
         while self.total_bytes + len > self.opts.max_bytes && self.segments.len() > 1 {
@@ -352,7 +365,14 @@ impl Queue {
 
     fn roll(&mut self) -> io::Result<()> {
         self.active.sync_data()?;
-        let (seg, f) = create_segment(&self.dir, self.next_seq)?;
+        let (seg, f) = loop {
+            match create_segment(&self.dir, self.next_seq) {
+                Ok(made) => break made,
+                // The disk is full: the oldest segment makes room, as for an append.
+                Err(e) if is_disk_full(&e) && self.segments.len() > 1 => self.drop_oldest(true)?,
+                Err(e) => return Err(e),
+            }
+        };
         self.total_bytes += seg.bytes;
         self.committed = seg.bytes;
         self.segments.push_back(seg);

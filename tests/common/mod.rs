@@ -362,3 +362,12 @@ pub fn write_temp(dir: &Path, name: &str, contents: &str) -> PathBuf {
     std::fs::write(&p, contents).expect("write");
     p
 }
+
+/// Whether this process may make a mount namespace (root with util-linux's unshare).
+pub fn can_unshare() -> bool {
+    Command::new("unshare")
+        .args(["--mount", "true"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
