@@ -10,7 +10,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Err(e) = serial2mqtt::config::parse(text, Path::new("fuzz.yaml")) {
-        let lines = text.lines().count().max(1);
+        // YAML breaks lines at \n, \r\n and a lone \r (so do the editors that show them).
+        let lines = text.replace("\r\n", "\n").replace('\r', "\n").lines().count().max(1);
         for d in &e.diagnostics {
             if let Some(p) = &d.position {
                 assert!(p.line >= 1 && p.line <= lines + 1, "line {} of {lines}: {}", p.line, d.message);

@@ -580,6 +580,20 @@ impl Queue {
                 },
             };
             match pos.reader.next_record()? {
+                Ok(Some(rec)) if rec.seq >= following => {
+                    // Intact but out of place (a segment file copied or renamed by hand): its
+                    // number belongs to a later segment. Never let it break the order.
+                    self.segments[idx].damaged = true;
+                    let lost = following.saturating_sub(from);
+                    self.lost_to_corruption(
+                        first,
+                        pos.reader.offset(),
+                        lost,
+                        record::Invalid::BadBody,
+                        false,
+                    );
+                    from = following;
+                }
                 Ok(Some(rec)) => {
                     pos.from = rec.seq + 1;
                     if rec.seq >= from {
