@@ -20,6 +20,8 @@ pub struct DeviceStats {
     pub too_long: AtomicU64,
     /// Frames that failed their framing's decoding (COBS, SLIP), dropped.
     pub corrupt: AtomicU64,
+    /// Frames cut short by the port going away (unplugged mid-frame), dropped.
+    pub incomplete: AtomicU64,
     /// Frames that were not UTF-8 where text rules needed text.
     pub invalid_utf8: AtomicU64,
     /// Messages whose rendered topic was not publishable.
@@ -46,6 +48,7 @@ impl DeviceStats {
             "unmatched": g(&self.unmatched),
             "too_long": g(&self.too_long),
             "corrupt": g(&self.corrupt),
+            "incomplete": g(&self.incomplete),
             "invalid_utf8": g(&self.invalid_utf8),
             "bad_topic": g(&self.bad_topic),
             "opens": g(&self.opens),
@@ -56,12 +59,13 @@ impl DeviceStats {
     pub fn summary(&self) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "frames={} messages={} unmatched={} too_long={} corrupt={} invalid_utf8={} bad_topic={} opens={}",
+            "frames={} messages={} unmatched={} too_long={} corrupt={} incomplete={} invalid_utf8={} bad_topic={} opens={}",
             g(&self.frames),
             g(&self.messages),
             g(&self.unmatched),
             g(&self.too_long),
             g(&self.corrupt),
+            g(&self.incomplete),
             g(&self.invalid_utf8),
             g(&self.bad_topic),
             g(&self.opens),

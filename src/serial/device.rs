@@ -192,7 +192,13 @@ impl DeviceTask {
                     }
                 }
                 Some(Ok(Decoded::Dropped(reason))) => handler.dropped(reason),
-                Some(Err(e)) => return Stop::Gone(format!("read error: {e}")),
+                Some(Err(e)) => {
+                    // The bytes of a frame in progress are lost with the port: say so.
+                    if frames.decoder().has_partial(frames.read_buffer()) {
+                        handler.dropped(DropReason::Incomplete);
+                    }
+                    return Stop::Gone(format!("read error: {e}"));
+                }
                 None => return Stop::Gone("the port closed (read returned 0 bytes)".into()),
             }
         }
@@ -289,6 +295,11 @@ impl<'a> FrameHandler<'a> {
                 if let Some(n) = self.limits[4].hit() {
                     warn!(device = %name, suppressed = n, framing = self.device.framing.name(), "corrupt frame dropped");
                 }
+            }
+            DropReason::Incomplete => {
+                // Once per disconnect at most: no rate limit needed.
+                DeviceStats::bump(&self.stats.incomplete);
+                warn!(device = %name, "a frame cut short by the disconnect was dropped");
             }
         }
     }

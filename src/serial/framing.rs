@@ -209,14 +209,17 @@ pub enum DropReason {
     TooLong,
     /// The frame's encoding was invalid (COBS decode failure, bad SLIP escape).
     Corrupt,
+    /// The port went away in the middle of the frame (unplugged mid-frame).
+    Incomplete,
 }
 
 impl DropReason {
-    /// Stable label for metrics and logs: "too_long" or "corrupt".
+    /// Stable label for metrics and logs: "too_long", "corrupt" or "incomplete".
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::TooLong => "too_long",
             DropReason::Corrupt => "corrupt",
+            DropReason::Incomplete => "incomplete",
         }
     }
 }
@@ -287,6 +290,18 @@ impl FrameDecoder {
         }
     }
 
+    /// Whether part of a frame is waiting for the rest: in `buf`, or held by the decoder. An
+    /// overlong frame being skipped does not count (it was counted as too long already).
+    pub fn has_partial(&self, buf: &BytesMut) -> bool {
+        match &self.kind {
+            Kind::Delimited(d) => !d.discarding && !buf.is_empty(),
+            Kind::Slip(s) => !s.discarding && (!s.out.is_empty() || !buf.is_empty()),
+            Kind::LengthPrefix(p) => p.skip == 0 && !buf.is_empty(),
+            Kind::Fixed(_) => !buf.is_empty(),
+            Kind::Invalid => false,
+        }
+    }
+
     /// Bytes held outside the caller's buffer (SLIP's unescaped partial frame).
     #[cfg(test)]
     fn held(&self) -> usize {
@@ -316,14 +331,16 @@ impl Decoder for FrameDecoder {
         })
     }
 
-    /// Yields the complete frames still buffered, then drops a trailing partial frame (port gone).
+    /// Yields the complete frames still buffered, then drops a trailing partial frame (port
+    /// gone), reporting it as [`DropReason::Incomplete`].
     fn decode_eof(&mut self, buf: &mut BytesMut) -> io::Result<Option<Decoded>> {
         if let Some(item) = self.decode(buf)? {
             return Ok(Some(item));
         }
+        let partial = self.has_partial(buf);
         buf.clear();
         self.reset();
-        Ok(None)
+        Ok(partial.then_some(Decoded::Dropped(DropReason::Incomplete)))
     }
 }
 
@@ -695,6 +712,7 @@ mod tests {
     }
 
     const TOO_LONG: Decoded = Decoded::Dropped(DropReason::TooLong);
+    const INCOMPLETE: Decoded = Decoded::Dropped(DropReason::Incomplete);
     const CORRUPT: Decoded = Decoded::Dropped(DropReason::Corrupt);
 
     fn delimiter(d: &str) -> Framing {
@@ -905,6 +923,7 @@ mod tests {
         assert_eq!(names, FRAMING_NAMES);
         assert_eq!(DropReason::TooLong.as_str(), "too_long");
         assert_eq!(DropReason::Corrupt.as_str(), "corrupt");
+        assert_eq!(DropReason::Incomplete.as_str(), "incomplete");
     }
 
     // ---- lines ----
@@ -923,8 +942,9 @@ mod tests {
                 frame(b"\rdef"),
                 frame(b"x\r"),
                 frame(b"12345678"),
+                INCOMPLETE,
             ],
-            "trailing partial line dropped at EOF"
+            "trailing partial line dropped at EOF, counted"
         );
     }
 
@@ -947,7 +967,7 @@ mod tests {
     fn delimiter_splits_and_skips_empty() {
         let f = delimiter("\r\n");
         let items = split_invariant(&f, MAX, b"\r\n\r\na\rb\r\n\r\n\nc\r\nrest\r");
-        assert_eq!(items, vec![frame(b"a\rb"), frame(b"\nc")]);
+        assert_eq!(items, vec![frame(b"a\rb"), frame(b"\nc"), INCOMPLETE]);
         let items = split_invariant(&delimiter("\x02"), MAX, b"\x02\x02one\x02two\x02");
         assert_eq!(items, vec![frame(b"one"), frame(b"two")]);
         let items = split_invariant(&delimiter("<END>"), MAX, b"a<EN<END><END>b<E<END>");
@@ -1049,7 +1069,10 @@ mod tests {
         input.extend_from_slice(&[0x03, 0x41, 0x42, 0x00]); // AB
         input.extend_from_slice(&[0x04, 0x41]); // partial at EOF
         let items = split_invariant(&Framing::Cobs, MAX, &input);
-        assert_eq!(items, vec![frame(b"\x11\x00\x22"), CORRUPT, frame(b"AB")]);
+        assert_eq!(
+            items,
+            vec![frame(b"\x11\x00\x22"), CORRUPT, frame(b"AB"), INCOMPLETE]
+        );
     }
 
     #[test]
@@ -1117,7 +1140,11 @@ mod tests {
         let items = split_invariant(&Framing::Slip, MAX, &input);
         assert_eq!(
             items,
-            vec![frame(&[b'a', SLIP_END, b'b', SLIP_ESC]), frame(b"c")]
+            vec![
+                frame(&[b'a', SLIP_END, b'b', SLIP_ESC]),
+                frame(b"c"),
+                INCOMPLETE
+            ]
         );
     }
 
@@ -1188,7 +1215,7 @@ mod tests {
             let f = length_prefix(*width, *endian);
             assert_eq!(
                 split_invariant(&f, MAX, &input),
-                vec![frame(b"abc"), frame(b"d")],
+                vec![frame(b"abc"), frame(b"d"), INCOMPLETE],
                 "{f:?}"
             );
         }
@@ -1222,7 +1249,7 @@ mod tests {
     #[test]
     fn fixed_cuts_exact_sizes_regardless_of_max_frame() {
         let items = split_invariant(&Framing::Fixed(3), 1, b"abcdefgh");
-        assert_eq!(items, vec![frame(b"abc"), frame(b"def")]);
+        assert_eq!(items, vec![frame(b"abc"), frame(b"def"), INCOMPLETE]);
     }
 
     // ---- EOF, invalid configurations, round trips ----
@@ -1232,23 +1259,33 @@ mod tests {
         let mut dec = FrameDecoder::new(&Framing::Lines, MAX);
         let mut buf = BytesMut::from(&b"abc\ndef"[..]);
         assert_eq!(dec.decode_eof(&mut buf).unwrap(), Some(frame(b"abc")));
+        assert_eq!(dec.decode_eof(&mut buf).unwrap(), Some(INCOMPLETE));
         assert_eq!(dec.decode_eof(&mut buf).unwrap(), None);
         assert!(buf.is_empty());
 
         // State carried across reads (discard, escape, skip) does not leak past EOF.
-        let cases: Vec<(Framing, Vec<u8>, Vec<u8>)> = vec![
-            (Framing::Lines, vec![b'x'; 50], b"ok\n".to_vec()),
-            (Framing::Slip, vec![b'a', SLIP_ESC], b"ok\xC0".to_vec()),
+        // An overlong frame being skipped was counted as too long already: not incomplete.
+        type Case = (Framing, Vec<u8>, Vec<u8>, Option<Decoded>);
+        let cases: Vec<Case> = vec![
+            (Framing::Lines, vec![b'x'; 50], b"ok\n".to_vec(), None),
+            (
+                Framing::Slip,
+                vec![b'a', SLIP_ESC],
+                b"ok\xC0".to_vec(),
+                Some(INCOMPLETE),
+            ),
             (
                 length_prefix(1, Endian::Big),
                 vec![200, 1, 2],
                 b"\x02ok".to_vec(),
+                None,
             ),
         ];
-        for (f, before, after) in cases {
+        for (f, before, after, at_eof) in cases {
             let mut dec = FrameDecoder::new(&f, MAX);
             let mut buf = BytesMut::from(&before[..]);
             while dec.decode(&mut buf).unwrap().is_some() {}
+            assert_eq!(dec.decode_eof(&mut buf).unwrap(), at_eof, "{f:?}");
             assert_eq!(dec.decode_eof(&mut buf).unwrap(), None);
             buf.extend_from_slice(&after);
             assert_eq!(dec.decode(&mut buf).unwrap(), Some(frame(b"ok")), "{f:?}");
