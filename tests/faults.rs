@@ -485,3 +485,86 @@ async fn line_noise_at_the_wrong_baud_rate_is_counted_not_fatal_and_memory_stays
     }
     assert!(gw.logs().contains("wrong baud rate?"), "{}", gw.logs());
 }
+
+// ---- TLS faults ----
+
+/// A CA and a server certificate for `names`, signed by it (expired if `expired`), as PEM files
+/// `<tag>-ca.pem`, `<tag>-server.pem`, `<tag>-server.key` in `dir`.
+fn tls_files(dir: &std::path::Path, tag: &str, names: &[&str], expired: bool) {
+    use rcgen::{
+        date_time_ymd, BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("test CA {tag}"));
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    if expired {
+        params.not_before = date_time_ymd(2020, 1, 1);
+        params.not_after = date_time_ymd(2021, 1, 1);
+    }
+    let cert = params.signed_by(&key, &ca).unwrap();
+    std::fs::write(dir.join(format!("{tag}-ca.pem")), ca.pem()).unwrap();
+    std::fs::write(dir.join(format!("{tag}-server.pem")), cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{tag}-server.key")), key.serialize_pem()).unwrap();
+}
+
+#[tokio::test]
+async fn bad_server_certificates_are_one_clear_line_each_and_readings_wait() {
+    if !have_tool("mosquitto") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tls_files(d, "good", &["localhost"], false);
+    tls_files(d, "other", &["localhost"], false); // trusted by nobody here
+    tls_files(d, "expired", &["localhost"], true);
+    tls_files(d, "wronghost", &["broker.example.net"], false);
+    // (server cert files, CA the gateway trusts, what the log must say)
+    let cases = [
+        ("other", "good", "unknownissuer"),
+        ("expired", "expired", "certificateexpired"),
+        ("wronghost", "wronghost", "notvalidforname"),
+    ];
+    for (server, trusted, cause) in cases {
+        let port = free_port();
+        let mut broker = common::mosquitto::spawn_mosquitto(
+            &d.join(format!("{server}.conf")),
+            &format!(
+                "listener {port} 127.0.0.1\ncertfile {d}/{server}-server.pem\nkeyfile {d}/{server}-server.key\nallow_anonymous true\nuser root\n",
+                d = d.display()
+            ),
+            port,
+        );
+        let state = tempfile::tempdir().unwrap();
+        let mut pty = Pty::new();
+        let tls = format!("  tls: {{ca_file: {}/{trusted}-ca.pem}}\n", d.display());
+        let config = uplink_config(&pty.path, port, state.path(), &tls)
+            .replace("mqtt://127.0.0.1", "mqtts://localhost");
+        let gw = start_gateway(&config);
+        let mut local =
+            Subscriber::connect(gw.port, &["sensors/#"], rumqttc::QoS::AtMostOnce).await;
+        gw.wait_log("uplink down", T).await;
+        write_frames(&mut pty, 1..=3, Duration::from_millis(5)).await;
+        for i in 1..=3 {
+            assert_eq!(local.next(T).await.payload, i.to_string(), "{server}");
+        }
+        let logs = gw.logs();
+        let line = logs
+            .lines()
+            .find(|l| l.contains("uplink down"))
+            .unwrap_or_default();
+        let squashed = line.to_lowercase().replace(' ', "");
+        assert!(
+            line.contains("TLS failed") && squashed.contains(cause),
+            "{server}: want a TLS line naming {cause}: {line}"
+        );
+        assert!(line.contains("messages are kept in the queue"), "{line}");
+        drop(gw);
+        let _ = broker.kill();
+        let _ = broker.wait();
+    }
+}
