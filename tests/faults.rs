@@ -568,3 +568,61 @@ async fn bad_server_certificates_are_one_clear_line_each_and_readings_wait() {
         let _ = broker.wait();
     }
 }
+
+#[tokio::test]
+async fn a_port_without_permission_says_to_join_dialout_and_the_rest_keeps_running() {
+    let denied = Pty::new();
+    let mut good = Pty::new();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        // The gateway runs as nobody: give it the good port, as the dialout group would.
+        std::os::unix::fs::chown(&good.path, Some(65534), Some(65534)).unwrap();
+    } else {
+        // Not root: take our own permission away. Root ignores modes, so it runs as nobody.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&denied.path, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    let config = climate_config(&good.path, "").replace(
+        "\nrules:\n",
+        &format!(
+            "\n  - name: locked\n    port: {}\n    rules: [climate]\nrules:\n",
+            denied.path.display()
+        ),
+    );
+    let gw = start_gateway_with(&config, free_port(), move |config, _| {
+        let mut c = serial2mqtt_command();
+        if root {
+            use std::os::unix::fs::PermissionsExt;
+            let dir = config.parent().unwrap();
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::set_permissions(config, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let mut s = std::process::Command::new("setpriv");
+            s.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(c.get_program())
+                .args(c.get_args());
+            c = s;
+        }
+        c.args(["run", "--config"]).arg(config);
+        c
+    });
+    let mut sub = Subscriber::connect(gw.port, &["sensors/#"], rumqttc::QoS::AtMostOnce).await;
+    gw.wait_log("permission denied opening", T).await;
+    let line = gw
+        .logs()
+        .lines()
+        .find(|l| l.contains("permission denied") && l.contains("device=locked"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        line.contains("dialout") && line.contains("device=locked"),
+        "{line}"
+    );
+    if root {
+        // As nobody the good pty is not ours either: the point here is the message.
+        return;
+    }
+    gw.wait_log("device online device=greenhouse", T).await;
+    good.write(b"T=18.5;H=60\n").await;
+    assert_eq!(sub.next(T).await.payload, "18.5");
+}
