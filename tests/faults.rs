@@ -626,3 +626,96 @@ async fn a_port_without_permission_says_to_join_dialout_and_the_rest_keeps_runni
     good.write(b"T=18.5;H=60\n").await;
     assert_eq!(sub.next(T).await.payload, "18.5");
 }
+
+// ---- local broker abuse ----
+
+#[tokio::test]
+async fn abusive_local_clients_cost_no_reading_on_the_serial_path_or_the_uplink() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    use tokio::io::AsyncWriteExt;
+
+    let broker = Broker::start();
+    let upstream = Upstream::subscribe(broker.port(), "sites/#").await;
+    let state = tempfile::tempdir().unwrap();
+    let mut pty = Pty::new();
+    let config = uplink_config(&pty.path, broker.port(), state.path(), "").replace(
+        "broker: {listen: \"127.0.0.1:{port}\"}",
+        "broker: {listen: \"127.0.0.1:{port}\", max_connections: 160}",
+    );
+    assert!(config.contains("max_connections: 160"));
+    let gw = start_gateway(&config);
+    gw.wait_log("uplink connected", T).await;
+    let port = gw.port;
+
+    // A subscriber to everything that stops reading once subscribed.
+    let mut opts = MqttOptions::new("never-reads", "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(60));
+    let (stuck, mut stuck_events) = AsyncClient::new(opts, 10);
+    stuck.subscribe("#", QoS::AtLeastOnce).await.unwrap();
+    loop {
+        if let Ok(Event::Incoming(Packet::SubAck(_))) = stuck_events.poll().await {
+            break;
+        }
+    }
+    // A client flooding the broker with publishes, as fast as it can.
+    let flood = tokio::spawn(async move {
+        let (c, mut ev) = AsyncClient::new(MqttOptions::new("flooder", "127.0.0.1", port), 1000);
+        let pump = tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+        let payload = vec![b'z'; 512];
+        for i in 0u64.. {
+            if c.publish(
+                format!("noise/{}", i % 50),
+                QoS::AtMostOnce,
+                false,
+                payload.clone(),
+            )
+            .await
+            .is_err()
+            {
+                break;
+            }
+        }
+        pump.abort();
+    });
+    // 100 clients connecting at once, and staying.
+    let mut crowd = Vec::new();
+    for i in 0..100 {
+        let (c, mut ev) = AsyncClient::new(
+            MqttOptions::new(format!("crowd-{i}"), "127.0.0.1", port),
+            10,
+        );
+        crowd.push((
+            c,
+            tokio::spawn(async move { while ev.poll().await.is_ok() {} }),
+        ));
+    }
+    // Clients sending malformed packets.
+    for garbage in [
+        &b"\x10\xff\xff\xff\xff\x7fnot mqtt"[..],
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &[0u8; 64][..],
+    ] {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            let _ = s.write_all(garbage).await;
+        }
+    }
+
+    // Meanwhile 3,000 readings at 500 per second on the serial port.
+    let n = 3000;
+    for chunk in (1..=n).collect::<Vec<u64>>().chunks(50) {
+        let text: String = chunk.iter().map(|i| format!("seq={i}\n")).collect();
+        pty.write(text.as_bytes()).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = upstream.wait_all(TOPIC, n, Duration::from_secs(60)).await;
+    assert_in_order(&got);
+    flood.abort();
+    drop(stuck);
+    for (_, pump) in crowd {
+        pump.abort();
+    }
+    // The broker and the gateway are still fine: a new client gets a fresh reading.
+    let mut late = Subscriber::connect(port, &["sensors/#"], QoS::AtMostOnce).await;
+    pty.write(b"seq=3001\n").await;
+    assert_eq!(late.next_on("sensors/d/seq", T).await.payload, "3001");
+}
