@@ -70,7 +70,7 @@ pub fn rumqttd_config(settings: &schema::Broker) -> RumqttdConfig {
         connection_timeout_ms: settings.connect_timeout.as_millis().min(u16::MAX as u128) as u16,
         max_payload_size: settings.max_payload.as_u64() as usize,
         max_inflight_count: settings.max_inflight,
-        auth: None,
+        auth: settings.users.as_ref().map(|u| u.0.clone()),
         external_auth: None,
         dynamic_filters: false,
     };

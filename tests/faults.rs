@@ -719,3 +719,143 @@ async fn abusive_local_clients_cost_no_reading_on_the_serial_path_or_the_uplink(
     pty.write(b"seq=3001\n").await;
     assert_eq!(late.next_on("sensors/d/seq", T).await.payload, "3001");
 }
+
+// ---- security ----
+
+/// Whether a client with these credentials gets a CONNACK that accepts it.
+async fn can_log_in(port: u16, login: Option<(&str, &str)>) -> bool {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
+    let mut opts = MqttOptions::new(format!("login-{}", fastrand_id()), "127.0.0.1", port);
+    if let Some((u, p)) = login {
+        opts.set_credentials(u, p);
+    }
+    let (_c, mut ev) = AsyncClient::new(opts, 10);
+    let outcome = tokio::time::timeout(T, async {
+        loop {
+            match ev.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(a))) => {
+                    return a.code == rumqttc::ConnectReturnCode::Success;
+                }
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await;
+    outcome.unwrap_or(false)
+}
+
+fn fastrand_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed) + u64::from(std::process::id()) * 1000
+}
+
+#[tokio::test]
+async fn a_users_file_makes_local_clients_log_in_and_its_passwords_never_show() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("broker.users");
+    std::fs::write(
+        &users,
+        "# local dashboards\ndash:s3cret-pass\n\nnodered:other-pass\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let mut pty = Pty::new();
+    let config = climate_config(&pty.path, "").replace(
+        "broker:\n  listen: 127.0.0.1:{port}",
+        &format!(
+            "broker:\n  listen: 127.0.0.1:{{port}}\n  users_file: {}",
+            users.display()
+        ),
+    );
+    assert!(config.contains("users_file"));
+    let gw = start_gateway(&config);
+    gw.wait_log("device online", T).await;
+
+    assert!(!can_log_in(gw.port, None).await, "anonymous refused");
+    assert!(
+        !can_log_in(gw.port, Some(("dash", "wrong"))).await,
+        "wrong password refused"
+    );
+    assert!(can_log_in(gw.port, Some(("nodered", "other-pass"))).await);
+
+    // A logged-in subscriber gets the readings.
+    let mut opts = rumqttc::MqttOptions::new("dash-sub", "127.0.0.1", gw.port);
+    opts.set_credentials("dash", "s3cret-pass");
+    let (client, mut ev) = rumqttc::AsyncClient::new(opts, 10);
+    client
+        .subscribe("sensors/#", rumqttc::QoS::AtMostOnce)
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match ev.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                    let _ = tx.send(None);
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    let _ = tx.send(Some(String::from_utf8_lossy(&p.payload).into_owned()));
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    assert_eq!(
+        tokio::time::timeout(T, rx.recv()).await.unwrap(),
+        Some(None)
+    );
+    pty.write(b"T=23.5;H=45\n").await;
+    assert_eq!(
+        tokio::time::timeout(T, rx.recv()).await.unwrap(),
+        Some(Some("23.5".into()))
+    );
+
+    // Never in the logs, never in `check`; a world-readable file gets a warning.
+    assert!(!gw.logs().contains("s3cret-pass") && !gw.logs().contains("other-pass"));
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = serial2mqtt_command()
+        .arg("check")
+        .arg(gw.config_path())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("readable by every user"), "{text}");
+    assert!(
+        !text.contains("s3cret-pass") && !text.contains("other-pass"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_malformed_users_file_names_the_line_but_not_its_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("broker.users");
+    std::fs::write(&users, "dash:ok-pass\njust-a-password-no-colon\n").unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        format!("broker: {{users_file: {}}}\ndevices: []\n", users.display()),
+    )
+    .unwrap();
+    let out = serial2mqtt_command()
+        .arg("check")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("broker.users:2: not a `user:password` line"),
+        "{err}"
+    );
+    assert!(!err.contains("just-a-password"), "{err}");
+}

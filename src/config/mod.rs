@@ -361,6 +361,11 @@ fn validate(
         );
     }
 
+    let mut broker = raw.broker;
+    if let Some(file) = broker.users_file.clone() {
+        broker.users = read_users(&file, &mut p);
+    }
+
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
         p.error(
             "log.level",
@@ -596,13 +601,60 @@ fn validate(
             state_dir: raw.gateway.state_dir,
             stats_interval: raw.gateway.stats_interval,
         },
-        broker: raw.broker,
+        broker,
         log_level: raw.log.level,
         devices,
         uplink,
         queue,
         warnings: p.warnings,
     })
+}
+
+/// Reads `broker.users_file`: `user:password` per line; blank lines and `#` comments skipped.
+fn read_users(file: &Path, p: &mut Problems) -> Option<schema::Users> {
+    let key = "broker.users_file";
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            p.error(
+                key,
+                format!("cannot read {}: {e}", file.display()),
+                Some("create it with one `user:password` per line (chmod 640)".into()),
+            );
+            return None;
+        }
+    };
+    uplink::warn_if_world_readable(key, file, p);
+    let mut users = std::collections::HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        match line.split_once(':') {
+            Some((user, pass)) if !user.is_empty() && !pass.is_empty() => {
+                users.insert(user.to_owned(), pass.to_owned());
+            }
+            // The line may hold a password: say where, never what.
+            _ => p.error(
+                key,
+                format!("{}:{}: not a `user:password` line", file.display(), i + 1),
+                Some("write one `user:password` per line".into()),
+            ),
+        }
+    }
+    if users.is_empty() {
+        p.error(
+            key,
+            format!(
+                "{} holds no `user:password` line: no client could log in",
+                file.display()
+            ),
+            Some("add a line like `dashboard:a-long-password`, or remove users_file".into()),
+        );
+        return None;
+    }
+    Some(schema::Users(users))
 }
 
 #[cfg(test)]

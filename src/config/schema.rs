@@ -237,6 +237,23 @@ pub struct Broker {
     /// behind or are offline with a persistent session; memory grows with it.
     #[serde(default = "default_window")]
     pub window: ByteSize,
+    /// A file of `user:password` lines: when set, local clients must log in with one of them.
+    pub users_file: Option<PathBuf>,
+    /// The users read from `users_file` (filled in by validation).
+    #[serde(skip)]
+    pub users: Option<Users>,
+}
+
+/// Local broker logins, user name → password. `Debug` shows the names only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Users(pub std::collections::HashMap<String, String>);
+
+impl std::fmt::Debug for Users {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.0.keys().collect();
+        names.sort();
+        write!(f, "Users({names:?}, passwords hidden)")
+    }
 }
 
 impl Default for Broker {
@@ -248,6 +265,8 @@ impl Default for Broker {
             max_inflight: default_max_inflight(),
             connect_timeout: default_connect_timeout(),
             window: default_window(),
+            users_file: None,
+            users: None,
         }
     }
 }

@@ -173,7 +173,7 @@ pub(super) fn validate_uplink(
         None => None,
         Some(f) => match std::fs::read_to_string(f) {
             Ok(text) => {
-                warn_if_world_readable(f, p);
+                warn_if_world_readable("uplink.password_file", f, p);
                 Some(Secret(text.lines().next().unwrap_or_default().to_owned()))
             }
             Err(e) => {
@@ -350,12 +350,12 @@ fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
 }
 
 #[cfg(unix)]
-fn warn_if_world_readable(file: &std::path::Path, p: &mut Problems) {
+pub(super) fn warn_if_world_readable(key: &str, file: &std::path::Path, p: &mut Problems) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(m) = std::fs::metadata(file) {
         if m.permissions().mode() & 0o004 != 0 {
             p.warn(
-                "uplink.password_file",
+                key,
                 format!("{} is readable by every user", file.display()),
                 Some(format!("chmod 600 {}", file.display())),
             );
