@@ -1352,6 +1352,79 @@ mod tests {
         assert_eq!(enc(&length_prefix(1, Endian::Big), &[7; 255]).len(), 256);
     }
 
+    /// Feeds `input` cut at the given points (any chunking a serial driver may produce).
+    fn feed_cut(framing: &Framing, max: usize, input: &[u8], cuts: &[usize]) -> Vec<Decoded> {
+        let mut dec = FrameDecoder::new(framing, max);
+        let mut buf = BytesMut::new();
+        let mut items = Vec::new();
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        points.push(0);
+        points.push(input.len());
+        points.sort_unstable();
+        for w in points.windows(2) {
+            buf.extend_from_slice(&input[w[0]..w[1]]);
+            while let Some(item) = dec.decode(&mut buf).unwrap() {
+                items.push(item);
+            }
+        }
+        while let Some(item) = dec.decode_eof(&mut buf).unwrap() {
+            items.push(item);
+        }
+        items
+    }
+
+    proptest::proptest! {
+        /// Every framer decodes exactly what its encoder wrote, whatever the payloads and
+        /// however the byte stream is cut into reads.
+        #[test]
+        fn every_framer_decodes_what_its_encoder_wrote_under_any_chunking(
+            which in 0usize..9,
+            payloads in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 1..300), 1..8),
+            cuts in proptest::collection::vec(proptest::num::usize::ANY, 0..12),
+        ) {
+            let f = [
+                Framing::Lines,
+                delimiter("\r\n"),
+                delimiter("<END>"),
+                Framing::Cobs,
+                Framing::Slip,
+                length_prefix(1, Endian::Big),
+                length_prefix(2, Endian::Little),
+                length_prefix(4, Endian::Big),
+                Framing::Fixed(7),
+            ][which].clone();
+            // Make each payload one the framing can carry.
+            let payloads: Vec<Vec<u8>> = payloads
+                .into_iter()
+                .map(|mut p| {
+                    match &f {
+                        Framing::Lines => {
+                            p.retain(|&b| b != b'\n');
+                            while p.last() == Some(&b'\r') {
+                                p.pop();
+                            }
+                        }
+                        Framing::Delimiter(d) => {
+                            while let Some(i) = memmem::find(&p, d.as_bytes()) {
+                                p.remove(i);
+                            }
+                        }
+                        Framing::LengthPrefix(lp) if lp.width == 1 => p.truncate(255),
+                        Framing::Fixed(n) => p.resize(*n, 0x5a),
+                        _ => {}
+                    }
+                    p
+                })
+                .filter(|p| !p.is_empty())
+                .collect();
+            let refs: Vec<&[u8]> = payloads.iter().map(|p| &p[..]).collect();
+            let input = encode_all(&f, &refs);
+            let items = feed_cut(&f, 4096, &input, &cuts);
+            let want: Vec<Decoded> = payloads.iter().map(|p| frame(p)).collect();
+            proptest::prop_assert_eq!(items, want, "{:?}", f);
+        }
+    }
+
     #[test]
     fn encode_then_decode_round_trips() {
         let all: Vec<u8> = (0..=255).collect();
