@@ -1,6 +1,8 @@
 //! Helpers shared by the benchmarks: pseudo-terminals, ports, /proc figures.
 #![allow(dead_code)]
 
+pub mod upstream;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
