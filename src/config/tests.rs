@@ -294,3 +294,198 @@ fn the_password_is_read_from_its_file_never_shown_and_a_readable_file_is_a_warni
         .iter()
         .any(|w| w.message.contains("readable")));
 }
+
+/// Every validation error `check` can report, with the message a user sees: each case edits
+/// the good file and names the text the error must contain (path, problem, and fix).
+#[test]
+fn every_validation_error_has_its_message() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "id: greenhouse-pi",
+            "id: \"green/house\"",
+            &["gateway.id", "green/house"],
+        ),
+        (
+            "  id: greenhouse-pi",
+            "  id: greenhouse-pi\n  state_topic: \"s/{temp}\"",
+            &["gateway.state_topic"],
+        ),
+        (
+            "  id: greenhouse-pi",
+            "  id: greenhouse-pi\n  unmatched_topic: \"u/#\"",
+            &["gateway.unmatched_topic"],
+        ),
+        (
+            "  listen: 127.0.0.1:1884",
+            "  listen: 127.0.0.1:1884\n  max_connections: 0",
+            &["broker.max_connections", "at least 1"],
+        ),
+        (
+            "  listen: 127.0.0.1:1884",
+            "  listen: 127.0.0.1:1884\n  max_inflight: 70000",
+            &["broker.max_inflight", "between 1 and 65535"],
+        ),
+        (
+            "  listen: 127.0.0.1:1884",
+            "  listen: 127.0.0.1:1884\n  window: 1KiB",
+            &["broker.window", "4KiB and 1GiB"],
+        ),
+        (
+            "  listen: 127.0.0.1:1884",
+            "  listen: 127.0.0.1:1884\n  users_file: /nonexistent/users",
+            &["broker.users_file", "cannot read", "user:password"],
+        ),
+        (
+            "devices:",
+            "log: {level: \"info,[\"}\ndevices:",
+            &["log.level", "not a log filter"],
+        ),
+        (
+            "  - name: greenhouse",
+            "  - name: \"green/house\"",
+            &["devices[0].name", "green/house"],
+        ),
+        (
+            "    port: /dev/ttyUSB-test",
+            "    port: /dev/ttyUSB-test\n    simulate: {profile: climate}",
+            &["sets both `port` and `simulate`"],
+        ),
+        (
+            "    port: /dev/ttyUSB-test\n",
+            "",
+            &["has no `port`", "/dev/serial/by-id"],
+        ),
+        (
+            "    baud: 115200",
+            "    baud: 115200\n    data_bits: 9",
+            &["data_bits", "9 data bits are not possible"],
+        ),
+        (
+            "    baud: 115200",
+            "    baud: 115200\n    stop_bits: 3",
+            &["stop_bits", "3 stop bits are not possible"],
+        ),
+        ("    baud: 115200", "    baud: 0", &["baud must be above 0"]),
+        (
+            "    framing: lines",
+            "    framing: {delimiter: \"\"}",
+            &["devices[0].framing"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: lines\n    max_frame: 0",
+            &["max_frame", "out of range"],
+        ),
+        (
+            "devices:",
+            "uplink: {url: []}\ndevices:",
+            &["uplink.url", "no upstream broker given"],
+        ),
+        (
+            "devices:",
+            "uplink: {url: \"mqtt://h\", tls: {ca_file: /x}}\ndevices:",
+            &["uplink.tls", "no url is mqtts://"],
+        ),
+        (
+            "devices:",
+            "uplink: {url: \"mqtts://h\", tls: {cert_file: /x}}\ndevices:",
+            &["uplink.tls", "both cert_file and key_file"],
+        ),
+        (
+            "devices:",
+            "uplink: {url: \"mqtts://h\", tls: {ca_file: /nonexistent/ca.pem}}\ndevices:",
+            &["uplink.tls.ca_file", "cannot read"],
+        ),
+        (
+            "devices:",
+            "uplink: {url: \"mqtt://h\", password_file: /nonexistent/pw}\ndevices:",
+            &["uplink.password_file", "cannot read", "chmod 600"],
+        ),
+        (
+            "devices:",
+            "uplink: {url: \"mqtt://h\", status_topic: \"s/+\"}\ndevices:",
+            &["uplink.status_topic"],
+        ),
+        (
+            "devices:",
+            "uplink: {url: \"mqtt://h\", topic_prefix: \"a/#/\"}\ndevices:",
+            &["uplink.topic_prefix", "wildcard"],
+        ),
+        (
+            "devices:",
+            "uplink: {url: \"mqtt://h\", forward: [\"a/#/b\"]}\ndevices:",
+            &["uplink.forward[0]"],
+        ),
+        (
+            "devices:",
+            "uplink: {url: \"mqtt://h\", subscribe: [\"\"]}\ndevices:",
+            &["uplink.subscribe[0]"],
+        ),
+        (
+            "devices:",
+            "uplink: {url: \"mqtt://h\", inflight: 0}\ndevices:",
+            &["uplink.inflight", "at least 1"],
+        ),
+        (
+            "devices:",
+            "uplink: {url: \"mqtt://h\", max_packet: 10}\ndevices:",
+            &["uplink.max_packet", "1KiB and 256MiB"],
+        ),
+        (
+            "devices:",
+            "uplink: {url: \"mqtt://h\", max_rate: 0}\ndevices:",
+            &["uplink.max_rate", "remove it"],
+        ),
+        (
+            "devices:",
+            "uplink: {url: \"mqtt://h\", keep_alive: 1s}\ndevices:",
+            &["uplink.keep_alive", "keep_alive: 30s"],
+        ),
+        (
+            "devices:",
+            "uplink: {url: \"mqtt://h\", connect_timeout: 1ms}\ndevices:",
+            &["uplink.connect_timeout", "connect_timeout: 10s"],
+        ),
+        (
+            "devices:",
+            "uplink: {url: \"ftp://h\"}\ndevices:",
+            &["uplink.url"],
+        ),
+        (
+            "devices:",
+            "uplink: {url: \"mqtt://h\"}\nqueue: {segment_bytes: 1KiB}\ndevices:",
+            &["queue.segment_bytes"],
+        ),
+        (
+            "devices:",
+            "uplink: {url: \"mqtt://h\"}\nqueue: {max_bytes: 1MiB, segment_bytes: 1MiB}\ndevices:",
+            &["queue.max_bytes"],
+        ),
+        (
+            "devices:",
+            "uplink: {url: \"mqtt://h\"}\nqueue: {flush_interval: 1m}\ndevices:",
+            &["queue.flush_interval"],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (from, to, want) in cases {
+        assert!(
+            GOOD.contains(from),
+            "case edits `{from}`, which is not in the file"
+        );
+        let text = GOOD.replacen(from, to, 1);
+        let e = match load(&text) {
+            Ok(_) => {
+                failures.push(format!("`{to}` was accepted"));
+                continue;
+            }
+            Err(e) => e.to_string(),
+        };
+        for w in want.iter().chain(&["gw.yaml:"]) {
+            if !e.contains(w) {
+                failures.push(format!("`{to}`: the error should mention `{w}`:\n{e}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
