@@ -24,6 +24,7 @@ use bytes::Bytes;
 use rumqttd::protocol::{Packet, Publish};
 use rumqttd::{
     Config as RumqttdConfig, ConnectionSettings, Notification, RouterConfig, ServerSettings,
+    TlsConfig,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -77,7 +78,11 @@ pub fn rumqttd_config(settings: &schema::Broker) -> RumqttdConfig {
     let server = ServerSettings {
         name: "local".to_owned(),
         listen: settings.listen,
-        tls: None,
+        tls: settings.tls.as_ref().map(|t| TlsConfig::Rustls {
+            capath: None,
+            certpath: t.cert_file.to_string_lossy().into_owned(),
+            keypath: t.key_file.to_string_lossy().into_owned(),
+        }),
         next_connection_delay_ms: 1,
         connections,
     };

@@ -859,3 +859,99 @@ fn a_malformed_users_file_names_the_line_but_not_its_content() {
     );
     assert!(!err.contains("just-a-password"), "{err}");
 }
+
+#[tokio::test]
+async fn the_local_listener_speaks_tls_with_logins_and_plain_tcp_gets_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tls_files(d, "local", &["localhost"], false);
+    let users = d.join("broker.users");
+    std::fs::write(&users, "dash:tls-pass\n").unwrap();
+    let mut pty = Pty::new();
+    let config = climate_config(&pty.path, "").replace(
+        "broker:\n  listen: 127.0.0.1:{port}",
+        &format!(
+            "broker:\n  listen: 127.0.0.1:{{port}}\n  users_file: {u}\n  tls: {{cert_file: {d}/local-server.pem, key_file: {d}/local-server.key}}",
+            u = users.display(),
+            d = d.display()
+        ),
+    );
+    assert!(config.contains("cert_file"));
+    let gw = start_gateway(&config);
+    gw.wait_log("device online", T).await;
+
+    // Plain MQTT on the TLS port gets no CONNACK.
+    assert!(!can_log_in(gw.port, Some(("dash", "tls-pass"))).await);
+
+    let tls = serial2mqtt::uplink::tls::client_config(Some(&serial2mqtt::config::schema::Tls {
+        ca_file: Some(d.join("local-ca.pem")),
+        cert_file: None,
+        key_file: None,
+    }))
+    .unwrap();
+    let mut opts = rumqttc::MqttOptions::new("tls-sub", "localhost", gw.port);
+    opts.set_credentials("dash", "tls-pass");
+    opts.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(tls),
+    ));
+    let (client, mut ev) = rumqttc::AsyncClient::new(opts, 10);
+    client
+        .subscribe("sensors/#", rumqttc::QoS::AtMostOnce)
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match ev.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                    let _ = tx.send(None);
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    let _ = tx.send(Some(String::from_utf8_lossy(&p.payload).into_owned()));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = tx.send(Some(format!("error: {e}")));
+                    return;
+                }
+            }
+        }
+    });
+    assert_eq!(
+        tokio::time::timeout(T, rx.recv()).await.unwrap(),
+        Some(None)
+    );
+    pty.write(b"T=24.5;H=44\n").await;
+    assert_eq!(
+        tokio::time::timeout(T, rx.recv()).await.unwrap(),
+        Some(Some("24.5".into()))
+    );
+}
+
+#[test]
+fn a_broker_key_that_does_not_load_is_a_check_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tls_files(d, "x", &["localhost"], false);
+    std::fs::write(d.join("bad.key"), "not a key\n").unwrap();
+    let config = d.join("c.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "broker: {{tls: {{cert_file: {d}/x-server.pem, key_file: {d}/bad.key}}}}\ndevices: []\n",
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let out = serial2mqtt_command()
+        .arg("check")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("broker.tls") && err.contains("bad.key"),
+        "{err}"
+    );
+}

@@ -365,6 +365,18 @@ fn validate(
     if let Some(file) = broker.users_file.clone() {
         broker.users = read_users(&file, &mut p);
     }
+    if let Some(tls) = &broker.tls {
+        if let Err(why) = crate::uplink::tls::check_server_identity(&tls.cert_file, &tls.key_file) {
+            p.error(
+                "broker.tls",
+                why,
+                Some(
+                    "give a PEM certificate chain in cert_file and its PEM private key in key_file"
+                        .into(),
+                ),
+            );
+        }
+    }
 
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
         p.error(

@@ -242,6 +242,19 @@ pub struct Broker {
     /// The users read from `users_file` (filled in by validation).
     #[serde(skip)]
     pub users: Option<Users>,
+    /// TLS on the listener instead of plain TCP.
+    pub tls: Option<BrokerTls>,
+}
+
+/// `broker.tls:` — the local listener's certificate (re-read for each new connection, so a
+/// renewed certificate takes effect without a restart).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerTls {
+    /// Certificate chain (PEM), the server's certificate first.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM).
+    pub key_file: PathBuf,
 }
 
 /// Local broker logins, user name → password. `Debug` shows the names only.
@@ -267,6 +280,7 @@ impl Default for Broker {
             window: default_window(),
             users_file: None,
             users: None,
+            tls: None,
         }
     }
 }

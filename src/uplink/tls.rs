@@ -1,7 +1,9 @@
 //! TLS for `mqtts://` uplinks: rustls with the pure-Rust `ring` provider (no C beyond ring, so
 //! it cross-compiles for every Pi), server CA from `tls.ca_file` or the system's roots, optional
-//! client certificate for mutual TLS (AWS IoT style).
+//! client certificate for mutual TLS (AWS IoT style); and the check of the embedded broker's
+//! own certificate.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
@@ -59,4 +61,35 @@ pub fn client_config(tls: Option<&Tls>) -> Result<Arc<rustls::ClientConfig>, Str
         None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
+}
+
+/// Checks that `cert_file` and `key_file` make a usable TLS server identity (the embedded
+/// broker's), so a mistake is a config error at `check`, not a silent failure per connection.
+pub fn check_server_identity(cert_file: &Path, key_file: &Path) -> Result<(), String> {
+    let certs = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            format!(
+                "cannot read a certificate from {}: {e}",
+                cert_file.display()
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", cert_file.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .map_err(|e| format!("cannot read a private key from {}: {e}", key_file.display()))?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "{} and {} do not make a TLS identity: {e}",
+                cert_file.display(),
+                key_file.display()
+            )
+        })
 }
