@@ -38,6 +38,8 @@ enum Command {
         #[arg(short, long, conflicts_with = "file")]
         config: Option<PathBuf>,
     },
+    /// List the serial ports of this machine with USB ids and the stable path for the config.
+    Ports,
     /// Print the messages one frame would produce on a device.
     TestRule {
         /// Config file.
@@ -61,6 +63,16 @@ fn main() -> ExitCode {
         Command::Check { file, config } => {
             check(file.or(config).unwrap_or_else(|| DEFAULT_PATH.into()))
         }
+        Command::Ports => match serial2mqtt::serial::ports::list() {
+            Ok(ports) => {
+                print!("{}", serial2mqtt::serial::ports::render(&ports));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("serial2mqtt: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::TestRule {
             config,
             device,

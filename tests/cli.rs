@@ -174,3 +174,24 @@ fn test_rule_says_when_nothing_matches_and_names_unknown_devices() {
     );
     assert!(text(&o).contains("greenhouse, meter"), "{}", text(&o));
 }
+
+#[tokio::test]
+async fn ports_lists_serial_hardware_with_the_line_for_the_config_and_not_ptys() {
+    // A pseudo-terminal exists during the listing: it is not serial hardware and is not listed.
+    let (_master, slave) = tokio_serial::SerialStream::pair().expect("pty pair");
+    let pty = tokio_serial::SerialPort::name(&slave).expect("pty name");
+    let out = s2m(&["ports"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(!t.contains(&pty), "{pty} listed:\n{t}");
+    let listed: Vec<&str> = t.lines().filter(|l| l.starts_with("/dev/")).collect();
+    if listed.is_empty() {
+        assert!(t.starts_with("No serial ports found"), "{t}");
+    }
+    // Every port listed is followed by the `port:` line to paste into the config.
+    for l in listed {
+        let dev = l.split_whitespace().next().unwrap();
+        assert!(std::path::Path::new(dev).exists(), "{dev}");
+        assert!(t.contains(&format!("{l}\n    port: /dev/")), "{t}");
+    }
+}

@@ -5,4 +5,5 @@
 
 pub mod device;
 pub mod framing;
+pub mod ports;
 pub mod simulate;
