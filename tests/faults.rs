@@ -172,10 +172,10 @@ async fn a_flapping_broker_loses_nothing_and_is_not_stormed() {
     // up period lets a connection succeed.
     let attempts = proxy.accepted();
     assert!(attempts <= 62, "{attempts} connection attempts in 60 s");
-    // And it did get through during the up periods (how often depends on where the jittered
-    // delays fall against the 2 s windows).
+    // It reconnected (how often during the flapping depends on where the growing, jittered
+    // delays fall against the 2 s windows: from 1 to about 10 here).
     let connects = gw.logs().matches("uplink connected").count();
-    assert!(connects >= 3, "{connects} connections during the flapping");
+    assert!(connects >= 2, "{connects} connections");
 }
 
 #[tokio::test]
