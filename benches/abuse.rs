@@ -162,19 +162,12 @@ async fn run_once(abused: bool, n: u64) -> f64 {
 }
 
 fn main() {
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-    let n: u64 = std::env::var("BENCH_FRAMES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    if !benchmarking() {
+        return;
+    }
+    let runs: usize = env_or("BENCH_RUNS", 3);
+    let n: u64 = env_or("BENCH_FRAMES", 100_000);
+    let rt = runtime();
     rt.block_on(async {
         let (mut quiet, mut abused) = (Vec::new(), Vec::new());
         for run in 1..=runs {

@@ -407,14 +407,10 @@ async fn measure(
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` would too: run only when benchmarking.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !benchmarking() {
         return;
     }
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let runs: usize = env_or("BENCH_RUNS", 3);
     let ours_load = Load {
         burst: 300_000,
         rates: vec![25_000, 50_000, 100_000, 150_000, 200_000, 300_000],
@@ -425,11 +421,7 @@ fn main() {
         rates: vec![1_000, 2_000, 4_000, 6_000, 8_000, 12_000, 16_000],
         seconds: 3,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         let ours = measure("serial2mqtt", &ours_load, start_serial2mqtt, runs).await;
         let peer = match peer_available() {

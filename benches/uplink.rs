@@ -305,22 +305,12 @@ fn peer_available() -> bool {
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
+    if !benchmarking() {
         return;
     }
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-    let backlog: u64 = std::env::var("BENCH_BACKLOG")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runs: usize = env_or("BENCH_RUNS", 3);
+    let backlog: u64 = env_or("BENCH_BACKLOG", 200_000);
+    let rt = runtime();
     rt.block_on(async {
         let mut ours = Ours {
             state: tempfile::tempdir().expect("tempdir"),

@@ -5,11 +5,7 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$REPO"
 
-wanted=("$@")
-[ ${#wanted[@]} -gt 0 ] || wanted=(arm64 armv6)
-for entry in "${TARGETS[@]}"; do
-  read -r name triple _arch _qemu <<<"$entry"
-  [[ " ${wanted[*]} " == *" $name "* ]] || continue
+while read -r -u 3 name triple _arch _qemu; do
   extra=()
   build_std=$BUILD_STD
   if [ "$build_std" = auto ]; then
@@ -23,4 +19,4 @@ for entry in "${TARGETS[@]}"; do
   cargo zigbuild --release --locked --target "$triple.$GLIBC" "${extra[@]}"
   unset RUSTC_BOOTSTRAP
   ls -l "target/$triple/release/serial2mqtt"
-done
+done 3< <(selected_targets "$@")

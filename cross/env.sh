@@ -27,3 +27,12 @@ TARGETS=(
 BUILD_STD="${BUILD_STD:-auto}"
 
 log() { printf '== %s\n' "$*" >&2; }
+
+# The TARGETS entries named in the arguments (all of them when none), one per line.
+selected_targets() {
+  local entry name
+  for entry in "${TARGETS[@]}"; do
+    read -r name _ <<<"$entry"
+    if [ $# -eq 0 ] || [[ " $* " == *" $name "* ]]; then echo "$entry"; fi
+  done
+}

@@ -14,11 +14,7 @@ for name in "${wanted[@]}"; do
     cargo-deb --no-build --no-strip --output target/debian/
     continue
   fi
-  triple=
-  for entry in "${TARGETS[@]}"; do
-    read -r n t _arch _qemu <<<"$entry"
-    [ "$n" = "$name" ] && triple=$t
-  done
+  read -r _ triple _ <<<"$(selected_targets "$name")"
   [ -n "$triple" ] || { echo "unknown target $name" >&2; exit 1; }
   [ -x "target/$triple/release/serial2mqtt" ] || { echo "run cross/build.sh $name first" >&2; exit 1; }
   cargo-deb --no-build --no-strip --target "$triple" --output target/debian/

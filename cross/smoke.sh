@@ -10,11 +10,7 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$REPO"
 
-wanted=("$@")
-[ ${#wanted[@]} -gt 0 ] || wanted=(arm64 armv6)
-for entry in "${TARGETS[@]}"; do
-  read -r name triple _arch qemu <<<"$entry"
-  [[ " ${wanted[*]} " == *" $name "* ]] || continue
+while read -r -u 3 name triple _arch qemu; do
   bin="$REPO/target/$triple/release/serial2mqtt"
   [ -x "$bin" ] || { echo "no $bin: run cross/build.sh $name" >&2; exit 1; }
 
@@ -46,4 +42,4 @@ for entry in "${TARGETS[@]}"; do
   SERIAL2MQTT_TEST_BIN="$bin" \
   SERIAL2MQTT_TEST_RUNNER="$qemu -L $sysroot -E LD_PRELOAD=$shim" \
     cargo test --locked --test gateway --test cli --test uplink -- --test-threads=2
-done
+done 3< <(selected_targets "$@")

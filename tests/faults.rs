@@ -784,35 +784,9 @@ async fn a_users_file_makes_local_clients_log_in_and_its_passwords_never_show() 
     // A logged-in subscriber gets the readings.
     let mut opts = rumqttc::MqttOptions::new("dash-sub", "127.0.0.1", gw.port);
     opts.set_credentials("dash", "s3cret-pass");
-    let (client, mut ev) = rumqttc::AsyncClient::new(opts, 10);
-    client
-        .subscribe("sensors/#", rumqttc::QoS::AtMostOnce)
-        .await
-        .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match ev.poll().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
-                    let _ = tx.send(None);
-                }
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                    let _ = tx.send(Some(String::from_utf8_lossy(&p.payload).into_owned()));
-                }
-                Ok(_) => {}
-                Err(_) => return,
-            }
-        }
-    });
-    assert_eq!(
-        tokio::time::timeout(T, rx.recv()).await.unwrap(),
-        Some(None)
-    );
+    let mut sub = Subscriber::connect_with(opts, &["sensors/#"], rumqttc::QoS::AtMostOnce).await;
     pty.write(b"T=23.5;H=45\n").await;
-    assert_eq!(
-        tokio::time::timeout(T, rx.recv()).await.unwrap(),
-        Some(Some("23.5".into()))
-    );
+    assert_eq!(sub.next(T).await.payload, "23.5");
 
     // Never in the logs, never in `check`; a world-readable file gets a warning.
     assert!(!gw.logs().contains("s3cret-pass") && !gw.logs().contains("other-pass"));
@@ -894,38 +868,9 @@ async fn the_local_listener_speaks_tls_with_logins_and_plain_tcp_gets_nothing() 
     opts.set_transport(rumqttc::Transport::tls_with_config(
         rumqttc::TlsConfiguration::Rustls(tls),
     ));
-    let (client, mut ev) = rumqttc::AsyncClient::new(opts, 10);
-    client
-        .subscribe("sensors/#", rumqttc::QoS::AtMostOnce)
-        .await
-        .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match ev.poll().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
-                    let _ = tx.send(None);
-                }
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                    let _ = tx.send(Some(String::from_utf8_lossy(&p.payload).into_owned()));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    let _ = tx.send(Some(format!("error: {e}")));
-                    return;
-                }
-            }
-        }
-    });
-    assert_eq!(
-        tokio::time::timeout(T, rx.recv()).await.unwrap(),
-        Some(None)
-    );
+    let mut sub = Subscriber::connect_with(opts, &["sensors/#"], rumqttc::QoS::AtMostOnce).await;
     pty.write(b"T=24.5;H=44\n").await;
-    assert_eq!(
-        tokio::time::timeout(T, rx.recv()).await.unwrap(),
-        Some(Some("24.5".into()))
-    );
+    assert_eq!(sub.next(T).await.payload, "24.5");
 }
 
 #[test]

@@ -238,7 +238,12 @@ pub struct Subscriber {
 impl Subscriber {
     /// Connects and subscribes to `filters` at `qos`; returns once the SUBACK arrived.
     pub async fn connect(port: u16, filters: &[&str], qos: QoS) -> Self {
-        let mut opts = MqttOptions::new(format!("test-{}", fastrand_id()), "127.0.0.1", port);
+        let opts = MqttOptions::new(format!("test-{}", fastrand_id()), "127.0.0.1", port);
+        Self::connect_with(opts, filters, qos).await
+    }
+
+    /// The same with options of the caller's (credentials, TLS).
+    pub async fn connect_with(mut opts: MqttOptions, filters: &[&str], qos: QoS) -> Self {
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
