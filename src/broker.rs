@@ -28,7 +28,7 @@ use rumqttd::{
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use crate::config::schema;
 use crate::message::{topic_matches, Message, Outbox};
@@ -138,9 +138,14 @@ pub fn start(
         .map_err(|e| BrokerError::Link(e.to_string()))?;
 
     let broker_failed = failed.clone();
+    let nice = settings.nice;
     thread::Builder::new()
         .name("broker".into())
         .spawn(move || {
+            // rumqttd made its router thread in `Broker::new` (above, at our priority: it also
+            // carries the gateway's own publishes); the threads `start` makes serve local
+            // clients and inherit this thread's lower priority.
+            lower_priority(nice);
             match broker.start() {
                 Ok(()) => error!("embedded broker stopped"),
                 Err(e) => error!("embedded broker stopped: {e}"),
@@ -211,6 +216,29 @@ pub fn start(
         },
         tx,
     ))
+}
+
+/// Lowers the calling thread's CPU priority by `steps` nice steps (capped at 19); threads it
+/// creates inherit it. On Linux the nice value belongs to the thread, not the process.
+///
+/// Why: on a Pi's one to four cores a local client flooding the broker would otherwise take
+/// the CPU the serial path and the uplink need (`cargo bench --bench abuse`). A thread may
+/// always lower its own priority; only a seccomp filter (a unit without `setpriority`) stops it.
+fn lower_priority(steps: u8) {
+    if steps == 0 {
+        return;
+    }
+    let result = rustix::process::getpriority_process(None).and_then(|now| {
+        let target = (now + i32::from(steps)).min(19);
+        rustix::process::setpriority_process(None, target).map(|()| target)
+    });
+    match result {
+        Ok(n) => debug!(nice = n, "local clients served at lower CPU priority"),
+        Err(e) => warn!(
+            "cannot lower the CPU priority of the threads serving local clients ({e}): a \
+             flooding local client competes with the readings for CPU"
+        ),
+    }
 }
 
 /// Forwards what local clients publish to the uplink's queue, like a bridge.

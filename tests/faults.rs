@@ -720,6 +720,58 @@ async fn abusive_local_clients_cost_no_reading_on_the_serial_path_or_the_uplink(
     assert_eq!(late.next_on("sensors/d/seq", T).await.payload, "3001");
 }
 
+/// Each thread of a process: its name and nice value, from /proc.
+fn thread_priorities(pid: u32) -> Vec<(String, i32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let dir = task.expect("task").path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // Fields after the `(comm)`: state is the 3rd field of stat, nice the 19th.
+        let after = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+        if let Some(nice) = after.split(' ').nth(16).and_then(|n| n.parse().ok()) {
+            out.push((name.trim().to_string(), nice));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn threads_serving_local_clients_run_below_the_readings_cpu_priority() {
+    for (setting, expected) in [("", 10), ("\n  nice: 3", 3), ("\n  nice: 0", 0)] {
+        let pty = Pty::new();
+        let config = climate_config(&pty.path, "").replace(
+            "  listen: 127.0.0.1:{port}\n",
+            &format!("  listen: 127.0.0.1:{{port}}{setting}\n"),
+        );
+        assert!(
+            config.contains(&format!("{{port}}{setting}\n")),
+            "not patched: {config}"
+        );
+        let mut gw = start_gateway(&config);
+        let threads = thread_priorities(gw.child.id());
+        gw.terminate();
+        // rumqttd's server thread (named after our listener, `local`) serves the TCP clients.
+        let served: Vec<i32> = threads
+            .iter()
+            .filter(|(n, _)| n == "local")
+            .map(|(_, nice)| *nice)
+            .collect();
+        assert_eq!(served, [expected], "threads: {threads:?}");
+        // Everything on the readings' path stays at the process's priority, the router
+        // included: it carries the gateway's own publishes to local subscribers.
+        for (name, nice) in &threads {
+            if name != "local" && name != "broker" {
+                assert_eq!(*nice, 0, "{name} lowered too: {threads:?}");
+            }
+        }
+        assert!(
+            threads.iter().any(|(n, _)| n.starts_with("router")),
+            "no router thread: {threads:?}"
+        );
+    }
+}
+
 // ---- security ----
 
 /// Whether a client with these credentials gets a CONNACK that accepts it.

@@ -341,6 +341,16 @@ fn validate(
             Some("write e.g. max_connections: 64".into()),
         );
     }
+    if raw.broker.nice > 19 {
+        p.error(
+            "broker.nice",
+            "must be between 0 and 19",
+            Some(
+                "write e.g. nice: 10 (0 serves local clients at the same priority as the readings)"
+                    .into(),
+            ),
+        );
+    }
     if raw.broker.max_inflight == 0 || raw.broker.max_inflight > u16::MAX as usize {
         p.error("broker.max_inflight", "must be between 1 and 65535", None);
     }

@@ -244,6 +244,10 @@ pub struct Broker {
     pub users: Option<Users>,
     /// TLS on the listener instead of plain TCP.
     pub tls: Option<BrokerTls>,
+    /// How many nice steps below the serial path and the uplink the threads serving local
+    /// clients run, so a flooding client cannot take the CPU the readings need (0 = equal).
+    #[serde(default = "default_nice")]
+    pub nice: u8,
 }
 
 /// `broker.tls:` — the local listener's certificate (re-read for each new connection, so a
@@ -281,6 +285,7 @@ impl Default for Broker {
             users_file: None,
             users: None,
             tls: None,
+            nice: default_nice(),
         }
     }
 }
@@ -296,6 +301,9 @@ fn default_max_payload() -> ByteSize {
 }
 fn default_max_inflight() -> usize {
     100
+}
+fn default_nice() -> u8 {
+    10
 }
 fn default_window() -> ByteSize {
     ByteSize::kib(64)

@@ -322,6 +322,11 @@ fn every_validation_error_has_its_message() {
         ),
         (
             "  listen: 127.0.0.1:1884",
+            "  listen: 127.0.0.1:1884\n  nice: 20",
+            &["broker.nice", "between 0 and 19", "nice: 10"],
+        ),
+        (
+            "  listen: 127.0.0.1:1884",
             "  listen: 127.0.0.1:1884\n  max_inflight: 70000",
             &["broker.max_inflight", "between 1 and 65535"],
         ),
