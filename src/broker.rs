@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use crate::config::schema;
+use crate::downlink::Routes;
 use crate::message::{topic_matches, Message, Outbox};
 use crate::queue::service::QueueHandle;
 
@@ -121,6 +122,7 @@ pub fn start(
     settings: &schema::Broker,
     failed: CancellationToken,
     bridge: Option<Bridge>,
+    routes: Routes,
 ) -> Result<(LocalBroker, Outbox), BrokerError> {
     // rumqttd binds on its own thread and only logs a failure: try the address first so a taken
     // port is a clear error at start.
@@ -153,13 +155,16 @@ pub fn start(
             broker_failed.cancel();
         })?;
 
-    if bridge.is_some() {
-        // One subscription to everything, filtered here: overlapping `forward` filters would
-        // otherwise deliver a message once per filter.
+    // One subscription to everything, filtered here (overlapping `forward` or command filters
+    // would otherwise deliver a message once per filter); made when there is a bridge or a
+    // command, or later when a reload adds the first command.
+    let mut subscribed = bridge.is_some() || !routes.is_empty();
+    if subscribed {
         link_tx
             .subscribe("#")
             .map_err(|e| BrokerError::Link(e.to_string()))?;
     }
+    let wanted = Arc::clone(&routes.wanted);
     let echoes = Arc::new(Echoes::default());
     let acks_echoes = Arc::clone(&echoes);
     let bridged = bridge.is_some();
@@ -175,6 +180,9 @@ pub fn start(
                         }
                     }
                     Ok(Some(Notification::Forward(f))) => {
+                        if let Ok(topic) = std::str::from_utf8(&f.publish.topic) {
+                            routes.dispatch(topic, &f.publish.payload);
+                        }
                         if let Some(b) = &bridge {
                             b.forward_local_client(f, &acks_echoes);
                         }
@@ -194,7 +202,20 @@ pub fn start(
         .spawn(move || {
             // `LinkTx::send` is an async fn that blocks on a channel: run it on this thread only.
             handle.block_on(async move {
-                while let Some(m) = rx.recv().await {
+                loop {
+                    let m = tokio::select! {
+                        m = rx.recv() => m,
+                        _ = wanted.notified(), if !subscribed => {
+                            if let Err(e) = link_tx.subscribe("#") {
+                                error!("embedded broker link refused the subscription for commands: {e}");
+                                failed.cancel();
+                                break;
+                            }
+                            subscribed = true;
+                            continue;
+                        }
+                    };
+                    let Some(m) = m else { break };
                     let topic = Bytes::from(m.topic);
                     if bridged {
                         echoes.remember(&topic, &m.payload);

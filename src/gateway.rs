@@ -22,6 +22,7 @@ use bytes::Bytes;
 use crate::broker;
 use crate::config::uplink::QueueSettings;
 use crate::config::{Config, Device, PortSource};
+use crate::downlink::{self, Routes};
 use crate::message::Message;
 use crate::outlet::{Outlet, Upstream};
 use crate::queue::{self, service::QueueHandle};
@@ -186,6 +187,8 @@ struct Devices {
     list: DeviceList,
     /// A device task that panicked reports here.
     failed: mpsc::UnboundedSender<String>,
+    /// Where the broker link sends the devices' commands.
+    routes: Routes,
 }
 
 impl Devices {
@@ -215,7 +218,9 @@ impl Devices {
             stats: Arc::clone(&stats),
             shutdown: stop.clone(),
         };
-        let handle = tokio::spawn(task.run());
+        let (inbox, requests) = mpsc::channel(downlink::INBOX);
+        self.routes.register(&name, &task.device.commands, inbox);
+        let handle = tokio::spawn(task.run(requests));
         let failed = self.failed.clone();
         let who = name.clone();
         let done = tokio::spawn(async move {
@@ -243,6 +248,7 @@ impl Devices {
             return;
         };
         let (_, r) = self.running.remove(i);
+        self.routes.remove(name);
         r.stop.cancel();
         let _ = r.done.await;
         if let Some(sim) = r.simulator {
@@ -382,8 +388,11 @@ pub async fn run(
     };
     // Starting rumqttd blocks briefly (threads, waiting for its listener): off the async workers.
     let failed = broker_failed.clone();
+    // Devices register their commands as they start; the first one makes the link subscribe.
+    let routes = Routes::default();
+    let link_routes = routes.clone();
     let (mut local, outbox) =
-        tokio::task::spawn_blocking(move || broker::start(&settings, failed, bridge))
+        tokio::task::spawn_blocking(move || broker::start(&settings, failed, bridge, link_routes))
             .await
             .map_err(|e| GatewayError::Task(e.to_string()))??;
     info!(listen = %listen, elapsed_ms = started.elapsed().as_millis() as u64, "embedded MQTT broker listening");
@@ -423,6 +432,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
         list: DeviceList::default(),
         failed: failed_tx,
+        routes,
     };
     for device in config.devices {
         devices.start(device)?;

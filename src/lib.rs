@@ -2,10 +2,13 @@
 //!
 //! The module tree follows the data: [`serial`] (ports and framing) → [`rules`] (frame to
 //! messages) → [`message`] → [`broker`] (embedded rumqttd) and [`queue`] (the on-disk
-//! store-and-forward log the uplink will drain), wired together by [`gateway`] from a [`config`].
+//! store-and-forward log that [`uplink`] drains), wired together by [`gateway`] from a
+//! [`config`]. Back the other way, [`downlink`] routes MQTT messages on command topics to the
+//! devices that write them to their ports ([`rules::command`] says what bytes).
 
 pub mod broker;
 pub mod config;
+pub mod downlink;
 pub mod gateway;
 pub mod message;
 pub mod outlet;

@@ -28,6 +28,12 @@ pub struct DeviceStats {
     pub bad_topic: AtomicU64,
     /// Times the port was opened.
     pub opens: AtomicU64,
+    /// Commands written to the port.
+    pub commands_written: AtomicU64,
+    /// Commands refused: the payload did not fit the command (no match, not hex, unframeable).
+    pub commands_rejected: AtomicU64,
+    /// Commands not written: the device was offline, or the write failed or timed out.
+    pub commands_failed: AtomicU64,
     /// Whether the port is open now.
     pub online: AtomicBool,
 }
@@ -52,6 +58,11 @@ impl DeviceStats {
             "invalid_utf8": g(&self.invalid_utf8),
             "bad_topic": g(&self.bad_topic),
             "opens": g(&self.opens),
+            "commands": {
+                "written": g(&self.commands_written),
+                "rejected": g(&self.commands_rejected),
+                "failed": g(&self.commands_failed),
+            },
         })
     }
 
@@ -59,7 +70,7 @@ impl DeviceStats {
     pub fn summary(&self) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "frames={} messages={} unmatched={} too_long={} corrupt={} incomplete={} invalid_utf8={} bad_topic={} opens={}",
+            "frames={} messages={} unmatched={} too_long={} corrupt={} incomplete={} invalid_utf8={} bad_topic={} opens={} commands_written={} commands_rejected={} commands_failed={}",
             g(&self.frames),
             g(&self.messages),
             g(&self.unmatched),
@@ -69,6 +80,9 @@ impl DeviceStats {
             g(&self.invalid_utf8),
             g(&self.bad_topic),
             g(&self.opens),
+            g(&self.commands_written),
+            g(&self.commands_rejected),
+            g(&self.commands_failed),
         )
     }
 }

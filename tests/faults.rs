@@ -13,44 +13,6 @@ use common::*;
 
 const T: Duration = Duration::from_secs(10);
 
-/// An upstream broker: mosquitto when installed (always in CI), else another serial2mqtt's
-/// embedded rumqttd.
-enum Broker {
-    Mosquitto(Mosquitto),
-    Rumqttd(Gateway),
-}
-
-impl Broker {
-    fn start() -> Self {
-        if which("mosquitto") {
-            if let Some(m) = Mosquitto::start() {
-                return Broker::Mosquitto(m);
-            }
-        }
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("mosquitto is required in CI (.ci/run installs it)");
-        }
-        Broker::Rumqttd(start_gateway(
-            "gateway: {id: up, state_dir: \"{dir}/state\"}\nbroker: {listen: \"127.0.0.1:{port}\"}\ndevices: []\n",
-        ))
-    }
-
-    fn port(&self) -> u16 {
-        match self {
-            Broker::Mosquitto(m) => m.port,
-            Broker::Rumqttd(g) => g.port,
-        }
-    }
-}
-
-fn which(tool: &str) -> bool {
-    std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Resident memory of a process, KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -64,7 +26,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::test]
 async fn a_broker_that_never_answers_connect_is_timed_out_and_retried_with_backoff() {
-    let broker = Broker::start();
+    let broker = AnyBroker::start();
     let upstream = Upstream::subscribe(broker.port(), "sites/#").await;
     let proxy = Proxy::start(broker.port()).await;
     proxy.blackhole();
@@ -94,7 +56,7 @@ async fn a_broker_that_never_answers_connect_is_timed_out_and_retried_with_backo
 
 #[tokio::test]
 async fn a_broker_that_stops_acknowledging_fills_the_queue_on_disk_not_memory() {
-    let broker = Broker::start();
+    let broker = AnyBroker::start();
     let upstream = Upstream::subscribe(broker.port(), "sites/#").await;
     let proxy = Proxy::start(broker.port()).await;
     let state = tempfile::tempdir().unwrap();
@@ -135,7 +97,7 @@ async fn a_broker_that_stops_acknowledging_fills_the_queue_on_disk_not_memory() 
 
 #[tokio::test]
 async fn a_flapping_broker_loses_nothing_and_is_not_stormed() {
-    let broker = Broker::start();
+    let broker = AnyBroker::start();
     let upstream = Upstream::subscribe(broker.port(), "sites/#").await;
     let proxy = Proxy::start(broker.port()).await;
     let state = tempfile::tempdir().unwrap();
@@ -230,7 +192,7 @@ async fn a_full_disk_keeps_the_newest_counts_the_drops_and_recovers_when_space_r
         eprintln!("SKIPPED: needs root and unshare(1) to mount a small tmpfs for the queue");
         return;
     }
-    let broker = Broker::start();
+    let broker = AnyBroker::start();
     let upstream = Upstream::subscribe(broker.port(), "sites/#").await;
     let proxy = Proxy::start(broker.port()).await;
     let state = tempfile::tempdir().unwrap();
@@ -634,7 +596,7 @@ async fn abusive_local_clients_cost_no_reading_on_the_serial_path_or_the_uplink(
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
     use tokio::io::AsyncWriteExt;
 
-    let broker = Broker::start();
+    let broker = AnyBroker::start();
     let upstream = Upstream::subscribe(broker.port(), "sites/#").await;
     let state = tempfile::tempdir().unwrap();
     let mut pty = Pty::new();

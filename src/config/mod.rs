@@ -14,6 +14,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::rules::command::{Command, DeviceCommand};
 use crate::rules::template::{Builtin, Template, TemplateError, Var};
 use crate::rules::{suggest, Rule, RuleSet};
 use crate::serial::framing::Framing;
@@ -97,6 +98,8 @@ pub struct Device {
     pub state_topic: String,
     /// Topic for unmatched frames, if any.
     pub unmatched_topic: Option<String>,
+    /// Commands written to the device, with filters expanded for it.
+    pub commands: Vec<DeviceCommand>,
 }
 
 /// One problem in the config file.
@@ -416,7 +419,27 @@ fn validate(
         }
     }
 
+    let mut commands = std::collections::BTreeMap::new();
+    for (name, command) in &raw.commands {
+        match Command::compile(name, command) {
+            Ok(c) => {
+                commands.insert(name.clone(), Arc::new(c));
+            }
+            Err(errs) => {
+                for e in errs {
+                    let path = if e.path.is_empty() {
+                        format!("commands.{name}")
+                    } else {
+                        format!("commands.{name}.{}", e.path)
+                    };
+                    p.error(&path, e.message, e.help);
+                }
+            }
+        }
+    }
+
     let mut used = std::collections::BTreeSet::new();
+    let mut used_commands = std::collections::BTreeSet::new();
     let mut names = std::collections::HashSet::new();
     let mut devices = Vec::with_capacity(raw.devices.len());
     for (i, d) in raw.devices.into_iter().enumerate() {
@@ -544,7 +567,33 @@ fn validate(
                 }
             }
         }
-        if d.rules.is_empty() {
+        let mut device_commands = Vec::with_capacity(d.commands.len());
+        for (j, c) in d.commands.iter().enumerate() {
+            used_commands.insert(c.clone());
+            match commands.get(c) {
+                Some(command) => device_commands.push(command.for_device(&id, &d.name)),
+                None if raw.commands.contains_key(c) => {} // reported where it is defined
+                None => {
+                    let help = match suggest(c, raw.commands.keys().map(String::as_str)) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None if raw.commands.is_empty() => "define it under `commands:`".to_owned(),
+                        None => format!(
+                            "commands defined: {}",
+                            raw.commands.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    };
+                    p.error(
+                        &format!("{path}.commands[{j}]"),
+                        format!(
+                            "device `{}` uses command `{c}`, which is not defined",
+                            d.name
+                        ),
+                        Some(help),
+                    );
+                }
+            }
+        }
+        if d.rules.is_empty() && d.commands.is_empty() {
             p.warn(
                 &path,
                 format!("device `{}` has no rules: every frame is unmatched", d.name),
@@ -595,6 +644,7 @@ fn validate(
                 framing: d.framing,
                 max_frame: d.max_frame,
                 rules: RuleSet::new(rules),
+                commands: device_commands,
             });
         }
     }
@@ -604,6 +654,39 @@ fn validate(
             format!("rule `{name}` is not used by any device"),
             Some(format!(
                 "add `{name}` to a device's `rules:` list, or remove it"
+            )),
+        );
+    }
+
+    // A reply on a topic some command listens to would be taken as a command, and answered...
+    let filters: Vec<&DeviceCommand> = devices.iter().flat_map(|d| &d.commands).collect();
+    let mut looping = std::collections::BTreeSet::new();
+    for c in &filters {
+        let Some(reply) = &c.reply_topic else {
+            continue;
+        };
+        if let Some(other) = filters
+            .iter()
+            .find(|o| crate::message::topic_matches(&o.filter, reply))
+        {
+            if looping.insert(c.command.name.clone()) {
+                p.error(
+                    &format!("commands.{}.reply_topic", c.command.name),
+                    format!(
+                        "replies on `{reply}` would be taken as commands by `{}` (it subscribes to `{}`)",
+                        other.command.name, other.filter
+                    ),
+                    Some("put replies under another topic, e.g. reply_topic: \"cmd/{gateway}/{device}/result\" next to subscribe: \"cmd/{gateway}/{device}/set\"".into()),
+                );
+            }
+        }
+    }
+    for name in raw.commands.keys().filter(|n| !used_commands.contains(*n)) {
+        p.warn(
+            &format!("commands.{name}"),
+            format!("command `{name}` is not used by any device"),
+            Some(format!(
+                "add `{name}` to a device's `commands:` list, or remove it"
             )),
         );
     }

@@ -32,6 +32,9 @@ pub struct File {
     /// Named rules that devices refer to.
     #[serde(default)]
     pub rules: BTreeMap<String, Rule>,
+    /// Named commands (MQTT → serial) that devices refer to.
+    #[serde(default)]
+    pub commands: BTreeMap<String, Command>,
     /// The upstream broker; nothing leaves the gateway when omitted.
     pub uplink: Option<Uplink>,
     /// The on-disk store-and-forward queue in front of the uplink.
@@ -367,6 +370,9 @@ pub struct Device {
     /// Rules tried on each frame, in this order.
     #[serde(default)]
     pub rules: Vec<String>,
+    /// Commands whose MQTT messages are written to this device.
+    #[serde(default)]
+    pub commands: Vec<String>,
 }
 
 fn default_baud() -> u32 {
@@ -455,6 +461,26 @@ pub struct Rule {
     pub continue_: bool,
     /// Messages produced when the rule matches.
     pub publish: Vec<Publish>,
+}
+
+/// One entry of `commands:` — MQTT messages turned into bytes written to a device.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Command {
+    /// MQTT filter to listen on; `{gateway}` and `{device}` are expanded per device.
+    pub subscribe: String,
+    /// Regex the payload must match; named captures become placeholders. Default: any payload.
+    #[serde(rename = "match")]
+    pub match_: Option<String>,
+    /// Template of the text written to the device.
+    pub write: Option<String>,
+    /// Template of the bytes written, as hex (spaces allowed), for binary devices.
+    pub write_hex: Option<String>,
+    /// Wrap the bytes in the device's framing (a line's `\n`, COBS, SLIP, length prefix).
+    #[serde(default)]
+    pub encode: bool,
+    /// Topic that gets `ok` or `error: …` for each command; `{gateway}`/`{device}` expanded.
+    pub reply_topic: Option<String>,
 }
 
 /// One binary field of a `fields:` rule.

@@ -145,6 +145,57 @@ fn unused_rules_are_warnings() {
 }
 
 #[test]
+fn commands_are_compiled_per_device_and_mistakes_point_at_their_line() {
+    let with = |device_commands: &str, commands: &str| {
+        GOOD.replace(
+            "    rules: [climate]\n",
+            &format!("    rules: [climate]\n    commands: {device_commands}\n"),
+        ) + "commands:\n"
+            + commands
+    };
+    let switch = "  switch:\n    subscribe: 'cmd/{gateway}/{device}/set'\n    write: 'R1={payload}'\n    reply_topic: 'cmd/{gateway}/{device}/result'\n";
+    let c = load(&with("[switch]", switch)).unwrap();
+    let cmd = &c.devices[0].commands[0];
+    assert_eq!(cmd.filter, "cmd/greenhouse-pi/greenhouse/set");
+    assert_eq!(
+        cmd.reply_topic.as_deref(),
+        Some("cmd/greenhouse-pi/greenhouse/result")
+    );
+
+    let e = error_text(&with("[swich]", switch));
+    assert!(
+        e.contains("gw.yaml:12:16:")
+            && e.contains("uses command `swich`, which is not defined")
+            && e.contains("did you mean `switch`?"),
+        "{e}"
+    );
+
+    let e = error_text(&with(
+        "[switch]",
+        "  switch:\n    subscribe: 'cmd/#'\n    write: x\n    reply_topic: 'cmd/{device}/result'\n",
+    ));
+    assert!(
+        e.contains("replies on `cmd/greenhouse/result` would be taken as commands by `switch`"),
+        "{e}"
+    );
+
+    let e = error_text(&with(
+        "[switch]",
+        "  switch:\n    subscribe: s\n    write: '{temp}'\n",
+    ));
+    assert!(
+        e.contains("gw.yaml:22:5:") && e.contains("placeholder {temp} names nothing"),
+        "{e}"
+    );
+
+    let c = load(&with("[]", switch)).unwrap();
+    assert!(c
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("command `switch` is not used")));
+}
+
+#[test]
 fn state_topic_only_allows_gateway_and_device() {
     let with = |extra: &str| {
         GOOD.replace(

@@ -10,6 +10,7 @@
 //! be a built-in or something the matcher provides (a named capture, a field name).
 
 pub mod binary;
+pub mod command;
 pub mod template;
 
 use std::borrow::Cow;

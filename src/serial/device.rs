@@ -4,6 +4,11 @@
 //! the port goes away (a read of 0 bytes or an I/O error, as after a USB unplug) it logs once,
 //! publishes `offline` on the device's retained state topic, and reopens with capped exponential
 //! backoff — it never spins. Bad frames are counted and logged rate-limited, never fatal.
+//!
+//! The same task writes the device's commands (MQTT → serial, see [`crate::downlink`]), one
+//! at a time between reads, so writes to a port never interleave. While the port is closed a
+//! command is answered at once with an error on its reply topic rather than kept: a relay
+//! switched minutes late, when the adapter is plugged back in, is worse than a clear refusal.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -14,6 +19,8 @@ use std::time::{Duration, SystemTime};
 use backon::BackoffBuilder;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
 use tokio_serial::SerialPortBuilderExt;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -21,8 +28,10 @@ use tracing::{debug, info, warn};
 
 use super::framing::{Decoded, DropReason, FrameDecoder};
 use crate::config::Device;
+use crate::downlink::Request;
 use crate::message::Message;
 use crate::outlet::Outlet;
+use crate::rules::command::DeviceCommand;
 use crate::rules::template::Builtins;
 use crate::rules::Verdict;
 use crate::stats::{DeviceStats, RateLimit};
@@ -33,6 +42,8 @@ pub const REOPEN_MIN: Duration = Duration::from_millis(250);
 pub const REOPEN_MAX: Duration = Duration::from_secs(5);
 /// How often a repeated bad-frame log line may appear per device and reason.
 const LOG_EVERY: Duration = Duration::from_secs(10);
+/// Longest a command's bytes may take to leave for the port (a line stopped by flow control).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything a device task needs.
 pub struct DeviceTask {
@@ -84,9 +95,10 @@ pub fn explain_open_error(path: &Path, e: &tokio_serial::Error) -> String {
 }
 
 impl DeviceTask {
-    /// Runs until shutdown.
-    pub async fn run(self) {
+    /// Runs until shutdown, taking the device's commands from `requests`.
+    pub async fn run(self, mut requests: mpsc::Receiver<Request>) {
         let name = self.device.name.clone();
+        let mut refusals = RateLimit::new(LOG_EVERY);
         let mut delays = self.backoff();
         let mut last_error: Option<String> = None;
         let mut announced_offline = false;
@@ -102,7 +114,7 @@ impl DeviceTask {
                     self.stats.online.store(true, Ordering::Relaxed);
                     info!(device = %name, port = %self.path.display(), "device online");
                     self.publish_state("online").await;
-                    let stop = self.read(port).await;
+                    let stop = self.read(port, &mut requests).await;
                     self.stats.online.store(false, Ordering::Relaxed);
                     // A port that opens and fails at once must not flap at the shortest delay:
                     // the backoff starts over only after the port stayed up for a while.
@@ -132,9 +144,19 @@ impl DeviceTask {
                 }
             }
             let delay = delays.next().unwrap_or(REOPEN_MAX);
-            tokio::select! {
-                _ = self.shutdown.cancelled() => break,
-                _ = tokio::time::sleep(delay) => {}
+            let wait = tokio::time::sleep(delay);
+            tokio::pin!(wait);
+            let stopping = loop {
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => break true,
+                    _ = &mut wait => break false,
+                    Some(request) = requests.recv() => {
+                        self.refuse(&request, "the device is offline", &mut refusals).await;
+                    }
+                }
+            };
+            if stopping {
+                break;
             }
         }
         self.publish_state("offline").await;
@@ -175,13 +197,25 @@ impl DeviceTask {
         let _ = self.outlet.send(vec![m]).await;
     }
 
-    async fn read(&self, port: tokio_serial::SerialStream) -> Stop {
+    async fn read(
+        &self,
+        port: tokio_serial::SerialStream,
+        requests: &mut mpsc::Receiver<Request>,
+    ) -> Stop {
         let decoder = FrameDecoder::new(&self.device.framing, self.device.max_frame);
         let mut frames = FramedRead::with_capacity(port, decoder, 8 * 1024);
         let mut handler = FrameHandler::new(&self.device, &self.gateway, &self.stats);
+        let mut refusals = RateLimit::new(LOG_EVERY);
         loop {
+            // Reading a frame is cancel-safe: a command may be written between two reads.
             let item = tokio::select! {
                 _ = self.shutdown.cancelled() => return Stop::Shutdown,
+                Some(request) = requests.recv() => {
+                    if let Err(why) = self.write(frames.get_mut(), &request, &mut refusals).await {
+                        return Stop::Gone(why);
+                    }
+                    continue;
+                }
                 item = frames.next() => item,
             };
             match item {
@@ -201,6 +235,93 @@ impl DeviceTask {
                 }
                 None => return Stop::Gone("the port closed (read returned 0 bytes)".into()),
             }
+        }
+    }
+
+    /// Writes one command to the open port and answers on its reply topic. An I/O error means
+    /// the port is gone (returned, after the reply); anything else keeps the port.
+    async fn write(
+        &self,
+        port: &mut tokio_serial::SerialStream,
+        request: &Request,
+        refusals: &mut RateLimit,
+    ) -> Result<(), String> {
+        let Some(command) = self.device.commands.get(request.command) else {
+            return Ok(()); // routed by an older config: nothing to do
+        };
+        let name = &self.device.name;
+        let bytes = match command.command.render(
+            &self.gateway,
+            name,
+            &self.device.framing,
+            &request.payload,
+        ) {
+            Ok(bytes) => bytes,
+            Err(why) => {
+                DeviceStats::bump(&self.stats.commands_rejected);
+                if let Some(n) = refusals.hit() {
+                    warn!(device = %name, command = %command.command.name, suppressed = n, "command rejected: {why}");
+                }
+                self.reply(command, format!("error: {why}")).await;
+                return Ok(());
+            }
+        };
+        let written = tokio::time::timeout(WRITE_TIMEOUT, async {
+            port.write_all(&bytes).await?;
+            port.flush().await
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {
+                DeviceStats::bump(&self.stats.commands_written);
+                debug!(device = %name, command = %command.command.name, bytes = bytes.len(), "command written");
+                self.reply(command, "ok".into()).await;
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                DeviceStats::bump(&self.stats.commands_failed);
+                self.reply(command, format!("error: write failed: {e}"))
+                    .await;
+                Err(format!("write error: {e}"))
+            }
+            Err(_) => {
+                DeviceStats::bump(&self.stats.commands_failed);
+                let why = format!(
+                    "the port did not take the bytes within {}s (flow control holding it?)",
+                    WRITE_TIMEOUT.as_secs()
+                );
+                if let Some(n) = refusals.hit() {
+                    warn!(device = %name, command = %command.command.name, suppressed = n, "command not written: {why}");
+                }
+                self.reply(command, format!("error: {why}")).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Answers a command that cannot be written now.
+    async fn refuse(&self, request: &Request, why: &str, refusals: &mut RateLimit) {
+        let Some(command) = self.device.commands.get(request.command) else {
+            return;
+        };
+        DeviceStats::bump(&self.stats.commands_failed);
+        if let Some(n) = refusals.hit() {
+            warn!(device = %self.device.name, command = %command.command.name, suppressed = n, "command not written: {why}");
+        }
+        self.reply(command, format!("error: {why}")).await;
+    }
+
+    /// Publishes `text` on the command's reply topic, if it has one.
+    async fn reply(&self, command: &DeviceCommand, text: String) {
+        if let Some(topic) = &command.reply_topic {
+            let m = Message {
+                topic: topic.clone(),
+                payload: Bytes::from(text),
+                qos: 1,
+                retain: false,
+            };
+            // A closed outlet means the gateway is stopping.
+            let _ = self.outlet.send(vec![m]).await;
         }
     }
 }

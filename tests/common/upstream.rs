@@ -183,3 +183,31 @@ pub async fn write_frames(pty: &mut Pty, range: std::ops::RangeInclusive<u64>, g
 }
 
 pub const TOPIC: &str = "sites/gw1/sensors/d/seq";
+
+/// An upstream broker: mosquitto when installed (required in CI), else another serial2mqtt's
+/// embedded rumqttd.
+pub enum AnyBroker {
+    Mosquitto(Mosquitto),
+    Rumqttd(super::Gateway),
+}
+
+impl AnyBroker {
+    pub fn start() -> Self {
+        if let Some(m) = Mosquitto::start() {
+            return AnyBroker::Mosquitto(m);
+        }
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("mosquitto is required in CI (.ci/run installs it)");
+        }
+        AnyBroker::Rumqttd(super::start_gateway(
+            "gateway: {id: up, state_dir: \"{dir}/state\"}\nbroker: {listen: \"127.0.0.1:{port}\"}\ndevices: []\n",
+        ))
+    }
+
+    pub fn port(&self) -> u16 {
+        match self {
+            AnyBroker::Mosquitto(m) => m.port,
+            AnyBroker::Rumqttd(g) => g.port,
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Downlink routing: MQTT messages on command topics — published by local clients, or brought
+//! down from upstream by `uplink.subscribe` — handed to the devices whose commands listen there.
+//!
+//! The embedded broker's link delivers every local message to [`Routes::dispatch`] (on the
+//! link's thread, so it never waits); each device has a small bounded inbox of requests and its
+//! task writes them to the port one at a time, so writes to one device are serialized and never
+//! interleave with each other. A device whose inbox is full (a client flooding commands faster
+//! than the line takes them) loses the extra requests: counted and logged, rate-limited.
+//!
+//! Delivery on this path is at most once: rumqttd's in-process link is QoS 0. A sender that
+//! needs to know uses the command's `reply_topic`, which answers every request it receives.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, Notify};
+use tracing::warn;
+
+use crate::message::topic_matches;
+use crate::rules::command::DeviceCommand;
+use crate::stats::RateLimit;
+
+/// Requests a device may have waiting before more are dropped.
+pub const INBOX: usize = 32;
+
+/// One MQTT message for one of a device's commands.
+#[derive(Debug)]
+pub struct Request {
+    /// Index into the device's `commands`.
+    pub command: usize,
+    /// The message's payload.
+    pub payload: Bytes,
+}
+
+/// Which device listens on which filter.
+struct Route {
+    device: String,
+    filter: String,
+    command: usize,
+    inbox: mpsc::Sender<Request>,
+}
+
+/// The routing table, shared by the gateway (which changes it as devices start and stop) and
+/// the broker link (which dispatches); cheap to clone.
+#[derive(Clone)]
+pub struct Routes {
+    routes: Arc<RwLock<Vec<Route>>>,
+    /// Signalled when the first route appears, so the link subscribes only when needed.
+    pub wanted: Arc<Notify>,
+    /// Requests dropped because a device's inbox was full.
+    pub dropped: Arc<AtomicU64>,
+    limit: Arc<Mutex<RateLimit>>,
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Self {
+            routes: Arc::default(),
+            wanted: Arc::default(),
+            dropped: Arc::default(),
+            limit: Arc::new(Mutex::new(RateLimit::new(Duration::from_secs(10)))),
+        }
+    }
+}
+
+impl Routes {
+    /// Routes the device's commands to `inbox` (replacing any old routes of the device).
+    pub fn register(&self, device: &str, commands: &[DeviceCommand], inbox: mpsc::Sender<Request>) {
+        self.remove(device);
+        if commands.is_empty() {
+            return;
+        }
+        if let Ok(mut routes) = self.routes.write() {
+            for (i, c) in commands.iter().enumerate() {
+                routes.push(Route {
+                    device: device.to_owned(),
+                    filter: c.filter.clone(),
+                    command: i,
+                    inbox: inbox.clone(),
+                });
+            }
+        }
+        self.wanted.notify_one();
+    }
+
+    /// Stops routing to the device.
+    pub fn remove(&self, device: &str) {
+        if let Ok(mut routes) = self.routes.write() {
+            routes.retain(|r| r.device != device);
+        }
+    }
+
+    /// Whether any device has commands.
+    pub fn is_empty(&self) -> bool {
+        self.routes.read().map_or(true, |r| r.is_empty())
+    }
+
+    /// Hands a local message to every command whose filter matches its topic; never blocks.
+    /// Returns how many devices' inboxes took it.
+    pub fn dispatch(&self, topic: &str, payload: &Bytes) -> usize {
+        let Ok(routes) = self.routes.read() else {
+            return 0;
+        };
+        let mut taken = 0;
+        for r in routes.iter().filter(|r| topic_matches(&r.filter, topic)) {
+            let request = Request {
+                command: r.command,
+                payload: payload.clone(),
+            };
+            match r.inbox.try_send(request) {
+                Ok(()) => taken += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    let hit = self.limit.lock().ok().and_then(|mut l| l.hit());
+                    if let Some(suppressed) = hit {
+                        warn!(device = %r.device, topic, suppressed, "command dropped: {INBOX} requests are already waiting for the device");
+                    }
+                }
+                // The device is stopping; its replacement registers its own inbox.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        taken
+    }
+}
