@@ -25,6 +25,7 @@ use crate::config::{Config, Device, PortSource};
 use crate::downlink::{self, Routes};
 use crate::message::Message;
 use crate::outlet::{Outlet, Upstream};
+use crate::prometheus;
 use crate::queue::{self, service::QueueHandle};
 use crate::serial::device::DeviceTask;
 use crate::serial::simulate;
@@ -57,6 +58,9 @@ pub enum GatewayError {
     /// A task of the gateway panicked (a bug): exit so the service manager restarts us.
     #[error("internal error: {0}")]
     Task(String),
+    /// The Prometheus endpoint did not start.
+    #[error(transparent)]
+    Metrics(#[from] prometheus::MetricsError),
     /// A simulated device could not get a pseudo-terminal.
     #[error("device `{device}`: cannot create a pseudo-terminal for the simulator: {source}")]
     Simulator {
@@ -331,6 +335,7 @@ fn fixed_settings(c: &Config) -> Vec<(&'static str, String)> {
         ("uplink", format!("{:?}", c.uplink)),
         ("queue", format!("{:?}", c.queue)),
         ("log", c.log_level.clone()),
+        ("metrics", format!("{:?}", c.metrics)),
     ]
 }
 
@@ -369,6 +374,10 @@ pub async fn run(
 ) -> Result<(), GatewayError> {
     let started = std::time::Instant::now();
     let fixed = fixed_settings(&config);
+    if let Some(listen) = config.metrics {
+        prometheus::start(listen)?;
+        info!(listen = %listen, "Prometheus metrics on http://{listen}/metrics");
+    }
 
     // The queue first: it must be open (and repaired) before anything produces messages.
     let queue = match &config.uplink {
@@ -446,6 +455,17 @@ pub async fn run(
         Arc::clone(&uplink_state),
         shutdown.clone(),
     ));
+    let collector = config.metrics.map(|_| {
+        tokio::spawn(prometheus::collect(
+            prometheus::Sources {
+                devices: Arc::clone(&devices.list),
+                queue: queue.clone(),
+                uplink: uplink_task.as_ref().map(|_| Arc::clone(&uplink_state)),
+                routes: devices.routes.clone(),
+            },
+            shutdown.clone(),
+        ))
+    });
     info!(gateway = %devices.gateway, devices = devices.running.len(), "gateway running");
     let uplink = uplink_task.as_ref().map(|_| uplink_state.as_ref());
     systemd.ready(&status_line(&devices, queue.as_ref(), uplink).await);
@@ -491,6 +511,9 @@ pub async fn run(
     systemd.stopping();
     devices.stop_all().await;
     let _ = stats_task.await;
+    if let Some(c) = collector {
+        let _ = c.await;
+    }
     // The last outlet clone goes with `devices`: the publisher then drains into the broker.
     drop(devices);
     // The uplink goes after the devices (their last messages are queued), announcing `offline`;

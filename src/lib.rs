@@ -12,6 +12,7 @@ pub mod downlink;
 pub mod gateway;
 pub mod message;
 pub mod outlet;
+pub mod prometheus;
 pub mod queue;
 pub mod rules;
 pub mod serial;

@@ -40,6 +40,8 @@ pub struct Config {
     pub uplink: Option<uplink::UplinkSettings>,
     /// The store-and-forward queue (used when there is an uplink).
     pub queue: uplink::QueueSettings,
+    /// Where the Prometheus endpoint listens, if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
     /// Things that are legal but probably not meant (an unused rule, a missing port).
     pub warnings: Vec<Diagnostic>,
 }
@@ -711,6 +713,7 @@ fn validate(
         devices,
         uplink,
         queue,
+        metrics: raw.metrics.map(|m| m.listen),
         warnings: p.warnings,
     })
 }

@@ -40,6 +40,16 @@ pub struct File {
     /// The on-disk store-and-forward queue in front of the uplink.
     #[serde(default)]
     pub queue: Queue,
+    /// The Prometheus endpoint; off when omitted.
+    pub metrics: Option<Metrics>,
+}
+
+/// `metrics:` — a Prometheus endpoint for scraping.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Address of the HTTP listener serving `/metrics`.
+    pub listen: SocketAddr,
 }
 
 /// One value or a list of them (`url: mqtt://a` or `url: [mqtt://a, mqtt://b]`).

@@ -20,7 +20,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::BackoffBuilder;
 use bytes::Bytes;
@@ -178,7 +178,7 @@ impl Uplink {
         // Publishes handed to rumqttc, waiting for their packet id (None: not a queue record).
         let mut unsent: VecDeque<Option<u64>> = VecDeque::new();
         // Packet ids in flight, in the order they were written.
-        let mut inflight: VecDeque<(u16, Option<u64>)> = VecDeque::new();
+        let mut inflight: VecDeque<(u16, Option<u64>, Instant)> = VecDeque::new();
         if client
             .try_publish(
                 &self.settings.status_topic,
@@ -249,15 +249,17 @@ impl Uplink {
                 event = events.poll() => match event {
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                         if let Some(seq) = unsent.pop_front() {
-                            inflight.push_back((pkid, seq));
+                            inflight.push_back((pkid, seq, Instant::now()));
                         }
                     }
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
                         // Cumulative: everything written before this packet id is acknowledged too.
-                        let Some(pos) = inflight.iter().position(|(p, _)| *p == ack.pkid) else { continue };
+                        let Some(pos) = inflight.iter().position(|(p, _, _)| *p == ack.pkid) else { continue };
                         let mut highest = None;
                         let mut delivered = 0;
-                        for (_, seq) in inflight.drain(..=pos) {
+                        let latency = metrics::histogram!(crate::prometheus::PUBLISH_LATENCY);
+                        for (_, seq, sent) in inflight.drain(..=pos) {
+                            latency.record(sent.elapsed().as_secs_f64());
                             if seq.is_some() {
                                 delivered += 1;
                                 highest = seq;

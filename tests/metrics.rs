@@ -1,0 +1,168 @@
+//! Health from outside: the Prometheus endpoint scraped over HTTP, and `serial2mqtt status`
+//! reading a running daemon, with the real binary, a pty and real brokers.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::upstream::*;
+use common::*;
+
+const T: Duration = Duration::from_secs(10);
+
+/// One scrape of `/metrics`: the body.
+fn scrape(port: u16) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
+    s.set_read_timeout(Some(T)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read scrape");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+/// The value of the sample whose name and labels are exactly `series`.
+fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Scrapes until `series` reaches at least `min` (the collector runs once a second).
+fn wait_sample(port: u16, series: &str, min: f64) -> String {
+    let deadline = Instant::now() + T;
+    loop {
+        let body = scrape(port);
+        if sample(&body, series).is_some_and(|v| v >= min) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} never reached {min}:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test]
+async fn grafana_can_scrape_devices_queue_uplink_and_latency() {
+    let upstream = AnyBroker::start();
+    let got = Upstream::subscribe(upstream.port(), "sites/#").await;
+    let mut pty = Pty::new();
+    let state = tempfile::tempdir().unwrap();
+    let metrics = free_port();
+    let config = uplink_config(&pty.path, upstream.port(), state.path(), "")
+        .replace(
+            "devices:\n",
+            &format!("metrics: {{listen: \"127.0.0.1:{metrics}\"}}\ndevices:\n"),
+        )
+        .replace("rules: [seq]}", "rules: [seq], max_frame: 32}");
+    assert!(
+        config.contains("max_frame: 32") && config.contains("metrics:"),
+        "{config}"
+    );
+    let gw = start_gateway(&config);
+    gw.wait_log("uplink connected", T).await;
+
+    write_frames(&mut pty, 1..=5, Duration::ZERO).await;
+    pty.write(b"no rule matches this\n").await;
+    pty.write(format!("{}\n", "x".repeat(100)).as_bytes()).await;
+    got.wait_all(TOPIC, 5, T).await;
+
+    let body = wait_sample(metrics, "serial2mqtt_uplink_delivered_total", 5.0);
+    let body = if sample(
+        &body,
+        r#"serial2mqtt_frames_bad_total{device="d",reason="too_long"}"#,
+    ) == Some(1.0)
+    {
+        body
+    } else {
+        wait_sample(
+            metrics,
+            r#"serial2mqtt_frames_bad_total{device="d",reason="too_long"}"#,
+            1.0,
+        )
+    };
+    let v =
+        |series: &str| sample(&body, series).unwrap_or_else(|| panic!("no {series} in:\n{body}"));
+    assert_eq!(v(r#"serial2mqtt_frames_total{device="d"}"#), 6.0);
+    assert_eq!(v(r#"serial2mqtt_frames_unmatched_total{device="d"}"#), 1.0);
+    assert_eq!(
+        v(r#"serial2mqtt_messages_published_total{device="d"}"#),
+        5.0
+    );
+    assert_eq!(v(r#"serial2mqtt_device_online{device="d"}"#), 1.0);
+    assert_eq!(v("serial2mqtt_uplink_connected"), 1.0);
+    assert_eq!(v("serial2mqtt_uplink_connects_total"), 1.0);
+    assert_eq!(v("serial2mqtt_uplink_reconnects_total"), 0.0);
+    assert_eq!(v(r#"serial2mqtt_queue_dropped_total{reason="full"}"#), 0.0);
+    assert!(v("serial2mqtt_queue_bytes") > 0.0);
+    // The latency histogram: every acknowledged publish (5 readings, the `online` status, and
+    // the device's retained state if forwarded) counted, in buckets Grafana can use.
+    assert!(
+        v("serial2mqtt_uplink_publish_seconds_count") >= 5.0,
+        "{body}"
+    );
+    assert!(v(r#"serial2mqtt_uplink_publish_seconds_bucket{le="+Inf"}"#) >= 5.0);
+    assert!(
+        body.contains(r#"serial2mqtt_uplink_publish_seconds_bucket{le="0.001"}"#),
+        "{body}"
+    );
+    assert!(
+        body.contains("# HELP serial2mqtt_queue_depth_messages"),
+        "{body}"
+    );
+    // Everything was acknowledged: the queue drains to 0.
+    let deadline = Instant::now() + T;
+    while sample(&scrape(metrics), "serial2mqtt_queue_depth_messages") != Some(0.0) {
+        assert!(Instant::now() < deadline, "queue depth never 0");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The uplink going away shows up too.
+    drop(upstream);
+    let deadline = Instant::now() + T;
+    while sample(&scrape(metrics), "serial2mqtt_uplink_connected") != Some(0.0) {
+        assert!(
+            Instant::now() < deadline,
+            "still connected after the broker went away"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_taken_metrics_port_is_a_clear_error_at_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_temp(
+        dir.path(),
+        "c.yaml",
+        &format!(
+            "gateway: {{id: g, state_dir: \"{}\"}}\nbroker: {{listen: \"127.0.0.1:{}\"}}\nmetrics: {{listen: \"127.0.0.1:{port}\"}}\ndevices: []\n",
+            dir.path().display(),
+            free_port()
+        ),
+    );
+    let out = serial2mqtt_command()
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot serve metrics on 127.0.0.1:{port}"))
+            && err.contains("metrics.listen"),
+        "{err}"
+    );
+}
