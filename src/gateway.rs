@@ -30,7 +30,7 @@ use crate::queue::{self, service::QueueHandle};
 use crate::serial::device::DeviceTask;
 use crate::serial::simulate;
 use crate::service::Systemd;
-use crate::stats::DeviceStats;
+use crate::stats::{DeviceList, DeviceStats};
 use crate::uplink::{Uplink, UplinkState};
 
 /// How often the systemd status line is refreshed when no watchdog sets the pace.
@@ -165,9 +165,6 @@ async fn publish_stats(
         }
     }
 }
-
-/// The running devices' counters, by name, for the stats message and the status line.
-type DeviceList = Arc<Mutex<Vec<(String, Arc<DeviceStats>)>>>;
 
 /// One running device: its task and what stops it.
 struct Running {

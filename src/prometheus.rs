@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::downlink::Routes;
 use crate::queue::service::QueueHandle;
-use crate::stats::DeviceStats;
+use crate::stats::{DeviceList, DeviceStats};
 use crate::uplink::UplinkState;
 
 /// How often the collector copies the counters.
@@ -132,7 +132,7 @@ fn describe() {
 /// What the collector reads.
 pub struct Sources {
     /// The running devices' counters, by name.
-    pub devices: Arc<std::sync::Mutex<Vec<(String, Arc<DeviceStats>)>>>,
+    pub devices: DeviceList,
     /// The queue, when there is an uplink.
     pub queue: Option<QueueHandle>,
     /// The uplink's state, when there is one.

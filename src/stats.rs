@@ -87,6 +87,9 @@ impl DeviceStats {
     }
 }
 
+/// The running devices' counters, by name: for the stats message, the status line and metrics.
+pub type DeviceList = std::sync::Arc<std::sync::Mutex<Vec<(String, std::sync::Arc<DeviceStats>)>>>;
+
 /// Decides when a repeated event may be logged again.
 #[derive(Debug)]
 pub struct RateLimit {
