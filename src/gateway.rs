@@ -8,7 +8,7 @@
 //! senders drop, the publisher drains what is left into the broker, the uplink says goodbye,
 //! the queue syncs, and `run` returns.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
