@@ -33,6 +33,8 @@ use crate::service::Systemd;
 use crate::stats::{DeviceList, DeviceStats};
 use crate::uplink::{Uplink, UplinkState};
 
+/// When the first stats message goes out after start, at the latest.
+const FIRST_STATS: Duration = Duration::from_secs(2);
 /// How often the systemd status line is refreshed when no watchdog sets the pace.
 const STATUS_EVERY: Duration = Duration::from_secs(10);
 
@@ -110,14 +112,23 @@ async fn publish_stats(
     if every.is_zero() {
         return;
     }
-    let mut tick = tokio::time::interval(every);
-    tick.tick().await;
+    let started = std::time::Instant::now();
+    // The first summary soon after start (devices have had time to open), then every `every`.
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + every.min(FIRST_STATS), every);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
         let mut doc = serde_json::Map::new();
+        doc.insert(
+            "at".into(),
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                .to_string()
+                .into(),
+        );
+        doc.insert("uptime_s".into(), started.elapsed().as_secs().into());
         let devs: serde_json::Map<String, serde_json::Value> = devices
             .lock()
             .map(|d| {

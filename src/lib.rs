@@ -18,4 +18,5 @@ pub mod rules;
 pub mod serial;
 pub mod service;
 pub mod stats;
+pub mod status;
 pub mod uplink;

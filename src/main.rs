@@ -40,6 +40,12 @@ enum Command {
     },
     /// List the serial ports of this machine with USB ids and the stable path for the config.
     Ports,
+    /// Show what the running gateway reports: devices, queue, uplink.
+    Status {
+        /// Config file of the running gateway.
+        #[arg(short, long, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// Print the messages one frame would produce on a device.
     TestRule {
         /// Config file.
@@ -79,6 +85,41 @@ fn main() -> ExitCode {
             hex,
             frame,
         } => test_rule(config, &device, hex, &frame),
+        Command::Status { config } => status(config),
+    }
+}
+
+fn status(path: PathBuf) -> ExitCode {
+    // Warnings (a port missing now) are `check`'s business, not a status reader's.
+    let config = match config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("serial2mqtt: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(serial2mqtt::status::fetch(&config)) {
+        Ok(summary) => {
+            print!(
+                "{}",
+                serial2mqtt::status::render(&config.gateway.id, &summary)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("serial2mqtt: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

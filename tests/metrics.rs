@@ -166,3 +166,91 @@ fn a_taken_metrics_port_is_a_clear_error_at_start() {
         "{err}"
     );
 }
+
+/// Runs `serial2mqtt status` on a config; its exit success, stdout and stderr.
+fn status(config: &std::path::Path) -> (bool, String, String) {
+    let out = serial2mqtt_command()
+        .args(["status", "--config"])
+        .arg(config)
+        .output()
+        .expect("run status");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn status_shows_a_running_gateways_devices_even_behind_a_login() {
+    let mut pty = Pty::new();
+    let users = tempfile::tempdir().unwrap();
+    let users_file = write_temp(users.path(), "broker.users", "alice:wonderland\n");
+    let config = climate_config(&pty.path, "  stats_interval: 1s").replace(
+        "  listen: 127.0.0.1:{port}\n",
+        &format!(
+            "  listen: 127.0.0.1:{{port}}\n  users_file: {}\n",
+            users_file.display()
+        ),
+    );
+    assert!(config.contains("users_file"), "{config}");
+    let gw = start_gateway(&config);
+    for t in 0..3 {
+        pty.write(format!("T=2{t}.5;H=40\n").as_bytes()).await;
+    }
+    pty.write(b"garbage\n").await;
+    let deadline = Instant::now() + T;
+    let table = loop {
+        let (ok, out, err) = status(&gw.config_path());
+        assert!(ok, "status failed: {err}");
+        let row: Vec<&str> = out
+            .lines()
+            .find(|l| l.starts_with("greenhouse"))
+            .map(|l| l.split_whitespace().collect())
+            .unwrap_or_default();
+        if row.get(2) == Some(&"4") {
+            break out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never showed the frames:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        table.starts_with("gateway testgw: summary of 20"),
+        "{table}"
+    );
+    assert!(table.contains("DEVICE      STATE"), "{table}");
+    // Online, 4 frames, 6 messages (2 per reading), 1 unmatched, 0 bad, no commands.
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("greenhouse"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    assert_eq!(
+        row,
+        ["greenhouse", "online", "4", "6", "1", "0", "0/0/0"],
+        "{table}"
+    );
+    assert!(table.contains("uplink: none configured"), "{table}");
+}
+
+#[tokio::test]
+async fn status_without_a_running_gateway_says_so() {
+    let pty = Pty::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_temp(
+        dir.path(),
+        "c.yaml",
+        &climate_config(&pty.path, "")
+            .replace("{port}", &free_port().to_string())
+            .replace("{dir}", &dir.path().display().to_string()),
+    );
+    let (ok, _, err) = status(&config);
+    assert!(!ok);
+    assert!(
+        err.contains("cannot reach the gateway's broker") && err.contains("is serial2mqtt running"),
+        "{err}"
+    );
+}

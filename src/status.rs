@@ -1,0 +1,202 @@
+//! `serial2mqtt status`: what a running daemon reports, as a table for a person at a terminal.
+//!
+//! The daemon already publishes a retained JSON summary on `serial2mqtt/{gateway}/stats` every
+//! `gateway.stats_interval` (first one 2 s after start). `status` connects to the embedded
+//! broker like any local client (logging in with the first user of `broker.users_file`, and
+//! trusting `broker.tls.cert_file` when the listener is TLS), takes that retained message and
+//! renders it: no second channel into the daemon to secure or keep in step.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use serde_json::Value;
+
+use crate::broker::connect_addr;
+use crate::config::schema::Tls;
+use crate::config::Config;
+
+/// How long `status` waits for the broker and the retained summary.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// Fetches the daemon's latest summary from its broker.
+pub async fn fetch(config: &Config) -> Result<Value, String> {
+    let addr = connect_addr(config.broker.listen);
+    let topic = format!("serial2mqtt/{}/stats", config.gateway.id);
+    let id = format!("serial2mqtt-status-{}", std::process::id());
+    let mut opts = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    opts.set_keep_alive(Duration::from_secs(10));
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    if let Some((user, password)) = config
+        .broker
+        .users
+        .as_ref()
+        .and_then(|u| u.0.iter().min_by(|a, b| a.0.cmp(b.0)))
+    {
+        opts.set_credentials(user.clone(), password.clone());
+    }
+    if let Some(tls) = &config.broker.tls {
+        let trust = Tls {
+            ca_file: Some(tls.cert_file.clone()),
+            cert_file: None,
+            key_file: None,
+        };
+        let client = crate::uplink::tls::client_config(Some(&trust))?;
+        opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(client)));
+    }
+    let (client, mut events) = AsyncClient::new(opts, 10);
+    client
+        .subscribe(&topic, QoS::AtMostOnce)
+        .await
+        .map_err(|e| e.to_string())?;
+    let got = tokio::time::timeout(WAIT, async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == topic => {
+                    return serde_json::from_slice::<Value>(&p.payload)
+                        .map_err(|e| format!("the summary on {topic} is not JSON: {e}"));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(format!(
+                        "cannot reach the gateway's broker on {addr}: {e} (is serial2mqtt running with this config?)"
+                    ))
+                }
+            }
+        }
+    })
+    .await;
+    let _ = client.try_disconnect();
+    match got {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "no summary on {topic} within {}s: the gateway publishes one 2 s after start, then every gateway.stats_interval ({}); is it 0?",
+            WAIT.as_secs(),
+            humantime::format_duration(config.gateway.stats_interval)
+        )),
+    }
+}
+
+/// Renders a summary as a few lines and a table.
+pub fn render(gateway: &str, summary: &Value) -> String {
+    let mut out = String::new();
+    let at = summary["at"].as_str().unwrap_or("?");
+    let uptime = summary["uptime_s"]
+        .as_u64()
+        .map(|s| humantime::format_duration(Duration::from_secs(s)).to_string())
+        .unwrap_or_else(|| "?".into());
+    let _ = writeln!(out, "gateway {gateway}: summary of {at}, up {uptime}");
+    let mut rows = vec![[
+        "DEVICE",
+        "STATE",
+        "FRAMES",
+        "MESSAGES",
+        "UNMATCHED",
+        "BAD",
+        "COMMANDS ok/rej/fail",
+    ]
+    .map(String::from)];
+    if let Some(devices) = summary["devices"].as_object() {
+        for (name, d) in devices {
+            let n = |k: &str| d[k].as_u64().unwrap_or(0);
+            let c = |k: &str| d["commands"][k].as_u64().unwrap_or(0);
+            rows.push([
+                name.clone(),
+                if d["online"].as_bool() == Some(true) {
+                    "online"
+                } else {
+                    "offline"
+                }
+                .into(),
+                n("frames").to_string(),
+                n("messages").to_string(),
+                n("unmatched").to_string(),
+                (n("too_long")
+                    + n("corrupt")
+                    + n("incomplete")
+                    + n("invalid_utf8")
+                    + n("bad_topic"))
+                .to_string(),
+                format!("{}/{}/{}", c("written"), c("rejected"), c("failed")),
+            ]);
+        }
+    }
+    if rows.len() == 1 {
+        let _ = writeln!(out, "no devices");
+    } else {
+        let widths: Vec<usize> = (0..rows[0].len())
+            .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+            .collect();
+        for r in &rows {
+            let line: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            let _ = writeln!(out, "{}", line.join("  ").trim_end());
+        }
+    }
+    let q = &summary["queue"];
+    if q.is_object() {
+        let n = |k: &str| q[k].as_u64().unwrap_or(0);
+        let dropped: u64 = ["full", "disk_full", "corrupt", "too_large"]
+            .iter()
+            .map(|k| q["dropped"][k].as_u64().unwrap_or(0))
+            .sum();
+        let _ = writeln!(
+            out,
+            "queue: {} messages waiting, {} on disk in {} segment(s), {dropped} dropped",
+            n("depth"),
+            bytesize::ByteSize::b(n("bytes")),
+            n("segments"),
+        );
+    }
+    let u = &summary["uplink"];
+    if u.is_object() {
+        let connected = u["connected"].as_bool() == Some(true);
+        let _ = writeln!(
+            out,
+            "uplink: {}, {} connection(s), {} delivered",
+            if connected {
+                "connected"
+            } else {
+                "offline, buffering"
+            },
+            u["connects"].as_u64().unwrap_or(0),
+            u["delivered"].as_u64().unwrap_or(0),
+        );
+    } else {
+        let _ = writeln!(out, "uplink: none configured");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_summary_renders_as_a_table() {
+        let s = serde_json::json!({
+            "at": "2026-11-24T22:00:00Z", "uptime_s": 3725,
+            "devices": {
+                "greenhouse": {"online": true, "frames": 1200, "messages": 2400, "unmatched": 3,
+                    "too_long": 1, "corrupt": 0, "incomplete": 1, "invalid_utf8": 0, "bad_topic": 0,
+                    "commands": {"written": 5, "rejected": 1, "failed": 0}},
+                "meter": {"online": false, "frames": 0, "messages": 0}
+            },
+            "queue": {"depth": 12, "bytes": 4096, "segments": 1, "dropped": {"full": 2}},
+            "uplink": {"connected": false, "connects": 3, "delivered": 2388}
+        });
+        let text = render("gw", &s);
+        assert_eq!(
+            text,
+            "gateway gw: summary of 2026-11-24T22:00:00Z, up 1h 2m 5s\n\
+             DEVICE      STATE    FRAMES  MESSAGES  UNMATCHED  BAD  COMMANDS ok/rej/fail\n\
+             greenhouse  online   1200    2400      3          2    5/1/0\n\
+             meter       offline  0       0         0          0    0/0/0\n\
+             queue: 12 messages waiting, 4.0 KiB on disk in 1 segment(s), 2 dropped\n\
+             uplink: offline, buffering, 3 connection(s), 2388 delivered\n"
+        );
+    }
+}
