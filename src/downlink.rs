@@ -52,6 +52,10 @@ pub struct Routes {
     /// Requests dropped because a device's inbox was full.
     pub dropped: Arc<AtomicU64>,
     limit: Arc<Mutex<RateLimit>>,
+    /// Home Assistant's status topic, once discovery is on.
+    birth_topic: Arc<RwLock<Option<String>>>,
+    /// Signalled when Home Assistant says `online` there (it restarted: announce again).
+    pub births: Arc<Notify>,
 }
 
 impl Default for Routes {
@@ -61,6 +65,8 @@ impl Default for Routes {
             wanted: Arc::default(),
             dropped: Arc::default(),
             limit: Arc::new(Mutex::new(RateLimit::new(Duration::from_secs(10)))),
+            birth_topic: Arc::default(),
+            births: Arc::default(),
         }
     }
 }
@@ -85,6 +91,14 @@ impl Routes {
         self.wanted.notify_one();
     }
 
+    /// Watches Home Assistant's status topic for its `online` (the link subscribes if needed).
+    pub fn watch_births(&self, topic: &str) {
+        if let Ok(mut t) = self.birth_topic.write() {
+            *t = Some(topic.to_owned());
+        }
+        self.wanted.notify_one();
+    }
+
     /// Stops routing to the device.
     pub fn remove(&self, device: &str) {
         if let Ok(mut routes) = self.routes.write() {
@@ -92,14 +106,22 @@ impl Routes {
         }
     }
 
-    /// Whether any device has commands.
+    /// Whether nothing needs the link's messages (no commands, no discovery).
     pub fn is_empty(&self) -> bool {
         self.routes.read().map_or(true, |r| r.is_empty())
+            && self.birth_topic.read().map_or(true, |t| t.is_none())
     }
 
     /// Hands a local message to every command whose filter matches its topic; never blocks.
     /// Returns how many devices' inboxes took it.
     pub fn dispatch(&self, topic: &str, payload: &Bytes) -> usize {
+        let birth = self
+            .birth_topic
+            .read()
+            .is_ok_and(|t| t.as_deref() == Some(topic));
+        if birth && payload.as_ref() == b"online" {
+            self.births.notify_one();
+        }
         let Ok(routes) = self.routes.read() else {
             return 0;
         };

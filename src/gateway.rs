@@ -23,6 +23,7 @@ use crate::broker;
 use crate::config::uplink::QueueSettings;
 use crate::config::{Config, Device, PortSource};
 use crate::downlink::{self, Routes};
+use crate::homeassistant;
 use crate::message::Message;
 use crate::outlet::{Outlet, Upstream};
 use crate::prometheus;
@@ -32,6 +33,25 @@ use crate::serial::simulate;
 use crate::service::Systemd;
 use crate::stats::{DeviceList, DeviceStats};
 use crate::uplink::{Uplink, UplinkState};
+
+/// A retained QoS 1 message for the embedded broker.
+fn local_message(topic: &str, payload: &'static str) -> Message {
+    Message {
+        topic: topic.to_owned(),
+        payload: Bytes::from_static(payload.as_bytes()),
+        qos: 1,
+        retain: true,
+    }
+}
+
+/// Publishes discovery messages on the embedded broker (never upstream: see `homeassistant`).
+async fn announce(local: &crate::message::Outbox, messages: Vec<Message>) {
+    for m in messages {
+        if local.send(m).await.is_err() {
+            return;
+        }
+    }
+}
 
 /// When the first stats message goes out after start, at the latest.
 const FIRST_STATS: Duration = Duration::from_secs(2);
@@ -439,7 +459,31 @@ pub async fn run(
         }
         _ => None,
     };
+    // Local only (never forwarded): the gateway's status and Home Assistant discovery.
+    let local_only = outbox.clone();
     drop(outbox);
+    let status_topic = homeassistant::gateway_status_topic(&config.gateway.id);
+    let _ = local_only
+        .send(local_message(&status_topic, "online"))
+        .await;
+    let ha = config.homeassistant.clone();
+    let gateway_id = config.gateway.id.clone();
+    let discovery = |devices: &[Device]| {
+        homeassistant::Discovery {
+            prefix: &ha.discovery_prefix,
+            gateway: &gateway_id,
+        }
+        .configs(devices)
+    };
+    let mut announced = discovery(&config.devices);
+    if !announced.is_empty() {
+        routes.watch_births(&ha.status_topic);
+    }
+    announce(
+        &local_only,
+        homeassistant::transition(&Default::default(), &announced),
+    )
+    .await;
 
     let (failed_tx, mut device_failed) = mpsc::unbounded_channel();
     let mut devices = Devices {
@@ -503,11 +547,21 @@ pub async fn run(
                         warn!("reload: `{what}` settings changed; they take effect at the next restart (systemctl restart serial2mqtt)");
                     }
                 }
+                let now = discovery(&new.devices);
+                if !now.is_empty() {
+                    devices.routes.watch_births(&ha.status_topic);
+                }
                 match devices.reload(new.devices).await {
                     Ok((added, changed, removed)) => info!(added, changed, removed, "config reloaded"),
                     Err(e) => error!("reload: {e}"),
                 }
+                announce(&local_only, homeassistant::transition(&announced, &now)).await;
+                announced = now;
                 systemd.ready(&status_line(&devices, queue.as_ref(), uplink).await);
+            }
+            _ = devices.routes.births.notified() => {
+                info!(entities = announced.len(), "Home Assistant is online: announcing the entities again");
+                announce(&local_only, homeassistant::transition(&announced, &announced)).await;
             }
             _ = tick.tick() => {
                 systemd.watchdog();
@@ -524,6 +578,10 @@ pub async fn run(
     }
     // The last outlet clone goes with `devices`: the publisher then drains into the broker.
     drop(devices);
+    let _ = local_only
+        .send(local_message(&status_topic, "offline"))
+        .await;
+    drop(local_only);
     // The uplink goes after the devices (their last messages are queued), announcing `offline`;
     // then the queue makes everything durable.
     uplink_stop.cancel();

@@ -10,6 +10,7 @@ pub mod broker;
 pub mod config;
 pub mod downlink;
 pub mod gateway;
+pub mod homeassistant;
 pub mod message;
 pub mod outlet;
 pub mod prometheus;

@@ -42,6 +42,8 @@ pub struct Config {
     pub queue: uplink::QueueSettings,
     /// Where the Prometheus endpoint listens, if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Home Assistant discovery prefix and birth topic.
+    pub homeassistant: schema::HomeAssistantSettings,
     /// Things that are legal but probably not meant (an unused rule, a missing port).
     pub warnings: Vec<Diagnostic>,
 }
@@ -693,6 +695,22 @@ fn validate(
         );
     }
 
+    let ha = &raw.homeassistant;
+    if let Some(why) = crate::message::topic_problem(&ha.discovery_prefix) {
+        p.error(
+            "homeassistant.discovery_prefix",
+            why,
+            Some("write e.g. discovery_prefix: homeassistant".into()),
+        );
+    }
+    if let Some(why) = crate::message::topic_problem(&ha.status_topic) {
+        p.error(
+            "homeassistant.status_topic",
+            why,
+            Some("write e.g. status_topic: homeassistant/status".into()),
+        );
+    }
+
     let uplink = raw
         .uplink
         .and_then(|u| uplink::validate_uplink(u, &id, &mut p));
@@ -714,6 +732,7 @@ fn validate(
         uplink,
         queue,
         metrics: raw.metrics.map(|m| m.listen),
+        homeassistant: raw.homeassistant,
         warnings: p.warnings,
     })
 }

@@ -42,6 +42,49 @@ pub struct File {
     pub queue: Queue,
     /// The Prometheus endpoint; off when omitted.
     pub metrics: Option<Metrics>,
+    /// Home Assistant discovery settings (discovery itself is on when an entity is announced).
+    #[serde(default)]
+    pub homeassistant: HomeAssistantSettings,
+}
+
+/// `homeassistant:` — where Home Assistant listens for discovery and announces itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeAssistantSettings {
+    /// Discovery topic prefix.
+    #[serde(default = "default_ha_prefix")]
+    pub discovery_prefix: String,
+    /// Home Assistant's birth/last-will topic: `online` there makes the gateway republish.
+    #[serde(default = "default_ha_status")]
+    pub status_topic: String,
+}
+
+impl Default for HomeAssistantSettings {
+    fn default() -> Self {
+        Self {
+            discovery_prefix: default_ha_prefix(),
+            status_topic: default_ha_status(),
+        }
+    }
+}
+
+fn default_ha_prefix() -> String {
+    "homeassistant".into()
+}
+fn default_ha_status() -> String {
+    "homeassistant/status".into()
+}
+
+/// `homeassistant:` on a publish entry or a command — how Home Assistant shows it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HomeAssistant {
+    /// `sensor`, `binary_sensor`, ... for readings; `switch`, `button`, ... for commands.
+    pub component: Option<String>,
+    /// Last part of the entity's unique id (default: the topic's last level).
+    pub object_id: Option<String>,
+    /// Any other discovery key, passed as written (`name`, `device_class`, ...).
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_yaml::Value>,
 }
 
 /// `metrics:` — a Prometheus endpoint for scraping.
@@ -491,6 +534,8 @@ pub struct Command {
     pub encode: bool,
     /// Topic that gets `ok` or `error: …` for each command; `{gateway}`/`{device}` expanded.
     pub reply_topic: Option<String>,
+    /// Announce this command to Home Assistant (a switch, a button, ...).
+    pub homeassistant: Option<HomeAssistant>,
 }
 
 /// One binary field of a `fields:` rule.
@@ -526,4 +571,6 @@ pub struct Publish {
     /// Retained on the broker.
     #[serde(default)]
     pub retain: bool,
+    /// Announce this message to Home Assistant as an entity.
+    pub homeassistant: Option<HomeAssistant>,
 }

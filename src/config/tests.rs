@@ -196,6 +196,35 @@ fn commands_are_compiled_per_device_and_mistakes_point_at_their_line() {
 }
 
 #[test]
+fn home_assistant_mistakes_are_explained() {
+    let with = |ha: &str| {
+        GOOD.replace(
+            "        payload: \"{temp}\"\n",
+            &format!("        payload: \"{{temp}}\"\n        homeassistant: {ha}\n"),
+        )
+    };
+    let c = load(&with("{device_class: temperature}")).unwrap();
+    assert_eq!(c.devices[0].rules.entities("g", "d").count(), 1);
+    let e = error_text(&with("{component: switch}"));
+    assert!(
+        e.contains("component `switch` is not possible here")
+            && e.contains("sensor, binary_sensor"),
+        "{e}"
+    );
+    let e = error_text(&with("{state_topic: x}"));
+    assert!(e.contains("`state_topic` is set by serial2mqtt"), "{e}");
+    let e = error_text(&with("{object_id: 'a b'}"));
+    assert!(e.contains("object_id `a b` may only have"), "{e}");
+    let per_frame = with("{device_class: temperature}")
+        .replace("sensors/{device}/temperature", "sensors/{device}/{temp}");
+    let e = error_text(&per_frame);
+    assert!(
+        e.contains("Home Assistant needs one state topic per device"),
+        "{e}"
+    );
+}
+
+#[test]
 fn state_topic_only_allows_gateway_and_device() {
     let with = |extra: &str| {
         GOOD.replace(

@@ -15,6 +15,7 @@ use regex::Regex;
 use super::template::{Builtin, Builtins, NoValues, Template, TemplateError, Var, BUILTINS};
 use super::{err, Captures, CompileError};
 use crate::config::schema;
+use crate::homeassistant::{Entity, COMMAND_COMPONENTS};
 use crate::message::{filter_problem, topic_problem};
 use crate::serial::framing::{encode_frame, Framing};
 
@@ -40,6 +41,8 @@ pub struct Command {
     write: Write,
     encode: bool,
     reply_topic: Option<Template>,
+    /// Announced to Home Assistant as this entity (its command topic is the filter).
+    pub homeassistant: Option<Entity>,
 }
 
 /// A command as one device uses it: filter and reply topic expanded for that device.
@@ -243,8 +246,32 @@ impl Command {
             }
         };
 
+        let homeassistant = match &raw.homeassistant {
+            None => None,
+            Some(raw_ha) => match Entity::compile(raw_ha, &COMMAND_COMPONENTS) {
+                Ok(e) => {
+                    if raw.subscribe.contains(['+', '#']) {
+                        errors.push(err(
+                            "homeassistant",
+                            format!("command `{name}`: Home Assistant publishes to one topic, but `{}` is a wildcard filter", raw.subscribe),
+                            Some("subscribe to a plain topic, e.g. \"cmd/{gateway}/{device}/set\"".into()),
+                        ));
+                    }
+                    Some(e)
+                }
+                Err((message, help)) => {
+                    errors.push(err(
+                        "homeassistant",
+                        format!("command `{name}`: {message}"),
+                        Some(help),
+                    ));
+                    None
+                }
+            },
+        };
         match (subscribe, write) {
             (Some(subscribe), Some(write)) if errors.is_empty() => Ok(Self {
+                homeassistant,
                 name: name.to_owned(),
                 subscribe,
                 matcher,

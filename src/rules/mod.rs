@@ -20,6 +20,7 @@ use bytes::Bytes;
 use regex::Regex;
 
 use crate::config::schema;
+use crate::homeassistant::{Entity, STATE_COMPONENTS};
 use crate::message::{topic_problem, Message};
 use binary::{decimals_of, BinField, FieldType, TYPE_NAMES};
 use template::{
@@ -65,6 +66,8 @@ struct Output {
     payload: Payload,
     qos: u8,
     retain: bool,
+    /// Announced to Home Assistant as this entity.
+    homeassistant: Option<Entity>,
 }
 
 /// One compiled rule.
@@ -316,12 +319,48 @@ impl Rule {
                     Some("write qos: 0, 1 or 2".into()),
                 ));
             }
+            let homeassistant = match &p.homeassistant {
+                None => None,
+                Some(raw) => match Entity::compile(raw, &STATE_COMPONENTS) {
+                    Ok(e) => Some(e),
+                    Err((message, help)) => {
+                        errors.push(err(
+                            format!("{path}.homeassistant"),
+                            format!("rule `{name}`: {message}"),
+                            Some(help),
+                        ));
+                        None
+                    }
+                },
+            };
+            if let (Some(e), Some(t)) = (&homeassistant, &topic) {
+                let per_frame = t.vars().any(|v| {
+                    !matches!(
+                        v,
+                        Var::Builtin(template::Builtin::Gateway | template::Builtin::Device)
+                    )
+                });
+                if per_frame {
+                    errors.push(err(
+                        format!("{path}.homeassistant"),
+                        format!(
+                            "rule `{name}`: Home Assistant needs one state topic per device, but `{}` changes with the frame",
+                            p.topic
+                        ),
+                        Some(format!(
+                            "use only {{gateway}} and {{device}} in this topic, or announce the {} with one rule per topic",
+                            e.component
+                        )),
+                    ));
+                }
+            }
             if let (Some(topic), Some(payload)) = (topic, payload) {
                 outputs.push(Output {
                     topic,
                     payload,
                     qos: p.qos.min(2),
                     retain: p.retain,
+                    homeassistant,
                 });
             }
         }
@@ -424,6 +463,21 @@ impl RuleSet {
     /// Whether the set has no rules at all.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// The messages announced to Home Assistant: their topic for this device, and the entity.
+    pub fn entities<'a>(
+        &'a self,
+        gateway: &'a str,
+        device: &'a str,
+    ) -> impl Iterator<Item = (String, &'a Entity)> + 'a {
+        self.rules.iter().flat_map(move |r| {
+            r.outputs.iter().filter_map(move |o| {
+                o.homeassistant
+                    .as_ref()
+                    .map(|e| (o.topic.render_static(gateway, device), e))
+            })
+        })
     }
 
     /// Applies the rules to one frame, appending messages to `out`. A message whose rendered
