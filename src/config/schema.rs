@@ -87,6 +87,10 @@ pub struct HomeAssistant {
     pub extra: BTreeMap<String, serde_yaml::Value>,
 }
 
+fn default_protocol() -> u8 {
+    3
+}
+
 /// `metrics:` — a Prometheus endpoint for scraping.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,6 +141,12 @@ pub struct Uplink {
     /// as failed and the next one is scheduled.
     #[serde(default = "default_uplink_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// MQTT version upstream: 3 (3.1.1, the default) or 5.
+    #[serde(default = "default_protocol")]
+    pub protocol: u8,
+    /// MQTT 5 only: how long the upstream broker keeps a message for subscribers (off: forever).
+    #[serde(default, with = "humantime_serde")]
+    pub message_expiry: Option<Duration>,
     /// Filters on local topics whose messages go upstream.
     #[serde(default = "default_forward")]
     pub forward: Vec<String>,

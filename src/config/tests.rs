@@ -538,6 +538,25 @@ fn every_validation_error_has_its_message() {
         ),
         (
             "devices:",
+            "uplink: {url: \"mqtt://h\", protocol: 6}\ndevices:",
+            &[
+                "uplink.protocol",
+                "MQTT version 6 is not supported",
+                "protocol: 5",
+            ],
+        ),
+        (
+            "devices:",
+            "uplink: {url: \"mqtt://h\", message_expiry: 1h}\ndevices:",
+            &["uplink.message_expiry", "needs MQTT 5", "add protocol: 5"],
+        ),
+        (
+            "devices:",
+            "uplink: {url: \"mqtt://h\", protocol: 5, message_expiry: 10ms}\ndevices:",
+            &["uplink.message_expiry", "between 1s"],
+        ),
+        (
+            "devices:",
             "uplink: {url: \"mqtt://h\"}\nqueue: {segment_bytes: 1KiB}\ndevices:",
             &["queue.segment_bytes"],
         ),

@@ -75,6 +75,12 @@ pub struct UplinkSettings {
     pub max_packet: usize,
     /// Replay pacing, messages per second.
     pub max_rate: Option<u32>,
+    /// 3 (MQTT 3.1.1) or 5.
+    pub protocol: u8,
+    /// MQTT 5 message expiry.
+    pub message_expiry: Option<Duration>,
+    /// The gateway id (an MQTT 5 user property of every forwarded message).
+    pub gateway: String,
 }
 
 /// The store-and-forward queue, ready to open.
@@ -307,7 +313,40 @@ pub(super) fn validate_uplink(
         );
         ok = false;
     }
+    let protocol = match raw.protocol {
+        3 | 4 => 3,
+        5 => 5,
+        n => {
+            p.error(
+                "uplink.protocol",
+                format!("MQTT version {n} is not supported"),
+                Some("write protocol: 3 (MQTT 3.1.1, the default) or protocol: 5".into()),
+            );
+            ok = false;
+            3
+        }
+    };
+    if let Some(expiry) = raw.message_expiry {
+        if protocol != 5 {
+            p.error(
+                "uplink.message_expiry",
+                "message expiry needs MQTT 5",
+                Some("add protocol: 5, or remove message_expiry".into()),
+            );
+            ok = false;
+        } else if expiry < Duration::from_secs(1) || expiry.as_secs() > u64::from(u32::MAX) {
+            p.error(
+                "uplink.message_expiry",
+                "must be between 1s and 136 years",
+                Some("write e.g. message_expiry: 1d".into()),
+            );
+            ok = false;
+        }
+    }
     ok.then_some(UplinkSettings {
+        protocol,
+        message_expiry: raw.message_expiry,
+        gateway: gateway.to_owned(),
         endpoints,
         client_id,
         username: raw.username,

@@ -11,8 +11,10 @@
 //! Around the data: birth `online` and last will `offline` on the retained status topic, a
 //! graceful `offline` at shutdown, exponential backoff with jitter between connection attempts
 //! (rumqttc has none), a failover list of brokers, and `subscribe` filters brought down into the
-//! local broker.
+//! local broker. MQTT 3.1.1 or 5 ([`client`]): the session loop is the same for both; MQTT 5
+//! adds user properties and brokers that refuse a message by reason code (kept, retried).
 
+pub mod client;
 pub mod tls;
 
 use std::collections::VecDeque;
@@ -24,15 +26,12 @@ use std::time::{Duration, Instant};
 
 use backon::BackoffBuilder;
 use bytes::Bytes;
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
-    Transport,
-};
+use client::{Ev, Events};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::uplink::{Endpoint, UplinkSettings};
-use crate::message::{Message, Outbox};
+use crate::message::Outbox;
 use crate::queue::service::{Closed, QueueHandle};
 use crate::queue::Record;
 
@@ -69,7 +68,13 @@ pub struct Uplink {
 /// How a session ended.
 enum End {
     Shutdown,
-    Failed { why: String, was_connected: bool },
+    Failed {
+        why: String,
+        was_connected: bool,
+    },
+    /// MQTT 5: the broker refused a message. Same broker again, but the backoff keeps growing:
+    /// a broker that refuses it now will likely refuse it a second from now.
+    Refused(String),
 }
 
 type ReadFuture = Pin<Box<dyn Future<Output = Result<Vec<Record>, Closed>> + Send>>;
@@ -82,8 +87,19 @@ impl Uplink {
         let mut last_error = String::new();
         loop {
             let endpoint = &self.settings.endpoints[index % self.settings.endpoints.len()];
-            match self.session(endpoint).await {
-                End::Shutdown => break,
+            let ended = self.session(endpoint).await;
+            if let End::Refused(why) = &ended {
+                self.state.connected.store(false, Ordering::Relaxed);
+                let delay = delays.next().unwrap_or(BACKOFF_MAX);
+                warn!(broker = %endpoint, "uplink: {why}; retrying in {:.1}s", delay.as_secs_f64());
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                continue;
+            }
+            match ended {
+                End::Shutdown | End::Refused(_) => break,
                 End::Failed { why, was_connected } => {
                     self.state.connected.store(false, Ordering::Relaxed);
                     if was_connected {
@@ -109,45 +125,14 @@ impl Uplink {
         self.state.connected.store(false, Ordering::Relaxed);
     }
 
-    fn options(&self, endpoint: &Endpoint) -> Result<MqttOptions, String> {
-        let s = &self.settings;
-        let mut o = MqttOptions::new(s.client_id.clone(), endpoint.host.clone(), endpoint.port);
-        o.set_keep_alive(s.keep_alive);
-        o.set_clean_session(true);
-        o.set_max_packet_size(s.max_packet, s.max_packet);
-        o.set_inflight(s.inflight);
-        o.set_request_channel_capacity(s.inflight as usize + 64);
-        o.set_last_will(LastWill::new(
-            &s.status_topic,
-            "offline",
-            QoS::AtLeastOnce,
-            true,
-        ));
-        if let Some(user) = &s.username {
-            let pass = s
-                .password
-                .as_ref()
-                .map(|p| p.expose().to_owned())
-                .unwrap_or_default();
-            o.set_credentials(user.clone(), pass);
-        }
-        if endpoint.tls {
-            let config = tls::client_config(s.tls.as_ref())?;
-            o.set_transport(Transport::tls_with_config(
-                rumqttc::TlsConfiguration::Rustls(config),
-            ));
-        }
-        Ok(o)
-    }
-
     /// One connection, from CONNECT to its end.
     async fn session(&self, endpoint: &Endpoint) -> End {
         let failed = |why: String, was_connected| End::Failed { why, was_connected };
-        let opts = match self.options(endpoint) {
-            Ok(o) => o,
+        let capacity = self.settings.inflight as usize + 64;
+        let (client, mut events) = match client::new(&self.settings, endpoint, capacity) {
+            Ok(c) => c,
             Err(why) => return failed(why, false),
         };
-        let (client, mut events) = AsyncClient::new(opts, self.settings.inflight as usize + 64);
         // Wait for CONNACK.
         let connected = tokio::select! {
             _ = self.shutdown.cancelled() => return End::Shutdown,
@@ -179,19 +164,15 @@ impl Uplink {
         let mut unsent: VecDeque<Option<u64>> = VecDeque::new();
         // Packet ids in flight, in the order they were written.
         let mut inflight: VecDeque<(u16, Option<u64>, Instant)> = VecDeque::new();
+        let status = self.settings.status_topic.clone();
         if client
-            .try_publish(
-                &self.settings.status_topic,
-                QoS::AtLeastOnce,
-                true,
-                "online",
-            )
+            .publish(status, true, Bytes::from_static(b"online"), None, None)
             .is_ok()
         {
             unsent.push_back(None);
         }
         for f in &self.settings.subscribe {
-            if let Err(e) = client.try_subscribe(f, QoS::AtLeastOnce) {
+            if let Err(e) = client.subscribe(f) {
                 warn!("uplink: cannot subscribe to {f}: {e}");
             }
         }
@@ -233,7 +214,8 @@ impl Uplink {
                     let count = records.len();
                     for r in records {
                         let topic = format!("{}{}", self.settings.topic_prefix, r.message.topic);
-                        match client.try_publish(topic, QoS::AtLeastOnce, r.message.retain, r.message.payload) {
+                        let tag = client::Tag { gateway: &self.settings.gateway, seq: r.seq };
+                        match client.publish(topic, r.message.retain, r.message.payload, Some(tag), self.settings.message_expiry) {
                             Ok(()) => {
                                 unsent.push_back(Some(r.seq));
                                 next = r.seq + 1;
@@ -247,14 +229,22 @@ impl Uplink {
                     }
                 }
                 event = events.poll() => match event {
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    Ok(Ev::Published(pkid)) => {
                         if let Some(seq) = unsent.pop_front() {
                             inflight.push_back((pkid, seq, Instant::now()));
                         }
                     }
-                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                    Ok(Ev::Acked { refused: Some(reason), .. }) => {
+                        // MQTT 5: the broker did not take it. Keep it in the queue and retry
+                        // in a new session (backoff), rather than lose it.
+                        // A clean DISCONNECT: the status stays `online` (no last will), the gateway is up.
+                        client.disconnect();
+                        let _ = tokio::time::timeout(Duration::from_secs(1), events.poll()).await;
+                        return End::Refused(format!("the broker refused a message ({reason}); it stays in the queue and is sent again"));
+                    }
+                    Ok(Ev::Acked { pkid, refused: None }) => {
                         // Cumulative: everything written before this packet id is acknowledged too.
-                        let Some(pos) = inflight.iter().position(|(p, _, _)| *p == ack.pkid) else { continue };
+                        let Some(pos) = inflight.iter().position(|(p, _, _)| *p == pkid) else { continue };
                         let mut highest = None;
                         let mut delivered = 0;
                         let latency = metrics::histogram!(crate::prometheus::PUBLISH_LATENCY);
@@ -272,38 +262,26 @@ impl Uplink {
                             }
                         }
                     }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let m = Message {
-                            topic: p.topic,
-                            payload: p.payload,
-                            qos: 0,
-                            retain: p.retain,
-                        };
+                    Ok(Ev::Message(m)) => {
                         if self.local.send(m).await.is_err() {
                             return End::Shutdown;
                         }
                     }
-                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                        if ack.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) {
-                            warn!("uplink: the broker refused a subscription of `uplink.subscribe`");
-                        }
+                    Ok(Ev::SubscribeRefused) => {
+                        warn!("uplink: the broker refused a subscription of `uplink.subscribe`");
                     }
-                    Ok(_) => {}
-                    Err(e) => return failed(describe(&e), true),
+                    Ok(Ev::ConnAck | Ev::Other) => {}
+                    Err(why) => return failed(why, true),
                 },
             }
         }
     }
 
     /// Announces `offline` (retained) and disconnects, within a couple of seconds.
-    async fn goodbye(&self, client: &AsyncClient, events: &mut EventLoop) {
+    async fn goodbye(&self, client: &client::Client, events: &mut Events) {
+        let status = self.settings.status_topic.clone();
         if client
-            .try_publish(
-                &self.settings.status_topic,
-                QoS::AtLeastOnce,
-                true,
-                Bytes::from_static(b"offline"),
-            )
+            .publish(status, true, Bytes::from_static(b"offline"), None, None)
             .is_err()
         {
             return;
@@ -312,44 +290,24 @@ impl Uplink {
             let mut offline_pkid = None;
             loop {
                 match events.poll().await {
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => offline_pkid = Some(pkid),
-                    Ok(Event::Incoming(Packet::PubAck(ack))) if Some(ack.pkid) == offline_pkid => {
-                        break
-                    }
+                    Ok(Ev::Published(pkid)) => offline_pkid = Some(pkid),
+                    Ok(Ev::Acked { pkid, .. }) if Some(pkid) == offline_pkid => break,
                     Ok(_) => {}
                     Err(_) => return,
                 }
             }
-            let _ = client.try_disconnect();
+            client.disconnect();
             let _ = events.poll().await;
         };
         let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
     }
 }
 
-async fn wait_connack(events: &mut EventLoop) -> Result<(), String> {
+async fn wait_connack(events: &mut Events) -> Result<(), String> {
     loop {
-        match events.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
-            Ok(_) => {}
-            Err(e) => return Err(describe(&e)),
+        if let Ev::ConnAck = events.poll().await? {
+            return Ok(());
         }
-    }
-}
-
-/// One line a user can act on.
-fn describe(e: &ConnectionError) -> String {
-    match e {
-        ConnectionError::ConnectionRefused(code) => format!(
-            "the broker refused the connection ({code:?}): check uplink.username, uplink.password_file and uplink.client_id"
-        ),
-        ConnectionError::Tls(t) => format!("TLS failed: {t} (check the broker's certificate, uplink.tls.ca_file and the host name)"),
-        ConnectionError::Io(io) if io.to_string().contains("failed to lookup address") => {
-            format!("cannot resolve the broker's host name ({io}): check uplink.url and the DNS")
-        }
-        ConnectionError::Io(io) => format!("network error: {io}"),
-        ConnectionError::NetworkTimeout => "network timeout".into(),
-        other => other.to_string(),
     }
 }
 
