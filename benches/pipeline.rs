@@ -6,7 +6,8 @@
 //! subscriber. Each figure is the median of BENCH_RUNS runs (default 3).
 //!
 //! Run: `cargo bench --bench pipeline` (needs mosquitto, python3, pyserial, paho-mqtt 1.6 for the
-//! peer; without them only serial2mqtt is measured).
+//! peer; without them only serial2mqtt is measured). BENCH_COMMANDS=1 gives every device a
+//! command (MQTT → serial) too.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -66,13 +67,20 @@ fn start_serial2mqtt(ports: &[PathBuf]) -> Running {
         "gateway: {{id: bench, state_dir: {}}}\nbroker: {{listen: \"127.0.0.1:{port}\"}}\nlog: {{level: warn}}\ndevices:\n",
         dir.path().display()
     );
+    // BENCH_COMMANDS=1: every device also takes a command, so the broker hands the gateway
+    // every local message (its own readings included) to route: what commands cost the readings.
+    let commands = env_or("BENCH_COMMANDS", 0u8) == 1;
     for (i, p) in ports.iter().enumerate() {
         yaml += &format!(
-            "  - {{name: d{i}, port: {}, baud: 115200, rules: [seq]}}\n",
-            p.display()
+            "  - {{name: d{i}, port: {}, baud: 115200, rules: [seq]{}}}\n",
+            p.display(),
+            if commands { ", commands: [set]" } else { "" }
         );
     }
     yaml += "rules:\n  seq:\n    match: '^seq=(?P<n>\\d+)$'\n    publish: [{topic: 'bench/{device}', payload: '{n}'}]\n";
+    if commands {
+        yaml += "commands:\n  set:\n    subscribe: 'cmd/{device}/set'\n    write: '{payload}'\n";
+    }
     let config = dir.path().join("bench.yaml");
     std::fs::write(&config, yaml).expect("config");
     let t0 = Instant::now();
