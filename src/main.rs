@@ -45,6 +45,12 @@ enum Command {
         /// Config file of the running gateway.
         #[arg(short, long, default_value = DEFAULT_PATH)]
         config: PathBuf,
+        /// TLS listener: CA certificates to trust (default: broker.tls.cert_file).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// TLS listener: host name in its certificate (default: the listen address).
+        #[arg(long)]
+        host: Option<String>,
     },
     /// Print the messages one frame would produce on a device.
     TestRule {
@@ -85,11 +91,15 @@ fn main() -> ExitCode {
             hex,
             frame,
         } => test_rule(config, &device, hex, &frame),
-        Command::Status { config } => status(config),
+        Command::Status {
+            config,
+            ca_file,
+            host,
+        } => status(config, &serial2mqtt::status::TlsTarget { ca_file, host }),
     }
 }
 
-fn status(path: PathBuf) -> ExitCode {
+fn status(path: PathBuf, tls: &serial2mqtt::status::TlsTarget) -> ExitCode {
     // Warnings (a port missing now) are `check`'s business, not a status reader's.
     let config = match config::load(&path) {
         Ok(c) => c,
@@ -108,7 +118,7 @@ fn status(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(serial2mqtt::status::fetch(&config)) {
+    match rt.block_on(serial2mqtt::status::fetch(&config, tls)) {
         Ok(summary) => {
             print!(
                 "{}",

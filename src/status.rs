@@ -2,9 +2,10 @@
 //!
 //! The daemon already publishes a retained JSON summary on `serial2mqtt/{gateway}/stats` every
 //! `gateway.stats_interval` (first one 2 s after start). `status` connects to the embedded
-//! broker like any local client (logging in with the first user of `broker.users_file`, and
-//! trusting `broker.tls.cert_file` when the listener is TLS), takes that retained message and
-//! renders it: no second channel into the daemon to secure or keep in step.
+//! broker like any local client (logging in with the first user of `broker.users_file`; on a
+//! TLS listener trusting `--ca-file`, by default `broker.tls.cert_file`, and checking `--host`),
+//! takes that retained message and renders it: no second channel into the daemon to secure or
+//! keep in step.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -19,12 +20,23 @@ use crate::config::Config;
 /// How long `status` waits for the broker and the retained summary.
 const WAIT: Duration = Duration::from_secs(5);
 
+/// How to reach a TLS listener: the CA to trust and the host name its certificate carries.
+#[derive(Debug, Default)]
+pub struct TlsTarget {
+    /// CA certificates (PEM); default: the listener's own `cert_file` (a self-signed one, or a
+    /// chain that includes its CA).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Host name to connect to and verify; default: the listen address.
+    pub host: Option<String>,
+}
+
 /// Fetches the daemon's latest summary from its broker.
-pub async fn fetch(config: &Config) -> Result<Value, String> {
+pub async fn fetch(config: &Config, target: &TlsTarget) -> Result<Value, String> {
     let addr = connect_addr(config.broker.listen);
     let topic = format!("serial2mqtt/{}/stats", config.gateway.id);
     let id = format!("serial2mqtt-status-{}", std::process::id());
-    let mut opts = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    let host = target.host.clone().unwrap_or_else(|| addr.ip().to_string());
+    let mut opts = MqttOptions::new(id, host, addr.port());
     opts.set_keep_alive(Duration::from_secs(10));
     opts.set_max_packet_size(1 << 20, 1 << 20);
     if let Some((user, password)) = config
@@ -37,7 +49,12 @@ pub async fn fetch(config: &Config) -> Result<Value, String> {
     }
     if let Some(tls) = &config.broker.tls {
         let trust = Tls {
-            ca_file: Some(tls.cert_file.clone()),
+            ca_file: Some(
+                target
+                    .ca_file
+                    .clone()
+                    .unwrap_or_else(|| tls.cert_file.clone()),
+            ),
             cert_file: None,
             key_file: None,
         };

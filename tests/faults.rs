@@ -856,7 +856,7 @@ async fn the_local_listener_speaks_tls_with_logins_and_plain_tcp_gets_nothing() 
     let users = d.join("broker.users");
     std::fs::write(&users, "dash:tls-pass\n").unwrap();
     let mut pty = Pty::new();
-    let config = climate_config(&pty.path, "").replace(
+    let config = climate_config(&pty.path, "  stats_interval: 1s").replace(
         "broker:\n  listen: 127.0.0.1:{port}",
         &format!(
             "broker:\n  listen: 127.0.0.1:{{port}}\n  users_file: {u}\n  tls: {{cert_file: {d}/local-server.pem, key_file: {d}/local-server.key}}",
@@ -885,6 +885,22 @@ async fn the_local_listener_speaks_tls_with_logins_and_plain_tcp_gets_nothing() 
     let mut sub = Subscriber::connect_with(opts, &["sensors/#"], rumqttc::QoS::AtMostOnce).await;
     pty.write(b"T=24.5;H=44\n").await;
     assert_eq!(sub.next(T).await.payload, "24.5");
+
+    // `serial2mqtt status` gets through the same TLS listener and login.
+    let status = serial2mqtt_command()
+        .args(["status", "--host", "localhost", "--ca-file"])
+        .arg(d.join("local-ca.pem"))
+        .arg("--config")
+        .arg(gw.config_path())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(out.contains("greenhouse  online"), "{out}");
 }
 
 #[test]
