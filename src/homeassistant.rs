@@ -115,6 +115,37 @@ fn id_part(s: &str) -> String {
         .collect()
 }
 
+/// The entity's object id: its `object_id`, or the last level of its topic.
+pub fn object_id(topic: &str, e: &Entity) -> String {
+    e.object_id
+        .clone()
+        .unwrap_or_else(|| id_part(topic.rsplit('/').next().unwrap_or("value")))
+}
+
+/// Entities of one device that would share a unique id: (object id, its two topics).
+pub fn clashes(device: &Device, gateway: &str) -> Vec<(String, String, String)> {
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let mut out = Vec::new();
+    let states = device.rules.entities(gateway, &device.name);
+    let commands = device.commands.iter().filter_map(|c| {
+        c.command
+            .homeassistant
+            .as_ref()
+            .map(|e| (c.filter.clone(), e))
+    });
+    for (topic, e) in states.chain(commands) {
+        let id = object_id(&topic, e);
+        match seen.get(&id) {
+            Some(first) if *first != topic => out.push((id, first.clone(), topic)),
+            Some(_) => {}
+            None => {
+                seen.insert(id, topic);
+            }
+        }
+    }
+    out
+}
+
 /// `relative_humidity` → `Relative humidity`.
 fn humanize(id: &str) -> String {
     let text = id.replace(['_', '-'], " ");
@@ -155,10 +186,7 @@ impl Discovery<'_> {
                         .map(|e| (c.filter.clone(), e, "command_topic"))
                 }));
             for (topic, e, topic_key) in entities {
-                let object = e
-                    .object_id
-                    .clone()
-                    .unwrap_or_else(|| id_part(topic.rsplit('/').next().unwrap_or("value")));
+                let object = object_id(&topic, e);
                 let unique = format!("{gw}_{dev}_{object}");
                 let mut config = Map::new();
                 // Shown after the device's name: "greenhouse Temperature".

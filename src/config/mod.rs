@@ -662,6 +662,18 @@ fn validate(
         );
     }
 
+    for (i, d) in devices.iter().enumerate() {
+        for (object, first, second) in crate::homeassistant::clashes(d, &id) {
+            p.error(
+                &format!("devices[{i}]"),
+                format!(
+                    "device `{}`: two Home Assistant entities would both be `{object}` (`{first}` and `{second}`)",
+                    d.name
+                ),
+                Some("give one of them its own homeassistant: {object_id: ...}".into()),
+            );
+        }
+    }
     // A reply on a topic some command listens to would be taken as a command, and answered...
     let filters: Vec<&DeviceCommand> = devices.iter().flat_map(|d| &d.commands).collect();
     let mut looping = std::collections::BTreeSet::new();
