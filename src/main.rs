@@ -163,8 +163,25 @@ fn check(path: PathBuf) -> ExitCode {
                 ),
                 None => ", no uplink".to_owned(),
             };
+            let mut extras = String::new();
+            let commands: usize = c.devices.iter().map(|d| d.commands.len()).sum();
+            if commands > 0 {
+                extras += &format!(", {commands} command(s)");
+            }
+            let entities = serial2mqtt::homeassistant::Discovery {
+                prefix: &c.homeassistant.discovery_prefix,
+                gateway: &c.gateway.id,
+            }
+            .configs(&c.devices)
+            .len();
+            if entities > 0 {
+                extras += &format!(", {entities} Home Assistant entities");
+            }
+            if let Some(m) = c.metrics {
+                extras += &format!(", metrics on http://{m}/metrics");
+            }
             println!(
-                "{}: OK (gateway `{}`, {} device(s), broker on {}{uplink})",
+                "{}: OK (gateway `{}`, {} device(s), broker on {}{uplink}{extras})",
                 path.display(),
                 c.gateway.id,
                 c.devices.len(),

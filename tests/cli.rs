@@ -77,6 +77,25 @@ fn check_accepts_a_good_file_positionally_or_with_config() {
 }
 
 #[test]
+fn check_summarises_commands_discovery_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write_temp(
+        dir.path(),
+        "c.yaml",
+        "gateway: {id: gw9}\nmetrics: {listen: '127.0.0.1:9898'}\ndevices:\n  - {name: relay, port: /dev/null, commands: [sw], rules: [t]}\nrules:\n  t:\n    publish: [{topic: 's/{device}/t', homeassistant: {device_class: temperature}}]\ncommands:\n  sw: {subscribe: 'c/{device}', write: '{payload}', homeassistant: {component: switch}}\n",
+    );
+    let o = s2m(&["check", f.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(
+            "no uplink, 1 command(s), 3 Home Assistant entities, metrics on http://127.0.0.1:9898/metrics)"
+        ),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
 fn check_rejects_a_typo_with_file_line_column_and_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let f = write_temp(
