@@ -155,15 +155,19 @@ pub fn start(
             broker_failed.cancel();
         })?;
 
-    // One subscription to everything, filtered here (overlapping `forward` or command filters
-    // would otherwise deliver a message once per filter); made when there is a bridge or a
-    // command, or later when a reload adds the first command.
-    let mut subscribed = bridge.is_some() || !routes.is_empty();
-    if subscribed {
+    // With a bridge: one subscription to everything, filtered here (overlapping `forward`
+    // filters would otherwise deliver a message once per filter). Without one, only what the
+    // commands and Home Assistant's status need, subscribed as they appear (also on reload), so
+    // the gateway's own readings do not all come back through the link; a message matching two
+    // of those filters arrives twice and `Routes::dispatch` drops the copy.
+    let all = bridge.is_some();
+    if all {
         link_tx
             .subscribe("#")
             .map_err(|e| BrokerError::Link(e.to_string()))?;
     }
+    let mut subscribed = std::collections::HashSet::new();
+    let wanted_routes = routes.clone();
     let wanted = Arc::clone(&routes.wanted);
     let echoes = Arc::new(Echoes::default());
     let acks_echoes = Arc::clone(&echoes);
@@ -180,9 +184,7 @@ pub fn start(
                         }
                     }
                     Ok(Some(Notification::Forward(f))) => {
-                        if let Ok(topic) = std::str::from_utf8(&f.publish.topic) {
-                            routes.dispatch(topic, &f.publish.payload);
-                        }
+                        routes.dispatch(&f.publish.topic, &f.publish.payload);
                         if let Some(b) = &bridge {
                             b.forward_local_client(f, &acks_echoes);
                         }
@@ -205,13 +207,23 @@ pub fn start(
                 loop {
                     let m = tokio::select! {
                         m = rx.recv() => m,
-                        _ = wanted.notified(), if !subscribed => {
-                            if let Err(e) = link_tx.subscribe("#") {
-                                error!("embedded broker link refused the subscription for commands: {e}");
+                        _ = wanted.notified(), if !all => {
+                            let mut refused = false;
+                            for filter in wanted_routes.filters() {
+                                if subscribed.contains(&filter) {
+                                    continue;
+                                }
+                                if let Err(e) = link_tx.subscribe(filter.clone()) {
+                                    error!("embedded broker link refused the subscription to {filter}: {e}");
+                                    refused = true;
+                                    break;
+                                }
+                                subscribed.insert(filter);
+                            }
+                            if refused {
                                 failed.cancel();
                                 break;
                             }
-                            subscribed = true;
                             continue;
                         }
                     };

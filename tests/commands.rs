@@ -278,3 +278,26 @@ async fn a_command_added_by_reload_works_without_a_restart() {
         "ok"
     );
 }
+
+#[tokio::test]
+async fn a_message_matching_overlapping_command_filters_is_written_once_per_command() {
+    let mut pty = Pty::new();
+    let config = format!(
+        r#"
+gateway: {{id: gw, state_dir: "{{dir}}/state"}}
+broker: {{listen: "127.0.0.1:{{port}}"}}
+devices:
+  - {{name: relay, port: {port}, commands: [one, two]}}
+commands:
+  one: {{subscribe: "cmd/+/relay/set", write: "A={{payload}}\n"}}
+  two: {{subscribe: "cmd/gw/#", write: "B={{payload}}\n"}}
+"#,
+        port = pty.path.display()
+    );
+    let gw = start_gateway(&config);
+    // The broker delivers the message once per matching filter of the gateway's link; each
+    // command still writes it exactly once.
+    publish(gw.port, "cmd/gw/relay/set", b"ON").await;
+    assert_eq!(read_bytes(&mut pty, 10).await, b"A=ON\nB=ON\n");
+    assert_nothing_written(&mut pty, Duration::from_millis(300)).await;
+}
