@@ -157,12 +157,6 @@ impl Routes {
         false
     }
 
-    /// Whether nothing needs the link's messages (no commands, no discovery).
-    pub fn is_empty(&self) -> bool {
-        self.routes.read().map_or(true, |r| r.is_empty())
-            && self.birth_topic.read().map_or(true, |t| t.is_none())
-    }
-
     /// Hands a local message to every command whose filter matches its topic; never blocks.
     /// Returns how many devices' inboxes took it.
     pub fn dispatch(&self, topic_bytes: &Bytes, payload: &Bytes) -> usize {
