@@ -161,6 +161,10 @@ pub fn start(
     // the gateway's own readings do not all come back through the link; a message matching two
     // of those filters arrives twice and `Routes::dispatch` drops the copy.
     let all = bridge.is_some();
+    // One subscription delivers each message once: no copies to look for.
+    routes
+        .dedupe
+        .store(!all, std::sync::atomic::Ordering::Relaxed);
     if all {
         link_tx
             .subscribe("#")

@@ -17,7 +17,7 @@
 //! it is the same buffers both times, and [`Routes::dispatch`] drops the copy.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -66,6 +66,11 @@ pub struct Routes {
     /// The last messages dispatched, holding their buffers: a message that matched two of the
     /// link's filters comes back as the same buffers, and is dispatched once.
     recent: Arc<Mutex<VecDeque<(Bytes, Bytes)>>>,
+    /// Set once a command or discovery exists: until then `dispatch` has nothing to do (with a
+    /// bridge every local message reaches it, so this keeps it off the readings' path).
+    active: Arc<AtomicBool>,
+    /// Whether the link subscribes to overlapping filters (no bridge), whose copies to drop.
+    pub dedupe: Arc<AtomicBool>,
 }
 
 /// Messages remembered to drop the copies overlapping filters deliver (they come in a row).
@@ -81,6 +86,8 @@ impl Default for Routes {
             birth_topic: Arc::default(),
             births: Arc::default(),
             recent: Arc::default(),
+            active: Arc::default(),
+            dedupe: Arc::new(AtomicBool::new(true)),
         }
     }
 }
@@ -102,6 +109,7 @@ impl Routes {
                 });
             }
         }
+        self.active.store(true, Ordering::Relaxed);
         self.wanted.notify_one();
     }
 
@@ -110,6 +118,7 @@ impl Routes {
         if let Ok(mut t) = self.birth_topic.write() {
             *t = Some(topic.to_owned());
         }
+        self.active.store(true, Ordering::Relaxed);
         self.wanted.notify_one();
     }
 
@@ -160,10 +169,13 @@ impl Routes {
     /// Hands a local message to every command whose filter matches its topic; never blocks.
     /// Returns how many devices' inboxes took it.
     pub fn dispatch(&self, topic_bytes: &Bytes, payload: &Bytes) -> usize {
+        if !self.active.load(Ordering::Relaxed) {
+            return 0;
+        }
         let Ok(topic) = std::str::from_utf8(topic_bytes) else {
             return 0;
         };
-        if self.seen(topic_bytes, payload) {
+        if self.dedupe.load(Ordering::Relaxed) && self.seen(topic_bytes, payload) {
             return 0;
         }
         let birth = self
