@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::rules::command::{Command, DeviceCommand};
-use crate::rules::template::{Builtin, Template, TemplateError, Var};
+use crate::rules::template::{Template, TemplateError};
 use crate::rules::{suggest, Rule, RuleSet};
 use crate::serial::framing::Framing;
 use locate::{Locations, Position};
@@ -278,18 +278,7 @@ impl Problems<'_> {
 
 /// A topic of the gateway's own (device state, unmatched frames): `{gateway}` and `{device}` only.
 fn builtin_only_template(text: &str) -> Result<Template, TemplateError> {
-    let not_here = |n: &str| TemplateError {
-        message: format!("placeholder {{{n}}} is not available here"),
-        help: Some("only {gateway} and {device} can be used in this topic".into()),
-    };
-    let t = Template::parse(text, &|n| Err(not_here(n)))?;
-    for v in t.vars() {
-        match v {
-            Var::Builtin(Builtin::Gateway | Builtin::Device) => {}
-            Var::Builtin(b) => return Err(not_here(b.name())),
-            _ => return Err(not_here("?")),
-        }
-    }
+    let t = Template::parse_static(text, "this topic")?;
     if t.literals().any(|l| l.contains(['+', '#'])) {
         return Err(TemplateError {
             message: format!("topic `{text}` contains a wildcard"),

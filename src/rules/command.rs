@@ -56,31 +56,12 @@ pub struct DeviceCommand {
     pub reply_topic: Option<String>,
 }
 
-/// Parses a topic template that may use `{gateway}` and `{device}` only.
-fn static_template(text: &str, what: &str) -> Result<Template, TemplateError> {
-    let not_here = |n: &str| TemplateError {
-        message: format!("placeholder {{{n}}} is not available in `{what}`"),
-        help: Some(format!(
-            "only {{gateway}} and {{device}} can be used in `{what}`"
-        )),
-    };
-    let t = Template::parse(text, &|n| Err(not_here(n)))?;
-    for v in t.vars() {
-        match v {
-            Var::Builtin(Builtin::Gateway | Builtin::Device) => {}
-            Var::Builtin(b) => return Err(not_here(b.name())),
-            _ => return Err(not_here("?")),
-        }
-    }
-    Ok(t)
-}
-
 impl Command {
     /// Compiles the command named `name`; every problem found is returned.
     pub fn compile(name: &str, raw: &schema::Command) -> Result<Self, Vec<CompileError>> {
         let mut errors = Vec::new();
 
-        let subscribe = match static_template(&raw.subscribe, "subscribe") {
+        let subscribe = match Template::parse_static(&raw.subscribe, "`subscribe`") {
             Ok(t) => {
                 if let Some(why) = filter_problem(&t.render_static("gw", "dev")) {
                     errors.push(err(
@@ -106,7 +87,7 @@ impl Command {
         let reply_topic = match raw
             .reply_topic
             .as_deref()
-            .map(|t| (t, static_template(t, "reply_topic")))
+            .map(|t| (t, Template::parse_static(t, "`reply_topic`")))
         {
             None => None,
             Some((text, Ok(t))) => {

@@ -282,6 +282,26 @@ impl Template {
         Ok(Self { parts })
     }
 
+    /// Parses a template that may use `{gateway}` and `{device}` only (topics fixed per
+    /// device); `what` names where it stands, for the error's help line.
+    pub fn parse_static(text: &str, what: &str) -> Result<Self, TemplateError> {
+        let not_here = |n: &str| TemplateError {
+            message: format!("placeholder {{{n}}} is not available here"),
+            help: Some(format!(
+                "only {{gateway}} and {{device}} can be used in {what}"
+            )),
+        };
+        let t = Self::parse(text, &|n| Err(not_here(n)))?;
+        for v in t.vars() {
+            match v {
+                Var::Builtin(Builtin::Gateway | Builtin::Device) => {}
+                Var::Builtin(b) => return Err(not_here(b.name())),
+                _ => return Err(not_here("?")),
+            }
+        }
+        Ok(t)
+    }
+
     /// The placeholders, in order.
     pub fn vars(&self) -> impl Iterator<Item = &Var> {
         self.parts.iter().filter_map(|p| match p {
