@@ -40,6 +40,29 @@ pub const OUTBOX_CAPACITY: usize = 1024;
 /// Time the broker gets at shutdown to deliver the last messages (device `offline` states).
 pub const LINGER: Duration = Duration::from_millis(200);
 
+/// At most this many local publishes go to rumqttd's router in one event.
+///
+/// Why: rumqttd's in-process link queues packets in a buffer and wakes the router with one event
+/// per `send`, on a channel of 1,000 events of about 800 bytes each; both grow to their
+/// high-water mark and keep it. One event per message let a burst (a starved Pi catching up on
+/// its serial backlog) fill that channel: +1.3 MiB resident for good (heaptrack, BENCHMARKS.md).
+/// The router takes the whole buffer at each event, so a batch keeps the order.
+const LINK_BATCH: usize = 32;
+
+/// The publisher waits while the link's buffer holds this many packets the router has not
+/// taken yet: bounds the buffer (a `Packet` is several hundred bytes; the buffer's capacity is
+/// kept) with the same backpressure the blocking `send` gave, one step earlier.
+const LINK_BACKLOG: usize = 128;
+
+/// Waits, briefly, for rumqttd's router to take what the link's buffer holds. Gives up after
+/// a few seconds: a router that is gone shows as an error of the next `send`.
+fn wait_for_router(link_tx: &rumqttd::local::LinkTx) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while link_tx.buffer().len() >= LINK_BACKLOG && Instant::now() < deadline {
+        thread::sleep(Duration::from_micros(200));
+    }
+}
+
 /// rumqttd keeps each subscription filter's recent messages in a log of this many segments;
 /// `broker.window` is split across them, and the oldest segment is dropped as a whole.
 const SEGMENTS: usize = 4;
@@ -208,6 +231,7 @@ pub fn start(
         .spawn(move || {
             // `LinkTx::send` is an async fn that blocks on a channel: run it on this thread only.
             handle.block_on(async move {
+                let mut batch = Vec::with_capacity(LINK_BATCH);
                 loop {
                     let m = tokio::select! {
                         m = rx.recv() => m,
@@ -232,12 +256,22 @@ pub fn start(
                         }
                     };
                     let Some(m) = m else { break };
-                    let topic = Bytes::from(m.topic);
-                    if bridged {
-                        echoes.remember(&topic, &m.payload);
+                    // Whatever else is waiting goes in the same batch: one router event for
+                    // all of it (see LINK_BATCH).
+                    let mut next = Some(m);
+                    while let Some(m) = next {
+                        let topic = Bytes::from(m.topic);
+                        if bridged {
+                            echoes.remember(&topic, &m.payload);
+                        }
+                        batch.push(Packet::Publish(Publish::new(topic, m.payload, m.retain), None));
+                        next = if batch.len() < LINK_BATCH { rx.try_recv().ok() } else { None };
                     }
-                    let publish = Publish::new(topic, m.payload, m.retain);
-                    if let Err(e) = link_tx.send(Packet::Publish(publish, None)).await {
+                    wait_for_router(&link_tx);
+                    let last = batch.pop();
+                    link_tx.buffer().extend(batch.drain(..));
+                    let Some(last) = last else { continue };
+                    if let Err(e) = link_tx.send(last).await {
                         error!("embedded broker link closed, local publishing stopped: {e}");
                         failed.cancel();
                         break;
@@ -304,6 +338,9 @@ struct Echoes {
 /// Most own publishes remembered; beyond it the oldest are forgotten (their echoes were lost).
 const ECHOES: usize = 65_536;
 
+/// Capacity of the ring kept after a burst has drained (steady state needs a few dozen).
+const ECHOES_KEPT: usize = 1024;
+
 impl Echoes {
     fn remember(&self, topic: &Bytes, payload: &Bytes) {
         let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
@@ -325,6 +362,11 @@ impl Echoes {
         match r.iter().position(same) {
             Some(pos) => {
                 r.drain(..=pos);
+                // A burst (a starved Pi catching up) leaves a large, mostly empty ring: give
+                // the memory back once it has drained, or it stays resident for good.
+                if r.capacity() > ECHOES_KEPT && r.len() < ECHOES_KEPT / 4 {
+                    r.shrink_to(ECHOES_KEPT);
+                }
                 true
             }
             None => false,
