@@ -416,3 +416,28 @@ rules:
         gw.logs()
     );
 }
+
+/// A backlog read at once (a Pi catching up) reaches local subscribers whole and in order: the
+/// gateway hands it to the broker in batches (`LINK_BATCH` in src/broker.rs).
+#[tokio::test]
+async fn a_burst_of_frames_reaches_a_local_subscriber_whole_and_in_order() {
+    let mut pty = Pty::new();
+    let gw = start_gateway(&climate_config(&pty.path, ""));
+    let mut sub = Subscriber::connect(gw.port, &["sensors/#"], QoS::AtLeastOnce).await;
+    gw.wait_log("device online", T).await;
+
+    let burst: String = (1..=500).map(|i| format!("T={i};H={i}\n")).collect();
+    pty.write(burst.as_bytes()).await;
+    for i in 1..=500 {
+        for topic in [
+            "sensors/greenhouse/temperature",
+            "sensors/greenhouse/humidity",
+        ] {
+            let m = sub.next(T).await;
+            assert_eq!(
+                (m.topic.as_str(), m.payload.as_str()),
+                (topic, i.to_string().as_str())
+            );
+        }
+    }
+}
