@@ -56,6 +56,23 @@ pub fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
+/// The first sequence numbers of the segments set aside as `*.seg.corrupt` in `dir`: numbers
+/// below them were given out, so numbering never goes back below them.
+pub fn set_aside_firsts(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if let Some(first) = path
+            .to_str()
+            .and_then(|p| p.strip_suffix(".corrupt"))
+            .and_then(|p| parse_name(Path::new(p)))
+        {
+            out.push(first);
+        }
+    }
+    Ok(out)
+}
+
 /// What a scan of one segment found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scan {
@@ -96,6 +113,19 @@ impl SegmentReader {
             offset: MAGIC.len() as u64,
             body: Vec::new(),
         }))
+    }
+
+    /// Opens `path` to read the records from byte `offset` on (a record boundary past the
+    /// magic); `Ok(None)` when the magic is wrong or missing.
+    pub fn open_at(path: &Path, offset: u64) -> io::Result<Option<Self>> {
+        let Some(mut r) = Self::open(path)? else {
+            return Ok(None);
+        };
+        if offset > r.offset {
+            r.reader.seek(SeekFrom::Start(offset))?;
+            r.offset = offset;
+        }
+        Ok(Some(r))
     }
 
     /// Byte offset of the next record.

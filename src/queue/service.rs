@@ -1,7 +1,7 @@
 //! The queue's own thread: every file operation happens here, off the async workers, in the
 //! order commands arrive. Appends are made durable by a group commit every `flush_interval`
-//! (or at once when it is zero); a reader waiting for new records is answered as soon as they
-//! are appended.
+//! (or at once when it is zero); a reader waiting for new records is answered as soon as a
+//! commit makes them durable.
 
 use std::io;
 use std::thread;
@@ -128,28 +128,23 @@ fn run(mut q: Queue, rx: flume::Receiver<Cmd>, interval: Duration) {
             .sync_due_in(interval, last_sync.elapsed())
             .unwrap_or(Duration::from_secs(3600));
         match rx.recv_timeout(wait) {
-            Ok(Cmd::Append(messages)) => {
-                match q.append(&messages) {
-                    Ok(seqs) => {
-                        let dropped = seqs.iter().filter(|s| s.is_none()).count();
-                        if dropped > 0 && write_errors.hit().is_some() {
-                            warn!(dropped, "store-and-forward queue: messages not stored (larger than queue.max_bytes, or the disk is full)");
-                        }
-                    }
-                    Err(e) => {
-                        if let Some(n) = write_errors.hit() {
-                            error!(
-                                suppressed = n,
-                                "store-and-forward queue: write failed, {} messages lost: {e}",
-                                messages.len()
-                            );
-                        }
+            Ok(Cmd::Append(messages)) => match q.append(&messages) {
+                Ok(seqs) => {
+                    let dropped = seqs.iter().filter(|s| s.is_none()).count();
+                    if dropped > 0 && write_errors.hit().is_some() {
+                        warn!(dropped, "store-and-forward queue: messages not stored (larger than queue.max_bytes, or the disk is full)");
                     }
                 }
-                if let Some((from, max, reply)) = parked.take() {
-                    answer(&mut q, from, max, reply, &mut parked);
+                Err(e) => {
+                    if let Some(n) = write_errors.hit() {
+                        error!(
+                            suppressed = n,
+                            "store-and-forward queue: write failed, {} messages lost: {e}",
+                            messages.len()
+                        );
+                    }
                 }
-            }
+            },
             Ok(Cmd::Read { from, max, reply }) => answer(&mut q, from, max, reply, &mut parked),
             Ok(Cmd::Ack(seq)) => q.ack(seq),
             Ok(Cmd::Stats(reply)) => {
@@ -171,6 +166,10 @@ fn run(mut q: Queue, rx: flume::Receiver<Cmd>, interval: Duration) {
         }
         if q.sync_due_in(interval, last_sync.elapsed()) == Some(Duration::ZERO) {
             sync(&mut q, &mut last_sync);
+        }
+        // Records become readable when durable (after a commit), not when appended.
+        if let Some((from, max, reply)) = parked.take() {
+            answer(&mut q, from, max, reply, &mut parked);
         }
     }
 }
