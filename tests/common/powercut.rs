@@ -41,7 +41,9 @@
 //!   the state lock (so that what is durable at the kill is exactly what the model says), the
 //!   handler SIGKILLs the victim, marks the filesystem *fired* and replies EIO; from then on every
 //!   request but release/forget fails with EIO until the cut, so the dying process changes
-//!   nothing. Liar mode wins over the trigger: nothing becomes durable.
+//!   nothing. Liar mode wins over the trigger: nothing becomes durable. [`When::Fail`] is no
+//!   cut: the sync replies EIO and its pending data is forgotten (neither durable nor dirty, as
+//!   Linux marks pages clean after a writeback error), so a retried sync writes nothing.
 //!
 //! The kernel must not hide the model: entries and attributes have a TTL of 0 and files are opened
 //! with `FOPEN_DIRECT_IO`, so every read and write reaches the handler (writes arrive with their
@@ -118,6 +120,10 @@ pub enum When {
     After,
     /// The sync takes partial effect (see the module doc).
     Torn,
+    /// No power cut: the sync fails with EIO and, as Linux does after a writeback error, the
+    /// data it should have written is forgotten (marked clean, not durable), so a retried sync
+    /// "succeeds" without writing it (Rebello et al., ATC'20). The victim is not killed.
+    Fail,
 }
 
 /// The trigger given to [`PowerCutFs::arm`]: `Some` cuts the power inside this sync.
@@ -867,9 +873,16 @@ impl State {
             }
             return Ok(());
         };
+        if when == When::Fail {
+            if let Some(Node::File { dirty, .. }) = self.inodes.get_mut(&ino).map(|n| &mut n.node) {
+                dirty.0.clear();
+            }
+            self.armed = None;
+            return Err(libc::EIO);
+        }
         if !liar {
             match when {
-                When::Before => {}
+                When::Before | When::Fail => {}
                 When::After => self.commit(ino, false),
                 When::Torn => self.commit(ino, true),
             }
