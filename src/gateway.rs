@@ -69,6 +69,9 @@ pub enum GatewayError {
         "the embedded broker stopped; exiting so that the service manager restarts serial2mqtt"
     )]
     BrokerDied,
+    /// Another process holds the state_dir, or it cannot be locked.
+    #[error(transparent)]
+    StateDir(#[from] crate::statedir::LockError),
     /// The queue could not be opened.
     #[error("cannot open the store-and-forward queue in {dir}: {source} (check gateway.state_dir: it must be writable by the service user)")]
     Queue {
@@ -401,6 +404,10 @@ pub async fn run(
     systemd: Systemd,
 ) -> Result<(), GatewayError> {
     let started = std::time::Instant::now();
+    // Before anything is bound or opened: a second gateway on this state_dir stops here, with
+    // a message naming the first. Without an uplink nothing is stored there: the state_dir is
+    // claimed if it exists (a second copy of the service still stops here), never created.
+    let _claim = crate::statedir::lock(&config.gateway.state_dir, config.uplink.is_some())?;
     let fixed = fixed_settings(&config);
     if let Some(listen) = config.metrics {
         prometheus::start(listen)?;

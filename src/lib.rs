@@ -18,6 +18,7 @@ pub mod queue;
 pub mod rules;
 pub mod serial;
 pub mod service;
+pub mod statedir;
 pub mod stats;
 pub mod status;
 pub mod uplink;

@@ -441,3 +441,53 @@ async fn a_burst_of_frames_reaches_a_local_subscriber_whole_and_in_order() {
         }
     }
 }
+
+/// Two gateways on one state_dir would each send and delete the other's queued readings: the
+/// second refuses to start, naming the directory and the first one's PID, and starts once the
+/// first is gone (kill -9 included: the lock dies with its process).
+#[tokio::test]
+async fn a_second_gateway_on_the_same_state_dir_refuses_to_start_naming_the_first() {
+    let state = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "gateway: {{id: gw1, state_dir: \"{}\"}}\nbroker: {{listen: \"127.0.0.1:{{port}}\"}}\n\
+         uplink: {{url: \"mqtt://127.0.0.1:{}\"}}\ndevices: []\n",
+        state.path().display(),
+        free_port()
+    );
+    let mut first = start_gateway(&yaml);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_temp(
+        dir.path(),
+        "second.yaml",
+        &yaml.replace("{port}", &free_port().to_string()),
+    );
+    let mut second = serial2mqtt_command()
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while second.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second gateway on the same state_dir kept running");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = second.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "gateway.state_dir {} is in use by another serial2mqtt (PID {})",
+            state.path().display(),
+            first.child.id()
+        )),
+        "{err}"
+    );
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let _second = start_gateway(&yaml);
+}

@@ -222,7 +222,7 @@ fn create_segment(dir: &Path, first: u64) -> io::Result<(Segment, File)> {
 /// Creates `dir` and any missing parents, each made durable in its parent directory (a power cut
 /// must not take the queue directory away with everything in it), and syncs `dir`'s parent
 /// even when it existed: an earlier start may have created it without syncing.
-fn create_dir_durable(dir: &Path) -> io::Result<()> {
+pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
     let mut missing = Vec::new();
     let mut at = dir;
     while !at.is_dir() {
