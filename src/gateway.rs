@@ -115,6 +115,9 @@ async fn open_queue(settings: &QueueSettings) -> Result<QueueHandle, GatewayErro
     for p in &recovery.set_aside {
         warn!(path = %p.display(), "queue: an unreadable segment was set aside");
     }
+    for p in &recovery.strays {
+        warn!(path = %p.display(), "queue: {} is named like a queue segment but is not a regular file; it is ignored (remove it: the gateway never wrote it)", p.display());
+    }
     if recovery.cursor_corrupt {
         warn!("queue: the ack cursor was damaged; resending from the oldest stored message (duplicates, not loss)");
     }

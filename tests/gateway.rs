@@ -491,3 +491,28 @@ async fn a_second_gateway_on_the_same_state_dir_refuses_to_start_naming_the_firs
     first.child.wait().unwrap();
     let _second = start_gateway(&yaml);
 }
+
+/// A directory named like a queue segment made every start fail (`Is a directory`, no path):
+/// under systemd a restart loop. Now the gateway starts, names it and leaves it alone.
+#[tokio::test]
+async fn a_directory_named_like_a_queue_segment_is_reported_and_the_gateway_runs() {
+    let state = tempfile::tempdir().unwrap();
+    let stray = state.path().join("queue/00000000000000000001.seg");
+    std::fs::create_dir_all(&stray).unwrap();
+    let gw = start_gateway(&format!(
+        "gateway: {{id: gw1, state_dir: \"{}\"}}\nbroker: {{listen: \"127.0.0.1:{{port}}\"}}\n\
+         uplink: {{url: \"mqtt://127.0.0.1:{}\"}}\ndevices: []\n",
+        state.path().display(),
+        free_port()
+    ));
+    gw.wait_log("store-and-forward queue open", T).await;
+    let logs = gw.logs();
+    assert!(
+        logs.contains(&format!(
+            "{} is named like a queue segment but is not a regular file",
+            stray.display()
+        )),
+        "{logs}"
+    );
+    assert!(stray.is_dir());
+}

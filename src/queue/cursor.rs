@@ -62,13 +62,27 @@ impl CursorFile {
     /// Opens (creating if needed) the cursor in `dir` and reads it.
     pub fn open(dir: &Path) -> io::Result<(Self, Loaded)> {
         let path = dir.join(NAME);
-        let existed = path.exists();
+        let existed = match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() => true,
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{} is not a regular file: move it out of the queue directory (the gateway keeps its ack cursor under that name)",
+                        path.display()
+                    ),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+        };
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&path)?;
+            .open(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         if !existed {
             file.set_len(2 * SLOT)?;
             file.sync_all()?;

@@ -102,6 +102,8 @@ pub struct Recovery {
     /// Damaged stretches found in the last segment with valid records after them (kept; their
     /// records are skipped and counted when read).
     pub damaged: u64,
+    /// Entries named like segments that are not regular files: ignored (remove them).
+    pub strays: Vec<PathBuf>,
     /// The ack cursor file was damaged; delivery restarts at the oldest record.
     pub cursor_corrupt: bool,
     /// Unacknowledged records waiting (approximate when records were dropped).
@@ -276,6 +278,11 @@ impl Queue {
             .into_iter()
             .max()
             .unwrap_or(1);
+        for (first, path) in segment::strays(dir)? {
+            // Not ours to read or move: reported, and its name is never given to a segment.
+            numbered_from = numbered_from.max(first.saturating_add(1));
+            recovery.strays.push(path);
+        }
         let mut listed = segment::list(dir)?;
         // The newest segment was being written at the crash. One with nothing valid in it (its
         // header never reached the disk) is set aside, and the one before it is the last.

@@ -43,17 +43,34 @@ pub fn parse_name(path: &Path) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// The segment files in `dir`, oldest first.
+/// The segment files in `dir`, oldest first (regular files only: see [`strays`]).
 pub fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
-    let mut out = Vec::new();
+    Ok(named(dir)?.0)
+}
+
+/// Entries named like segments that are not regular files (a directory, a symlink, a device):
+/// never read, never replaced; their names still count for numbering.
+pub fn strays(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    Ok(named(dir)?.1)
+}
+
+/// Entries named like segments, oldest first: (regular files, everything else).
+fn named(dir: &Path) -> io::Result<(Vec<(u64, PathBuf)>, Vec<(u64, PathBuf)>)> {
+    let (mut files, mut others) = (Vec::new(), Vec::new());
     for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
+        let entry = entry?;
+        let path = entry.path();
         if let Some(first) = parse_name(&path) {
-            out.push((first, path));
+            if entry.file_type()?.is_file() {
+                files.push((first, path));
+            } else {
+                others.push((first, path));
+            }
         }
     }
-    out.sort_by_key(|(first, _)| *first);
-    Ok(out)
+    files.sort_by_key(|(first, _)| *first);
+    others.sort_by_key(|(first, _)| *first);
+    Ok((files, others))
 }
 
 /// The first sequence numbers of the segments set aside as `*.seg.corrupt` in `dir`: numbers

@@ -676,3 +676,42 @@ fn the_queue_directory_and_its_parents_are_created() {
     append_n(&mut q, 0..3);
     assert!(deep.join("acked").is_file());
 }
+
+/// A directory (or anything not a regular file) named like a segment made every start fail
+/// (`Is a directory`, no path): under systemd a restart loop. It is ignored and reported, and
+/// its name is never given to a new segment.
+#[test]
+fn an_entry_named_like_a_segment_that_is_not_a_file_is_ignored_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut q, _) = open(dir.path(), opts(1 << 20, 1024));
+        append_n(&mut q, 0..5);
+        q.sync_all().unwrap();
+    }
+    let stray = dir.path().join(segment::file_name(6));
+    fs::create_dir(&stray).unwrap();
+    fs::create_dir(dir.path().join(segment::file_name(1).replace(".seg", ".x"))).unwrap();
+    let (mut q, rec) = open(dir.path(), opts(1 << 20, 1024));
+    assert_eq!(rec.strays, vec![stray.clone()]);
+    assert_eq!(read_all_intact(&mut q), (1..=5).collect::<Vec<_>>());
+    let seq = q.append(&[msg(5)]).unwrap()[0].unwrap();
+    assert_eq!(seq, 7, "the stray's number is skipped, never reused");
+    q.sync().unwrap();
+    assert_eq!(seqs(&q.read(6, 10, 1 << 20).unwrap()), vec![7]);
+    assert!(stray.is_dir(), "not ours: left where it is");
+}
+
+#[test]
+fn a_cursor_that_is_not_a_file_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("acked")).unwrap();
+    let e = Queue::open(dir.path(), opts(1 << 20, 1024))
+        .map(|_| ())
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("acked is not a regular file"), "{text}");
+    assert!(
+        text.contains("move it out of the queue directory"),
+        "{text}"
+    );
+}
