@@ -54,8 +54,11 @@ pub fn strays(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(named(dir)?.1)
 }
 
+/// Segment names with their paths, oldest first.
+type Named = Vec<(u64, PathBuf)>;
+
 /// Entries named like segments, oldest first: (regular files, everything else).
-fn named(dir: &Path) -> io::Result<(Vec<(u64, PathBuf)>, Vec<(u64, PathBuf)>)> {
+fn named(dir: &Path) -> io::Result<(Named, Named)> {
     let (mut files, mut others) = (Vec::new(), Vec::new());
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
