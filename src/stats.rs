@@ -22,6 +22,8 @@ pub struct DeviceStats {
     pub corrupt: AtomicU64,
     /// Frames cut short by the port going away (unplugged mid-frame), dropped.
     pub incomplete: AtomicU64,
+    /// Bytes skipped to find the next frame (`fixed` framing with start/end bytes).
+    pub resync_bytes: AtomicU64,
     /// Frames that were not UTF-8 where text rules needed text.
     pub invalid_utf8: AtomicU64,
     /// Messages whose rendered topic was not publishable.
@@ -55,6 +57,7 @@ impl DeviceStats {
             "too_long": g(&self.too_long),
             "corrupt": g(&self.corrupt),
             "incomplete": g(&self.incomplete),
+            "resync_bytes": g(&self.resync_bytes),
             "invalid_utf8": g(&self.invalid_utf8),
             "bad_topic": g(&self.bad_topic),
             "opens": g(&self.opens),

@@ -242,6 +242,17 @@ async fn a_full_disk_keeps_the_newest_counts_the_drops_and_recovers_when_space_r
     let dropped = disk_full_drops(&mut stats, Duration::from_secs(3)).await;
     assert!(dropped > 10_000, "drops counted: {dropped}\n{}", gw.logs());
     assert!(gw.logs().contains("disk full"), "{}", gw.logs());
+    // A running total while it lasts, not one line with the first batch's count.
+    let logs = gw.logs();
+    let totals: Vec<u64> = logs
+        .lines()
+        .filter_map(|l| l.split("the disk is full: ").nth(1))
+        .filter_map(|r| r.split(' ').next()?.parse().ok())
+        .collect();
+    assert!(
+        totals.last().is_some_and(|&t| t > 1),
+        "running totals {totals:?}\n{logs}"
+    );
 
     // Back online: what fitted is delivered, the newest included, in order.
     proxy.up().await;
@@ -273,8 +284,20 @@ async fn a_full_disk_keeps_the_newest_counts_the_drops_and_recovers_when_space_r
         "delivered + dropped"
     );
 
-    // Space came back as the delivered segments were deleted: new readings are stored and sent.
+    // Space came back as the delivered segments were deleted: new readings are stored and sent,
+    // and the log says so once, with the total lost in between.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     write_frames(&mut pty, n + 1..=n + 2000, Duration::ZERO).await;
+    gw.wait_log("storing works again", T).await;
+    let logs = gw.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("storing works again"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(&format!("{dropped} messages were lost to the full disk")),
+        "{line}"
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let got: std::collections::BTreeSet<u64> = upstream.payloads(TOPIC).into_iter().collect();

@@ -516,3 +516,110 @@ async fn a_directory_named_like_a_queue_segment_is_reported_and_the_gateway_runs
     );
     assert!(stray.is_dir());
 }
+
+/// An SDS011-like frame: AA C0, PM2.5 (u16 LE, tenths), four more data bytes, checksum, AB.
+fn sds011(pm25_tenths: u16) -> Vec<u8> {
+    let mut f = vec![0xAA, 0xC0];
+    f.extend_from_slice(&pm25_tenths.to_le_bytes());
+    f.extend_from_slice(&[0x20, 0x00, 0x01, 0x02]);
+    let sum = f[2..8].iter().fold(0u8, |a, b| a.wrapping_add(*b));
+    f.extend_from_slice(&[sum, 0xAB]);
+    f
+}
+
+/// One lost byte used to shift every later `fixed` frame for good (a PM2.5 of 5683.2 instead
+/// of 11.1, forever, without a word). With start and end bytes the decoder finds the next
+/// frame, and the skipped bytes are counted and logged.
+#[tokio::test]
+async fn a_lost_byte_costs_one_fixed_frame_not_every_later_one() {
+    let mut pty = Pty::new();
+    let yaml = format!(
+        r#"
+gateway: {{id: testgw}}
+broker: {{listen: "127.0.0.1:{{port}}"}}
+devices:
+  - name: sds
+    port: {port}
+    baud: 9600
+    framing: {{fixed: 10, start_hex: "AA C0", end_hex: "AB"}}
+    rules: [pm]
+rules:
+  pm:
+    fields:
+      - {{name: pm25, offset: 2, type: u16le, scale: 0.1}}
+    publish:
+      - {{topic: "sensors/{{device}}/pm25", payload: "{{pm25}}"}}
+"#,
+        port = pty.path.display()
+    );
+    let gw = start_gateway(&yaml);
+    let mut sub = Subscriber::connect(gw.port, &["sensors/#"], QoS::AtMostOnce).await;
+    gw.wait_log("device online", T).await;
+    let mut wire = sds011(111);
+    let mut damaged = sds011(222);
+    damaged.remove(3); // a byte lost on the line
+    wire.extend(damaged);
+    for pm in [333, 444, 555] {
+        wire.extend(sds011(pm));
+    }
+    pty.write(&wire).await;
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(sub.next_on("sensors/sds/pm25", T).await.payload);
+    }
+    assert_eq!(got, ["11.1", "33.3", "44.4", "55.5"]);
+    gw.wait_log("to find the next frame", T).await;
+}
+
+/// `gap` framing: a frame ends after the line is silent (Modbus RTU's way); a short reply
+/// between two long ones is one frame of its own, not the start of a shifted stream.
+#[tokio::test]
+async fn gap_framing_ends_frames_at_silence_so_a_short_reply_shifts_nothing() {
+    let mut pty = Pty::new();
+    let yaml = format!(
+        r#"
+gateway: {{id: testgw}}
+broker: {{listen: "127.0.0.1:{{port}}"}}
+devices:
+  - name: meter
+    port: {port}
+    baud: 9600
+    framing: {{gap: 40ms}}
+    rules: [reply]
+rules:
+  reply:
+    # A 7-byte reply: address, function, byte count, value (u16 BE, tenths), CRC. The 5-byte
+    # exception reply is too short for the `crc` field, so no rule matches it.
+    fields:
+      - {{name: volts, offset: 3, type: u16be, scale: 0.1}}
+      - {{name: crc, offset: 5, type: u16le}}
+    publish:
+      - {{topic: "power/{{device}}/volts", payload: "{{volts}}"}}
+"#,
+        port = pty.path.display()
+    );
+    let gw = start_gateway(&yaml);
+    let mut sub = Subscriber::connect(gw.port, &["power/#"], QoS::AtMostOnce).await;
+    gw.wait_log("device online", T).await;
+    let reply = |v: u16| {
+        let mut f = vec![0x01, 0x03, 0x02];
+        f.extend_from_slice(&v.to_be_bytes());
+        f.extend_from_slice(&[0x12, 0x34]); // CRC (not checked by the framing)
+        f
+    };
+    for frame in [reply(2301), vec![0x01, 0x83, 0x02, 0xC0, 0xF1], reply(2302)] {
+        // Bytes of one frame arrive in two pieces with a pause shorter than the gap.
+        let (a, b) = frame.split_at(2);
+        pty.write(a).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        pty.write(b).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(sub.next(T).await.payload, "230.1");
+    assert_eq!(
+        sub.next(T).await.payload,
+        "230.2",
+        "not shifted by the short reply"
+    );
+    sub.assert_quiet(Duration::from_millis(200)).await;
+}

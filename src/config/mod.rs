@@ -518,7 +518,8 @@ fn validate(
         if let Err(e) = d.framing.validate() {
             p.error(&format!("{path}.framing"), e, None);
         }
-        if let Framing::Fixed(n) = d.framing {
+        if let Framing::Fixed(f) = &d.framing {
+            let n = f.size;
             if n > d.max_frame {
                 p.error(
                     &format!("{path}.framing"),

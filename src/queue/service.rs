@@ -117,6 +117,7 @@ fn run(mut q: Queue, rx: flume::Receiver<Cmd>, interval: Duration) {
     let mut parked: Option<(u64, usize, oneshot::Sender<Vec<Record>>)> = None;
     let mut last_sync = Instant::now();
     let mut write_errors = RateLimit::new(Duration::from_secs(10));
+    let mut disk_full = DiskFull::default();
     let sync = |q: &mut Queue, last: &mut Instant| {
         if let Err(e) = q.sync() {
             error!("store-and-forward queue: sync failed: {e}");
@@ -128,23 +129,28 @@ fn run(mut q: Queue, rx: flume::Receiver<Cmd>, interval: Duration) {
             .sync_due_in(interval, last_sync.elapsed())
             .unwrap_or(Duration::from_secs(3600));
         match rx.recv_timeout(wait) {
-            Ok(Cmd::Append(messages)) => match q.append(&messages) {
-                Ok(seqs) => {
-                    let dropped = seqs.iter().filter(|s| s.is_none()).count();
-                    if dropped > 0 && write_errors.hit().is_some() {
-                        warn!(dropped, "store-and-forward queue: messages not stored (larger than queue.max_bytes, or the disk is full)");
+            Ok(Cmd::Append(messages)) => {
+                let before = q.stats().drops;
+                match q.append(&messages) {
+                    Ok(_) => {
+                        let after = q.stats().drops;
+                        let too_large = after.too_large - before.too_large;
+                        if too_large > 0 && write_errors.hit().is_some() {
+                            warn!(dropped = too_large, "store-and-forward queue: messages larger than queue.max_bytes not stored");
+                        }
+                        disk_full.count(after.disk_full - before.disk_full);
+                    }
+                    Err(e) => {
+                        if let Some(n) = write_errors.hit() {
+                            error!(
+                                suppressed = n,
+                                "store-and-forward queue: write failed, {} messages lost: {e}",
+                                messages.len()
+                            );
+                        }
                     }
                 }
-                Err(e) => {
-                    if let Some(n) = write_errors.hit() {
-                        error!(
-                            suppressed = n,
-                            "store-and-forward queue: write failed, {} messages lost: {e}",
-                            messages.len()
-                        );
-                    }
-                }
-            },
+            }
             Ok(Cmd::Read { from, max, reply }) => answer(&mut q, from, max, reply, &mut parked),
             Ok(Cmd::Ack(seq)) => q.ack(seq),
             Ok(Cmd::Stats(reply)) => {
@@ -193,6 +199,49 @@ fn answer(
         Err(e) => {
             error!("store-and-forward queue: read failed: {e}");
             *parked = Some((from, max, reply));
+        }
+    }
+}
+
+/// How long without a loss to a full disk before storing counts as working again.
+const DISK_FULL_OVER: Duration = Duration::from_secs(5);
+
+/// A stretch of time while the disk is full: a running total, logged at most every 10 s, and
+/// one line when storing works again, with how many messages were lost in between.
+#[derive(Default)]
+struct DiskFull {
+    /// Messages lost since the stretch began (not stored, or the oldest deleted for room).
+    lost: u64,
+    last_loss: Option<Instant>,
+    log: Option<RateLimit>,
+}
+
+impl DiskFull {
+    /// After an append that lost `n` messages to the full disk (`0`: none).
+    fn count(&mut self, n: u64) {
+        let now = Instant::now();
+        if n == 0 {
+            if self.last_loss.is_some_and(|t| now - t >= DISK_FULL_OVER) {
+                info!(
+                    lost = self.lost,
+                    "store-and-forward queue: storing works again; {} messages were lost to the full disk in between",
+                    self.lost
+                );
+                *self = Self::default();
+            }
+            return;
+        }
+        self.lost += n;
+        self.last_loss = Some(now);
+        let log = self
+            .log
+            .get_or_insert_with(|| RateLimit::new(Duration::from_secs(10)));
+        if log.hit().is_some() {
+            warn!(
+                lost = self.lost,
+                "store-and-forward queue: the disk is full: {} messages lost so far (not stored, or the oldest deleted to make room); free space in gateway.state_dir",
+                self.lost
+            );
         }
     }
 }

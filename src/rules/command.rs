@@ -318,7 +318,9 @@ impl Command {
             Framing::Delimiter(d) if contains(&bytes, d.as_bytes()) => {
                 Some("contains the delimiter")
             }
-            Framing::Fixed(n) if bytes.len() != *n => Some("does not have the fixed frame size"),
+            Framing::Fixed(f) if bytes.len() != f.size => {
+                Some("does not have the fixed frame size")
+            }
             _ => None,
         };
         if let Some(why) = unframeable {
@@ -425,9 +427,22 @@ mod tests {
         );
         let e = render(&c, &Framing::Lines, b"a\nb").unwrap_err();
         assert!(e.contains("contains a line break"), "{e}");
-        let e = render(&c, &Framing::Fixed(4), b"abc").unwrap_err();
+        let e = render(
+            &c,
+            &Framing::Fixed(crate::serial::framing::Fixed::size(4)),
+            b"abc",
+        )
+        .unwrap_err();
         assert!(e.contains("fixed frame size"), "{e}");
-        assert_eq!(render(&c, &Framing::Fixed(3), b"abc").unwrap(), b"abc");
+        assert_eq!(
+            render(
+                &c,
+                &Framing::Fixed(crate::serial::framing::Fixed::size(3)),
+                b"abc"
+            )
+            .unwrap(),
+            b"abc"
+        );
     }
 
     #[test]

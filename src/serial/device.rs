@@ -163,6 +163,26 @@ impl DeviceTask {
         info!(device = %name, "device stopped: {}", self.stats.summary());
     }
 
+    /// The silence that ends a frame, for `gap` framing.
+    fn gap(&self) -> Option<Duration> {
+        let crate::serial::framing::Framing::Gap(gap) = &self.device.framing else {
+            return None;
+        };
+        let d = &self.device.serial;
+        let data = match d.data_bits {
+            tokio_serial::DataBits::Five => 5,
+            tokio_serial::DataBits::Six => 6,
+            tokio_serial::DataBits::Seven => 7,
+            tokio_serial::DataBits::Eight => 8,
+        };
+        let parity = u32::from(d.parity != tokio_serial::Parity::None);
+        let stop = match d.stop_bits {
+            tokio_serial::StopBits::One => 1,
+            tokio_serial::StopBits::Two => 2,
+        };
+        Some(gap.duration(d.baud, 1 + data + parity + stop))
+    }
+
     fn backoff(&self) -> impl Iterator<Item = Duration> {
         // backon adds its jitter (up to +100%) after the cap: cap again so REOPEN_MAX holds.
         backon::ExponentialBuilder::default()
@@ -206,7 +226,10 @@ impl DeviceTask {
         let mut frames = FramedRead::with_capacity(port, decoder, 8 * 1024);
         let mut handler = FrameHandler::new(&self.device, &self.gateway, &self.stats);
         let mut refusals = RateLimit::new(LOG_EVERY);
+        let gap = self.gap();
         loop {
+            // `gap` framing: the frame in progress ends when the line stays silent this long.
+            let silence = gap.and_then(|g| frames.decoder().gap_deadline(g));
             // Reading a frame is cancel-safe: a command may be written between two reads.
             let item = tokio::select! {
                 _ = self.shutdown.cancelled() => return Stop::Shutdown,
@@ -217,6 +240,20 @@ impl DeviceTask {
                     continue;
                 }
                 item = frames.next() => item,
+                _ = tokio::time::sleep_until(silence.unwrap_or_else(std::time::Instant::now).into()), if silence.is_some() => {
+                    // Bytes may have come in since the deadline was taken: then wait on.
+                    let due = gap.and_then(|g| frames.decoder().gap_deadline(g));
+                    if due.is_some_and(|t| t > std::time::Instant::now()) {
+                        continue;
+                    }
+                    let whole = frames.decoder_mut().silence();
+                    let buf = frames.read_buffer_mut();
+                    if !whole || buf.is_empty() {
+                        buf.clear();
+                        continue;
+                    }
+                    Some(Ok(Decoded::Frame(buf.split().freeze())))
+                }
             };
             match item {
                 Some(Ok(Decoded::Frame(frame))) => {
@@ -226,6 +263,9 @@ impl DeviceTask {
                     }
                 }
                 Some(Ok(Decoded::Dropped(reason))) => handler.dropped(reason),
+                Some(Ok(Decoded::Resync(bytes))) => handler.resync(bytes),
+                // The loop now watches for the silence that ends this frame.
+                Some(Ok(Decoded::GapStarted)) => {}
                 Some(Err(e)) => {
                     // The bytes of a frame in progress are lost with the port: say so.
                     if frames.decoder().has_partial(frames.read_buffer()) {
@@ -333,7 +373,7 @@ pub struct FrameHandler<'a> {
     stats: &'a DeviceStats,
     messages: Vec<Message>,
     problems: Vec<String>,
-    limits: [RateLimit; 5],
+    limits: [RateLimit; 6],
 }
 
 impl<'a> FrameHandler<'a> {
@@ -399,6 +439,16 @@ impl<'a> FrameHandler<'a> {
             .messages
             .fetch_add(self.messages.len() as u64, Ordering::Relaxed);
         self.messages.drain(..)
+    }
+
+    /// Counts and logs (rate-limited) bytes skipped to find the next frame.
+    pub fn resync(&mut self, bytes: usize) {
+        self.stats
+            .resync_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        if let Some(n) = self.limits[5].hit() {
+            warn!(device = %self.device.name, bytes, suppressed = n, "skipped {bytes} bytes to find the next frame (its start/end bytes did not match: a lost or extra byte on the line, or the wrong framing)");
+        }
     }
 
     /// Counts and logs (rate-limited) bytes the framer dropped.

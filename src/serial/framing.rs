@@ -24,7 +24,7 @@ use std::io;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use memchr::memmem;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use tokio_util::codec::Decoder;
 
 /// SLIP frame end (RFC 1055).
@@ -41,7 +41,8 @@ const RESERVE_CAP: usize = 64 * 1024;
 /// How bytes on the wire are cut into frames (YAML: `framing:` of a device).
 ///
 /// YAML forms: `lines`, `cobs`, `slip`, `{delimiter: "\r\n"}`,
-/// `{length_prefix: {width: 2, endian: little}}`, `{fixed: 12}`.
+/// `{length_prefix: {width: 2, endian: little}}`, `{fixed: 12}`,
+/// `{fixed: 10, start_hex: "AA", end_hex: "AB"}`, `{gap: 3.5}` / `{gap: 20ms}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Framing {
     /// Frames end at `\n`; one trailing `\r` is stripped.
@@ -54,8 +55,54 @@ pub enum Framing {
     Slip,
     /// Each frame is preceded by its payload length.
     LengthPrefix(LengthPrefix),
-    /// Every frame is exactly this many bytes.
-    Fixed(usize),
+    /// Every frame is exactly `size` bytes, optionally starting and/or ending with given bytes
+    /// (which let the decoder find the next frame again after a lost or extra byte).
+    Fixed(Fixed),
+    /// A frame ends when the line has been silent this long (Modbus RTU's 3.5 character times,
+    /// and many binary sensors): recovers from any lost byte at the next pause.
+    Gap(Gap),
+}
+
+/// A `fixed` framing: the size, and the bytes every frame must start and end with.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fixed {
+    /// Bytes per frame, start and end bytes included.
+    pub size: usize,
+    /// Bytes every frame starts with (empty: any).
+    pub start: Vec<u8>,
+    /// Bytes every frame ends with (empty: any).
+    pub end: Vec<u8>,
+}
+
+impl Fixed {
+    /// A fixed framing of `size` bytes with no start or end bytes.
+    pub fn size(size: usize) -> Self {
+        Self {
+            size,
+            ..Self::default()
+        }
+    }
+}
+
+/// How long the silence that ends a `gap` frame lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gap {
+    /// In character times at the port's settings, in tenths (`{gap: 3.5}` is 35).
+    CharTenths(u32),
+    /// A fixed time (`{gap: 20ms}`), for USB adapters that deliver bytes in bursts.
+    Time(std::time::Duration),
+}
+
+impl Gap {
+    /// The silence for a port sending `bits_per_char` bits per character at `baud`.
+    pub fn duration(self, baud: u32, bits_per_char: u32) -> std::time::Duration {
+        match self {
+            Gap::Time(d) => d,
+            Gap::CharTenths(t) => std::time::Duration::from_nanos(
+                u64::from(t) * u64::from(bits_per_char) * 100_000_000 / u64::from(baud.max(1)),
+            ),
+        }
+    }
 }
 
 /// The length header of [`Framing::LengthPrefix`].
@@ -94,9 +141,22 @@ impl Framing {
                  header), e.g. `{{length_prefix: {{width: 2}}}}`",
                 p.width
             )),
-            Framing::Fixed(0) => Err(
+            Framing::Fixed(f) if f.size == 0 => Err(
                 "a fixed frame size of 0 bytes cannot carry data: write the frame length in \
                  bytes, e.g. `{fixed: 12}`"
+                    .to_string(),
+            ),
+            Framing::Fixed(f) if f.start.len() + f.end.len() > f.size => Err(format!(
+                "start_hex and end_hex ({} bytes together) do not fit in a {}-byte frame: \
+                 `fixed` counts them in the frame size, e.g. `{{fixed: 10, start_hex: \"AA\", \
+                 end_hex: \"AB\"}}` for AA, 8 bytes, AB",
+                f.start.len() + f.end.len(),
+                f.size
+            )),
+            Framing::Gap(Gap::CharTenths(0))
+            | Framing::Gap(Gap::Time(std::time::Duration::ZERO)) => Err(
+                "a gap of 0 never ends a frame: write e.g. `{gap: 3.5}` (character times, \
+                     Modbus RTU's) or `{gap: 20ms}`"
                     .to_string(),
             ),
             _ => Ok(()),
@@ -112,6 +172,15 @@ impl Framing {
             Framing::Slip => "slip",
             Framing::LengthPrefix(_) => "length_prefix",
             Framing::Fixed(_) => "fixed",
+            Framing::Gap(_) => "gap",
+        }
+    }
+
+    /// How a frame is found again after a lost or extra byte, for the docs and `check`.
+    pub fn recovers(&self) -> bool {
+        match self {
+            Framing::Fixed(f) => !f.start.is_empty() || !f.end.is_empty(),
+            _ => true,
         }
     }
 }
@@ -124,6 +193,7 @@ const FRAMING_NAMES: &[&str] = &[
     "slip",
     "length_prefix",
     "fixed",
+    "gap",
 ];
 
 /// Accepts exactly a bare name (`lines`) or a single-key map (`{fixed: 12}`).
@@ -168,28 +238,107 @@ impl<'de> Visitor<'de> for FramingVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Framing, A::Error> {
-        let Some(key) = map.next_key::<String>()? else {
-            return Err(de::Error::custom(
-                "the framing map is empty: write e.g. `lines` or `{fixed: 12}`",
-            ));
-        };
-        let framing = match key.as_str() {
-            "delimiter" => Framing::Delimiter(map.next_value()?),
-            "length_prefix" => Framing::LengthPrefix(map.next_value()?),
-            "fixed" => Framing::Fixed(map.next_value()?),
-            "lines" | "cobs" | "slip" => {
-                return Err(de::Error::custom(format_args!(
-                    "`{key}` takes no value: write just `{key}`"
-                )));
+        let mut framing: Option<Framing> = None;
+        let (mut start, mut end) = (None, None);
+        while let Some(key) = map.next_key::<String>()? {
+            let kind = match key.as_str() {
+                "start_hex" => {
+                    start = Some(hex_bytes(&map.next_value::<String>()?, "start_hex")?);
+                    continue;
+                }
+                "end_hex" => {
+                    end = Some(hex_bytes(&map.next_value::<String>()?, "end_hex")?);
+                    continue;
+                }
+                "delimiter" => Framing::Delimiter(map.next_value()?),
+                "length_prefix" => Framing::LengthPrefix(map.next_value()?),
+                "fixed" => Framing::Fixed(Fixed::size(map.next_value()?)),
+                "gap" => Framing::Gap(map.next_value::<GapValue>()?.0),
+                "lines" | "cobs" | "slip" => {
+                    return Err(de::Error::custom(format_args!(
+                        "`{key}` takes no value: write just `{key}`"
+                    )));
+                }
+                other => return Err(de::Error::unknown_variant(other, FRAMING_NAMES)),
+            };
+            if framing.is_some() {
+                return Err(de::Error::custom(
+                    "a framing map names one framing: write e.g. `{fixed: 12}` (with \
+                     `start_hex`/`end_hex` beside `fixed` only)",
+                ));
             }
-            other => return Err(de::Error::unknown_variant(other, FRAMING_NAMES)),
-        };
-        if map.next_key::<IgnoredAny>()?.is_some() {
-            return Err(de::Error::custom(
-                "a framing map has exactly one key: write e.g. `{fixed: 12}`",
-            ));
+            framing = Some(kind);
         }
-        Ok(framing)
+        match (framing, start, end) {
+            (None, None, None) => Err(de::Error::custom(
+                "the framing map is empty: write e.g. `lines` or `{fixed: 12}`",
+            )),
+            (Some(Framing::Fixed(mut f)), start, end) => {
+                f.start = start.unwrap_or_default();
+                f.end = end.unwrap_or_default();
+                Ok(Framing::Fixed(f))
+            }
+            (Some(f), None, None) => Ok(f),
+            _ => Err(de::Error::custom(
+                "`start_hex` and `end_hex` go with `fixed`: write e.g. \
+                 `{fixed: 10, start_hex: \"AA\", end_hex: \"AB\"}`",
+            )),
+        }
+    }
+}
+
+/// Hex bytes as users write them (`"AA"`, `"aa c0"`, `"0xAA"`), for `start_hex`/`end_hex`.
+fn hex_bytes<E: de::Error>(text: &str, key: &str) -> Result<Vec<u8>, E> {
+    let digits: String = text
+        .split_whitespace()
+        .map(|w| w.trim_start_matches("0x").trim_start_matches("0X"))
+        .collect();
+    match hex::decode(&digits) {
+        Ok(b) if !b.is_empty() => Ok(b),
+        _ => Err(E::custom(format_args!(
+            "{key}: `{text}` is not hex bytes: write them as pairs of hex digits, e.g. \
+             {key}: \"AA\" or \"AA C0\""
+        ))),
+    }
+}
+
+/// `gap:` as a number of character times (`3.5`) or a duration (`20ms`).
+struct GapValue(Gap);
+
+impl<'de> serde::Deserialize<'de> for GapValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = GapValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("character times (e.g. `3.5`) or a duration (e.g. `20ms`)")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<GapValue, E> {
+                if !(0.0..=1000.0).contains(&v) {
+                    return Err(E::custom(
+                        "gap: write character times between 0 and 1000, e.g. `{gap: 3.5}`",
+                    ));
+                }
+                Ok(GapValue(Gap::CharTenths((v * 10.0).round() as u32)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<GapValue, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<GapValue, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<GapValue, E> {
+                humantime::parse_duration(v)
+                    .map(|d| GapValue(Gap::Time(d)))
+                    .map_err(|_| {
+                        E::custom(format_args!(
+                            "gap: `{v}` is neither character times nor a duration: write e.g. \
+                             `{{gap: 3.5}}` or `{{gap: 20ms}}`"
+                        ))
+                    })
+            }
+        }
+        deserializer.deserialize_any(V)
     }
 }
 
@@ -200,6 +349,12 @@ pub enum Decoded {
     Frame(Bytes),
     /// A frame was discarded; decoding continues with the next one.
     Dropped(DropReason),
+    /// This many bytes were skipped to find the next frame (`fixed` with start/end bytes whose
+    /// frame did not carry them: a lost or extra byte on the line).
+    Resync(usize),
+    /// A `gap` frame began: the caller now watches for the silence that ends it
+    /// ([`FrameDecoder::gap_deadline`], [`FrameDecoder::silence`]). Carries no data.
+    GapStarted,
 }
 
 /// Why a frame was dropped, so the caller can count drops per cause.
@@ -239,9 +394,19 @@ enum Kind {
     Delimited(Delimited),
     Slip(Slip),
     LengthPrefix(Prefixed),
-    Fixed(usize),
+    Fixed(Fixed),
+    Gap(GapState),
     /// The framing failed validation: every byte is discarded.
     Invalid,
+}
+
+/// A `gap` frame in progress: when its last bytes arrived, and whether it is overlong.
+#[derive(Debug, Default)]
+struct GapState {
+    /// Bytes in the buffer at the last decode call, and when that count last changed.
+    seen: usize,
+    last_byte: Option<std::time::Instant>,
+    discarding: bool,
 }
 
 impl FrameDecoder {
@@ -271,7 +436,8 @@ impl FrameDecoder {
                     little: p.endian == Endian::Little,
                     skip: 0,
                 }),
-                Framing::Fixed(n) => Kind::Fixed(*n),
+                Framing::Fixed(f) => Kind::Fixed(f.clone()),
+                Framing::Gap(_) => Kind::Gap(GapState::default()),
             }
         };
         FrameDecoder { max_frame, kind }
@@ -286,8 +452,30 @@ impl FrameDecoder {
             }
             Kind::Slip(s) => *s = Slip::default(),
             Kind::LengthPrefix(p) => p.skip = 0,
+            Kind::Gap(g) => *g = GapState::default(),
             Kind::Fixed(_) | Kind::Invalid => {}
         }
+    }
+
+    /// For `gap` framing: when the frame in progress ends unless more bytes arrive (its last
+    /// byte's time plus `gap`); `None` when nothing is in progress or for other framings.
+    pub fn gap_deadline(&self, gap: std::time::Duration) -> Option<std::time::Instant> {
+        match &self.kind {
+            Kind::Gap(g) if g.seen > 0 => g.last_byte.map(|t| t + gap),
+            _ => None,
+        }
+    }
+
+    /// For `gap` framing, after the line was silent for the gap: whether the bytes buffered
+    /// are a whole frame (`false` when they are the end of an overlong one, already counted:
+    /// the caller discards them). The next bytes start a new frame.
+    pub fn silence(&mut self) -> bool {
+        let Kind::Gap(g) = &mut self.kind else {
+            return false;
+        };
+        let whole = !g.discarding;
+        *g = GapState::default();
+        whole
     }
 
     /// Whether part of a frame is waiting for the rest: in `buf`, or held by the decoder. An
@@ -298,6 +486,7 @@ impl FrameDecoder {
             Kind::Slip(s) => !s.discarding && (!s.out.is_empty() || !buf.is_empty()),
             Kind::LengthPrefix(p) => p.skip == 0 && !buf.is_empty(),
             Kind::Fixed(_) => !buf.is_empty(),
+            Kind::Gap(g) => !g.discarding && !buf.is_empty(),
             Kind::Invalid => false,
         }
     }
@@ -323,7 +512,8 @@ impl Decoder for FrameDecoder {
             Kind::Delimited(d) => d.next(buf, max),
             Kind::Slip(s) => s.next(buf, max),
             Kind::LengthPrefix(p) => p.next(buf, max),
-            Kind::Fixed(n) => next_fixed(buf, *n),
+            Kind::Fixed(f) => next_fixed(buf, f),
+            Kind::Gap(g) => g.next(buf, max),
             Kind::Invalid => {
                 buf.clear();
                 None
@@ -636,13 +826,71 @@ fn read_len(header: &[u8], little: bool) -> usize {
     usize::try_from(value).unwrap_or(usize::MAX)
 }
 
-/// Fixed-size frames (`size` is at least 1).
-fn next_fixed(buf: &mut BytesMut, size: usize) -> Option<Decoded> {
-    if buf.len() >= size {
-        Some(Decoded::Frame(buf.split_to(size).freeze()))
-    } else {
-        reserve_upto(buf, size - buf.len());
-        None
+/// Fixed-size frames (`size` is at least 1, start + end fit in it). With start bytes, bytes
+/// before the next start are skipped; a frame whose end bytes do not match is not a frame: the
+/// search goes on one byte further. Skipped bytes are reported as one [`Decoded::Resync`] per
+/// stretch, before the frame that follows it.
+fn next_fixed(buf: &mut BytesMut, f: &Fixed) -> Option<Decoded> {
+    let mut skipped = 0;
+    loop {
+        if !f.start.is_empty() {
+            match memmem::find(buf, &f.start) {
+                Some(at) => {
+                    buf.advance(at);
+                    skipped += at;
+                }
+                None => {
+                    // Keep what could be the beginning of a start split across reads.
+                    let keep = (f.start.len() - 1).min(buf.len());
+                    let drop = buf.len() - keep;
+                    buf.advance(drop);
+                    skipped += drop;
+                    break;
+                }
+            }
+        }
+        if buf.len() < f.size {
+            break;
+        }
+        if !f.end.is_empty() && buf[f.size - f.end.len()..f.size] != f.end[..] {
+            buf.advance(1);
+            skipped += 1;
+            continue;
+        }
+        if skipped > 0 {
+            // The frame stays in the buffer: the next call returns it.
+            return Some(Decoded::Resync(skipped));
+        }
+        return Some(Decoded::Frame(buf.split_to(f.size).freeze()));
+    }
+    if skipped > 0 {
+        return Some(Decoded::Resync(skipped));
+    }
+    reserve_upto(buf, f.size - buf.len().min(f.size));
+    None
+}
+
+impl GapState {
+    /// Notes when bytes arrived; a frame ends only at [`FrameDecoder::silence`]. A frame past
+    /// `max` is counted once and its bytes discarded until the silence that ends it.
+    fn next(&mut self, buf: &mut BytesMut, max: usize) -> Option<Decoded> {
+        if buf.len() != self.seen || (self.discarding && !buf.is_empty()) {
+            self.last_byte = Some(std::time::Instant::now());
+        }
+        if self.discarding {
+            self.seen = usize::from(!buf.is_empty());
+            buf.clear();
+            return None;
+        }
+        if buf.len() > max {
+            buf.clear();
+            self.discarding = true;
+            self.seen = 1;
+            return Some(Decoded::Dropped(DropReason::TooLong));
+        }
+        let started = self.seen == 0 && !buf.is_empty();
+        self.seen = buf.len();
+        started.then_some(Decoded::GapStarted)
     }
 }
 
@@ -697,7 +945,7 @@ pub fn encode_frame(framing: &Framing, payload: &[u8], out: &mut Vec<u8>) {
             }
             out.extend_from_slice(payload);
         }
-        Framing::Fixed(_) => out.extend_from_slice(payload),
+        Framing::Fixed(_) | Framing::Gap(_) => out.extend_from_slice(payload),
     }
 }
 
@@ -714,6 +962,10 @@ mod tests {
     const TOO_LONG: Decoded = Decoded::Dropped(DropReason::TooLong);
     const INCOMPLETE: Decoded = Decoded::Dropped(DropReason::Incomplete);
     const CORRUPT: Decoded = Decoded::Dropped(DropReason::Corrupt);
+
+    fn fixed(n: usize) -> Framing {
+        Framing::Fixed(Fixed::size(n))
+    }
 
     fn delimiter(d: &str) -> Framing {
         Framing::Delimiter(d.to_string())
@@ -735,7 +987,7 @@ mod tests {
             length_prefix(1, Endian::Big),
             length_prefix(2, Endian::Little),
             length_prefix(4, Endian::Big),
-            Framing::Fixed(5),
+            fixed(5),
         ]
     }
 
@@ -762,12 +1014,25 @@ mod tests {
         feed_chunked(framing, max, input, input.len())
     }
 
+    /// Adjacent resync reports merged: how skipped bytes are reported depends on how they
+    /// arrive (each read reports what it skipped), their total does not.
+    fn merged(items: Vec<Decoded>) -> Vec<Decoded> {
+        let mut out: Vec<Decoded> = Vec::new();
+        for item in items {
+            match (out.last_mut(), &item) {
+                (Some(Decoded::Resync(a)), Decoded::Resync(b)) => *a += b,
+                _ => out.push(item),
+            }
+        }
+        out
+    }
+
     /// Asserts every chunk size 1..=len gives the same items as one read; returns those items.
     fn split_invariant(framing: &Framing, max: usize, input: &[u8]) -> Vec<Decoded> {
-        let whole = feed(framing, max, input);
+        let whole = merged(feed(framing, max, input));
         for chunk in 1..=input.len() {
             assert_eq!(
-                feed_chunked(framing, max, input, chunk),
+                merged(feed_chunked(framing, max, input, chunk)),
                 whole,
                 "{framing:?}, chunk size {chunk}"
             );
@@ -854,12 +1119,160 @@ mod tests {
             Ok(length_prefix(4, Endian::Big)),
             "endian defaults to big"
         );
-        assert_eq!(parse("framing: {fixed: 12}"), Ok(Framing::Fixed(12)));
+        assert_eq!(parse("framing: {fixed: 12}"), Ok(fixed(12)));
         assert_eq!(
             parse("framing:\n  length_prefix:\n    width: 1\n    endian: big\n"),
             Ok(length_prefix(1, Endian::Big)),
             "block style works too"
         );
+    }
+
+    #[test]
+    fn yaml_fixed_with_start_and_end_bytes_and_gap_forms() {
+        assert_eq!(
+            parse(r#"framing: {fixed: 10, start_hex: "AA C0", end_hex: "0xAB"}"#),
+            Ok(Framing::Fixed(Fixed {
+                size: 10,
+                start: vec![0xAA, 0xC0],
+                end: vec![0xAB]
+            }))
+        );
+        assert_eq!(
+            parse("framing: {gap: 3.5}"),
+            Ok(Framing::Gap(Gap::CharTenths(35)))
+        );
+        assert_eq!(
+            parse("framing: {gap: 20ms}"),
+            Ok(Framing::Gap(Gap::Time(std::time::Duration::from_millis(
+                20
+            ))))
+        );
+        let e = Framing::Fixed(Fixed {
+            size: 2,
+            start: vec![1, 2],
+            end: vec![3],
+        })
+        .validate()
+        .unwrap_err();
+        assert!(e.contains("do not fit in a 2-byte frame"), "{e}");
+        assert!(Framing::Gap(Gap::CharTenths(0)).validate().is_err());
+        // 3.5 characters of 11 bits at 9600 baud.
+        let d = Gap::CharTenths(35).duration(9600, 11);
+        assert_eq!(d.as_micros(), 4010);
+    }
+
+    /// An SDS011-like frame: AA C0, six data bytes, a checksum byte, AB.
+    fn sds(pm25: u16) -> Vec<u8> {
+        let mut f = vec![0xAA, 0xC0];
+        f.extend_from_slice(&pm25.to_le_bytes());
+        f.extend_from_slice(&[0x10, 0x00, 0x01, 0x02, 0x00, 0xAB]);
+        f
+    }
+
+    fn sds_framing() -> Framing {
+        Framing::Fixed(Fixed {
+            size: 10,
+            start: vec![0xAA, 0xC0],
+            end: vec![0xAB],
+        })
+    }
+
+    #[test]
+    fn fixed_frames_with_start_and_end_bytes_find_the_next_frame_after_a_lost_byte() {
+        let mut input = sds(111);
+        input.extend(sds(222));
+        input.remove(13); // one byte of the second frame lost on the line
+        input.extend(sds(333));
+        input.extend(sds(444));
+        let items = split_invariant(&sds_framing(), 64, &input);
+        let frames: Vec<&Decoded> = items
+            .iter()
+            .filter(|d| matches!(d, Decoded::Frame(_)))
+            .collect();
+        assert_eq!(
+            frames,
+            vec![&frame(&sds(111)), &frame(&sds(333)), &frame(&sds(444))],
+            "{items:?}"
+        );
+        let skipped: usize = items
+            .iter()
+            .map(|d| match d {
+                Decoded::Resync(n) => *n,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(skipped, 9, "the damaged frame's bytes are counted");
+    }
+
+    #[test]
+    fn a_short_reply_or_an_extra_byte_costs_one_frame_not_every_later_one() {
+        // A 5-byte exception reply between two full frames, then an extra byte.
+        let mut input = sds(1);
+        input.extend_from_slice(&[0xAA, 0xC0, 0x83, 0x02, 0xAB]);
+        input.extend(sds(2));
+        input.push(0x55);
+        input.extend(sds(3));
+        let items = split_invariant(&sds_framing(), 64, &input);
+        let frames: Vec<Decoded> = items
+            .iter()
+            .filter(|d| matches!(d, Decoded::Frame(_)))
+            .cloned()
+            .collect();
+        assert_eq!(frames, vec![frame(&sds(1)), frame(&sds(2)), frame(&sds(3))]);
+        // Without start/end bytes, the same stream is misaligned from the short reply on.
+        let plain = feed(&fixed(10), 64, &input);
+        assert_eq!(plain[0], frame(&sds(1)));
+        assert_ne!(plain[1], frame(&sds(2)));
+    }
+
+    #[test]
+    fn end_bytes_alone_slide_to_the_next_frame() {
+        let f = Framing::Fixed(Fixed {
+            size: 4,
+            start: vec![],
+            end: vec![0xAB],
+        });
+        let items = split_invariant(&f, 64, b"\x01\x02\xAB\x09\x01\x02\x03\xAB\x05\x06\x07\xAB");
+        assert_eq!(
+            items,
+            vec![
+                Decoded::Resync(4),
+                frame(b"\x01\x02\x03\xAB"),
+                frame(b"\x05\x06\x07\xAB"),
+            ]
+        );
+    }
+
+    #[test]
+    fn gap_frames_end_at_silence_and_an_overlong_one_is_counted_once() {
+        let g = Framing::Gap(Gap::CharTenths(35));
+        let mut dec = FrameDecoder::new(&g, 4);
+        let mut buf = BytesMut::new();
+        let gap = std::time::Duration::from_millis(5);
+        assert_eq!(dec.gap_deadline(gap), None);
+        buf.extend_from_slice(b"\x01\x03");
+        assert_eq!(dec.decode(&mut buf).unwrap(), Some(Decoded::GapStarted));
+        assert!(dec.gap_deadline(gap).is_some());
+        buf.extend_from_slice(b"\x02");
+        assert_eq!(dec.decode(&mut buf).unwrap(), None);
+        assert!(dec.silence(), "a whole frame");
+        assert_eq!(&buf[..], b"\x01\x03\x02");
+        buf.clear();
+        assert_eq!(dec.gap_deadline(gap), None);
+        // Overlong: counted once, then discarded until the silence ends it.
+        buf.extend_from_slice(b"\x01\x02\x03\x04\x05");
+        assert_eq!(dec.decode(&mut buf).unwrap(), Some(TOO_LONG));
+        buf.extend_from_slice(b"\x06\x07");
+        assert_eq!(dec.decode(&mut buf).unwrap(), None);
+        assert!(dec.gap_deadline(gap).is_some());
+        assert!(
+            !dec.silence(),
+            "the end of an overlong frame is not a frame"
+        );
+        buf.clear();
+        buf.extend_from_slice(b"\x09");
+        assert_eq!(dec.decode(&mut buf).unwrap(), Some(Decoded::GapStarted));
+        assert!(dec.silence());
     }
 
     #[test]
@@ -871,7 +1284,16 @@ mod tests {
             ("framing: length_prefix", "{length_prefix: {width: 2}}"),
             ("framing: {}", "empty"),
             ("framing: {lines: }", "write just `lines`"),
-            ("framing: {fixed: 12, cobs: }", "exactly one key"),
+            ("framing: {fixed: 12, cobs: }", "write just `cobs`"),
+            ("framing: {fixed: 12, delimiter: x}", "names one framing"),
+            ("framing: {fixed: 12, start_hex: ZZ}", "not hex bytes"),
+            ("framing: {lines: , start_hex: AA}", "write just `lines`"),
+            ("framing: {delimiter: x, end_hex: AA}", "go with `fixed`"),
+            (
+                "framing: {gap: soon}",
+                "neither character times nor a duration",
+            ),
+            ("framing: {gap: -1}", "between 0 and 1000"),
             ("framing: {fixd: 12}", "unknown variant `fixd`"),
             ("framing: {fixed: -1}", "expected usize"),
             (
@@ -903,7 +1325,7 @@ mod tests {
         assert!(width.contains("1, 2 or 4"), "{width}");
         assert!(length_prefix(0, Endian::Big).validate().is_err());
         assert!(length_prefix(8, Endian::Little).validate().is_err());
-        let fixed = Framing::Fixed(0).validate().unwrap_err();
+        let fixed = fixed(0).validate().unwrap_err();
         assert!(fixed.contains("{fixed: 12}"), "{fixed}");
     }
 
@@ -915,7 +1337,8 @@ mod tests {
             Framing::Cobs,
             Framing::Slip,
             length_prefix(1, Endian::Big),
-            Framing::Fixed(1),
+            fixed(1),
+            Framing::Gap(Gap::CharTenths(35)),
         ]
         .iter()
         .map(Framing::name)
@@ -1045,7 +1468,7 @@ mod tests {
                 encode_all(&length_prefix(2, Endian::Big), &[b"abc", b"d"]),
                 2,
             ),
-            (Framing::Fixed(3), b"abcdef".to_vec(), 0),
+            (fixed(3), b"abcdef".to_vec(), 0),
         ];
         for (f, bytes, offset) in cases {
             let mut dec = FrameDecoder::new(&f, MAX);
@@ -1248,7 +1671,7 @@ mod tests {
 
     #[test]
     fn fixed_cuts_exact_sizes_regardless_of_max_frame() {
-        let items = split_invariant(&Framing::Fixed(3), 1, b"abcdefgh");
+        let items = split_invariant(&fixed(3), 1, b"abcdefgh");
         assert_eq!(items, vec![frame(b"abc"), frame(b"def"), INCOMPLETE]);
     }
 
@@ -1294,11 +1717,7 @@ mod tests {
 
     #[test]
     fn invalid_framings_drop_input_without_panicking() {
-        for f in [
-            delimiter(""),
-            Framing::Fixed(0),
-            length_prefix(3, Endian::Big),
-        ] {
+        for f in [delimiter(""), fixed(0), length_prefix(3, Endian::Big)] {
             let mut dec = FrameDecoder::new(&f, MAX);
             let mut buf = BytesMut::from(&b"abc\n\0\xC0"[..]);
             assert_eq!(dec.decode(&mut buf).unwrap(), None);
@@ -1314,7 +1733,7 @@ mod tests {
         for f in all_framings() {
             let input = encode_all(&f, &[b"abcde", b"12345"]);
             let items = split_invariant(&f, 0, &input);
-            let expected = if f == Framing::Fixed(5) {
+            let expected = if f == fixed(5) {
                 vec![frame(b"abcde"), frame(b"12345")]
             } else {
                 vec![TOO_LONG, TOO_LONG]
@@ -1346,7 +1765,7 @@ mod tests {
         );
         assert_eq!(enc(&length_prefix(2, Endian::Little), b"ab"), b"\x02\x00ab");
         assert_eq!(enc(&length_prefix(4, Endian::Big), b"ab"), b"\0\0\0\x02ab");
-        assert_eq!(enc(&Framing::Fixed(2), b"ab"), b"ab");
+        assert_eq!(enc(&fixed(2), b"ab"), b"ab");
         // Too long for a one-byte header: nothing is written.
         assert!(enc(&length_prefix(1, Endian::Big), &[0; 256]).is_empty());
         assert_eq!(enc(&length_prefix(1, Endian::Big), &[7; 255]).len(), 256);
@@ -1391,7 +1810,7 @@ mod tests {
                 length_prefix(1, Endian::Big),
                 length_prefix(2, Endian::Little),
                 length_prefix(4, Endian::Big),
-                Framing::Fixed(7),
+                fixed(7),
             ][which].clone();
             // Make each payload one the framing can carry.
             let payloads: Vec<Vec<u8>> = payloads
@@ -1410,7 +1829,7 @@ mod tests {
                             }
                         }
                         Framing::LengthPrefix(lp) if lp.width == 1 => p.truncate(255),
-                        Framing::Fixed(n) => p.resize(*n, 0x5a),
+                        Framing::Fixed(f) => p.resize(f.size, 0x5a),
                         _ => {}
                     }
                     p
@@ -1462,7 +1881,7 @@ mod tests {
             assert!(chosen.len() >= 5, "{f:?}");
             for p in chosen {
                 let f = match f {
-                    Framing::Fixed(_) => Framing::Fixed(p.len()),
+                    Framing::Fixed(_) => fixed(p.len()),
                     ref other => other.clone(),
                 };
                 let input = encode_all(&f, &[p, p]);
@@ -1487,7 +1906,7 @@ mod tests {
     fn mixed_streams_decode_identically_in_every_chunking() {
         for f in all_framings() {
             let mut input = Vec::new();
-            if let Framing::Fixed(n) = f {
+            if let Framing::Fixed(Fixed { size: n, .. }) = f {
                 input.extend((0..n * 7).map(|i| i as u8));
             } else {
                 for p in [&b"one"[..], b"", b"12345678", b"x", b"123456789012", b"two"] {
@@ -1509,7 +1928,38 @@ mod tests {
             Framing::Delimiter(d) => Some(d.as_bytes().to_vec()),
             Framing::Cobs => Some(vec![0]),
             Framing::Slip => Some(vec![SLIP_END]),
-            Framing::LengthPrefix(_) | Framing::Fixed(_) => None,
+            Framing::LengthPrefix(_) | Framing::Fixed(_) | Framing::Gap(_) => None,
+        }
+    }
+
+    #[test]
+    fn garbage_before_start_and_end_bytes_or_a_gap_is_bounded_and_resyncs() {
+        for seed in 1..=6u64 {
+            let mut rng = XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let garbage = rng.garbage(20_000, seed % 2 == 0);
+            for f in [sds_framing(), Framing::Gap(Gap::CharTenths(35))] {
+                let mut dec = FrameDecoder::new(&f, 100);
+                let mut buf = BytesMut::new();
+                for piece in garbage.chunks(1 + (seed as usize * 7) % 60) {
+                    buf.extend_from_slice(piece);
+                    while dec.decode(&mut buf).unwrap().is_some() {}
+                    assert!(buf.len() <= 101, "{f:?} seed {seed}: holds {}", buf.len());
+                }
+                if matches!(f, Framing::Gap(_)) {
+                    dec.silence();
+                    buf.clear();
+                }
+                buf.extend_from_slice(&sds(4242));
+                let mut items = Vec::new();
+                while let Some(item) = dec.decode(&mut buf).unwrap() {
+                    items.push(item);
+                }
+                if matches!(f, Framing::Gap(_)) {
+                    assert!(dec.silence());
+                    items.push(Decoded::Frame(buf.split().freeze()));
+                }
+                assert_eq!(items.last(), Some(&frame(&sds(4242))), "{f:?} seed {seed}");
+            }
         }
     }
 
