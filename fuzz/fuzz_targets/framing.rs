@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
     let mut decoder = FrameDecoder::new(&framing, max_frame);
     let mut buf = BytesMut::new();
     let chunk = usize::from(*chunk).max(1);
-    let mut check = |decoder: &mut FrameDecoder, buf: &mut BytesMut| {
+    let check = |decoder: &mut FrameDecoder, buf: &mut BytesMut| {
         while let Some(item) = decoder.decode(buf).expect("decode never errs") {
             if let Decoded::Frame(f) = item {
                 assert!(f.len() <= max_frame, "{framing:?}: frame of {} bytes", f.len());
