@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::powercut::{self, Op, OpKind, Options, PowerCutFs, When};
+use common::proxy::Proxy;
 use common::upstream::Mosquitto;
 use common::{free_port, start_gateway, Gateway, Pty};
 
@@ -331,14 +332,15 @@ async fn run(v: Variant) -> Outcome {
     )
     .expect("mount the power-cut filesystem");
     let state = mnt.join("state");
-    let broker_dir = tempfile::tempdir().unwrap();
-    let mut broker = Mosquitto {
-        child: None,
-        port: free_port(),
-        dir: broker_dir,
-    };
+    // The upstream broker and its consumer are up from the start, so the consumer sees every
+    // message the broker ever accepts; the uplink reaches it through a proxy that is down until
+    // the uplink is to come up.
+    let broker = Mosquitto::start().expect("mosquitto");
+    let consumer = Consumer::start(broker.port).await;
+    let proxy = Proxy::start(broker.port).await;
+    proxy.down();
     let mut pty = Pty::new();
-    let yaml = config(&pty.path, broker.port, &state, &v);
+    let yaml = config(&pty.path, proxy.port, &state, &v);
 
     // Phase 1: frames arrive, the uplink is down (or draining a backlog), the power is cut.
     let mut gw = start_gateway(&yaml);
@@ -362,12 +364,10 @@ async fn run(v: Variant) -> Outcome {
         }
     };
     let mut written = Vec::new();
-    let mut consumer = None;
     if v.draining() {
         // A backlog first, then the upstream comes up and the paced drain runs.
         written.extend(write_until(&mut pty, 1, |_, e| e >= Duration::from_millis(1500)).await);
-        broker.restart();
-        consumer = Some(Consumer::start(broker.port).await);
+        proxy.up().await;
         let limit = match v.cut {
             Cut::Draining(d) => d,
             _ => Duration::from_secs(8),
@@ -393,13 +393,9 @@ async fn run(v: Variant) -> Outcome {
     fs.cut();
 
     // Phase 2: the power is back; the upstream is up; a new gateway on what survived.
-    if broker.child.is_none() {
-        broker.restart();
+    if !v.draining() {
+        proxy.up().await;
     }
-    let consumer = match consumer {
-        Some(c) => c,
-        None => Consumer::start(broker.port).await,
-    };
     let gw2 = start_gateway(&yaml);
     let next = written.last().map_or(1, |(n, _)| n + 1);
     let after = write_until(&mut pty, next, |_, e| e >= Duration::from_millis(300)).await;
