@@ -214,3 +214,27 @@ async fn ports_lists_serial_hardware_with_the_line_for_the_config_and_not_ptys()
         assert!(t.contains(&format!("{l}\n    port: /dev/")), "{t}");
     }
 }
+
+/// `check` used to say OK to a file whose second rule of the same name silently replaced the
+/// first, and to an empty file.
+#[test]
+fn check_rejects_a_duplicate_rule_and_an_empty_file() {
+    let dup = CONFIG.replace(
+        "  power:\n",
+        "  climate:\n    match: '^x$'\n    publish: [{topic: t, payload: x}]\n  power:\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_temp(dir.path(), "dup.yaml", &dup);
+    let o = s2m(&["check", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let t = text(&o);
+    assert!(
+        t.contains("`rules.climate` is written twice (first at line 12)"),
+        "{t}"
+    );
+    assert!(t.contains("dup.yaml:17:3: error"), "{t}");
+    let empty = write_temp(dir.path(), "empty.yaml", "");
+    let o = s2m(&["check", empty.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("the file is empty"), "{}", text(&o));
+}

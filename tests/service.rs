@@ -259,6 +259,28 @@ async fn a_broken_config_on_sighup_is_rejected_with_its_line_and_the_old_one_kee
     assert!(gw.terminate().success());
 }
 
+/// An editor that truncated the file, or a failed copy: the empty file used to be accepted as
+/// "no devices" on SIGHUP, and every device stopped. It is rejected; the devices keep running.
+#[tokio::test]
+async fn an_empty_config_on_sighup_is_rejected_and_no_device_stops() {
+    let mut pty = Pty::new();
+    let mut gw = start_gateway(&climate_config(&pty.path, ""));
+    let mut sub = Subscriber::connect(gw.port, &["sensors/#"], QoS::AtMostOnce).await;
+    gw.wait_log("device online", T).await;
+    std::fs::write(gw.config_path(), "").unwrap();
+    gw.signal("HUP");
+    gw.wait_log("reload rejected", T).await;
+    let logs = gw.logs();
+    assert!(logs.contains("the file is empty"), "{logs}");
+    assert!(
+        !logs.contains("device stopped") && !logs.contains("offline"),
+        "{logs}"
+    );
+    pty.write(b"T=20.5;H=50\n").await;
+    assert_eq!(sub.next(T).await.payload, "20.5");
+    assert!(gw.terminate().success());
+}
+
 /// Splits a journal native-protocol datagram into its fields.
 fn journal_fields(mut d: &[u8]) -> HashMap<String, String> {
     let mut out = HashMap::new();

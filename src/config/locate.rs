@@ -22,6 +22,19 @@ pub struct Position {
 #[derive(Debug, Default)]
 pub struct Locations {
     by_path: HashMap<String, Position>,
+    /// Keys that appear twice in one mapping, in file order.
+    pub duplicates: Vec<Duplicate>,
+}
+
+/// A key written twice in one mapping: YAML loaders keep only one of the two, silently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    /// Dotted path of the key (`rules.climate`).
+    pub path: String,
+    /// Where it first appears.
+    pub first: Position,
+    /// Where it appears again.
+    pub again: Position,
 }
 
 impl Locations {
@@ -34,6 +47,7 @@ impl Locations {
         }
         Self {
             by_path: walker.found,
+            duplicates: walker.duplicates,
         }
     }
 
@@ -51,14 +65,23 @@ impl Locations {
 }
 
 enum Frame {
-    Map { path: String, key: Option<String> },
-    Seq { path: String, index: usize },
+    Map {
+        path: String,
+        key: Option<String>,
+        /// Keys seen in this mapping, with their first position.
+        keys: HashMap<String, Position>,
+    },
+    Seq {
+        path: String,
+        index: usize,
+    },
 }
 
 #[derive(Default)]
 struct Walker {
     stack: Vec<Frame>,
     found: HashMap<String, Position>,
+    duplicates: Vec<Duplicate>,
 }
 
 fn join(parent: &str, key: &str) -> String {
@@ -89,16 +112,27 @@ impl Walker {
                 self.found.entry(p.clone()).or_insert(pos);
                 Some(p)
             }
-            Some(Frame::Map { path, key }) => key.take().map(|k| join(path, &k)),
+            Some(Frame::Map { path, key, .. }) => key.take().map(|k| join(path, &k)),
         }
     }
 
     fn scalar(&mut self, value: String, mark: Marker) {
         let pos = position(mark);
         match self.stack.last_mut() {
-            Some(Frame::Map { path, key }) => {
+            Some(Frame::Map { path, key, keys }) => {
                 if key.is_none() {
-                    self.found.insert(join(path, &value), pos);
+                    let full = join(path, &value);
+                    match keys.get(&value) {
+                        Some(&first) => self.duplicates.push(Duplicate {
+                            path: full,
+                            first,
+                            again: pos,
+                        }),
+                        None => {
+                            keys.insert(value.clone(), pos);
+                            self.found.insert(full, pos);
+                        }
+                    }
                     *key = Some(value);
                 } else {
                     *key = None;
@@ -120,7 +154,11 @@ impl MarkedEventReceiver for Walker {
             Event::Alias(_) => self.scalar(String::new(), mark),
             Event::MappingStart(..) => {
                 let path = self.child_path(mark).unwrap_or_default();
-                self.stack.push(Frame::Map { path, key: None });
+                self.stack.push(Frame::Map {
+                    path,
+                    key: None,
+                    keys: HashMap::new(),
+                });
             }
             Event::SequenceStart(..) => {
                 let path = self.child_path(mark).unwrap_or_default();
@@ -157,5 +195,28 @@ mod tests {
             loc.find("rules.climate.publish[3]").map(|p| p.line),
             Some(8)
         );
+        assert!(loc.duplicates.is_empty());
+    }
+
+    #[test]
+    fn a_key_written_twice_in_one_mapping_is_found_with_both_lines() {
+        let text = "rules:\n  a: {match: x}\n  b: {match: y}\n  a: {match: z}\ndevices:\n  - {name: d, name: e}\nrules: {}\n";
+        let d = Locations::scan(text).duplicates;
+        let got: Vec<(&str, usize, usize)> = d
+            .iter()
+            .map(|d| (d.path.as_str(), d.first.line, d.again.line))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("rules.a", 2, 4),
+                ("devices[0].name", 6, 6),
+                ("rules", 1, 7)
+            ]
+        );
+        // The same name in two different mappings is no duplicate.
+        assert!(Locations::scan("a: {x: 1}\nb: {x: 2}\n")
+            .duplicates
+            .is_empty());
     }
 }

@@ -183,16 +183,45 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         file: file.to_owned(),
         diagnostics,
     };
-    // A file of comments only is an empty document: treat it as `{}` (all defaults).
-    let empty = matches!(
+    // An empty file (an editor that truncated it, a failed copy) is never "no devices": on a
+    // reload it would stop every device. Comments only count as empty too.
+    if matches!(
         serde_yaml::from_str::<serde_yaml::Value>(text),
         Ok(serde_yaml::Value::Null)
-    );
-    let raw: schema::File = match serde_yaml::from_str(if empty { "{}" } else { text }) {
+    ) {
+        return Err(fail(vec![Diagnostic {
+            position: None,
+            message: "the file is empty (no settings, at most comments)".into(),
+            help: Some(
+                "write the gateway's settings; start from config/serial2mqtt.yaml (installed as \
+                 /usr/share/doc/serial2mqtt/serial2mqtt.yaml)"
+                    .into(),
+            ),
+        }]));
+    }
+    // YAML loaders keep one of two equal keys silently (a second rule named like the first
+    // replaces it): each one is an error at the second, naming the first.
+    let locations = Locations::scan(text);
+    if !locations.duplicates.is_empty() {
+        return Err(fail(
+            locations
+                .duplicates
+                .iter()
+                .map(|d| Diagnostic {
+                    position: Some(d.again),
+                    message: format!(
+                        "`{}` is written twice (first at line {}): the second would silently replace the first",
+                        d.path, d.first.line
+                    ),
+                    help: Some("give one of them another name, or merge them into one".into()),
+                })
+                .collect(),
+        ));
+    }
+    let raw: schema::File = match serde_yaml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => return Err(fail(vec![serde_diagnostic(&e)])),
     };
-    let locations = Locations::scan(text);
     validate(raw, file, &locations).map_err(fail)
 }
 

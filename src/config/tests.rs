@@ -51,12 +51,36 @@ fn a_good_file_loads_with_defaults_filled_in() {
     );
 }
 
+/// An empty file (truncated by an editor, a failed copy) used to mean "no devices": on a
+/// reload every device stopped. It is an error, as is a file of comments only.
 #[test]
-fn an_empty_or_comment_only_file_is_all_defaults() {
-    let c = load("# nothing yet\n").unwrap();
+fn an_empty_or_comment_only_file_is_an_error_not_no_devices() {
+    for text in ["", "\n\n", "# nothing yet\n"] {
+        let e = error_text(text);
+        assert!(e.contains("the file is empty"), "{text:?}: {e}");
+        assert!(e.contains("config/serial2mqtt.yaml"), "{e}");
+    }
+    let c = load("devices: []\n").unwrap();
     assert!(c.devices.is_empty());
     assert_eq!(c.broker.listen.port(), 1883);
     assert!(!c.gateway.id.is_empty(), "defaults to the host name");
+}
+
+/// A second rule (or device, command, section) of the same name used to replace the first
+/// silently; its frames became "no rule matched".
+#[test]
+fn a_key_written_twice_is_an_error_at_the_second_naming_the_first() {
+    let text = "devices: []\nrules:\n  climate:\n    match: 'a'\n    publish: []\n  climate:\n    match: 'b'\n    publish: []\n";
+    let e = error_text(text);
+    assert!(
+        e.contains(":6:3: error: `rules.climate` is written twice (first at line 3)"),
+        "{e}"
+    );
+    let e = error_text("devices: []\nbroker: {}\nlog: {}\nbroker: {listen: '127.0.0.1:1'}\n");
+    assert!(
+        e.contains(":4:1: error: `broker` is written twice (first at line 2)"),
+        "{e}"
+    );
 }
 
 #[test]
