@@ -225,6 +225,9 @@ fn test_rule(path: PathBuf, device: &str, is_hex: bool, frame: &str) -> ExitCode
             .invalid_utf8
             .load(std::sync::atomic::Ordering::Relaxed)
             == 0;
+    if stats.dropped.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+        println!("(dropped by a `drop: true` rule: nothing published)");
+    }
     for m in &messages {
         let flags = match (m.qos, m.retain) {
             (q, true) => format!("qos={q} retain"),

@@ -180,6 +180,8 @@ async fn collect_once(s: &Sources) {
             counter!("serial2mqtt_frames_bad_total", "device" => dev.clone(), "reason" => reason)
                 .absolute(g(c));
         }
+        counter!("serial2mqtt_frames_dropped_total", "device" => dev.clone())
+            .absolute(g(&d.dropped));
         counter!("serial2mqtt_resync_bytes_total", "device" => dev.clone())
             .absolute(g(&d.resync_bytes));
         counter!("serial2mqtt_messages_published_total", "device" => dev.clone())

@@ -16,6 +16,8 @@ pub struct DeviceStats {
     pub messages: AtomicU64,
     /// Frames no rule matched.
     pub unmatched: AtomicU64,
+    /// Frames only `drop: true` rules matched: known, unwanted on purpose.
+    pub dropped: AtomicU64,
     /// Frames longer than `max_frame`, dropped.
     pub too_long: AtomicU64,
     /// Frames that failed their framing's decoding (COBS, SLIP), dropped.
@@ -54,6 +56,7 @@ impl DeviceStats {
             "frames": g(&self.frames),
             "messages": g(&self.messages),
             "unmatched": g(&self.unmatched),
+            "dropped": g(&self.dropped),
             "too_long": g(&self.too_long),
             "corrupt": g(&self.corrupt),
             "incomplete": g(&self.incomplete),

@@ -623,3 +623,48 @@ rules:
     );
     sub.assert_quiet(Duration::from_millis(200)).await;
 }
+
+/// Frames a user knowingly does not want (NMEA `$GPGSV`, a banner) used to be "unmatched" and
+/// logged every 10 s forever; a `drop: true` rule takes them: nothing published, counted as
+/// `dropped` in the stats, no warning.
+#[tokio::test]
+async fn a_drop_rule_takes_known_frames_quietly_and_counts_them() {
+    let mut pty = Pty::new();
+    let yaml = climate_config(&pty.path, "  stats_interval: 1s")
+        .replace("rules: [climate]", "rules: [gsv, climate]")
+        .replace(
+            "rules:\n  climate:",
+            "rules:\n  gsv:\n    match: '^\\$GPGSV,'\n    drop: true\n  climate:",
+        );
+    let gw = start_gateway(&yaml);
+    let mut sub = Subscriber::connect(
+        gw.port,
+        &["sensors/#", "serial2mqtt/testgw/stats"],
+        QoS::AtMostOnce,
+    )
+    .await;
+    gw.wait_log("device online", T).await;
+    pty.write(b"$GPGSV,3,1,11,03,03,111,00*74\n$GPGSV,3,2,11,04,15,270,00*76\nT=21.5;H=40\n")
+        .await;
+    assert_eq!(
+        sub.next_on("sensors/greenhouse/temperature", T)
+            .await
+            .payload,
+        "21.5"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats = sub.next_on("serial2mqtt/testgw/stats", T).await;
+        let v: serde_json::Value = serde_json::from_str(&stats.payload).unwrap();
+        let d = &v["devices"]["greenhouse"];
+        if d["frames"] == 3 {
+            assert_eq!(
+                (d["dropped"].as_u64(), d["unmatched"].as_u64()),
+                (Some(2), Some(0))
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+    }
+    assert!(!gw.logs().contains("matched no rule"), "{}", gw.logs());
+}

@@ -522,7 +522,12 @@ pub struct Rule {
     /// Also try the device's next rules after this one matched.
     #[serde(default, rename = "continue")]
     pub continue_: bool,
+    /// Frames this rule matches are known and unwanted (NMEA `$GPGSV`, a banner): nothing is
+    /// published, and they count as `dropped`, not `unmatched`.
+    #[serde(default)]
+    pub drop: bool,
     /// Messages produced when the rule matches.
+    #[serde(default)]
     pub publish: Vec<Publish>,
 }
 

@@ -78,6 +78,8 @@ pub struct Rule {
     matcher: Matcher,
     outputs: Vec<Output>,
     continue_: bool,
+    /// `drop: true`: matches and publishes nothing, on purpose.
+    drop: bool,
 }
 
 /// The rules of one device, in the order they are tried.
@@ -91,6 +93,8 @@ pub struct RuleSet {
 pub enum Verdict {
     /// At least one rule matched.
     Matched,
+    /// Only `drop: true` rules matched: a known frame, unwanted on purpose.
+    Dropped,
     /// No rule matched.
     Unmatched,
     /// No rule matched, and the frame is not UTF-8 while text rules were tried.
@@ -255,11 +259,26 @@ impl Rule {
             })
         };
 
-        if raw.publish.is_empty() {
+        if raw.drop && !raw.publish.is_empty() {
+            errors.push(err(
+                "drop",
+                format!(
+                    "rule `{name}` has `drop: true` and `publish:`: a drop rule publishes nothing"
+                ),
+                Some(
+                    "remove `publish:` to drop these frames, or `drop: true` to publish them"
+                        .into(),
+                ),
+            ));
+        } else if !raw.drop && raw.publish.is_empty() {
             errors.push(err(
                 "publish",
                 format!("rule `{name}` publishes nothing"),
-                Some("add at least one `- topic: ...` under `publish:`".into()),
+                Some(
+                    "add at least one `- topic: ...` under `publish:`, or write `drop: true` to \
+                     drop the frames it matches on purpose (counted as dropped, not unmatched)"
+                        .into(),
+                ),
             ));
         }
         let mut outputs = Vec::with_capacity(raw.publish.len());
@@ -371,6 +390,7 @@ impl Rule {
                 matcher,
                 outputs,
                 continue_: raw.continue_,
+                drop: raw.drop,
             })
         } else {
             Err(errors)
@@ -494,6 +514,7 @@ impl RuleSet {
             json: None,
         };
         let mut matched = false;
+        let mut kept = false;
         let mut text_tried = false;
         for rule in &self.rules {
             text_tried |= rule.needs_text();
@@ -523,13 +544,16 @@ impl RuleSet {
             };
             if hit {
                 matched = true;
+                kept |= !rule.drop;
                 if !rule.continue_ {
                     break;
                 }
             }
         }
-        if matched {
+        if kept {
             Verdict::Matched
+        } else if matched {
+            Verdict::Dropped
         } else if text_tried && view.text().is_none() {
             Verdict::InvalidUtf8
         } else {

@@ -59,6 +59,19 @@ fn regex_rule_yields_one_message_per_publish_entry() {
     );
 }
 
+/// Known, unwanted frames (NMEA `$GPGSV`, a banner) used to count as unmatched and be logged
+/// every 10 s forever: a `drop: true` rule takes them, publishes nothing, counts them as dropped.
+#[test]
+fn a_drop_rule_matches_publishes_nothing_and_is_counted_as_dropped() {
+    let set = RuleSet::new(vec![
+        rule("gsv", "match: '^\\$GPGSV'\ndrop: true"),
+        rule("climate", CLIMATE),
+    ]);
+    assert_eq!(apply(&set, b"$GPGSV,3,1,11"), (Verdict::Dropped, vec![]));
+    assert_eq!(apply(&set, b"T=21.5;H=40").0, Verdict::Matched);
+    assert_eq!(apply(&set, b"$GPXXX").0, Verdict::Unmatched);
+}
+
 #[test]
 fn non_matching_frame_is_unmatched() {
     let set = RuleSet::new(vec![rule("climate", CLIMATE)]);
@@ -224,6 +237,15 @@ fn other_rule_errors() {
     assert!(e[0].message.contains("built-in"), "{e:?}");
     let e = compile_errors("publish: []");
     assert!(e[0].message.contains("publishes nothing"), "{e:?}");
+    assert!(
+        e[0].help.as_deref().unwrap_or("").contains("drop: true"),
+        "{e:?}"
+    );
+    let e = compile_errors("drop: true\npublish: [{topic: 't'}]");
+    assert!(
+        e[0].message.contains("a drop rule publishes nothing"),
+        "{e:?}"
+    );
 }
 
 #[test]

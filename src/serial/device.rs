@@ -412,6 +412,7 @@ impl<'a> FrameHandler<'a> {
         }
         match verdict {
             Verdict::Matched => {}
+            Verdict::Dropped => DeviceStats::bump(&self.stats.dropped),
             Verdict::Unmatched => {
                 DeviceStats::bump(&self.stats.unmatched);
                 if let Some(n) = self.limits[1].hit() {
@@ -425,7 +426,7 @@ impl<'a> FrameHandler<'a> {
                 }
             }
         }
-        if verdict != Verdict::Matched {
+        if matches!(verdict, Verdict::Unmatched | Verdict::InvalidUtf8) {
             if let Some(topic) = &self.device.unmatched_topic {
                 self.messages.push(Message {
                     topic: topic.clone(),
