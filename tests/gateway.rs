@@ -668,3 +668,36 @@ async fn a_drop_rule_takes_known_frames_quietly_and_counts_them() {
     }
     assert!(!gw.logs().contains("matched no rule"), "{}", gw.logs());
 }
+
+/// A JSON field or capture used in a topic (`"id":"x/y"`) used to add topic levels: the
+/// reading went to `sensors/x/y/state`. Such a message is not published; the reason is logged
+/// and counted as `bad_topic`; the next good frame goes where it should.
+#[tokio::test]
+async fn a_value_from_the_frame_never_adds_topic_levels() {
+    let mut pty = Pty::new();
+    let yaml = format!(
+        r#"
+gateway: {{id: testgw}}
+broker: {{listen: "127.0.0.1:{{port}}"}}
+devices:
+  - {{name: garden, port: {port}, rules: [weather]}}
+rules:
+  weather:
+    json: true
+    publish:
+      - {{topic: "sensors/{{id}}/state", payload: "{{t}}"}}
+"#,
+        port = pty.path.display()
+    );
+    let gw = start_gateway(&yaml);
+    let mut sub = Subscriber::connect(gw.port, &["sensors/#"], QoS::AtMostOnce).await;
+    gw.wait_log("device online", T).await;
+    pty.write(b"{\"id\":\"x/y\",\"t\":1}\n{\"id\":\"ws1\",\"t\":2}\n")
+        .await;
+    let m = sub.next(T).await;
+    assert_eq!(
+        (m.topic.as_str(), m.payload.as_str()),
+        ("sensors/ws1/state", "2")
+    );
+    gw.wait_log("would add a topic level", T).await;
+}

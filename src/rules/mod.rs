@@ -573,7 +573,7 @@ fn emit(
 ) -> bool {
     let start = out.len();
     for o in &rule.outputs {
-        let Some(topic) = o.topic.render(env, lookup) else {
+        let Some(topic) = o.topic.render_topic(env, lookup) else {
             out.truncate(start);
             return false;
         };
@@ -586,6 +586,13 @@ fn emit(
         let Some(payload) = payload else {
             out.truncate(start);
             return false;
+        };
+        let topic = match topic {
+            Ok(topic) => topic,
+            Err(problem) => {
+                problems.push(format!("rule `{}`: {problem}", rule.name));
+                continue;
+            }
         };
         if let Some(problem) = topic_problem(&topic) {
             problems.push(format!("rule `{}`: {problem}: {topic:?}", rule.name));

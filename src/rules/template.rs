@@ -343,6 +343,48 @@ impl Template {
         Some(())
     }
 
+    /// Renders a topic: like [`Template::render`], but a value that would change the topic's
+    /// shape (a `/` adding a level, a wildcard, a NUL) is an `Err` describing it. Values from the
+    /// frame must never choose where a reading goes beyond the level they fill.
+    pub fn render_topic(
+        &self,
+        env: &Builtins<'_>,
+        lookup: &dyn Lookup,
+    ) -> Option<Result<String, String>> {
+        let mut out = String::new();
+        for part in &self.parts {
+            let start = out.len();
+            match part {
+                Part::Lit(s) => {
+                    out.push_str(s);
+                    continue;
+                }
+                Part::Var(Var::Builtin(b)) => env.value(*b).write_text(&mut out),
+                Part::Var(v) => lookup.value(v)?.write_text(&mut out),
+            }
+            if let Some(c) = out[start..]
+                .chars()
+                .find(|c| matches!(c, '/' | '+' | '#' | '\0'))
+            {
+                let what = match c {
+                    '/' => "a `/` (it would add a topic level)",
+                    '\0' => "a NUL character",
+                    _ => "an MQTT wildcard",
+                };
+                let name = match part {
+                    Part::Var(Var::Builtin(b)) => format!("{{{}}}", b.name()),
+                    Part::Var(Var::Path(p)) => format!("{{{}}}", p.join(".")),
+                    _ => "a placeholder".to_string(),
+                };
+                return Some(Err(format!(
+                    "the value of {name} in the topic contains {what}: {:?}; the message is not published",
+                    &out[start..]
+                )));
+            }
+        }
+        Some(Ok(out))
+    }
+
     /// Renders to a new string; `None` when the frame lacks a referenced value.
     pub fn render(&self, env: &Builtins<'_>, lookup: &dyn Lookup) -> Option<String> {
         let mut out = String::new();

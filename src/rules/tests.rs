@@ -72,6 +72,41 @@ fn a_drop_rule_matches_publishes_nothing_and_is_counted_as_dropped() {
     assert_eq!(apply(&set, b"$GPXXX").0, Verdict::Unmatched);
 }
 
+/// A value from the frame (`"id":"x/y"`) used in a topic used to add topic levels; one with
+/// `+`, `#` or NUL made an invalid topic. The message is not published and the reason is told.
+#[test]
+fn a_value_that_would_change_the_topics_shape_is_refused() {
+    let set = RuleSet::new(vec![rule(
+        "w",
+        "json: true\npublish: [{topic: 'sensors/{id}/state', payload: '{t}'}]",
+    )]);
+    let env_frame = br#"{"id":"ws1","t":1}"#;
+    assert_eq!(
+        apply(&set, env_frame).1,
+        vec![("sensors/ws1/state".into(), "1".into(), 0, false)]
+    );
+    for (bad, what) in [
+        (r#"{"id":"x/y","t":1}"#, "a `/`"),
+        (r#"{"id":"x+","t":1}"#, "wildcard"),
+        (r##"{"id":"#","t":1}"##, "wildcard"),
+        (r#"{"id":"a\u0000b","t":1}"#, "NUL"),
+    ] {
+        let env = Builtins {
+            gateway: "gw",
+            device: "dev",
+            frame: bad.as_bytes(),
+            now: UNIX_EPOCH,
+        };
+        let (mut out, mut problems) = (Vec::new(), Vec::new());
+        set.apply(&env, &mut out, &mut problems);
+        assert!(out.is_empty(), "{bad}: {out:?}");
+        assert!(
+            problems.len() == 1 && problems[0].contains("{id}") && problems[0].contains(what),
+            "{bad}: {problems:?}"
+        );
+    }
+}
+
 #[test]
 fn non_matching_frame_is_unmatched() {
     let set = RuleSet::new(vec![rule("climate", CLIMATE)]);
@@ -183,7 +218,7 @@ fn rendered_topic_with_wildcard_is_skipped_and_reported() {
     let env = Builtins {
         gateway: "gw",
         device: "dev",
-        frame: b"a/+",
+        frame: b"a+",
         now: UNIX_EPOCH,
     };
     let (mut out, mut problems) = (Vec::new(), Vec::new());
