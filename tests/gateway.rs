@@ -701,3 +701,39 @@ rules:
     );
     gw.wait_log("would add a topic level", T).await;
 }
+
+/// A zero-padded reading (DSMR's `001234.567`, NMEA's `08`) used to be published as a string
+/// while `12.345` was a number: the same field flipped type from reading to reading. Now the
+/// rule decides: numbers whatever their digits, text where `types:` says so.
+#[tokio::test]
+async fn a_fields_json_type_never_depends_on_its_digits() {
+    let mut pty = Pty::new();
+    let yaml = format!(
+        r#"
+gateway: {{id: testgw}}
+broker: {{listen: "127.0.0.1:{{port}}"}}
+devices:
+  - {{name: p1, port: {port}, rules: [energy]}}
+rules:
+  energy:
+    match: '^(?P<meter>\d+) 1-0:1\.8\.1\((?P<kwh>\d+\.\d+)\*kWh\)$'
+    types: {{meter: string}}
+    publish:
+      - {{topic: "power/{{device}}", payload: {{meter: "{{meter}}", kwh: "{{kwh}}"}}}}
+"#,
+        port = pty.path.display()
+    );
+    let gw = start_gateway(&yaml);
+    let mut sub = Subscriber::connect(gw.port, &["power/#"], QoS::AtMostOnce).await;
+    gw.wait_log("device online", T).await;
+    pty.write(b"0042 1-0:1.8.1(001234.567*kWh)\n0042 1-0:1.8.1(12345.678*kWh)\n")
+        .await;
+    assert_eq!(
+        sub.next(T).await.payload,
+        r#"{"meter":"0042","kwh":1234.567}"#
+    );
+    assert_eq!(
+        sub.next(T).await.payload,
+        r#"{"meter":"0042","kwh":12345.678}"#
+    );
+}

@@ -529,6 +529,17 @@ pub struct Rule {
     /// Messages produced when the rule matches.
     #[serde(default)]
     pub publish: Vec<Publish>,
+    /// Placeholders published as text in JSON payloads whatever they look like (an id `0042`).
+    #[serde(default)]
+    pub types: std::collections::BTreeMap<String, ValueType>,
+}
+
+/// The JSON type a rule gives a placeholder (`types: {id: string}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueType {
+    /// Always a JSON string.
+    String,
 }
 
 /// One entry of `commands:` — MQTT messages turned into bytes written to a device.

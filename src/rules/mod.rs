@@ -281,6 +281,14 @@ impl Rule {
                 ),
             ));
         }
+        // `types:` names placeholders of this rule; a name it does not have is an error.
+        let mut text_vars = Vec::new();
+        for (n, ty) in &raw.types {
+            match (resolve(n), ty) {
+                (Ok(v), schema::ValueType::String) => text_vars.push(v),
+                (Err(e), _) => errors.push(err(format!("types.{n}"), e.message, e.help)),
+            }
+        }
         let mut outputs = Vec::with_capacity(raw.publish.len());
         for (i, p) in raw.publish.iter().enumerate() {
             let path = format!("publish[{i}]");
@@ -316,7 +324,8 @@ impl Rule {
                     Template::parse(s, &resolve).map(Payload::Text)
                 }
                 Some(v @ (serde_yaml::Value::Mapping(_) | serde_yaml::Value::Sequence(_))) => {
-                    JsonTemplate::parse(v, &resolve).map(Payload::Json)
+                    JsonTemplate::parse(v, &resolve)
+                        .map(|t| Payload::Json(t.with_text_vars(&text_vars)))
                 }
                 Some(other) => {
                     // A bare number or bool: publish its text.

@@ -194,19 +194,59 @@ fn infer_json(s: &str) -> serde_json::Value {
         "false" => return serde_json::Value::Bool(false),
         _ => {}
     }
-    let numeric = s
-        .bytes()
-        .next()
-        .is_some_and(|b| b == b'-' || b.is_ascii_digit());
-    // An integer too big for 64 bits (an id, a counter) stays text rather than a lossy float.
-    let integer = !s.contains(['.', 'e', 'E']);
-    let fits = s.parse::<i64>().is_ok() || s.parse::<u64>().is_ok();
-    if numeric && (fits || !integer) {
-        if let Ok(n) = serde_json::from_str::<serde_json::Number>(s) {
-            return serde_json::Value::Number(n);
-        }
+    match device_number(s) {
+        Some(n) => serde_json::Value::Number(n),
+        None => serde_json::Value::String(s.to_owned()),
     }
-    serde_json::Value::String(s.to_owned())
+}
+
+/// A number as devices write them: `-?digits(.digits)?([eE][+-]?digits)?`, leading zeros
+/// included (DSMR's `001234.567`, NMEA's `08`), so a field's JSON type never depends on the
+/// digits that arrive. An integer too big for 64 bits (an id) is `None`, never a lossy float.
+fn device_number(s: &str) -> Option<serde_json::Number> {
+    let (sign, body) = match s.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", s),
+    };
+    let int_end = body
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(body.len());
+    if int_end == 0 {
+        return None;
+    }
+    let rest = &body[int_end..];
+    let mut tail = rest.as_bytes();
+    if let Some(frac) = tail.strip_prefix(b".") {
+        let n = frac.iter().take_while(|b| b.is_ascii_digit()).count();
+        if n == 0 {
+            return None;
+        }
+        tail = &frac[n..];
+    }
+    if let Some(exp) = tail.strip_prefix(b"e").or_else(|| tail.strip_prefix(b"E")) {
+        let exp = exp
+            .strip_prefix(b"+")
+            .or_else(|| exp.strip_prefix(b"-"))
+            .unwrap_or(exp);
+        if exp.is_empty() || !exp.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        tail = &[];
+    }
+    if !tail.is_empty() {
+        return None;
+    }
+    let digits = body[..int_end].trim_start_matches('0');
+    let int = if digits.is_empty() { "0" } else { digits };
+    if rest.is_empty() {
+        let text = format!("{sign}{int}");
+        return match text.parse::<i64>() {
+            Ok(v) => Some(v.into()),
+            Err(_) => text.parse::<u64>().ok().map(Into::into),
+        };
+    }
+    serde_json::from_str(&format!("{sign}{int}{rest}")).ok()
 }
 
 /// Why a template did not parse or names an unknown placeholder.
@@ -420,6 +460,8 @@ pub enum JsonTemplate {
     Literal(serde_json::Value),
     /// A string: one placeholder alone keeps the value's type; anything else renders to text.
     Text(Template),
+    /// A string whose one placeholder the rule declared text (`types: {id: string}`).
+    AsText(Template),
     /// A JSON object.
     Object(Vec<(String, JsonTemplate)>),
     /// A JSON array.
@@ -468,6 +510,7 @@ impl JsonTemplate {
     pub fn render(&self, env: &Builtins<'_>, lookup: &dyn Lookup) -> Option<serde_json::Value> {
         Some(match self {
             Self::Literal(v) => v.clone(),
+            Self::AsText(t) => serde_json::Value::String(t.render(env, lookup)?),
             Self::Text(t) => match t.single_var() {
                 Some(Var::Builtin(b)) => env.value(*b).to_json(),
                 Some(v) => lookup.value(v)?.to_json(),
@@ -489,6 +532,24 @@ impl JsonTemplate {
         })
     }
 
+    /// The same template with the placeholders in `text` published as JSON strings, whatever
+    /// their values look like (a rule's `types: {name: string}`).
+    pub fn with_text_vars(self, text: &[Var]) -> Self {
+        match self {
+            Self::Text(t) if t.single_var().is_some_and(|v| text.contains(v)) => Self::AsText(t),
+            Self::Object(fields) => Self::Object(
+                fields
+                    .into_iter()
+                    .map(|(k, v)| (k, v.with_text_vars(text)))
+                    .collect(),
+            ),
+            Self::Array(items) => {
+                Self::Array(items.into_iter().map(|v| v.with_text_vars(text)).collect())
+            }
+            other => other,
+        }
+    }
+
     /// Every text template inside (to validate placeholders).
     pub fn templates(&self) -> Vec<&Template> {
         let mut out = Vec::new();
@@ -499,7 +560,7 @@ impl JsonTemplate {
     fn collect<'a>(&'a self, out: &mut Vec<&'a Template>) {
         match self {
             Self::Literal(_) => {}
-            Self::Text(t) => out.push(t),
+            Self::Text(t) | Self::AsText(t) => out.push(t),
             Self::Object(f) => f.iter().for_each(|(_, t)| t.collect(out)),
             Self::Array(i) => i.iter().for_each(|t| t.collect(out)),
         }
@@ -509,6 +570,43 @@ impl JsonTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A capture's JSON type depends on the rule, never on the digits that arrive: DSMR and
+    /// NMEA zero-pad, and typed stores reject a field that flips between string and number.
+    #[test]
+    fn numeric_text_is_a_number_whatever_its_leading_zeros() {
+        use serde_json::json;
+        for (text, want) in [
+            ("12", json!(12)),
+            ("08", json!(8)),
+            ("-007", json!(-7)),
+            ("0", json!(0)),
+            ("000", json!(0)),
+            ("12.345", json!(12.345)),
+            ("01.193", json!(1.193)),
+            ("001234.567", json!(1234.567)),
+            ("10.000", json!(10.0)),
+            ("1e3", json!(1000.0)),
+            ("18446744073709551615", json!(18446744073709551615u64)),
+        ] {
+            assert_eq!(infer_json(text), want, "{text}");
+        }
+        for text in [
+            "",
+            "-",
+            "12.",
+            ".5",
+            "0x1F",
+            "1,5",
+            "12a",
+            "1e",
+            "+5",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(infer_json(text), json!(text), "{text:?} stays text");
+        }
+        assert_eq!(infer_json("true"), json!(true));
+    }
 
     struct Slots(Vec<&'static str>);
     impl Lookup for Slots {
@@ -587,7 +685,8 @@ mod tests {
         let v = t.render(&env(), &Slots(vec!["21.5", "040"])).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"t": 21.5, "h": "040", "label": "T 21.5", "n": 3, "ok": true, "d": "greenhouse"})
+            // "040" is the number 40: zero-padding never makes a number text.
+            serde_json::json!({"t": 21.5, "h": 40, "label": "T 21.5", "n": 3, "ok": true, "d": "greenhouse"})
         );
     }
 

@@ -107,6 +107,27 @@ fn a_value_that_would_change_the_topics_shape_is_refused() {
     }
 }
 
+/// `types: {id: string}` keeps an id that looks numeric as text; other captures are numbers
+/// whatever their leading zeros; a text payload keeps the digits the device sent.
+#[test]
+fn types_make_a_capture_text_and_text_payloads_keep_the_devices_digits() {
+    let set = RuleSet::new(vec![rule(
+        "p1",
+        "match: '^(?P<id>\\d+):(?P<kwh>[\\d.]+)$'\ntypes: {id: string}\npublish:\n  - {topic: j, payload: {id: '{id}', kwh: '{kwh}'}}\n  - {topic: t, payload: '{kwh}'}",
+    )]);
+    let (_, msgs) = apply(&set, b"0042:001234.500");
+    assert_eq!(msgs[0].1, r#"{"id":"0042","kwh":1234.5}"#);
+    assert_eq!(
+        msgs[1].1, "001234.500",
+        "a text payload is what the device sent"
+    );
+    let e = compile_errors("match: '(?P<a>.)'\ntypes: {b: string}\npublish: [{topic: t}]");
+    assert!(
+        e[0].path.contains("types.b") && e[0].message.contains("{b}"),
+        "{e:?}"
+    );
+}
+
 #[test]
 fn non_matching_frame_is_unmatched() {
     let set = RuleSet::new(vec![rule("climate", CLIMATE)]);
