@@ -238,3 +238,35 @@ fn check_rejects_a_duplicate_rule_and_an_empty_file() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("the file is empty"), "{}", text(&o));
 }
+
+/// `check` used to say OK to /dev/null as a port and to two devices on one port.
+#[test]
+fn check_names_a_port_that_cannot_work_and_refuses_two_devices_on_one_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let null = write_temp(
+        dir.path(),
+        "null.yaml",
+        "devices:\n  - {name: a, port: /dev/null}\n",
+    );
+    let o = s2m(&["check", null.to_str().unwrap()]);
+    assert!(o.status.success(), "a warning, not an error: {}", text(&o));
+    assert!(
+        text(&o).contains(
+            "/dev/null is a memory device like /dev/null or /dev/zero, not a serial port"
+        ),
+        "{}",
+        text(&o)
+    );
+    let two = write_temp(
+        dir.path(),
+        "two.yaml",
+        "devices:\n  - {name: a, port: /dev/ttyUSB7}\n  - {name: b, port: /dev/ttyUSB7}\n",
+    );
+    let o = s2m(&["check", two.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("two.yaml:3:") && text(&o).contains("is also the port of device `a`"),
+        "{}",
+        text(&o)
+    );
+}

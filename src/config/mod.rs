@@ -267,6 +267,32 @@ fn serde_diagnostic(e: &serde_yaml::Error) -> Diagnostic {
             message.truncate(cut);
         }
     }
+    // Type errors that say what was wrong but not what to write.
+    let hints: [(&str, &str); 5] = [
+        ("expected a boolean", "write true or false"),
+        (
+            "expected a duration",
+            "write a duration with a unit, e.g. 30s, 500ms, 5m (a bare number has no unit)",
+        ),
+        (
+            "invalid socket address syntax",
+            "write an IP address and a port, e.g. 127.0.0.1:1883 (loopback only) or 0.0.0.0:1883 (every interface); host names are not accepted here",
+        ),
+        (
+            "expected integer overflow",
+            "write a size, e.g. 512MiB, 64KiB or 2GB",
+        ),
+        ("expected u64", "write a size, e.g. 512MiB, 64KiB or 2GB"),
+    ];
+    if help.is_none() {
+        if let Some((_, h)) = hints.iter().find(|(m, _)| message.contains(m)) {
+            help = Some((*h).to_string());
+        }
+    }
+    if message.contains("expected integer overflow") {
+        // bytesize's own wording: the value is not a size at all.
+        message = message.replace("expected integer overflow", "expected a size");
+    }
     if help.is_none() && message.contains("did not find expected") {
         help = Some("check the indentation and quoting around this line; quote values that contain `: ` or start with `{` or `*`".into());
     }
@@ -315,6 +341,65 @@ fn builtin_only_template(text: &str) -> Result<Template, TemplateError> {
         });
     }
     Ok(t)
+}
+
+/// Checks that `port` can be a serial port: a missing one (it may be plugged in later), and
+/// anything that exists and cannot be one, is a warning saying what it is.
+fn check_port(port: &Path, key: &str, p: &mut Problems) {
+    use std::os::unix::fs::FileTypeExt;
+    let shown = port.display();
+    let help = Some(
+        "write the device's path, e.g. /dev/ttyUSB0, or better its /dev/serial/by-id/... link (`serial2mqtt ports` lists them)"
+            .to_string(),
+    );
+    let meta = match std::fs::metadata(port) {
+        Ok(m) => m,
+        Err(e) if e.raw_os_error() == Some(40) => {
+            // ELOOP
+            p.warn(key, format!("{shown} is a symlink loop"), help);
+            return;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dangling = std::fs::symlink_metadata(port).is_ok();
+            p.warn(
+                key,
+                if dangling {
+                    format!("{shown} is a symlink to nothing now; the device stays offline until its target appears")
+                } else {
+                    format!("{shown} does not exist now; the device stays offline until it appears")
+                },
+                None,
+            );
+            return;
+        }
+        Err(e) => {
+            p.warn(key, format!("cannot inspect {shown}: {e}"), None);
+            return;
+        }
+    };
+    let ft = meta.file_type();
+    let what = if ft.is_dir() {
+        "a directory"
+    } else if ft.is_file() {
+        "a regular file"
+    } else if ft.is_fifo() {
+        "a named pipe"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_block_device() {
+        "a block device (a disk)"
+    } else if ft.is_char_device() && {
+        use std::os::unix::fs::MetadataExt;
+        // Major 1: the memory devices (/dev/null, /dev/zero, /dev/full, /dev/random, ...).
+        (meta.rdev() >> 8) & 0xfff == 1
+    } {
+        "a memory device like /dev/null or /dev/zero"
+    } else {
+        return;
+    };
+    // A warning, not an error: the other devices still run, and this one retries (and says
+    // why) until its path is fixed.
+    p.warn(key, format!("{shown} is {what}, not a serial port"), help);
 }
 
 fn name_problem(name: &str) -> Option<&'static str> {
@@ -463,6 +548,7 @@ fn validate(
     let mut used = std::collections::BTreeSet::new();
     let mut used_commands = std::collections::BTreeSet::new();
     let mut names = std::collections::HashSet::new();
+    let mut ports: std::collections::HashMap<PathBuf, String> = std::collections::HashMap::new();
     let mut devices = Vec::with_capacity(raw.devices.len());
     for (i, d) in raw.devices.into_iter().enumerate() {
         let path = format!("devices[{i}]");
@@ -482,15 +568,20 @@ fn validate(
         }
         let source = match (d.port, d.simulate) {
             (Some(port), None) => {
-                if !port.exists() {
-                    p.warn(
+                check_port(&port, &format!("{path}.port"), &mut p);
+                // One port, one reader: a second device on it would steal half the bytes.
+                let key = std::fs::canonicalize(&port).unwrap_or_else(|_| port.clone());
+                if let Some(first) = ports.get(&key) {
+                    p.error(
                         &format!("{path}.port"),
                         format!(
-                            "{} does not exist now; the device stays offline until it appears",
+                            "{} is also the port of device `{first}`: two devices cannot read one port (each would get part of the bytes)",
                             port.display()
                         ),
-                        None,
+                        Some("keep one device per port; give each device its own adapter".into()),
                     );
+                } else {
+                    ports.insert(key, d.name.clone());
                 }
                 Some(PortSource::Path(port))
             }
@@ -571,7 +662,24 @@ fn validate(
         for (j, r) in d.rules.iter().enumerate() {
             used.insert(r.clone());
             match compiled.get(r) {
-                Some(rule) => rules.push(Arc::clone(rule)),
+                Some(rule) => {
+                    if let (Framing::Fixed(f), Some(need)) = (&d.framing, rule.min_len()) {
+                        if need > f.size {
+                            p.error(
+                                &format!("{path}.rules[{j}]"),
+                                format!(
+                                    "rule `{r}` reads bytes up to {need}, past the end of this device's {}-byte frames: it can never match",
+                                    f.size
+                                ),
+                                Some(format!(
+                                    "check the fields' offsets and types in rule `{r}`, or the frame size in `framing: {{fixed: {}}}`",
+                                    f.size
+                                )),
+                            );
+                        }
+                    }
+                    rules.push(Arc::clone(rule));
+                }
                 None if raw.rules.contains_key(r) => {} // reported where the rule is defined
                 None => {
                     let help = match suggest(r, raw.rules.keys().map(String::as_str)) {

@@ -29,6 +29,95 @@ rules:
         payload: "{temp}"
 "#;
 
+/// `check` used to say OK to ports that cannot work: each is now named for what it is.
+#[test]
+fn ports_that_cannot_be_serial_ports_are_named_for_what_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "x").unwrap();
+    let lp = dir.path().join("loop");
+    std::os::unix::fs::symlink(&lp, &lp).unwrap();
+    for (port, what) in [
+        (
+            dir.path().display().to_string(),
+            "is a directory, not a serial port",
+        ),
+        (
+            file.display().to_string(),
+            "is a regular file, not a serial port",
+        ),
+        (
+            "/dev/null".into(),
+            "is a memory device like /dev/null or /dev/zero",
+        ),
+        (
+            "/dev/zero".into(),
+            "is a memory device like /dev/null or /dev/zero",
+        ),
+        (lp.display().to_string(), "is a symlink loop"),
+        ("/dev/ttyUSB-test".into(), "does not exist now"),
+    ] {
+        let c = load(&GOOD.replace("/dev/ttyUSB-test", &port)).unwrap();
+        let w: Vec<&str> = c.warnings.iter().map(|w| w.message.as_str()).collect();
+        assert!(w.iter().any(|m| m.contains(what)), "{port}: {w:?}");
+    }
+}
+
+#[test]
+fn two_devices_on_one_port_and_fields_past_a_fixed_frame_are_errors() {
+    let two = GOOD.replace(
+        "rules:\n  climate:",
+        "  - {name: second, port: /dev/ttyUSB-test, rules: [climate]}\nrules:\n  climate:",
+    );
+    let e = error_text(&two);
+    assert!(
+        e.contains("devices[1].port: /dev/ttyUSB-test is also the port of device `greenhouse`"),
+        "{e}"
+    );
+    let past = "devices:\n  - {name: sds, port: /dev/ttyUSB-test, framing: {fixed: 10}, rules: [pm]}\nrules:\n  pm:\n    fields: [{name: pm, offset: 9, type: u16le}]\n    publish: [{topic: t, payload: '{pm}'}]\n";
+    let e = error_text(past);
+    assert!(
+        e.contains("rule `pm` reads bytes up to 11, past the end of this device's 10-byte frames"),
+        "{e}"
+    );
+}
+
+#[test]
+fn type_errors_say_what_to_write() {
+    let cases = [
+        (
+            "  listen: 127.0.0.1:1884",
+            "  listen: localhost:1884",
+            "write an IP address and a port, e.g. 127.0.0.1:1883",
+        ),
+        (
+            "  id: greenhouse-pi",
+            "  id: greenhouse-pi\n  stats_interval: 30",
+            "write a duration with a unit, e.g. 30s",
+        ),
+        (
+            "        payload: \"{temp}\"",
+            "        payload: \"{temp}\"\n        retain: yes",
+            "write true or false",
+        ),
+    ];
+    for (from, to, hint) in cases {
+        let e = error_text(&GOOD.replace(from, to));
+        assert!(e.contains(hint), "{to}: {e}");
+    }
+    let e = error_text(&format!(
+        "{GOOD}uplink: {{url: mqtt://h}}\nqueue: {{max_bytes: -1}}\n"
+    ));
+    assert!(e.contains("expected a size") && e.contains("512MiB"), "{e}");
+    // A regex that does not compile is the one error, not followed by its placeholders'.
+    let e = error_text(&GOOD.replace(
+        "match: '^T=(?P<temp>[\\d.]+)$'",
+        "match: '^T=(?P<temp>[\\d.+)$'",
+    ));
+    assert!(e.contains("the regex does not compile"), "{e}");
+    assert!(!e.contains("placeholder"), "{e}");
+}
+
 #[test]
 fn a_good_file_loads_with_defaults_filled_in() {
     let c = load(GOOD).unwrap();

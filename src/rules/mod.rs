@@ -161,7 +161,9 @@ impl Rule {
                         format!("rule `{name}`: the regex does not compile: {e}"),
                         Some("named captures look like (?P<temp>-?\\d+(?:\\.\\d+)?); quote the pattern in single quotes".into()),
                     ));
-                    Matcher::Any
+                    // Its placeholders cannot be checked against captures it does not have:
+                    // errors about them would only bury the one that matters.
+                    return Err(errors);
                 }
             }
         } else if raw.json {
@@ -403,6 +405,14 @@ impl Rule {
             })
         } else {
             Err(errors)
+        }
+    }
+
+    /// The shortest frame a binary rule can read (its fields' end), `None` for other rules.
+    pub fn min_len(&self) -> Option<usize> {
+        match &self.matcher {
+            Matcher::Binary { min_len, .. } => Some(*min_len),
+            _ => None,
         }
     }
 

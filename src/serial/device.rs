@@ -85,7 +85,7 @@ pub fn explain_open_error(path: &Path, e: &tokio_serial::Error) -> String {
             .iter()
             .any(|m| e.description.contains(m)) =>
         {
-            format!("{p} is not a serial device (a plain file?)")
+            format!("{p} is not a serial port (not a terminal device: a regular file, /dev/null, ...)")
         }
         _ if e.description.contains("EISDIR") || e.description.contains("directory") => {
             format!("{p} is a directory, not a serial device")
