@@ -13,8 +13,8 @@ use tokio_util::codec::Decoder;
 fn framing(selector: u8) -> Framing {
     match selector % 11 {
         0 => Framing::Lines,
-        1 => Framing::Delimiter("\r\n".into()),
-        2 => Framing::Delimiter("|".into()),
+        1 => Framing::Delimiter(b"\r\n".to_vec()),
+        2 => Framing::Delimiter(b"|".to_vec()),
         3 => Framing::Cobs,
         4 => Framing::Slip,
         5 => Framing::LengthPrefix(LengthPrefix { width: 1, endian: Endian::Big }),

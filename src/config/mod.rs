@@ -638,6 +638,28 @@ fn validate(
         if let Err(e) = d.framing.validate() {
             p.error(&format!("{path}.framing"), e, None);
         }
+        if let Framing::Delimiter(bytes) = &d.framing {
+            // `"\xAB"` in YAML is the character U+00AB: the two bytes C2 AB on the wire.
+            if let Some(c) = std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|t| t.chars().find(|c| ('\u{80}'..='\u{ff}').contains(c)))
+            {
+                p.warn(
+                    &format!("{path}.framing"),
+                    format!(
+                        "the delimiter contains the character U+{:04X}, which is {} bytes on the wire ({}), not the byte {:02X}",
+                        c as u32,
+                        c.len_utf8(),
+                        hex::encode_upper(c.to_string()),
+                        c as u32
+                    ),
+                    Some(format!(
+                        "for the single byte {:02X}, write `framing: {{delimiter_hex: \"{:02X}\"}}`",
+                        c as u32, c as u32
+                    )),
+                );
+            }
+        }
         if let Framing::Fixed(f) = &d.framing {
             let n = f.size;
             if n > d.max_frame {

@@ -63,6 +63,29 @@ fn ports_that_cannot_be_serial_ports_are_named_for_what_they_are() {
     }
 }
 
+/// `delimiter: "\xAB"` is the character U+00AB, two bytes C2 AB: a device sending the byte AB
+/// never ends a frame. `check` says so and offers the hex form.
+#[test]
+fn a_delimiter_escape_above_7f_gets_a_warning_offering_delimiter_hex() {
+    let c = load(&GOOD.replace("framing: lines", r#"framing: {delimiter: "\xAB"}"#)).unwrap();
+    let w = c
+        .warnings
+        .iter()
+        .map(|w| format!("{} {:?}", w.message, w.help))
+        .collect::<String>();
+    assert!(
+        w.contains("U+00AB, which is 2 bytes on the wire (C2AB), not the byte AB"),
+        "{w}"
+    );
+    assert!(w.contains(r#"delimiter_hex: \"AB\""#), "{w}");
+    let c = load(&GOOD.replace("framing: lines", r#"framing: {delimiter_hex: "AB"}"#)).unwrap();
+    assert!(
+        c.warnings.iter().all(|w| !w.message.contains("delimiter")),
+        "{:?}",
+        c.warnings
+    );
+}
+
 #[test]
 fn two_devices_on_one_port_and_fields_past_a_fixed_frame_are_errors() {
     let two = GOOD.replace(

@@ -315,9 +315,7 @@ impl Command {
         }
         let unframeable = match framing {
             Framing::Lines if bytes.contains(&b'\n') => Some("contains a line break"),
-            Framing::Delimiter(d) if contains(&bytes, d.as_bytes()) => {
-                Some("contains the delimiter")
-            }
+            Framing::Delimiter(d) if contains(&bytes, d) => Some("contains the delimiter"),
             Framing::Fixed(f) if bytes.len() != f.size => {
                 Some("does not have the fixed frame size")
             }

@@ -48,7 +48,7 @@ pub enum Framing {
     /// Frames end at `\n`; one trailing `\r` is stripped.
     Lines,
     /// Frames end at this byte sequence (the string's UTF-8 bytes; must be non-empty).
-    Delimiter(String),
+    Delimiter(Vec<u8>),
     /// COBS-encoded frames terminated by `0x00`.
     Cobs,
     /// RFC 1055 SLIP: END=0xC0, ESC=0xDB, ESC_END=0xDC, ESC_ESC=0xDD.
@@ -189,6 +189,7 @@ impl Framing {
 const FRAMING_NAMES: &[&str] = &[
     "lines",
     "delimiter",
+    "delimiter_hex",
     "cobs",
     "slip",
     "length_prefix",
@@ -250,7 +251,10 @@ impl<'de> Visitor<'de> for FramingVisitor {
                     end = Some(hex_bytes(&map.next_value::<String>()?, "end_hex")?);
                     continue;
                 }
-                "delimiter" => Framing::Delimiter(map.next_value()?),
+                "delimiter" => Framing::Delimiter(map.next_value::<String>()?.into_bytes()),
+                "delimiter_hex" => {
+                    Framing::Delimiter(hex_bytes(&map.next_value::<String>()?, "delimiter_hex")?)
+                }
                 "length_prefix" => Framing::LengthPrefix(map.next_value()?),
                 "fixed" => Framing::Fixed(Fixed::size(map.next_value()?)),
                 "gap" => Framing::Gap(map.next_value::<GapValue>()?.0),
@@ -422,7 +426,7 @@ impl FrameDecoder {
                     Post::StripCr,
                 )),
                 Framing::Delimiter(d) => {
-                    Kind::Delimited(Delimited::new(d.as_bytes(), max_frame, Post::Plain))
+                    Kind::Delimited(Delimited::new(d.as_slice(), max_frame, Post::Plain))
                 }
                 // COBS adds at most one byte per 254 plus one; the decoded size is checked again.
                 Framing::Cobs => Kind::Delimited(Delimited::new(
@@ -910,7 +914,7 @@ pub fn encode_frame(framing: &Framing, payload: &[u8], out: &mut Vec<u8>) {
         }
         Framing::Delimiter(d) => {
             out.extend_from_slice(payload);
-            out.extend_from_slice(d.as_bytes());
+            out.extend_from_slice(d.as_slice());
         }
         Framing::Cobs => {
             let start = out.len();
@@ -968,7 +972,7 @@ mod tests {
     }
 
     fn delimiter(d: &str) -> Framing {
-        Framing::Delimiter(d.to_string())
+        Framing::Delimiter(d.as_bytes().to_vec())
     }
 
     fn length_prefix(width: u8, endian: Endian) -> Framing {
@@ -1125,6 +1129,22 @@ mod tests {
             Ok(length_prefix(1, Endian::Big)),
             "block style works too"
         );
+    }
+
+    #[test]
+    fn yaml_delimiter_hex_is_raw_bytes() {
+        assert_eq!(
+            parse(r#"framing: {delimiter_hex: "AB"}"#),
+            Ok(Framing::Delimiter(vec![0xAB]))
+        );
+        // The YAML escape is a character: two bytes in UTF-8.
+        assert_eq!(
+            parse(r#"framing: {delimiter: "\xAB"}"#),
+            Ok(Framing::Delimiter(vec![0xC2, 0xAB]))
+        );
+        assert!(parse(r#"framing: {delimiter_hex: "A"}"#)
+            .unwrap_err()
+            .contains("not hex bytes"));
     }
 
     #[test]
@@ -1343,7 +1363,12 @@ mod tests {
         .iter()
         .map(Framing::name)
         .collect();
-        assert_eq!(names, FRAMING_NAMES);
+        let keys: Vec<&str> = FRAMING_NAMES
+            .iter()
+            .copied()
+            .filter(|n| *n != "delimiter_hex") // another spelling of `delimiter`
+            .collect();
+        assert_eq!(names, keys);
         assert_eq!(DropReason::TooLong.as_str(), "too_long");
         assert_eq!(DropReason::Corrupt.as_str(), "corrupt");
         assert_eq!(DropReason::Incomplete.as_str(), "incomplete");
@@ -1824,7 +1849,7 @@ mod tests {
                             }
                         }
                         Framing::Delimiter(d) => {
-                            while let Some(i) = memmem::find(&p, d.as_bytes()) {
+                            while let Some(i) = memmem::find(&p, d.as_slice()) {
                                 p.remove(i);
                             }
                         }
@@ -1873,7 +1898,7 @@ mod tests {
         for f in all_framings() {
             let fits = |p: &Vec<u8>| match &f {
                 Framing::Lines => !p.contains(&b'\n') && p.last() != Some(&b'\r'),
-                Framing::Delimiter(d) => memmem::find(p, d.as_bytes()).is_none(),
+                Framing::Delimiter(d) => memmem::find(p, d.as_slice()).is_none(),
                 Framing::LengthPrefix(lp) if lp.width == 1 => p.len() <= 255,
                 _ => true,
             };
@@ -1925,7 +1950,7 @@ mod tests {
     fn resync(f: &Framing) -> Option<Vec<u8>> {
         match f {
             Framing::Lines => Some(b"\n".to_vec()),
-            Framing::Delimiter(d) => Some(d.as_bytes().to_vec()),
+            Framing::Delimiter(d) => Some(d.as_slice().to_vec()),
             Framing::Cobs => Some(vec![0]),
             Framing::Slip => Some(vec![SLIP_END]),
             Framing::LengthPrefix(_) | Framing::Fixed(_) | Framing::Gap(_) => None,
