@@ -742,3 +742,37 @@ rules:
         r#"{"meter":"0042","kwh":12345.678}"#
     );
 }
+
+/// A second gateway whose broker port is taken by the first used to be told "another MQTT
+/// broker (mosquitto?)"; it is told the holder is serial2mqtt, with its PID.
+#[tokio::test]
+async fn a_broker_port_taken_by_another_gateway_names_it() {
+    let first =
+        start_gateway("gateway: {id: a}\nbroker: {listen: \"127.0.0.1:{port}\"}\ndevices: []\n");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_temp(
+        dir.path(),
+        "second.yaml",
+        &format!(
+            "gateway: {{id: b, state_dir: \"{}/state\"}}\nbroker: {{listen: \"127.0.0.1:{}\"}}\ndevices: []\n",
+            dir.path().display(),
+            first.port
+        ),
+    );
+    let out = serial2mqtt_command()
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("(PID {}) listens there", first.child.id())),
+        "{err}"
+    );
+    // Under an emulator (cross/smoke.sh) the process is named after the emulator.
+    if std::env::var_os("SERIAL2MQTT_TEST_RUNNER").is_none() {
+        assert!(err.contains("Another serial2mqtt (PID"), "{err}");
+    }
+}
