@@ -15,12 +15,12 @@ use tokio_util::codec::Decoder;
 const CONFIG: &str = r#"
 gateway: {id: fuzzgw}
 devices:
-  - {name: lines, port: /dev/null, framing: lines, commands: [raw, framed, hex, state]}
-  - {name: delim, port: /dev/null, framing: {delimiter: "\r\n"}, commands: [raw, framed, hex, state]}
-  - {name: cobs, port: /dev/null, framing: cobs, commands: [raw, framed, hex, state]}
-  - {name: slip, port: /dev/null, framing: slip, commands: [raw, framed, hex, state]}
-  - {name: len, port: /dev/null, framing: {length_prefix: {width: 1}}, max_frame: 255, commands: [raw, framed, hex, state]}
-  - {name: fixed, port: /dev/null, framing: {fixed: 4}, commands: [raw, framed, hex, state]}
+  - {name: lines, port: /dev/fuzz-lines, framing: lines, commands: [raw, framed, hex, state]}
+  - {name: delim, port: /dev/fuzz-delim, framing: {delimiter: "\r\n"}, commands: [raw, framed, hex, state]}
+  - {name: cobs, port: /dev/fuzz-cobs, framing: cobs, commands: [raw, framed, hex, state]}
+  - {name: slip, port: /dev/fuzz-slip, framing: slip, commands: [raw, framed, hex, state]}
+  - {name: len, port: /dev/fuzz-len, framing: {length_prefix: {width: 1}}, max_frame: 255, commands: [raw, framed, hex, state]}
+  - {name: fixed, port: /dev/fuzz-fixed, framing: {fixed: 4}, commands: [raw, framed, hex, state]}
 commands:
   raw: {subscribe: "c/{device}/raw", write: "{payload}"}
   framed: {subscribe: "c/{device}/framed", write: "{payload}", encode: true}
@@ -45,7 +45,8 @@ fn decode_all(framing: &Framing, max: usize, bytes: &[u8]) -> Vec<Option<Vec<u8>
     while let Ok(Some(item)) = d.decode(&mut buf) {
         out.push(match item {
             Decoded::Frame(f) => Some(f.to_vec()),
-            Decoded::Dropped(_) => None,
+            Decoded::Dropped(_) | Decoded::Resync(_) => None,
+            Decoded::GapStarted => continue,
         });
     }
     out
