@@ -56,7 +56,9 @@ pub fn lock(dir: &Path, create: bool) -> Result<Option<StateLock>, LockError> {
     if !create && !dir.is_dir() {
         return Ok(None);
     }
-    crate::queue::create_dir_durable(dir).map_err(io_err)?;
+    if create {
+        crate::queue::create_dir_durable(dir).map_err(io_err)?;
+    }
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)

@@ -399,12 +399,19 @@ impl Template {
                     out.push_str(s);
                     continue;
                 }
+                // Gateway ids and device names are checked when the config is loaded.
+                Part::Var(Var::Builtin(b @ (Builtin::Gateway | Builtin::Device))) => {
+                    env.value(*b).write_text(&mut out);
+                    continue;
+                }
                 Part::Var(Var::Builtin(b)) => env.value(*b).write_text(&mut out),
                 Part::Var(v) => lookup.value(v)?.write_text(&mut out),
             }
-            if let Some(c) = out[start..]
-                .chars()
-                .find(|c| matches!(c, '/' | '+' | '#' | '\0'))
+            let shape = |b: &&u8| matches!(**b, b'/' | b'+' | b'#' | 0);
+            if let Some(c) = out.as_bytes()[start..]
+                .iter()
+                .find(shape)
+                .map(|&b| char::from(b))
             {
                 let what = match c {
                     '/' => "a `/` (it would add a topic level)",
