@@ -53,6 +53,15 @@ pub fn lock(dir: &Path, create: bool) -> Result<Option<StateLock>, LockError> {
         path: path.clone(),
         source,
     };
+    if dir.exists() && !dir.is_dir() {
+        return Err(LockError::Io {
+            path: dir.to_owned(),
+            source: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "gateway.state_dir is not a directory",
+            ),
+        });
+    }
     if !create && !dir.is_dir() {
         return Ok(None);
     }

@@ -80,6 +80,36 @@ async fn read_bytes(pty: &mut Pty, n: usize) -> Vec<u8> {
     buf
 }
 
+/// Waits until the relay takes commands: its port is open (a pty master reads EIO until the
+/// gateway opens the other side) and the link's subscription to the command topic is active
+/// (a command published before that is not delivered). Proven by one command written whole.
+async fn wait_commands_ready(gw: &Gateway, pty: &mut Pty) {
+    gw.wait_log("device online", T).await;
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        publish(gw.port, "cmd/gw/relay/set", b"OFF").await;
+        let mut buf = [0u8; 8];
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_millis(500), pty.master.read_exact(&mut buf)).await
+        {
+            assert_eq!(&buf, b"R1=OFF\r\n");
+            // An earlier attempt may have been written late: nothing of it may stay behind.
+            let mut rest = [0u8; 64];
+            while let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(300), pty.master.read(&mut rest)).await
+            {
+                assert_eq!(rest[..n].len() % 8, 0, "{:?}", &rest[..n]);
+            }
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay never took a command:\n{}",
+            gw.logs()
+        );
+    }
+}
+
 /// Asserts the gateway writes nothing to the device for `quiet`.
 async fn assert_nothing_written(pty: &mut Pty, quiet: Duration) {
     let mut buf = [0u8; 256];
@@ -95,6 +125,7 @@ async fn assert_nothing_written(pty: &mut Pty, quiet: Duration) {
 async fn a_local_client_switches_a_relay_and_gets_a_reply() {
     let mut pty = Pty::new();
     let gw = start_gateway(&relay_config(&pty.path, ""));
+    wait_commands_ready(&gw, &mut pty).await;
     let mut replies = Subscriber::connect(
         gw.port,
         &["cmd/gw/relay/result", "sensors/#"],
@@ -143,6 +174,7 @@ async fn a_local_client_switches_a_relay_and_gets_a_reply() {
 async fn writes_to_one_device_are_serialized_in_arrival_order() {
     let mut pty = Pty::new();
     let gw = start_gateway(&relay_config(&pty.path, ""));
+    wait_commands_ready(&gw, &mut pty).await;
     // One client, many commands back to back: each write whole, in order.
     let (client, mut events) =
         AsyncClient::new(MqttOptions::new("burst", "127.0.0.1", gw.port), 100);

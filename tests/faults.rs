@@ -337,8 +337,8 @@ async fn a_state_dir_that_cannot_be_written_is_a_clear_error_at_start() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("cannot open the store-and-forward queue")
-            && err.contains("gateway.state_dir")
+        err.contains(&format!("cannot lock {}", state.display()))
+            && err.contains("gateway.state_dir is not a directory")
             && err.contains("writable"),
         "{err}"
     );
