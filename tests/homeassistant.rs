@@ -99,8 +99,11 @@ commands:
 }
 
 /// The retained discovery configs a fresh subscriber gets, by topic (empty payloads left out).
-async fn retained_configs(port: u16) -> BTreeMap<String, Value> {
-    let mut sub = Subscriber::connect(port, &["homeassistant/#"], QoS::AtLeastOnce).await;
+/// Waits until the gateway runs (it announces before): a subscriber that came earlier would get
+/// the configs live, without the retain flag.
+async fn retained_configs(gw: &Gateway) -> BTreeMap<String, Value> {
+    gw.wait_log("gateway running", T).await;
+    let mut sub = Subscriber::connect(gw.port, &["homeassistant/#"], QoS::AtLeastOnce).await;
     let mut out = BTreeMap::new();
     while let Ok(m) = tokio::time::timeout(Duration::from_millis(500), sub.next(T)).await {
         if m.retain && !m.payload.is_empty() {
@@ -130,7 +133,7 @@ fn assert_keys(what: &str, v: &Value, allowed: &[&str]) {
 async fn sensors_and_switches_appear_in_home_assistant_by_themselves() {
     let mut pty = Pty::new();
     let gw = start_gateway(&config(&pty.path, true));
-    let configs = retained_configs(gw.port).await;
+    let configs = retained_configs(&gw).await;
     let topics: Vec<&str> = configs.keys().map(String::as_str).collect();
     assert_eq!(
         topics,
@@ -262,7 +265,7 @@ async fn home_assistant_coming_online_gets_every_config_again() {
     again.sort();
     assert_eq!(again.len(), 4);
     assert!(again.iter().all(|t| t.ends_with("/config")), "{again:?}");
-    assert_eq!(retained_configs(gw.port).await.len(), 4);
+    assert_eq!(retained_configs(&gw).await.len(), 4);
     gw.wait_log("Home Assistant is online", T).await;
 }
 
@@ -270,7 +273,7 @@ async fn home_assistant_coming_online_gets_every_config_again() {
 async fn an_entity_removed_from_the_config_is_deleted_on_reload() {
     let pty = Pty::new();
     let gw = start_gateway(&config(&pty.path, true));
-    assert!(retained_configs(gw.port)
+    assert!(retained_configs(&gw)
         .await
         .contains_key("homeassistant/sensor/testgw_greenhouse_humidity/config"));
 
@@ -290,7 +293,7 @@ async fn an_entity_removed_from_the_config_is_deleted_on_reload() {
     // An empty retained config: Home Assistant deletes the entity; the broker drops the retained one.
     let clear = sub.next(T).await;
     assert_eq!(clear.payload, "");
-    let left = retained_configs(gw.port).await;
+    let left = retained_configs(&gw).await;
     assert!(
         !left.contains_key("homeassistant/sensor/testgw_greenhouse_humidity/config"),
         "{left:?}"
