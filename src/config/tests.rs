@@ -516,6 +516,60 @@ fn the_password_is_read_from_its_file_never_shown_and_a_readable_file_is_a_warni
 #[test]
 fn every_validation_error_has_its_message() {
     let cases: &[(&str, &str, &[&str])] = &[
+        // Session 5 (issue 18): each new message, with its fix.
+        (
+            "rules:\n  climate:",
+            "rules:\n  climate:\n    match: x\n    publish: [{topic: t}]\n  climate:",
+            &[
+                "`rules.climate` is written twice (first at line",
+                "another name",
+            ],
+        ),
+        (
+            "    rules: [climate]",
+            "    rules: [climate]\n  - {name: two, port: /dev/ttyUSB-test, rules: [climate]}",
+            &["devices[1].port", "is also the port of device `greenhouse`"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: {fixed: 2, start_hex: AA, end_hex: ABCD}",
+            &["do not fit in a 2-byte frame"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: {gap: 0}",
+            &["a gap of 0 never ends a frame", "{gap: 3.5}"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: {delimiter_hex: XY}",
+            &["delimiter_hex: `XY` is not hex bytes", "\"AA\""],
+        ),
+        (
+            "        payload: \"{temp}\"",
+            "        payload: \"{temp}\"\n        retain: yes",
+            &["expected a boolean", "write true or false"],
+        ),
+        (
+            "  id: greenhouse-pi",
+            "  id: greenhouse-pi\n  stats_interval: 30",
+            &["gateway.stats_interval", "a duration with a unit, e.g. 30s"],
+        ),
+        (
+            "  listen: 127.0.0.1:1884",
+            "  listen: localhost:1884",
+            &["broker.listen", "e.g. 127.0.0.1:1883"],
+        ),
+        (
+            "    match: '^T=(?P<temp>[\\d.]+)$'",
+            "    match: '^T=(?P<temp>[\\d.]+)$'\n    drop: true",
+            &["a drop rule publishes nothing", "remove `publish:`"],
+        ),
+        (
+            "    match: '^T=(?P<temp>[\\d.]+)$'",
+            "    match: '^T=(?P<temp>[\\d.]+)$'\n    types: {tmp: string}",
+            &["rules.climate.types.tmp", "placeholder {tmp}"],
+        ),
         (
             "id: greenhouse-pi",
             "id: \"green/house\"",
