@@ -246,6 +246,14 @@ impl DeviceTask {
                     if due.is_some_and(|t| t > std::time::Instant::now()) {
                         continue;
                     }
+                    // Bytes already waiting on the port (this task was not scheduled in time)
+                    // belong to the frame: no silence yet.
+                    {
+                        use tokio_serial::SerialPort as _;
+                        if frames.get_ref().bytes_to_read().is_ok_and(|n| n > 0) {
+                            continue;
+                        }
+                    }
                     let whole = frames.decoder_mut().silence();
                     let buf = frames.read_buffer_mut();
                     if !whole || buf.is_empty() {
