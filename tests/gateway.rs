@@ -522,6 +522,13 @@ async fn a_directory_named_like_a_queue_segment_is_reported_and_the_gateway_runs
     assert!(stray.is_dir());
 }
 
+/// A gateway `testgw` on a free port with these `devices:` and `rules:` entries.
+fn testgw(devices: &str, rules: &str) -> String {
+    format!(
+        "gateway: {{id: testgw}}\nbroker: {{listen: \"127.0.0.1:{{port}}\"}}\ndevices:\n{devices}rules:\n{rules}"
+    )
+}
+
 /// An SDS011-like frame: AA C0, PM2.5 (u16 LE, tenths), four more data bytes, checksum, AB.
 fn sds011(pm25_tenths: u16) -> Vec<u8> {
     let mut f = vec![0xAA, 0xC0];
@@ -538,24 +545,22 @@ fn sds011(pm25_tenths: u16) -> Vec<u8> {
 #[tokio::test]
 async fn a_lost_byte_costs_one_fixed_frame_not_every_later_one() {
     let mut pty = Pty::new();
-    let yaml = format!(
-        r#"
-gateway: {{id: testgw}}
-broker: {{listen: "127.0.0.1:{{port}}"}}
-devices:
-  - name: sds
-    port: {port}
+    let yaml = testgw(
+        &format!(
+            r#"  - name: sds
+    port: {}
     baud: 9600
     framing: {{fixed: 10, start_hex: "AA C0", end_hex: "AB"}}
     rules: [pm]
-rules:
-  pm:
-    fields:
-      - {{name: pm25, offset: 2, type: u16le, scale: 0.1}}
-    publish:
-      - {{topic: "sensors/{{device}}/pm25", payload: "{{pm25}}"}}
 "#,
-        port = pty.path.display()
+            pty.path.display()
+        ),
+        r#"  pm:
+    fields:
+      - {name: pm25, offset: 2, type: u16le, scale: 0.1}
+    publish:
+      - {topic: "sensors/{device}/pm25", payload: "{pm25}"}
+"#,
     );
     let gw = start_gateway(&yaml);
     let mut sub = Subscriber::connect(gw.port, &["sensors/#"], QoS::AtMostOnce).await;
@@ -581,27 +586,25 @@ rules:
 #[tokio::test]
 async fn gap_framing_ends_frames_at_silence_so_a_short_reply_shifts_nothing() {
     let mut pty = Pty::new();
-    let yaml = format!(
-        r#"
-gateway: {{id: testgw}}
-broker: {{listen: "127.0.0.1:{{port}}"}}
-devices:
-  - name: meter
-    port: {port}
+    let yaml = testgw(
+        &format!(
+            r#"  - name: meter
+    port: {}
     baud: 9600
     framing: {{gap: 40ms}}
     rules: [reply]
-rules:
-  reply:
+"#,
+            pty.path.display()
+        ),
+        r#"  reply:
     # A 7-byte reply: address, function, byte count, value (u16 BE, tenths), CRC. The 5-byte
     # exception reply is too short for the `crc` field, so no rule matches it.
     fields:
-      - {{name: volts, offset: 3, type: u16be, scale: 0.1}}
-      - {{name: crc, offset: 5, type: u16le}}
+      - {name: volts, offset: 3, type: u16be, scale: 0.1}
+      - {name: crc, offset: 5, type: u16le}
     publish:
-      - {{topic: "power/{{device}}/volts", payload: "{{volts}}"}}
+      - {topic: "power/{device}/volts", payload: "{volts}"}
 "#,
-        port = pty.path.display()
     );
     let gw = start_gateway(&yaml);
     let mut sub = Subscriber::connect(gw.port, &["power/#"], QoS::AtMostOnce).await;
@@ -680,19 +683,17 @@ async fn a_drop_rule_takes_known_frames_quietly_and_counts_them() {
 #[tokio::test]
 async fn a_value_from_the_frame_never_adds_topic_levels() {
     let mut pty = Pty::new();
-    let yaml = format!(
-        r#"
-gateway: {{id: testgw}}
-broker: {{listen: "127.0.0.1:{{port}}"}}
-devices:
-  - {{name: garden, port: {port}, rules: [weather]}}
-rules:
-  weather:
+    let yaml = testgw(
+        &format!(
+            r#"  - {{name: garden, port: {}, rules: [weather]}}
+"#,
+            pty.path.display()
+        ),
+        r#"  weather:
     json: true
     publish:
-      - {{topic: "sensors/{{id}}/state", payload: "{{t}}"}}
+      - {topic: "sensors/{id}/state", payload: "{t}"}
 "#,
-        port = pty.path.display()
     );
     let gw = start_gateway(&yaml);
     let mut sub = Subscriber::connect(gw.port, &["sensors/#"], QoS::AtMostOnce).await;
@@ -713,20 +714,18 @@ rules:
 #[tokio::test]
 async fn a_fields_json_type_never_depends_on_its_digits() {
     let mut pty = Pty::new();
-    let yaml = format!(
-        r#"
-gateway: {{id: testgw}}
-broker: {{listen: "127.0.0.1:{{port}}"}}
-devices:
-  - {{name: p1, port: {port}, rules: [energy]}}
-rules:
-  energy:
-    match: '^(?P<meter>\d+) 1-0:1\.8\.1\((?P<kwh>\d+\.\d+)\*kWh\)$'
-    types: {{meter: string}}
-    publish:
-      - {{topic: "power/{{device}}", payload: {{meter: "{{meter}}", kwh: "{{kwh}}"}}}}
+    let yaml = testgw(
+        &format!(
+            r#"  - {{name: p1, port: {}, rules: [energy]}}
 "#,
-        port = pty.path.display()
+            pty.path.display()
+        ),
+        r#"  energy:
+    match: '^(?P<meter>\d+) 1-0:1\.8\.1\((?P<kwh>\d+\.\d+)\*kWh\)$'
+    types: {meter: string}
+    publish:
+      - {topic: "power/{device}", payload: {meter: "{meter}", kwh: "{kwh}"}}
+"#,
     );
     let gw = start_gateway(&yaml);
     let mut sub = Subscriber::connect(gw.port, &["power/#"], QoS::AtMostOnce).await;
