@@ -194,10 +194,10 @@ pub fn start(
         })?;
 
     // With a bridge: one subscription to everything, filtered here (overlapping `forward`
-    // filters would otherwise deliver a message once per filter). Without one, only what the
-    // commands and Home Assistant's status need, subscribed as they appear (also on reload), so
-    // the gateway's own readings do not all come back through the link; a message matching two
-    // of those filters arrives twice and `Routes::dispatch` drops the copy.
+    // filters would otherwise deliver a message once per filter). Without one, covers of what
+    // the commands and Home Assistant's status need, never overlapping (so each message has one
+    // way in and keeps the broker's order: see `downlink`), swapped as they change on reload,
+    // so the gateway's own readings do not all come back through the link.
     let all = bridge.is_some();
     // One subscription delivers each message once: no copies to look for.
     routes
@@ -252,8 +252,11 @@ pub fn start(
                         m = rx.recv() => m,
                         _ = wanted.notified(), if !all => {
                             let mut refused = false;
-                            for filter in wanted_routes.filters() {
-                                if subscribed.contains(&filter) {
+                            let covers = wanted_routes.filters();
+                            // New covers first, then the old ones go: a message in between may
+                            // come twice (dropped as a copy), never not at all.
+                            for filter in &covers {
+                                if subscribed.contains(filter) {
                                     continue;
                                 }
                                 if let Err(e) = link_tx.subscribe(filter.clone()) {
@@ -261,7 +264,20 @@ pub fn start(
                                     refused = true;
                                     break;
                                 }
-                                subscribed.insert(filter);
+                                subscribed.insert(filter.clone());
+                            }
+                            let stale: Vec<String> = subscribed
+                                .iter()
+                                .filter(|f| !covers.contains(f))
+                                .cloned()
+                                .collect();
+                            for filter in stale {
+                                if let Err(e) = link_tx.unsubscribe(filter.clone()) {
+                                    error!("embedded broker link refused to unsubscribe from {filter}: {e}");
+                                    refused = true;
+                                    break;
+                                }
+                                subscribed.remove(&filter);
                             }
                             if refused {
                                 failed.cancel();

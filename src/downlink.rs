@@ -10,11 +10,16 @@
 //! Delivery on this path is at most once: rumqttd's in-process link is QoS 0. A sender that
 //! needs to know uses the command's `reply_topic`, which answers every request it receives.
 //!
-//! Without a bridge the link subscribes only to the command filters and Home Assistant's status
-//! topic ([`Routes::filters`]), not to `#`: otherwise every reading the gateway publishes would
-//! come back through the link to be looked at (about 15 % more CPU per reading). rumqttd
-//! delivers a message once per matching filter, so a message matching two of them comes twice;
-//! it is the same buffers both times, and [`Routes::dispatch`] drops the copy.
+//! Without a bridge the link does not subscribe to `#`: otherwise every reading the gateway
+//! publishes would come back through the link to be looked at (about 15 % more CPU per
+//! reading). It subscribes to [`Routes::filters`]: filters that cover the command filters and
+//! Home Assistant's status topic and never overlap. Why covers and not the command filters
+//! themselves: rumqttd keeps one log per filter and serves a link filter by filter, so a burst
+//! on two command topics of one device (`.../on`, `.../off`) came out grouped by topic, not in
+//! the order it was sent. Through filters that never overlap each message has exactly one way
+//! in, and what arrives is in the broker's order. While a reload swaps the covers, a message
+//! may come through an old and a new one; it is the same buffers both times, and
+//! [`Routes::dispatch`] drops the copy.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -122,27 +127,35 @@ impl Routes {
         self.wanted.notify_one();
     }
 
-    /// Stops routing to the device.
+    /// Stops routing to the device (the link's covers are recomputed).
     pub fn remove(&self, device: &str) {
         if let Ok(mut routes) = self.routes.write() {
+            let before = routes.len();
             routes.retain(|r| r.device != device);
+            if routes.len() != before {
+                self.wanted.notify_one();
+            }
         }
     }
 
-    /// The filters the broker link must subscribe to: every command's, and Home Assistant's
-    /// status topic once discovery is on.
+    /// The filters the broker link must subscribe to: ones that cover every command's filter,
+    /// and Home Assistant's status topic once discovery is on, with no two overlapping (see the
+    /// module's doc: one way in per message keeps the broker's order).
     pub fn filters(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .routes
-            .read()
-            .map(|r| r.iter().map(|r| r.filter.clone()).collect())
-            .unwrap_or_default();
-        if let Ok(Some(t)) = self.birth_topic.read().as_deref().cloned() {
-            out.push(t);
+        let mut by_device: Vec<(String, Vec<String>)> = Vec::new();
+        if let Ok(routes) = self.routes.read() {
+            for r in routes.iter() {
+                match by_device.iter_mut().find(|(d, _)| *d == r.device) {
+                    Some((_, filters)) => filters.push(r.filter.clone()),
+                    None => by_device.push((r.device.clone(), vec![r.filter.clone()])),
+                }
+            }
         }
-        out.sort();
-        out.dedup();
-        out
+        let mut groups: Vec<Vec<String>> = by_device.into_iter().map(|(_, f)| f).collect();
+        if let Ok(Some(t)) = self.birth_topic.read().as_deref().cloned() {
+            groups.push(vec![t]);
+        }
+        covers(&groups)
     }
 
     /// Whether the message was dispatched already (delivered again by an overlapping filter).
@@ -208,5 +221,105 @@ impl Routes {
             }
         }
         taken
+    }
+}
+
+/// Filters that cover each group of filters (one group per device, whose order matters) and
+/// never overlap one another: each group's common literal levels + `#` (a level with a wildcard
+/// ends the common part), and of two covers where one holds the other, only the wider.
+///
+/// Written here, not taken from a crate: it is the gateway's own ordering rule, a few lines
+/// over MQTT's level syntax.
+pub fn covers(groups: &[Vec<String>]) -> Vec<String> {
+    let mut prefixes: Vec<Vec<&str>> = Vec::new();
+    for group in groups {
+        let mut common: Option<Vec<&str>> = None;
+        for filter in group {
+            let literal: Vec<&str> = filter
+                .split('/')
+                .take_while(|l| !l.contains(['+', '#']))
+                .collect();
+            common = Some(match common {
+                None => literal,
+                Some(c) => c
+                    .iter()
+                    .zip(&literal)
+                    .take_while(|(a, b)| a == b)
+                    .map(|(a, _)| *a)
+                    .collect(),
+            });
+        }
+        if let Some(c) = common {
+            prefixes.push(c);
+        }
+    }
+    // Shortest first: a prefix is kept unless a kept one is a prefix of it (covers it).
+    prefixes.sort_by_key(|p| p.len());
+    let mut kept: Vec<Vec<&str>> = Vec::new();
+    for p in prefixes {
+        if !kept.iter().any(|k| p.starts_with(k)) {
+            kept.push(p);
+        }
+    }
+    let mut out: Vec<String> = kept
+        .iter()
+        .map(|p| {
+            if p.is_empty() {
+                "#".to_owned()
+            } else {
+                format!("{}/#", p.join("/"))
+            }
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn groups(g: &[&[&str]]) -> Vec<Vec<String>> {
+        g.iter()
+            .map(|f| f.iter().map(|s| s.to_string()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn covers_never_overlap_and_cover_every_filter() {
+        let cases: &[(&[&[&str]], &[&str])] = &[
+            (&[&["cmd/gw/relay/set"]], &["cmd/gw/relay/set/#"]),
+            (
+                &[&["cmd/gw/relay/on", "cmd/gw/relay/off"]],
+                &["cmd/gw/relay/#"],
+            ),
+            (
+                &[
+                    &["cmd/gw/a/set"],
+                    &["cmd/gw/b/set"],
+                    &["homeassistant/status"],
+                ],
+                &["cmd/gw/a/set/#", "cmd/gw/b/set/#", "homeassistant/status/#"],
+            ),
+            // One device's filter inside another's cover: the wider one takes both.
+            (
+                &[&["cmd/gw/relay/on", "cmd/gw/relay/off"], &["cmd/gw/#"]],
+                &["cmd/gw/#"],
+            ),
+            (&[&["cmd/+/relay/set"]], &["cmd/#"]),
+            (&[&["a/x", "b/y"]], &["#"]),
+            (&[&["+/set"], &["cmd/x"]], &["#"]),
+        ];
+        for (input, want) in cases {
+            let got = covers(&groups(input));
+            assert_eq!(got, *want, "{input:?}");
+            for f in input.iter().flat_map(|g| g.iter()) {
+                let probe = f.replace('+', "p").replace('#', "h");
+                assert!(
+                    got.iter().any(|c| topic_matches(c, &probe)),
+                    "{f} not covered by {got:?}"
+                );
+            }
+        }
     }
 }

@@ -333,3 +333,81 @@ commands:
     assert_eq!(read_bytes(&mut pty, 10).await, b"A=ON\nB=ON\n");
     assert_nothing_written(&mut pty, Duration::from_millis(300)).await;
 }
+
+/// A relay switched by two command topics of its own (`.../on` and `.../off`), and a second
+/// relay whose command topic lies under a filter of the first: the broker's per-filter delivery
+/// must not reorder what one client sent in a row.
+fn two_topic_config(port: &std::path::Path, other: &std::path::Path) -> String {
+    format!(
+        r#"
+gateway: {{id: gw, state_dir: "{{dir}}/state"}}
+broker: {{listen: "127.0.0.1:{{port}}"}}
+devices:
+  - {{name: relay, port: {port}, commands: [on, off]}}
+  - {{name: other, port: {other}, commands: [any]}}
+commands:
+  on: {{subscribe: "cmd/{{gateway}}/{{device}}/on", write: "R1=ON\r\n"}}
+  off: {{subscribe: "cmd/{{gateway}}/{{device}}/off", write: "R1=OFF\r\n"}}
+  any: {{subscribe: "cmd/{{gateway}}/#", write: "X\n"}}
+"#,
+        port = port.display(),
+        other = other.display()
+    )
+}
+
+#[tokio::test]
+async fn commands_on_two_topics_of_one_device_are_written_in_the_order_they_were_sent() {
+    let mut pty = Pty::new();
+    let mut other = Pty::new();
+    let gw = start_gateway(&two_topic_config(&pty.path, &other.path));
+    gw.wait_log("device online", T).await;
+    // Ready when one command comes through whole (port open, subscriptions active).
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        publish(gw.port, "cmd/gw/relay/off", b"").await;
+        let mut buf = [0u8; 8];
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_millis(500), pty.master.read_exact(&mut buf)).await
+        {
+            assert_eq!(&buf, b"R1=OFF\r\n");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", gw.logs());
+    }
+    let mut rest = [0u8; 256];
+    while let Ok(Ok(_)) =
+        tokio::time::timeout(Duration::from_millis(300), pty.master.read(&mut rest)).await
+    {}
+
+    // One client, a burst in an irregular order (the INBOX bounds a burst: stay under it).
+    let (client, mut events) =
+        AsyncClient::new(MqttOptions::new("burst2", "127.0.0.1", gw.port), 100);
+    tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let mut states = Vec::new();
+    let mut rng = fastrand::Rng::with_seed(7);
+    for _ in 0..24 {
+        states.push(if rng.bool() { "ON" } else { "OFF" });
+    }
+    for s in &states {
+        let topic = format!("cmd/gw/relay/{}", s.to_ascii_lowercase());
+        client
+            .publish(topic, QoS::AtLeastOnce, false, Vec::new())
+            .await
+            .expect("publish");
+    }
+    let expected: Vec<u8> = states
+        .iter()
+        .flat_map(|s| format!("R1={s}\r\n").into_bytes())
+        .collect();
+    assert_eq!(
+        String::from_utf8_lossy(&read_bytes(&mut pty, expected.len()).await),
+        String::from_utf8_lossy(&expected),
+        "the relay got the commands in another order than they were sent"
+    );
+    // The other relay's filter covers both topics: it got one write per message, too.
+    let mut buf = vec![0u8; 2 * (states.len() + 1)];
+    tokio::time::timeout(T, other.master.read_exact(&mut buf))
+        .await
+        .expect("the other relay got every message")
+        .expect("read pty");
+}

@@ -746,6 +746,18 @@ fn validate(
                 }
             }
         }
+        let filters: Vec<String> = device_commands.iter().map(|c| c.filter.clone()).collect();
+        if filters.len() > 1 && crate::downlink::covers(&[filters.clone()]) == ["#"] {
+            p.warn(
+                &format!("{path}.commands"),
+                format!(
+                    "the commands of `{}` share no first topic level ({}): to keep their order the gateway must look at every message on its broker",
+                    d.name,
+                    filters.join(", ")
+                ),
+                Some("give them a common prefix, e.g. `cmd/{gateway}/{device}/...`".into()),
+            );
+        }
         if d.rules.is_empty() && d.commands.is_empty() {
             p.warn(
                 &path,

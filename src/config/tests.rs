@@ -329,6 +329,27 @@ fn commands_are_compiled_per_device_and_mistakes_point_at_their_line() {
         .warnings
         .iter()
         .any(|w| w.message.contains("command `switch` is not used")));
+
+    // Commands of one device with no common first level: a warning naming them.
+    let other = "  other:
+    subscribe: 'relays/{device}'
+    write: x
+";
+    let c = load(&with("[switch, other]", &format!("{switch}{other}"))).unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.message.contains("share no first topic level")
+                && w.message.contains("relays/greenhouse")),
+        "{:?}",
+        c.warnings
+    );
+    let near = "  other:
+    subscribe: 'cmd/{gateway}/{device}/other'
+    write: x
+";
+    let c = load(&with("[switch, other]", &format!("{switch}{near}"))).unwrap();
+    assert!(c.warnings.iter().all(|w| !w.message.contains("share no")));
 }
 
 #[test]
