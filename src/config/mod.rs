@@ -747,7 +747,7 @@ fn validate(
             }
         }
         let filters: Vec<String> = device_commands.iter().map(|c| c.filter.clone()).collect();
-        if filters.len() > 1 && crate::downlink::covers(&[filters.clone()]) == ["#"] {
+        if filters.len() > 1 && crate::downlink::covers(std::slice::from_ref(&filters)) == ["#"] {
             p.warn(
                 &format!("{path}.commands"),
                 format!(
