@@ -33,7 +33,7 @@ use tracing::{debug, error, warn};
 use crate::config::schema;
 use crate::downlink::Routes;
 use crate::message::{topic_matches, Message, Outbox};
-use crate::queue::service::QueueHandle;
+use crate::queue::thread::QueueHandle;
 
 /// Messages that may wait between the devices and the broker link.
 pub const OUTBOX_CAPACITY: usize = 1024;

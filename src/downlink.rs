@@ -31,8 +31,8 @@ use tokio::sync::{mpsc, Notify};
 use tracing::warn;
 
 use crate::message::topic_matches;
+use crate::pacing::RateLimit;
 use crate::rules::command::DeviceCommand;
-use crate::stats::RateLimit;
 
 /// Requests a device may have waiting before more are dropped.
 pub const INBOX: usize = 32;

@@ -20,18 +20,18 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use crate::broker;
-use crate::config::uplink::QueueSettings;
+use crate::config::QueueSettings;
 use crate::config::{Config, Device, PortSource};
 use crate::downlink::{self, Routes};
 use crate::homeassistant;
 use crate::message::Message;
 use crate::outlet::{Outlet, Upstream};
 use crate::prometheus;
-use crate::queue::{self, service::QueueHandle};
+use crate::queue::{self, thread::QueueHandle};
 use crate::serial::device::DeviceTask;
 use crate::serial::simulate;
-use crate::service::Systemd;
 use crate::stats::{DeviceList, DeviceStats};
+use crate::systemd::Systemd;
 use crate::uplink::{Uplink, UplinkState};
 
 /// A retained QoS 1 message for the embedded broker.
@@ -99,7 +99,7 @@ pub enum GatewayError {
 /// Opens the store-and-forward queue and reports what recovery did.
 async fn open_queue(settings: &QueueSettings) -> Result<QueueHandle, GatewayError> {
     let s = settings.clone();
-    let (handle, recovery) = tokio::task::spawn_blocking(move || queue::service::start(&s))
+    let (handle, recovery) = tokio::task::spawn_blocking(move || queue::thread::start(&s))
         .await
         .map_err(|e| GatewayError::Task(e.to_string()))?
         .map_err(|source| GatewayError::Queue {

@@ -11,8 +11,8 @@ use tracing::{error, info, warn};
 use serial2mqtt::config::{self, Config, DEFAULT_PATH};
 use serial2mqtt::gateway;
 use serial2mqtt::serial::device::FrameHandler;
-use serial2mqtt::service;
 use serial2mqtt::stats::DeviceStats;
+use serial2mqtt::systemd;
 
 /// Reads sensor frames from serial ports and publishes them as MQTT messages by YAML rules.
 #[derive(Parser)]
@@ -254,8 +254,8 @@ fn run(path: PathBuf) -> ExitCode {
     let Some(config) = load_or_report(&path) else {
         return ExitCode::FAILURE;
     };
-    service::init_logging(&config.log_level);
-    let systemd = service::Systemd::from_env();
+    systemd::init_logging(&config.log_level);
+    let systemd = systemd::Systemd::from_env();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("serial2mqtt")
@@ -294,7 +294,7 @@ fn run(path: PathBuf) -> ExitCode {
 async fn watch_reloads(
     path: PathBuf,
     gateway: tokio::sync::mpsc::Sender<Config>,
-    systemd: service::Systemd,
+    systemd: systemd::Systemd,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = match signal(SignalKind::hangup()) {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::message::{topic_matches, Message, Outbox};
-use crate::queue::service::{Closed, QueueHandle};
+use crate::queue::thread::{Closed, QueueHandle};
 
 /// The uplink's side of an outlet.
 #[derive(Clone)]

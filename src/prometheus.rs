@@ -17,21 +17,12 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tokio_util::sync::CancellationToken;
 
 use crate::downlink::Routes;
-use crate::queue::service::QueueHandle;
+use crate::queue::thread::QueueHandle;
 use crate::stats::{DeviceList, DeviceStats};
-use crate::uplink::UplinkState;
+use crate::uplink::{UplinkState, LATENCY_BUCKETS, PUBLISH_LATENCY};
 
 /// How often the collector copies the counters.
 pub const COLLECT_EVERY: Duration = Duration::from_secs(1);
-
-/// Name of the uplink's publish → PUBACK latency histogram, in seconds.
-pub const PUBLISH_LATENCY: &str = "serial2mqtt_uplink_publish_seconds";
-
-/// Buckets of the latency histogram: loopback brokers answer in well under a millisecond,
-/// cloud brokers in tens of milliseconds, a struggling link in seconds.
-const LATENCY_BUCKETS: [f64; 14] = [
-    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
 
 /// Why the endpoint did not start.
 #[derive(Debug, thiserror::Error)]

@@ -1,11 +1,11 @@
-//! Counters that make bad input visible without flooding the log.
+//! Counters that make bad input visible without flooding the log (the log lines themselves are
+//! paced by [`crate::pacing`]).
 //!
 //! Every dropped or unmatched frame is counted per device; log lines about them are rate-limited
 //! (the first one at once, then at most one summary per interval), so a device spewing garbage
 //! costs a counter increment per frame, not a log write.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 /// Counters of one device, shared with whoever reports them.
 #[derive(Debug, Default)]
@@ -95,53 +95,3 @@ impl DeviceStats {
 
 /// The running devices' counters, by name: for the stats message, the status line and metrics.
 pub type DeviceList = std::sync::Arc<std::sync::Mutex<Vec<(String, std::sync::Arc<DeviceStats>)>>>;
-
-/// Decides when a repeated event may be logged again.
-#[derive(Debug)]
-pub struct RateLimit {
-    every: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimit {
-    /// At most one log line per `every`.
-    pub fn new(every: Duration) -> Self {
-        Self {
-            every,
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    /// Records one event. Returns `Some(n)` when it should be logged now, `n` being how many
-    /// events were not logged since the last line.
-    pub fn hit(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        match self.last {
-            Some(t) if now.duration_since(t) < self.every => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn first_event_logs_then_suppresses_and_counts() {
-        let mut r = RateLimit::new(Duration::from_secs(3600));
-        assert_eq!(r.hit(), Some(0));
-        assert_eq!(r.hit(), None);
-        assert_eq!(r.hit(), None);
-        r.last = Some(Instant::now() - Duration::from_secs(7200));
-        assert_eq!(r.hit(), Some(2));
-    }
-}

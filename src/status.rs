@@ -58,7 +58,7 @@ pub async fn fetch(config: &Config, target: &TlsTarget) -> Result<Value, String>
             cert_file: None,
             key_file: None,
         };
-        let client = crate::uplink::tls::client_config(Some(&trust))?;
+        let client = crate::tls::client_config(Some(&trust))?;
         opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(client)));
     }
     let (client, mut events) = AsyncClient::new(opts, 10);

@@ -910,7 +910,7 @@ async fn the_local_listener_speaks_tls_with_logins_and_plain_tcp_gets_nothing() 
     // Plain MQTT on the TLS port gets no CONNACK.
     assert!(!can_log_in(gw.port, Some(("dash", "tls-pass"))).await);
 
-    let tls = serial2mqtt::uplink::tls::client_config(Some(&serial2mqtt::config::schema::Tls {
+    let tls = serial2mqtt::tls::client_config(Some(&serial2mqtt::config::schema::Tls {
         ca_file: Some(d.join("local-ca.pem")),
         cert_file: None,
         key_file: None,

@@ -274,7 +274,7 @@ async fn mutual_tls_and_a_password_against_mosquitto() {
     // A checker subscribed upstream over the same TLS, with the same credentials.
     let mut opts = MqttOptions::new("checker", "localhost", port);
     opts.set_credentials("gw-17", "s3cret");
-    let config = serial2mqtt::uplink::tls::client_config(Some(&serial2mqtt::config::schema::Tls {
+    let config = serial2mqtt::tls::client_config(Some(&serial2mqtt::config::schema::Tls {
         ca_file: Some(d.join("ca.pem")),
         cert_file: Some(d.join("client.pem")),
         key_file: Some(d.join("client.key")),

@@ -62,12 +62,13 @@
 pub mod cursor;
 pub mod record;
 pub mod segment;
-pub mod service;
+pub mod thread;
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use tracing::{error, info, warn};
 
@@ -90,6 +91,19 @@ pub struct Options {
     pub segment_bytes: u64,
     /// Sync before `append` returns (flush interval 0) instead of on `sync`.
     pub sync_every_append: bool,
+}
+
+/// The store-and-forward queue, ready to open by its thread (the config's `queue:` section).
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// `<state_dir>/queue`.
+    pub dir: PathBuf,
+    /// Disk cap.
+    pub max_bytes: u64,
+    /// Segment size.
+    pub segment_bytes: u64,
+    /// Group commit interval; zero syncs every append.
+    pub flush_interval: Duration,
 }
 
 /// What opening the queue found and repaired.

@@ -14,8 +14,9 @@ use regex::Regex;
 
 use super::template::{Builtin, Builtins, NoValues, Template, TemplateError, Var, BUILTINS};
 use super::{err, Captures, CompileError};
+use crate::config::diagnostics::suggest;
 use crate::config::schema;
-use crate::homeassistant::{Entity, COMMAND_COMPONENTS};
+use crate::homeassistant::entity::{Entity, COMMAND_COMPONENTS};
 use crate::message::{filter_problem, topic_problem};
 use crate::serial::framing::{encode_frame, Framing};
 
@@ -156,7 +157,7 @@ impl Command {
                             .chain(PAYLOAD_NAMES)
                             .chain(slots.iter().map(String::as_str).filter(|s| !s.is_empty()))
                             .collect();
-                        let help = match super::suggest(n, known.iter().copied()) {
+                        let help = match suggest(n, known.iter().copied()) {
                             Some(s) => format!("did you mean {{{s}}}?"),
                             None => format!(
                                 "use {{payload}}, a named capture of `match`, or one of: {}",

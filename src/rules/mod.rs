@@ -19,8 +19,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use regex::Regex;
 
+use crate::config::diagnostics::suggest;
 use crate::config::schema;
-use crate::homeassistant::{Entity, STATE_COMPONENTS};
+use crate::homeassistant::entity::{Entity, STATE_COMPONENTS};
 use crate::message::{topic_problem, Message};
 use binary::{decimals_of, BinField, FieldType, TYPE_NAMES};
 use template::{
@@ -107,16 +108,6 @@ fn err(path: impl Into<String>, message: impl Into<String>, help: Option<String>
         message: message.into(),
         help,
     }
-}
-
-/// The closest of `candidates` to `word`, when it is close enough to be a likely typo.
-pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .into_iter()
-        .map(|c| (strsim::jaro_winkler(word, c), c))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
 }
 
 impl Rule {

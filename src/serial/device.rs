@@ -16,7 +16,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use backon::BackoffBuilder;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -31,10 +30,11 @@ use crate::config::Device;
 use crate::downlink::Request;
 use crate::message::Message;
 use crate::outlet::Outlet;
+use crate::pacing::RateLimit;
 use crate::rules::command::DeviceCommand;
 use crate::rules::template::Builtins;
 use crate::rules::Verdict;
-use crate::stats::{DeviceStats, RateLimit};
+use crate::stats::DeviceStats;
 
 /// First delay before reopening a port that is gone.
 pub const REOPEN_MIN: Duration = Duration::from_millis(250);
@@ -99,7 +99,7 @@ impl DeviceTask {
     pub async fn run(self, mut requests: mpsc::Receiver<Request>) {
         let name = self.device.name.clone();
         let mut refusals = RateLimit::new(LOG_EVERY);
-        let mut delays = self.backoff();
+        let mut delays = crate::pacing::backoff(REOPEN_MIN, REOPEN_MAX);
         let mut last_error: Option<String> = None;
         let mut announced_offline = false;
         loop {
@@ -119,7 +119,7 @@ impl DeviceTask {
                     // A port that opens and fails at once must not flap at the shortest delay:
                     // the backoff starts over only after the port stayed up for a while.
                     if opened.elapsed() >= REOPEN_MAX {
-                        delays = self.backoff();
+                        delays = crate::pacing::backoff(REOPEN_MIN, REOPEN_MAX);
                     }
                     match stop {
                         Stop::Shutdown => break,
@@ -181,18 +181,6 @@ impl DeviceTask {
             tokio_serial::StopBits::Two => 2,
         };
         Some(gap.duration(d.baud, 1 + data + parity + stop))
-    }
-
-    fn backoff(&self) -> impl Iterator<Item = Duration> {
-        // backon adds its jitter (up to +100%) after the cap: cap again so REOPEN_MAX holds.
-        backon::ExponentialBuilder::default()
-            .with_min_delay(REOPEN_MIN)
-            .with_max_delay(REOPEN_MAX)
-            .with_factor(2.0)
-            .with_jitter()
-            .without_max_times()
-            .build()
-            .map(|d| d.min(REOPEN_MAX))
     }
 
     fn open(&self) -> Result<tokio_serial::SerialStream, String> {

@@ -16,9 +16,9 @@ use rumqttc::v5::mqttbytes::v5 as p5;
 use rumqttc::v5::mqttbytes::QoS as QoS5;
 use rumqttc::{Outgoing, QoS};
 
-use super::tls;
-use crate::config::uplink::{Endpoint, UplinkSettings};
+use crate::config::{Endpoint, UplinkSettings};
 use crate::message::Message;
+use crate::tls;
 
 /// What happened on the connection, in protocol-neutral terms.
 pub enum Ev {

@@ -15,7 +15,6 @@
 //! adds user properties and brokers that refuse a message by reason code (kept, retried).
 
 pub mod client;
-pub mod tls;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -24,21 +23,29 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backon::BackoffBuilder;
 use bytes::Bytes;
 use client::{Ev, Events};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::uplink::{Endpoint, UplinkSettings};
+use crate::config::{Endpoint, UplinkSettings};
 use crate::message::Outbox;
-use crate::queue::service::{Closed, QueueHandle};
+use crate::queue::thread::{Closed, QueueHandle};
 use crate::queue::Record;
 
 /// First delay between connection attempts.
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest delay between connection attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// Name of the uplink's publish → PUBACK latency histogram, in seconds.
+pub const PUBLISH_LATENCY: &str = "serial2mqtt_uplink_publish_seconds";
+
+/// Buckets of the latency histogram: loopback brokers answer in well under a millisecond,
+/// cloud brokers in tens of milliseconds, a struggling link in seconds.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// What the rest of the gateway can see of the uplink.
 #[derive(Debug, Default)]
@@ -82,7 +89,7 @@ type ReadFuture = Pin<Box<dyn Future<Output = Result<Vec<Record>, Closed>> + Sen
 impl Uplink {
     /// Runs until shutdown: connect, drain, reconnect with backoff, fail over.
     pub async fn run(self) {
-        let mut delays = backoff();
+        let mut delays = crate::pacing::backoff(BACKOFF_MIN, BACKOFF_MAX);
         let mut index = 0usize;
         let mut last_error = String::new();
         loop {
@@ -103,7 +110,7 @@ impl Uplink {
                 End::Failed { why, was_connected } => {
                     self.state.connected.store(false, Ordering::Relaxed);
                     if was_connected {
-                        delays = backoff();
+                        delays = crate::pacing::backoff(BACKOFF_MIN, BACKOFF_MAX);
                     } else {
                         // Not reachable: try the next broker of the failover list.
                         index += 1;
@@ -247,7 +254,7 @@ impl Uplink {
                         let Some(pos) = inflight.iter().position(|(p, _, _)| *p == pkid) else { continue };
                         let mut highest = None;
                         let mut delivered = 0;
-                        let latency = metrics::histogram!(crate::prometheus::PUBLISH_LATENCY);
+                        let latency = metrics::histogram!(PUBLISH_LATENCY);
                         for (_, seq, sent) in inflight.drain(..=pos) {
                             latency.record(sent.elapsed().as_secs_f64());
                             if seq.is_some() {
@@ -309,15 +316,4 @@ async fn wait_connack(events: &mut Events) -> Result<(), String> {
             return Ok(());
         }
     }
-}
-
-fn backoff() -> impl Iterator<Item = Duration> {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(BACKOFF_MIN)
-        .with_max_delay(BACKOFF_MAX)
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
-        .build()
-        .map(|d| d.min(BACKOFF_MAX))
 }

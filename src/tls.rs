@@ -1,7 +1,7 @@
-//! TLS for `mqtts://` uplinks: rustls with the pure-Rust `ring` provider (no C beyond ring, so
-//! it cross-compiles for every Pi), server CA from `tls.ca_file` or the system's roots, optional
-//! client certificate for mutual TLS (AWS IoT style); and the check of the embedded broker's
-//! own certificate.
+//! TLS, one place for the uplink's `mqtts://`, `status` over TLS and the embedded broker's
+//! listener: rustls with the pure-Rust `ring` provider (no C beyond ring, so it cross-compiles
+//! for every Pi), server CA from `tls.ca_file` or the system's roots, optional client
+//! certificate for mutual TLS (AWS IoT style); and the check of the broker's own certificate.
 
 use std::path::Path;
 use std::sync::Arc;

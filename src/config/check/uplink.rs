@@ -1,100 +1,11 @@
-//! The `uplink:` and `queue:` sections, validated: endpoints parsed, templates rendered, the
-//! password read from its file (and kept out of `Debug` output and logs).
+//! `uplink:`: the upstream brokers, credentials, TLS files, topics and limits.
 
-use std::fmt;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use super::schema;
-use super::Problems;
+use super::{warn_if_world_readable, Problems};
+use crate::config::model::{Endpoint, Secret, UplinkSettings};
+use crate::config::schema;
 use crate::message::{filter_problem, topic_problem};
-
-/// A password: never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// One upstream broker address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    /// `mqtts://`.
-    pub tls: bool,
-    /// Host name or address.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-}
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.tls { "mqtts" } else { "mqtt" };
-        write!(f, "{scheme}://{}:{}", self.host, self.port)
-    }
-}
-
-/// The uplink, ready to connect.
-#[derive(Debug, Clone)]
-pub struct UplinkSettings {
-    /// Failover list, tried in order.
-    pub endpoints: Vec<Endpoint>,
-    /// MQTT client id.
-    pub client_id: String,
-    /// User name.
-    pub username: Option<String>,
-    /// Password, read from `password_file`.
-    pub password: Option<Secret>,
-    /// TLS files.
-    pub tls: Option<schema::Tls>,
-    /// Keep-alive.
-    pub keep_alive: Duration,
-    /// Time allowed from TCP connect to CONNACK.
-    pub connect_timeout: Duration,
-    /// Local filters forwarded upstream.
-    pub forward: Vec<String>,
-    /// Prefix of every upstream topic ("" for none).
-    pub topic_prefix: String,
-    /// Upstream filters brought down.
-    pub subscribe: Vec<String>,
-    /// Retained online/offline topic upstream.
-    pub status_topic: String,
-    /// Messages in flight.
-    pub inflight: u16,
-    /// Largest packet.
-    pub max_packet: usize,
-    /// Replay pacing, messages per second.
-    pub max_rate: Option<u32>,
-    /// 3 (MQTT 3.1.1) or 5.
-    pub protocol: u8,
-    /// MQTT 5 message expiry.
-    pub message_expiry: Option<Duration>,
-    /// The gateway id (an MQTT 5 user property of every forwarded message).
-    pub gateway: String,
-}
-
-/// The store-and-forward queue, ready to open.
-#[derive(Debug, Clone)]
-pub struct QueueSettings {
-    /// `<state_dir>/queue`.
-    pub dir: PathBuf,
-    /// Disk cap.
-    pub max_bytes: u64,
-    /// Segment size.
-    pub segment_bytes: u64,
-    /// Group commit interval; zero syncs every append.
-    pub flush_interval: Duration,
-}
 
 fn gateway_template(text: &str, gateway: &str) -> Result<String, String> {
     let rendered = text.replace("{gateway}", gateway);
@@ -105,7 +16,7 @@ fn gateway_template(text: &str, gateway: &str) -> Result<String, String> {
 }
 
 /// Checks `uplink:`; problems go to `p`.
-pub(super) fn validate_uplink(
+pub(super) fn check(
     raw: schema::Uplink,
     gateway: &str,
     p: &mut Problems,
@@ -386,59 +297,6 @@ fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
     }
     let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
     Ok(Endpoint { tls, host, port })
-}
-
-#[cfg(unix)]
-pub(super) fn warn_if_world_readable(key: &str, file: &std::path::Path, p: &mut Problems) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(m) = std::fs::metadata(file) {
-        if m.permissions().mode() & 0o004 != 0 {
-            p.warn(
-                key,
-                format!("{} is readable by every user", file.display()),
-                Some(format!("chmod 600 {}", file.display())),
-            );
-        }
-    }
-}
-
-/// Checks `queue:`; problems go to `p`.
-pub(super) fn validate_queue(
-    raw: &schema::Queue,
-    state_dir: &std::path::Path,
-    p: &mut Problems,
-) -> QueueSettings {
-    let max = raw.max_bytes.as_u64();
-    let seg = raw.segment_bytes.as_u64();
-    if seg < 64 * 1024 {
-        p.error(
-            "queue.segment_bytes",
-            "must be at least 64KiB",
-            Some("write e.g. segment_bytes: 16MiB".into()),
-        );
-    } else if max < 2 * seg {
-        p.error(
-            "queue.max_bytes",
-            format!(
-                "must be at least twice segment_bytes ({})",
-                raw.segment_bytes
-            ),
-            Some("raise max_bytes or lower segment_bytes".into()),
-        );
-    }
-    if raw.flush_interval > Duration::from_secs(10) {
-        p.error(
-            "queue.flush_interval",
-            "longer than 10s puts too much at risk in a power cut",
-            Some("write e.g. flush_interval: 100ms (0 syncs every message)".into()),
-        );
-    }
-    QueueSettings {
-        dir: state_dir.join("queue"),
-        max_bytes: max,
-        segment_bytes: seg,
-        flush_interval: raw.flush_interval,
-    }
 }
 
 #[cfg(test)]

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
+use super::QueueSettings;
 use super::{Options, Queue, Record, Recovery, Stats};
-use crate::config::uplink::QueueSettings;
 use crate::message::Message;
-use crate::stats::RateLimit;
+use crate::pacing::RateLimit;
 
 /// Commands waiting for the queue thread; a full channel slows the producers down.
 const CAPACITY: usize = 4096;

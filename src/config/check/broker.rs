@@ -1,0 +1,112 @@
+//! `broker:`: the embedded broker's limits, its logins and its TLS identity.
+
+use std::path::Path;
+
+use super::{warn_if_world_readable, Problems};
+use crate::config::schema;
+
+/// Checks `broker:` and reads its users file.
+pub(super) fn check(raw: schema::Broker, p: &mut Problems) -> schema::Broker {
+    if raw.max_connections == 0 {
+        p.error(
+            "broker.max_connections",
+            "must be at least 1",
+            Some("write e.g. max_connections: 64".into()),
+        );
+    }
+    if raw.nice > 19 {
+        p.error(
+            "broker.nice",
+            "must be between 0 and 19",
+            Some(
+                "write e.g. nice: 10 (0 serves local clients at the same priority as the readings)"
+                    .into(),
+            ),
+        );
+    }
+    if raw.max_inflight == 0 || raw.max_inflight > u16::MAX as usize {
+        p.error("broker.max_inflight", "must be between 1 and 65535", None);
+    }
+    if raw.window.as_u64() < 4 * 1024 || raw.window.as_u64() > 1 << 30 {
+        p.error(
+            "broker.window",
+            format!("{} is out of range", raw.window),
+            Some("write a size between 4KiB and 1GiB, e.g. window: 64KiB".into()),
+        );
+    }
+    if raw.connect_timeout < std::time::Duration::from_secs(1)
+        || raw.connect_timeout.as_millis() > u16::MAX as u128
+    {
+        p.error(
+            "broker.connect_timeout",
+            "must be between 1s and 65s",
+            Some("write e.g. connect_timeout: 5s".into()),
+        );
+    }
+
+    let mut broker = raw;
+    if let Some(file) = broker.users_file.clone() {
+        broker.users = read_users(&file, p);
+    }
+    if let Some(tls) = &broker.tls {
+        if let Err(why) = crate::tls::check_server_identity(&tls.cert_file, &tls.key_file) {
+            p.error(
+                "broker.tls",
+                why,
+                Some(
+                    "give a PEM certificate chain in cert_file and its PEM private key in key_file"
+                        .into(),
+                ),
+            );
+        }
+    }
+
+    broker
+}
+
+/// Reads `broker.users_file`: `user:password` per line; blank lines and `#` comments skipped.
+fn read_users(file: &Path, p: &mut Problems) -> Option<schema::Users> {
+    let key = "broker.users_file";
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            p.error(
+                key,
+                format!("cannot read {}: {e}", file.display()),
+                Some("create it with one `user:password` per line (chmod 640)".into()),
+            );
+            return None;
+        }
+    };
+    warn_if_world_readable(key, file, p);
+    let mut users = std::collections::HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        match line.split_once(':') {
+            Some((user, pass)) if !user.is_empty() && !pass.is_empty() => {
+                users.insert(user.to_owned(), pass.to_owned());
+            }
+            // The line may hold a password: say where, never what.
+            _ => p.error(
+                key,
+                format!("{}:{}: not a `user:password` line", file.display(), i + 1),
+                Some("write one `user:password` per line".into()),
+            ),
+        }
+    }
+    if users.is_empty() {
+        p.error(
+            key,
+            format!(
+                "{} holds no `user:password` line: no client could log in",
+                file.display()
+            ),
+            Some("add a line like `dashboard:a-long-password`, or remove users_file".into()),
+        );
+        return None;
+    }
+    Some(schema::Users(users))
+}

@@ -1,0 +1,167 @@
+//! `rules:` and `commands:`: each compiled once (devices share them), then what the devices
+//! made of them: names used by no device, replies that would loop back as commands.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::Problems;
+use crate::config::diagnostics::suggest;
+use crate::config::model::Device;
+use crate::config::schema;
+use crate::rules::command::{Command, DeviceCommand};
+use crate::rules::{CompileError, Rule};
+
+/// The compiled rules and commands by name, and which of them devices use.
+pub(super) struct Library<'a> {
+    raw_rules: &'a BTreeMap<String, schema::Rule>,
+    raw_commands: &'a BTreeMap<String, schema::Command>,
+    rules: BTreeMap<String, Arc<Rule>>,
+    commands: BTreeMap<String, Arc<Command>>,
+    used_rules: RefCell<BTreeSet<String>>,
+    used_commands: RefCell<BTreeSet<String>>,
+}
+
+/// Compiles every rule and command; each problem is reported at its key.
+pub(super) fn compile<'a>(
+    raw_rules: &'a BTreeMap<String, schema::Rule>,
+    raw_commands: &'a BTreeMap<String, schema::Command>,
+    p: &mut Problems,
+) -> Library<'a> {
+    let mut rules = BTreeMap::new();
+    for (name, rule) in raw_rules {
+        match Rule::compile(name, rule) {
+            Ok(r) => {
+                rules.insert(name.clone(), Arc::new(r));
+            }
+            Err(errs) => report(p, "rules", name, errs),
+        }
+    }
+    let mut commands = BTreeMap::new();
+    for (name, command) in raw_commands {
+        match Command::compile(name, command) {
+            Ok(c) => {
+                commands.insert(name.clone(), Arc::new(c));
+            }
+            Err(errs) => report(p, "commands", name, errs),
+        }
+    }
+    Library {
+        raw_rules,
+        raw_commands,
+        rules,
+        commands,
+        used_rules: RefCell::default(),
+        used_commands: RefCell::default(),
+    }
+}
+
+fn report(p: &mut Problems, section: &str, name: &str, errs: Vec<CompileError>) {
+    for e in errs {
+        let path = if e.path.is_empty() {
+            format!("{section}.{name}")
+        } else {
+            format!("{section}.{name}.{}", e.path)
+        };
+        p.error(&path, e.message, e.help);
+    }
+}
+
+/// What a device's reference to a rule or command found.
+pub(super) enum Lookup<T> {
+    /// Compiled.
+    Found(Arc<T>),
+    /// Defined but did not compile: reported where it is defined.
+    Broken,
+    /// Not defined; the help says what is.
+    Missing(String),
+}
+
+impl Library<'_> {
+    /// The rule a device names (marked used).
+    pub fn rule(&self, name: &str) -> Lookup<Rule> {
+        self.used_rules.borrow_mut().insert(name.to_owned());
+        lookup(name, &self.rules, self.raw_rules.keys(), "rules")
+    }
+
+    /// The command a device names (marked used).
+    pub fn command(&self, name: &str) -> Lookup<Command> {
+        self.used_commands.borrow_mut().insert(name.to_owned());
+        lookup(name, &self.commands, self.raw_commands.keys(), "commands")
+    }
+
+    /// Rules and commands no device uses: warnings (they do nothing).
+    pub fn warn_unused(&self, p: &mut Problems) {
+        for (section, kind, raw, used) in [
+            (
+                "rules",
+                "rule",
+                self.raw_rules.keys().collect::<Vec<_>>(),
+                &self.used_rules,
+            ),
+            (
+                "commands",
+                "command",
+                self.raw_commands.keys().collect(),
+                &self.used_commands,
+            ),
+        ] {
+            let used = used.borrow();
+            for name in raw.into_iter().filter(|n| !used.contains(*n)) {
+                p.warn(
+                    &format!("{section}.{name}"),
+                    format!("{kind} `{name}` is not used by any device"),
+                    Some(format!(
+                        "add `{name}` to a device's `{section}:` list, or remove it"
+                    )),
+                );
+            }
+        }
+    }
+}
+
+fn lookup<'k, T>(
+    name: &str,
+    compiled: &BTreeMap<String, Arc<T>>,
+    defined: impl Iterator<Item = &'k String>,
+    section: &str,
+) -> Lookup<T> {
+    if let Some(t) = compiled.get(name) {
+        return Lookup::Found(Arc::clone(t));
+    }
+    let names: Vec<&str> = defined.map(String::as_str).collect();
+    if names.contains(&name) {
+        return Lookup::Broken;
+    }
+    Lookup::Missing(match suggest(name, names.iter().copied()) {
+        Some(s) => format!("did you mean `{s}`?"),
+        None if names.is_empty() => format!("define it under `{section}:`"),
+        None => format!("{section} defined: {}", names.join(", ")),
+    })
+}
+
+/// Replies on a topic some command listens to would be taken as commands, and answered, and...
+pub(super) fn reply_loops(devices: &[Device], p: &mut Problems) {
+    let filters: Vec<&DeviceCommand> = devices.iter().flat_map(|d| &d.commands).collect();
+    let mut looping = std::collections::BTreeSet::new();
+    for c in &filters {
+        let Some(reply) = &c.reply_topic else {
+            continue;
+        };
+        if let Some(other) = filters
+            .iter()
+            .find(|o| crate::message::topic_matches(&o.filter, reply))
+        {
+            if looping.insert(c.command.name.clone()) {
+                p.error(
+                    &format!("commands.{}.reply_topic", c.command.name),
+                    format!(
+                        "replies on `{reply}` would be taken as commands by `{}` (it subscribes to `{}`)",
+                        other.command.name, other.filter
+                    ),
+                    Some("put replies under another topic, e.g. reply_topic: \"cmd/{gateway}/{device}/result\" next to subscribe: \"cmd/{gateway}/{device}/set\"".into()),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The validated config: what the rest of the gateway runs from. Built only by the checks in
+//! [`super::check`], so every value here has been checked (names, topics, files, ranges).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::diagnostics::Diagnostic;
+use super::schema;
+pub use crate::queue::QueueSettings;
+use crate::rules::command::DeviceCommand;
+use crate::rules::RuleSet;
+use crate::serial::framing::Framing;
+
+/// A validated config, ready to run.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it came from.
+    pub source: PathBuf,
+    /// Gateway identity and state directory.
+    pub gateway: Gateway,
+    /// Embedded broker settings.
+    pub broker: schema::Broker,
+    /// Log filter.
+    pub log_level: String,
+    /// Devices, with their compiled rules.
+    pub devices: Vec<Device>,
+    /// The upstream broker, if any.
+    pub uplink: Option<UplinkSettings>,
+    /// The store-and-forward queue (used when there is an uplink).
+    pub queue: QueueSettings,
+    /// Where the Prometheus endpoint listens, if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Home Assistant discovery prefix and birth topic.
+    pub homeassistant: schema::HomeAssistantSettings,
+    /// Things that are legal but probably not meant (an unused rule, a missing port).
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Identity of this gateway.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    /// `{gateway}` in templates.
+    pub id: String,
+    /// Durable state directory.
+    pub state_dir: PathBuf,
+    /// Stats message period (zero: off).
+    pub stats_interval: Duration,
+}
+
+/// Where a device's bytes come from.
+#[derive(Debug, Clone)]
+pub enum PortSource {
+    /// A serial device path.
+    Path(PathBuf),
+    /// A built-in simulated sensor on a pseudo-terminal.
+    Simulated(schema::Simulate),
+}
+
+/// Line settings of a serial port.
+#[derive(Debug, Clone, Copy)]
+pub struct SerialSettings {
+    /// Baud rate.
+    pub baud: u32,
+    /// Data bits.
+    pub data_bits: tokio_serial::DataBits,
+    /// Parity.
+    pub parity: tokio_serial::Parity,
+    /// Stop bits.
+    pub stop_bits: tokio_serial::StopBits,
+    /// Flow control.
+    pub flow_control: tokio_serial::FlowControl,
+}
+
+/// One device, validated.
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// `{device}` in templates.
+    pub name: String,
+    /// Where its bytes come from.
+    pub source: PortSource,
+    /// Line settings.
+    pub serial: SerialSettings,
+    /// Frame splitting.
+    pub framing: Framing,
+    /// Largest frame.
+    pub max_frame: usize,
+    /// Compiled rules in try order.
+    pub rules: RuleSet,
+    /// Retained `online`/`offline` topic.
+    pub state_topic: String,
+    /// Topic for unmatched frames, if any.
+    pub unmatched_topic: Option<String>,
+    /// Commands written to the device, with filters expanded for it.
+    pub commands: Vec<DeviceCommand>,
+}
+
+/// A password: never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub(super) String);
+
+impl Secret {
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// One upstream broker address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `mqtts://`.
+    pub tls: bool,
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
+    }
+}
+
+/// The uplink, ready to connect.
+#[derive(Debug, Clone)]
+pub struct UplinkSettings {
+    /// Failover list, tried in order.
+    pub endpoints: Vec<Endpoint>,
+    /// MQTT client id.
+    pub client_id: String,
+    /// User name.
+    pub username: Option<String>,
+    /// Password, read from `password_file`.
+    pub password: Option<Secret>,
+    /// TLS files.
+    pub tls: Option<schema::Tls>,
+    /// Keep-alive.
+    pub keep_alive: Duration,
+    /// Time allowed from TCP connect to CONNACK.
+    pub connect_timeout: Duration,
+    /// Local filters forwarded upstream.
+    pub forward: Vec<String>,
+    /// Prefix of every upstream topic ("" for none).
+    pub topic_prefix: String,
+    /// Upstream filters brought down.
+    pub subscribe: Vec<String>,
+    /// Retained online/offline topic upstream.
+    pub status_topic: String,
+    /// Messages in flight.
+    pub inflight: u16,
+    /// Largest packet.
+    pub max_packet: usize,
+    /// Replay pacing, messages per second.
+    pub max_rate: Option<u32>,
+    /// 3 (MQTT 3.1.1) or 5.
+    pub protocol: u8,
+    /// MQTT 5 message expiry.
+    pub message_expiry: Option<Duration>,
+    /// The gateway id (an MQTT 5 user property of every forwarded message).
+    pub gateway: String,
+}
