@@ -15,14 +15,46 @@ fn gateway_template(text: &str, gateway: &str) -> Result<String, String> {
     Ok(rendered)
 }
 
-/// Checks `uplink:`; problems go to `p`.
+/// Checks `uplink:`; problems go to `p`, and nothing is returned when there was one.
 pub(super) fn check(
     raw: schema::Uplink,
     gateway: &str,
     p: &mut Problems,
 ) -> Option<UplinkSettings> {
-    let mut ok = true;
+    let before = p.errors.len();
+    let endpoints = endpoints(&raw, p);
+    tls(&raw, &endpoints, p);
+    let password = password(&raw, p);
+    let topics = topics(&raw, gateway, p)?;
+    let (protocol, max_packet) = limits(&raw, p);
+    if p.errors.len() > before {
+        return None;
+    }
+    Some(UplinkSettings {
+        protocol,
+        message_expiry: raw.message_expiry,
+        gateway: gateway.to_owned(),
+        endpoints,
+        client_id: topics.client_id,
+        username: raw.username,
+        password,
+        tls: raw.tls,
+        keep_alive: raw.keep_alive,
+        connect_timeout: raw.connect_timeout,
+        forward: raw.forward,
+        topic_prefix: topics.topic_prefix,
+        subscribe: topics.subscribe,
+        status_topic: topics.status_topic,
+        inflight: raw.inflight,
+        max_packet,
+        max_rate: raw.max_rate,
+    })
+}
+
+/// `url`: one broker or a failover list, each `mqtt://` or `mqtts://`.
+fn endpoints(raw: &schema::Uplink, p: &mut Problems) -> Vec<Endpoint> {
     let mut endpoints = Vec::new();
+    let mut ok = true;
     for (i, u) in raw.url.to_vec().iter().enumerate() {
         let path = match raw.url {
             schema::OneOrMany::One(_) => "uplink.url".to_owned(),
@@ -49,43 +81,46 @@ pub(super) fn check(
             "no upstream broker given",
             Some("write e.g. url: mqtt://broker.local:1883".into()),
         );
-        ok = false;
     }
-    let any_tls = endpoints.iter().any(|e| e.tls);
-    if let Some(tls) = &raw.tls {
-        if !any_tls && !endpoints.is_empty() {
-            p.error(
-                "uplink.tls",
-                "TLS files are set but no url is mqtts://",
-                Some("use mqtts:// urls, or remove `tls:`".into()),
-            );
-            ok = false;
-        }
-        if tls.cert_file.is_some() != tls.key_file.is_some() {
-            p.error(
-                "uplink.tls",
-                "a client certificate needs both cert_file and key_file",
-                None,
-            );
-            ok = false;
-        }
-        for (key, file) in [
-            ("ca_file", &tls.ca_file),
-            ("cert_file", &tls.cert_file),
-            ("key_file", &tls.key_file),
-        ] {
-            if let Some(f) = file {
-                if let Err(e) = std::fs::metadata(f) {
-                    p.error(
-                        &format!("uplink.tls.{key}"),
-                        format!("cannot read {}: {e}", f.display()),
-                        None,
-                    );
-                    ok = false;
-                }
+    endpoints
+}
+
+/// `tls:`: only with `mqtts://`, a client certificate with its key, files that can be read.
+fn tls(raw: &schema::Uplink, endpoints: &[Endpoint], p: &mut Problems) {
+    let Some(tls) = &raw.tls else { return };
+    if !endpoints.iter().any(|e| e.tls) && !endpoints.is_empty() {
+        p.error(
+            "uplink.tls",
+            "TLS files are set but no url is mqtts://",
+            Some("use mqtts:// urls, or remove `tls:`".into()),
+        );
+    }
+    if tls.cert_file.is_some() != tls.key_file.is_some() {
+        p.error(
+            "uplink.tls",
+            "a client certificate needs both cert_file and key_file",
+            None,
+        );
+    }
+    for (key, file) in [
+        ("ca_file", &tls.ca_file),
+        ("cert_file", &tls.cert_file),
+        ("key_file", &tls.key_file),
+    ] {
+        if let Some(f) = file {
+            if let Err(e) = std::fs::metadata(f) {
+                p.error(
+                    &format!("uplink.tls.{key}"),
+                    format!("cannot read {}: {e}", f.display()),
+                    None,
+                );
             }
         }
     }
+}
+
+/// `password_file`: read now (its first line), and only with a username.
+fn password(raw: &schema::Uplink, p: &mut Problems) -> Option<Secret> {
     let password = match &raw.password_file {
         None => None,
         Some(f) => match std::fs::read_to_string(f) {
@@ -99,7 +134,6 @@ pub(super) fn check(
                     format!("cannot read {}: {e}", f.display()),
                     Some("create it with the password on its first line (chmod 600)".into()),
                 );
-                ok = false;
                 None
             }
         },
@@ -110,8 +144,21 @@ pub(super) fn check(
             "a password without a username",
             Some("add `username:`".into()),
         );
-        ok = false;
     }
+    password
+}
+
+/// The uplink's names and topics with `{gateway}` rendered.
+struct Topics {
+    client_id: String,
+    topic_prefix: String,
+    status_topic: String,
+    subscribe: Vec<String>,
+}
+
+/// `client_id`, `topic_prefix`, `status_topic`, `forward` and `subscribe`; `None` when a
+/// template could not be rendered (reported).
+fn topics(raw: &schema::Uplink, gateway: &str, p: &mut Problems) -> Option<Topics> {
     let mut render = |key: &str, text: &str| match gateway_template(text, gateway) {
         Ok(s) => Some(s),
         Err(why) => {
@@ -145,7 +192,6 @@ pub(super) fn check(
     }
     if let Some(why) = topic_problem(&status_topic) {
         p.error("uplink.status_topic", why, None);
-        ok = false;
     }
     let topic_prefix = match topic_prefix {
         None => String::new(),
@@ -157,7 +203,6 @@ pub(super) fn check(
                     "the prefix contains a wildcard",
                     None,
                 );
-                ok = false;
             }
             t
         }
@@ -169,7 +214,6 @@ pub(super) fn check(
                 format!("`{f}`: {why}"),
                 None,
             );
-            ok = false;
         }
     }
     let mut subs = Vec::new();
@@ -181,22 +225,30 @@ pub(super) fn check(
                 format!("`{f}`: {why}"),
                 None,
             );
-            ok = false;
         }
         subs.push(f);
     }
+    Some(Topics {
+        client_id,
+        topic_prefix,
+        status_topic,
+        subscribe: subs,
+    })
+}
+
+/// Inflight, packet size, rate, keep-alive, timeouts, protocol and expiry: in range and
+/// consistent. Returns the protocol (3 or 5) and the packet size.
+fn limits(raw: &schema::Uplink, p: &mut Problems) -> (u8, usize) {
     if raw.inflight == 0 {
         p.error(
             "uplink.inflight",
             "must be at least 1",
             Some("write e.g. inflight: 100".into()),
         );
-        ok = false;
     }
     let max_packet = raw.max_packet.as_u64();
     if !(1024..=256 * 1024 * 1024).contains(&max_packet) {
         p.error("uplink.max_packet", "must be between 1KiB and 256MiB", None);
-        ok = false;
     }
     if raw.max_rate == Some(0) {
         p.error(
@@ -204,7 +256,6 @@ pub(super) fn check(
             "0 messages per second would never send anything",
             Some("remove it for no pacing".into()),
         );
-        ok = false;
     }
     if raw.keep_alive < Duration::from_secs(5) || raw.keep_alive > Duration::from_secs(65535) {
         p.error(
@@ -212,7 +263,6 @@ pub(super) fn check(
             "must be between 5s and 18h",
             Some("write e.g. keep_alive: 30s".into()),
         );
-        ok = false;
     }
     if raw.connect_timeout < Duration::from_millis(100)
         || raw.connect_timeout > Duration::from_secs(600)
@@ -222,7 +272,6 @@ pub(super) fn check(
             "must be between 100ms and 10m",
             Some("write e.g. connect_timeout: 10s".into()),
         );
-        ok = false;
     }
     let protocol = match raw.protocol {
         3 | 4 => 3,
@@ -233,7 +282,6 @@ pub(super) fn check(
                 format!("MQTT version {n} is not supported"),
                 Some("write protocol: 3 (MQTT 3.1.1, the default) or protocol: 5".into()),
             );
-            ok = false;
             3
         }
     };
@@ -244,35 +292,15 @@ pub(super) fn check(
                 "message expiry needs MQTT 5",
                 Some("add protocol: 5, or remove message_expiry".into()),
             );
-            ok = false;
         } else if expiry < Duration::from_secs(1) || expiry.as_secs() > u64::from(u32::MAX) {
             p.error(
                 "uplink.message_expiry",
                 "must be between 1s and 136 years",
                 Some("write e.g. message_expiry: 1d".into()),
             );
-            ok = false;
         }
     }
-    ok.then_some(UplinkSettings {
-        protocol,
-        message_expiry: raw.message_expiry,
-        gateway: gateway.to_owned(),
-        endpoints,
-        client_id,
-        username: raw.username,
-        password,
-        tls: raw.tls,
-        keep_alive: raw.keep_alive,
-        connect_timeout: raw.connect_timeout,
-        forward: raw.forward,
-        topic_prefix,
-        subscribe: subs,
-        status_topic,
-        inflight: raw.inflight,
-        max_packet: max_packet as usize,
-        max_rate: raw.max_rate,
-    })
+    (protocol, max_packet as usize)
 }
 
 fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
