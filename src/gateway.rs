@@ -21,7 +21,7 @@ use bytes::Bytes;
 
 use crate::broker;
 use crate::config::QueueSettings;
-use crate::config::{Config, Device, PortSource};
+use crate::config::{Config, ConfigDiff, Device, PortSource};
 use crate::downlink::{self, Routes};
 use crate::homeassistant;
 use crate::message::Message;
@@ -205,8 +205,6 @@ async fn publish_stats(
 
 /// One running device: its task and what stops it.
 struct Running {
-    /// The device's config as text: a device is restarted on reload only if this changed.
-    fingerprint: String,
     stats: Arc<DeviceStats>,
     stop: CancellationToken,
     /// Stops its simulator, if it is simulated (after the device, so it does not see its
@@ -231,7 +229,6 @@ struct Devices {
 
 impl Devices {
     fn start(&mut self, device: Device) -> Result<(), GatewayError> {
-        let fingerprint = format!("{device:?}");
         let name = device.name.clone();
         let stop = self.shutdown.child_token();
         let (path, simulator) = match &device.source {
@@ -269,7 +266,6 @@ impl Devices {
         self.running.push((
             name,
             Running {
-                fingerprint,
                 stats,
                 stop,
                 simulator,
@@ -305,42 +301,31 @@ impl Devices {
         }
     }
 
-    /// Applies a new config's devices: removed ones stop, changed ones restart, new ones
-    /// start, unchanged ones keep running (and keep their port open).
+    /// Applies a new config's devices as `diff` says: removed ones stop, changed ones restart,
+    /// new ones start, unchanged ones keep running (and keep their port open). A device that is
+    /// not running (it failed to start) is started.
     async fn reload(
         &mut self,
+        diff: &ConfigDiff,
         devices: Vec<Device>,
-    ) -> Result<(usize, usize, usize), GatewayError> {
-        let (mut started, mut restarted, mut stopped) = (0, 0, 0);
-        let wanted: Vec<&str> = devices.iter().map(|d| d.name.as_str()).collect();
-        let gone: Vec<String> = self
-            .running
-            .iter()
-            .map(|(n, _)| n.clone())
-            .filter(|n| !wanted.contains(&n.as_str()))
-            .collect();
-        for name in gone {
+    ) -> Result<(), GatewayError> {
+        for name in &diff.removed {
             info!(device = %name, "reload: device removed");
-            self.stop(&name).await;
-            stopped += 1;
+            self.stop(name).await;
         }
         for device in devices {
-            let fingerprint = format!("{device:?}");
-            match self.running.iter().find(|(n, _)| *n == device.name) {
-                Some((_, r)) if r.fingerprint == fingerprint => continue,
-                Some(_) => {
-                    info!(device = %device.name, "reload: device changed, restarting it");
-                    self.stop(&device.name).await;
-                    restarted += 1;
-                }
-                None => {
-                    info!(device = %device.name, "reload: device added");
-                    started += 1;
-                }
+            let running = self.running.iter().any(|(n, _)| *n == device.name);
+            if diff.changed.contains(&device.name) {
+                info!(device = %device.name, "reload: device changed, restarting it");
+                self.stop(&device.name).await;
+            } else if diff.added.contains(&device.name) {
+                info!(device = %device.name, "reload: device added");
+            } else if running {
+                continue;
             }
             self.start(device)?;
         }
-        Ok((started, restarted, stopped))
+        Ok(())
     }
 
     fn publish_list(&self) {
@@ -359,18 +344,6 @@ impl Devices {
             .filter(|(_, r)| r.stats.online.load(Ordering::Relaxed))
             .count()
     }
-}
-
-/// The settings a reload cannot change in a running gateway, as text to compare.
-fn fixed_settings(c: &Config) -> Vec<(&'static str, String)> {
-    vec![
-        ("gateway", format!("{:?}", c.gateway)),
-        ("broker", format!("{:?}", c.broker)),
-        ("uplink", format!("{:?}", c.uplink)),
-        ("queue", format!("{:?}", c.queue)),
-        ("log", c.log_level.clone()),
-        ("metrics", format!("{:?}", c.metrics)),
-    ]
 }
 
 /// A one-line status for `systemctl status`.
@@ -411,7 +384,9 @@ pub async fn run(
     // a message naming the first. Without an uplink nothing is stored there: the state_dir is
     // claimed if it exists (a second copy of the service still stops here), never created.
     let _claim = crate::statedir::lock(&config.gateway.state_dir, config.uplink.is_some())?;
-    let fixed = fixed_settings(&config);
+    // What runs now, for the reloads to compare with: the devices as last applied, the other
+    // sections as started.
+    let mut running = config.clone();
     if let Some(listen) = config.metrics {
         prometheus::start(listen)?;
         info!(listen = %listen, "Prometheus metrics on http://{listen}/metrics");
@@ -552,17 +527,22 @@ pub async fn run(
                 break;
             }
             Some(new) = reloads.recv() => {
-                for ((what, old), (_, now)) in fixed.iter().zip(fixed_settings(&new)) {
-                    if *old != now {
-                        warn!("reload: `{what}` settings changed; they take effect at the next restart (systemctl restart serial2mqtt)");
-                    }
+                let diff = ConfigDiff::between(&running, &new);
+                for what in &diff.restart {
+                    warn!("reload: `{what}` settings changed; they take effect at the next restart (systemctl restart serial2mqtt)");
                 }
                 let now = discovery(&new.devices);
                 if !now.is_empty() {
                     devices.routes.watch_births(&ha.status_topic);
                 }
-                match devices.reload(new.devices).await {
-                    Ok((added, changed, removed)) => info!(added, changed, removed, "config reloaded"),
+                running.devices = new.devices.clone();
+                match devices.reload(&diff, new.devices).await {
+                    Ok(()) => info!(
+                        added = diff.added.len(),
+                        changed = diff.changed.len(),
+                        removed = diff.removed.len(),
+                        "config reloaded"
+                    ),
                     Err(e) => error!("reload: {e}"),
                 }
                 announce(&local_only, homeassistant::transition(&announced, &now)).await;

@@ -234,6 +234,48 @@ async fn sighup_applies_changed_rules_and_keeps_sessions_retained_and_untouched_
     assert!(gw.terminate().success());
 }
 
+/// A reload reports what changed and nothing else: an edited comment changes nothing (it used
+/// to report the queue as changed), a section that needs a restart is named, alone.
+#[tokio::test]
+async fn a_reload_reports_only_what_really_changed() {
+    let pty = Pty::new();
+    let mut gw = start_gateway(&climate_config(&pty.path, ""));
+    gw.wait_log("device online", T).await;
+    let good = std::fs::read_to_string(gw.config_path()).unwrap();
+
+    std::fs::write(gw.config_path(), format!("# edited by hand\n{good}")).unwrap();
+    gw.signal("HUP");
+    gw.wait_log("config reloaded", T).await;
+    let logs = gw.logs();
+    assert!(logs.contains("added=0 changed=0 removed=0"), "{logs}");
+    assert!(!logs.contains("settings changed"), "{logs}");
+
+    std::fs::write(
+        gw.config_path(),
+        format!("{good}\nqueue: {{flush_interval: 20ms}}\n"),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    let deadline = Instant::now() + T;
+    while gw.logs().matches("config reloaded").count() < 2 {
+        assert!(Instant::now() < deadline, "{}", gw.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let logs = gw.logs();
+    let warned: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("settings changed"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{logs}");
+    assert!(warned[0].contains("`queue` settings changed"), "{logs}");
+    assert_eq!(
+        gw.logs().matches("device online").count(),
+        1,
+        "the device never restarted"
+    );
+    assert!(gw.terminate().success());
+}
+
 #[tokio::test]
 async fn a_broken_config_on_sighup_is_rejected_with_its_line_and_the_old_one_keeps_running() {
     let mut pty = Pty::new();

@@ -1,1 +1,60 @@
-//! What a reload changes.
+//! What a reload changes: devices added, changed and removed, and the sections a running
+//! gateway cannot take over (they need a restart). Computed in one place, by value, so that the
+//! log says exactly what changed and nothing else.
+
+use super::model::Config;
+
+/// The difference between the running config and a new one.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ConfigDiff {
+    /// Devices only in the new config, in its order.
+    pub added: Vec<String>,
+    /// Devices in both whose definition (entry, rules, commands, topics) differs.
+    pub changed: Vec<String>,
+    /// Devices only in the old config.
+    pub removed: Vec<String>,
+    /// Sections that differ and take effect only at the next start.
+    pub restart: Vec<&'static str>,
+}
+
+impl ConfigDiff {
+    /// Compares `old` (running) with `new` (just checked).
+    pub fn between(old: &Config, new: &Config) -> Self {
+        let mut diff = Self::default();
+        for d in &new.devices {
+            match old.devices.iter().find(|o| o.name == d.name) {
+                None => diff.added.push(d.name.clone()),
+                Some(o) if o.spec != d.spec => diff.changed.push(d.name.clone()),
+                Some(_) => {}
+            }
+        }
+        for o in &old.devices {
+            if !new.devices.iter().any(|d| d.name == o.name) {
+                diff.removed.push(o.name.clone());
+            }
+        }
+        let sections = [
+            ("gateway", old.gateway != new.gateway),
+            ("broker", old.broker != new.broker),
+            ("uplink", old.uplink != new.uplink),
+            ("queue", old.queue != new.queue),
+            ("log", old.log_level != new.log_level),
+            ("metrics", old.metrics != new.metrics),
+            ("homeassistant", old.homeassistant != new.homeassistant),
+        ];
+        diff.restart = sections
+            .into_iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(name, _)| name)
+            .collect();
+        diff
+    }
+
+    /// Whether the devices or any section differ.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.changed.is_empty()
+            && self.removed.is_empty()
+            && self.restart.is_empty()
+    }
+}

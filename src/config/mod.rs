@@ -20,9 +20,11 @@ use std::path::Path;
 pub use diagnostics::{ConfigError, Diagnostic};
 
 pub use model::{
-    Config, Device, Endpoint, Gateway, PortSource, QueueSettings, Secret, SerialSettings,
-    UplinkSettings,
+    Config, Device, DeviceSpec, Endpoint, Gateway, PortSource, QueueSettings, Secret,
+    SerialSettings, UplinkSettings,
 };
+
+pub use diff::ConfigDiff;
 
 use locate::Locations;
 

@@ -13,7 +13,7 @@ use crate::rules::RuleSet;
 use crate::serial::framing::Framing;
 
 /// A validated config, ready to run.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// The file it came from.
     pub source: PathBuf,
@@ -38,7 +38,7 @@ pub struct Config {
 }
 
 /// Identity of this gateway.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Gateway {
     /// `{gateway}` in templates.
     pub id: String,
@@ -93,6 +93,24 @@ pub struct Device {
     pub unmatched_topic: Option<String>,
     /// Commands written to the device, with filters expanded for it.
     pub commands: Vec<DeviceCommand>,
+    /// What it was built from: a reload restarts the device only when this changed.
+    pub spec: DeviceSpec,
+}
+
+/// Everything a [`Device`] is built from, as the user wrote it: equal specs build the same
+/// device. Compared by value on reload (compiled regexes and templates cannot be).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceSpec {
+    /// Its entry under `devices:`.
+    pub entry: schema::Device,
+    /// The definitions of the rules it names, in its order.
+    pub rules: Vec<schema::Rule>,
+    /// The definitions of the commands it names, in its order.
+    pub commands: Vec<schema::Command>,
+    /// The gateway id (`{gateway}` in its topics and filters).
+    pub gateway: String,
+    /// Its rendered state and unmatched topics.
+    pub topics: (String, Option<String>),
 }
 
 /// A password: never printed.
@@ -131,7 +149,7 @@ impl fmt::Display for Endpoint {
 }
 
 /// The uplink, ready to connect.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UplinkSettings {
     /// Failover list, tried in order.
     pub endpoints: Vec<Endpoint>,

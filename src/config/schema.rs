@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::serial::framing::Framing;
 
 /// The whole config file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct File {
     /// Identity and local state of this gateway.
@@ -48,7 +48,7 @@ pub struct File {
 }
 
 /// `homeassistant:` — where Home Assistant listens for discovery and announces itself.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HomeAssistantSettings {
     /// Discovery topic prefix.
@@ -76,7 +76,7 @@ fn default_ha_status() -> String {
 }
 
 /// `homeassistant:` on a publish entry or a command — how Home Assistant shows it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct HomeAssistant {
     /// `sensor`, `binary_sensor`, ... for readings; `switch`, `button`, ... for commands.
     pub component: Option<String>,
@@ -92,7 +92,7 @@ fn default_protocol() -> u8 {
 }
 
 /// `metrics:` — a Prometheus endpoint for scraping.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Metrics {
     /// Address of the HTTP listener serving `/metrics`.
@@ -100,7 +100,7 @@ pub struct Metrics {
 }
 
 /// One value or a list of them (`url: mqtt://a` or `url: [mqtt://a, mqtt://b]`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum OneOrMany {
     /// A single value.
@@ -120,7 +120,7 @@ impl OneOrMany {
 }
 
 /// `uplink:` — the upstream MQTT broker messages are forwarded to.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Uplink {
     /// `mqtt://host:port` or `mqtts://host:port`; a list is a failover list, tried in order.
@@ -191,7 +191,7 @@ fn default_max_packet() -> ByteSize {
 }
 
 /// `uplink.tls:` — certificates for `mqtts://`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
     /// CA certificates (PEM) that sign the server's certificate; the system's roots when omitted.
@@ -203,7 +203,7 @@ pub struct Tls {
 }
 
 /// `queue:` — the store-and-forward queue under `gateway.state_dir`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Queue {
     /// Most disk space; the oldest messages are dropped (and counted) beyond it.
@@ -238,7 +238,7 @@ fn default_flush() -> Duration {
 }
 
 /// `gateway:` — identity and state of this gateway.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Gateway {
     /// `{gateway}` in templates; the host name when omitted.
@@ -281,7 +281,7 @@ fn default_state_topic() -> String {
 }
 
 /// `broker:` — the embedded rumqttd broker that local clients connect to.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Broker {
     /// TCP address of the MQTT 3.1.1 listener.
@@ -379,7 +379,7 @@ fn default_connect_timeout() -> Duration {
 }
 
 /// `log:` — verbosity (`RUST_LOG` overrides it).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Log {
     /// A tracing filter: `info`, `debug`, `serial2mqtt=debug,rumqttd=warn`.
@@ -400,7 +400,7 @@ fn default_log_level() -> String {
 }
 
 /// One entry of `devices:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Device {
     /// `{device}` in templates; unique.
@@ -481,7 +481,7 @@ pub enum FlowControl {
 }
 
 /// `simulate:` — a built-in sensor that writes frames into a pseudo-terminal (demo and tests).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Simulate {
     /// What the simulated sensor sends.
@@ -508,7 +508,7 @@ pub enum SimProfile {
 }
 
 /// One entry of `rules:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// Regex on a text frame; named captures become placeholders.
@@ -543,7 +543,7 @@ pub enum ValueType {
 }
 
 /// One entry of `commands:` — MQTT messages turned into bytes written to a device.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Command {
     /// MQTT filter to listen on; `{gateway}` and `{device}` are expanded per device.
@@ -565,7 +565,7 @@ pub struct Command {
 }
 
 /// One binary field of a `fields:` rule.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Field {
     /// Placeholder name.
@@ -584,7 +584,7 @@ pub struct Field {
 }
 
 /// One message a rule publishes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Publish {
     /// Topic template.

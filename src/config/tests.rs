@@ -804,3 +804,39 @@ fn every_validation_error_has_its_message() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+#[test]
+fn a_reload_diff_names_exactly_what_changed() {
+    let old = load(GOOD).unwrap();
+    let same = load(&format!("# edited, nothing else\n{GOOD}")).unwrap();
+    assert!(ConfigDiff::between(&old, &same).is_empty());
+
+    // A rule the device uses: the device changed, nothing else.
+    let rule = load(&GOOD.replace("payload: \"{temp}\"", "payload: \"t={temp}\"")).unwrap();
+    let d = ConfigDiff::between(&old, &rule);
+    assert_eq!(d.changed, ["greenhouse"]);
+    assert!(
+        d.added.is_empty() && d.removed.is_empty() && d.restart.is_empty(),
+        "{d:?}"
+    );
+
+    // A device added and a section that needs a restart.
+    let more = GOOD.replace(
+        "rules:\n  climate:",
+        "  - name: shed\n    port: /dev/ttyUSB-shed\n    rules: [climate]\nrules:\n  climate:",
+    ) + "queue: {flush_interval: 20ms}\n";
+    let d = ConfigDiff::between(&old, &load(&more).unwrap());
+    assert_eq!(d.added, ["shed"]);
+    assert!(d.changed.is_empty(), "{d:?}");
+    assert_eq!(d.restart, ["queue"]);
+
+    // The device removed again; the gateway id renders into every device's topics.
+    let d = ConfigDiff::between(&load(&more).unwrap(), &old);
+    assert_eq!(d.removed, ["shed"]);
+    let renamed = load(&GOOD.replace("id: greenhouse-pi", "id: shed-pi")).unwrap();
+    let d = ConfigDiff::between(&old, &renamed);
+    assert_eq!(d.changed, ["greenhouse"]);
+    assert_eq!(d.restart, ["gateway"]);
+    let ha = load(&format!("{GOOD}homeassistant: {{discovery_prefix: ha}}\n")).unwrap();
+    assert_eq!(ConfigDiff::between(&old, &ha).restart, ["homeassistant"]);
+}

@@ -94,7 +94,7 @@ pub struct Options {
 }
 
 /// The store-and-forward queue, ready to open by its thread (the config's `queue:` section).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct QueueSettings {
     /// `<state_dir>/queue`.
     pub dir: PathBuf,

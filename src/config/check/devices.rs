@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::gateway::GatewayParts;
 use super::rules::{Library, Lookup};
 use super::{check_port, name_problem, Problems};
-use crate::config::model::{Device, PortSource, SerialSettings};
+use crate::config::model::{Device, DeviceSpec, PortSource, SerialSettings};
 use crate::config::schema;
 use crate::rules::command::DeviceCommand;
 use crate::rules::RuleSet;
@@ -93,8 +93,18 @@ fn one(
             );
         }
     }
+    let state_topic = state_topic.unwrap_or_default();
+    let (rule_defs, command_defs) = library.definitions(&d.rules, &d.commands);
+    let spec = DeviceSpec {
+        entry: d.clone(),
+        rules: rule_defs,
+        commands: command_defs,
+        gateway: id.clone(),
+        topics: (state_topic.clone(), unmatched_topic.clone()),
+    };
     Some(Device {
-        state_topic: state_topic.unwrap_or_default(),
+        spec,
+        state_topic,
         unmatched_topic,
         name: d.name,
         source: source?,

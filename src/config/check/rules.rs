@@ -90,6 +90,24 @@ impl Library<'_> {
         lookup(name, &self.commands, self.raw_commands.keys(), "commands")
     }
 
+    /// The definitions of the named rules and commands that exist (for a device's spec).
+    pub fn definitions(
+        &self,
+        rules: &[String],
+        commands: &[String],
+    ) -> (Vec<schema::Rule>, Vec<schema::Command>) {
+        (
+            rules
+                .iter()
+                .filter_map(|r| self.raw_rules.get(r).cloned())
+                .collect(),
+            commands
+                .iter()
+                .filter_map(|c| self.raw_commands.get(c).cloned())
+                .collect(),
+        )
+    }
+
     /// Rules and commands no device uses: warnings (they do nothing).
     pub fn warn_unused(&self, p: &mut Problems) {
         for (section, kind, raw, used) in [
