@@ -18,10 +18,10 @@
 //! on two command topics of one device (`.../on`, `.../off`) came out grouped by topic, not in
 //! the order it was sent. Through filters that never overlap each message has exactly one way
 //! in, and what arrives is in the broker's order. While a reload swaps the covers, a message
-//! may come through an old and a new one; it is the same buffers both times, and
-//! [`Routes::dispatch`] drops the copy.
+//! may come through an old and a new one; it is the same buffers both times, and the broker's
+//! link drops the copy. [`Routes`] is the broker's [`Downlink`]: the broker asks it what to
+//! subscribe and hands it messages, knowing nothing of routes.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -30,6 +30,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 use tracing::warn;
 
+use crate::broker::Downlink;
 use crate::message::topic_matches;
 use crate::pacing::RateLimit;
 use crate::rules::command::DeviceCommand;
@@ -68,18 +69,10 @@ pub struct Routes {
     birth_topic: Arc<RwLock<Option<String>>>,
     /// Signalled when Home Assistant says `online` there (it restarted: announce again).
     pub births: Arc<Notify>,
-    /// The last messages dispatched, holding their buffers: a message that matched two of the
-    /// link's filters comes back as the same buffers, and is dispatched once.
-    recent: Arc<Mutex<VecDeque<(Bytes, Bytes)>>>,
     /// Set once a command or discovery exists: until then `dispatch` has nothing to do (with a
     /// bridge every local message reaches it, so this keeps it off the readings' path).
     active: Arc<AtomicBool>,
-    /// Whether the link subscribes to overlapping filters (no bridge), whose copies to drop.
-    pub dedupe: Arc<AtomicBool>,
 }
-
-/// Messages remembered to drop the copies overlapping filters deliver (they come in a row).
-const RECENT: usize = 16;
 
 impl Default for Routes {
     fn default() -> Self {
@@ -90,9 +83,7 @@ impl Default for Routes {
             limit: Arc::new(Mutex::new(RateLimit::new(Duration::from_secs(10)))),
             birth_topic: Arc::default(),
             births: Arc::default(),
-            recent: Arc::default(),
             active: Arc::default(),
-            dedupe: Arc::new(AtomicBool::new(true)),
         }
     }
 }
@@ -158,27 +149,6 @@ impl Routes {
         covers(&groups)
     }
 
-    /// Whether the message was dispatched already (delivered again by an overlapping filter).
-    fn seen(&self, topic: &Bytes, payload: &Bytes) -> bool {
-        let Ok(mut recent) = self.recent.lock() else {
-            return false;
-        };
-        let same = |(t, p): &(Bytes, Bytes)| {
-            t.as_ptr() == topic.as_ptr()
-                && t.len() == topic.len()
-                && p.as_ptr() == payload.as_ptr()
-                && p.len() == payload.len()
-        };
-        if recent.iter().any(same) {
-            return true;
-        }
-        if recent.len() == RECENT {
-            recent.pop_front();
-        }
-        recent.push_back((topic.clone(), payload.clone()));
-        false
-    }
-
     /// Hands a local message to every command whose filter matches its topic; never blocks.
     /// Returns how many devices' inboxes took it.
     pub fn dispatch(&self, topic_bytes: &Bytes, payload: &Bytes) -> usize {
@@ -188,9 +158,6 @@ impl Routes {
         let Ok(topic) = std::str::from_utf8(topic_bytes) else {
             return 0;
         };
-        if self.dedupe.load(Ordering::Relaxed) && self.seen(topic_bytes, payload) {
-            return 0;
-        }
         let birth = self
             .birth_topic
             .read()
@@ -221,6 +188,20 @@ impl Routes {
             }
         }
         taken
+    }
+}
+
+impl Downlink for Routes {
+    fn filters(&self) -> Vec<String> {
+        Routes::filters(self)
+    }
+
+    fn changed(&self) -> Arc<Notify> {
+        Arc::clone(&self.wanted)
+    }
+
+    fn dispatch(&self, topic: &Bytes, payload: &Bytes) {
+        Routes::dispatch(self, topic, payload);
     }
 }
 

@@ -24,7 +24,7 @@ use crate::config::QueueSettings;
 use crate::config::{Config, ConfigDiff, Device, PortSource};
 use crate::downlink::{self, Routes};
 use crate::homeassistant;
-use crate::message::Message;
+use crate::message::{Filters, Message};
 use crate::outlet::{Outlet, Upstream};
 use crate::prometheus;
 use crate::queue::{self, thread::QueueHandle};
@@ -402,10 +402,16 @@ pub async fn run(
     let settings = config.broker;
     let broker_failed = CancellationToken::new();
     let bridge = match (&config.uplink, &queue) {
-        (Some(u), Some(q)) => Some(broker::Bridge {
-            forward: u.forward.clone(),
-            queue: q.clone(),
-        }),
+        (Some(u), Some(q)) => {
+            let q = q.clone();
+            Some(broker::Bridge {
+                forward: Filters::new(&u.forward),
+                // Blocking is right here: it runs on the link's own thread.
+                sink: Box::new(move |m| {
+                    let _ = q.append_blocking(vec![m]);
+                }),
+            })
+        }
         _ => None,
     };
     // Starting rumqttd blocks briefly (threads, waiting for its listener): off the async workers.
@@ -413,10 +419,11 @@ pub async fn run(
     // Devices register their commands as they start; the first one makes the link subscribe.
     let routes = Routes::default();
     let link_routes = routes.clone();
-    let (mut local, outbox) =
-        tokio::task::spawn_blocking(move || broker::start(&settings, failed, bridge, link_routes))
-            .await
-            .map_err(|e| GatewayError::Task(e.to_string()))??;
+    let (mut local, outbox) = tokio::task::spawn_blocking(move || {
+        broker::start(&settings, failed, bridge, Arc::new(link_routes))
+    })
+    .await
+    .map_err(|e| GatewayError::Task(e.to_string()))??;
     info!(listen = %listen, elapsed_ms = started.elapsed().as_millis() as u64, "embedded MQTT broker listening");
 
     let outlet = Outlet {
@@ -424,7 +431,7 @@ pub async fn run(
         upstream: match (&config.uplink, &queue) {
             (Some(u), Some(q)) => Some(Upstream {
                 queue: q.clone(),
-                forward: u.forward.clone().into(),
+                forward: Filters::new(&u.forward),
             }),
             _ => None,
         },

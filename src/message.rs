@@ -50,6 +50,24 @@ pub fn filter_problem(filter: &str) -> Option<&'static str> {
     None
 }
 
+/// A set of MQTT filters (the uplink's `forward`): which local topics a message may be on to go
+/// upstream. One type for the outlet (the gateway's own messages) and the bridge (local
+/// clients'), so both decide alike; cheap to clone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filters(std::sync::Arc<[String]>);
+
+impl Filters {
+    /// The filters, as written.
+    pub fn new(filters: &[String]) -> Self {
+        Self(filters.into())
+    }
+
+    /// Whether `topic` matches any of them.
+    pub fn matches(&self, topic: &str) -> bool {
+        self.0.iter().any(|f| topic_matches(f, topic))
+    }
+}
+
 /// Whether `topic` matches the MQTT filter `filter` (`+` one level, `#` the rest); topics
 /// starting with `$` match only filters that name them.
 pub fn topic_matches(filter: &str, topic: &str) -> bool {

@@ -2,9 +2,7 @@
 //! uplink forwards, the store-and-forward queue — directly, never through the broker, so a busy
 //! broker or a flooding local client cannot make the uplink lose a reading.
 
-use std::sync::Arc;
-
-use crate::message::{topic_matches, Message, Outbox};
+use crate::message::{Filters, Message, Outbox};
 use crate::queue::thread::{Closed, QueueHandle};
 
 /// The uplink's side of an outlet.
@@ -13,7 +11,7 @@ pub struct Upstream {
     /// The queue.
     pub queue: QueueHandle,
     /// Local filters that go upstream.
-    pub forward: Arc<[String]>,
+    pub forward: Filters,
 }
 
 /// A device's way out; cheap to clone.
@@ -32,7 +30,7 @@ impl Outlet {
         if let Some(up) = &self.upstream {
             let forwarded: Vec<Message> = messages
                 .iter()
-                .filter(|m| up.forward.iter().any(|f| topic_matches(f, &m.topic)))
+                .filter(|m| up.forward.matches(&m.topic))
                 .cloned()
                 .collect();
             if !forwarded.is_empty() {
