@@ -48,47 +48,105 @@ impl DeviceStats {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The counters as JSON, for the stats message.
-    pub fn to_json(&self) -> serde_json::Value {
+    /// A copy of the counters, for the stats message, `status` and logs.
+    pub fn counts(&self) -> DeviceCounts {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        serde_json::json!({
-            "online": self.online.load(Ordering::Relaxed),
-            "frames": g(&self.frames),
-            "messages": g(&self.messages),
-            "unmatched": g(&self.unmatched),
-            "dropped": g(&self.dropped),
-            "too_long": g(&self.too_long),
-            "corrupt": g(&self.corrupt),
-            "incomplete": g(&self.incomplete),
-            "resync_bytes": g(&self.resync_bytes),
-            "invalid_utf8": g(&self.invalid_utf8),
-            "bad_topic": g(&self.bad_topic),
-            "opens": g(&self.opens),
-            "commands": {
-                "written": g(&self.commands_written),
-                "rejected": g(&self.commands_rejected),
-                "failed": g(&self.commands_failed),
+        DeviceCounts {
+            online: self.online.load(Ordering::Relaxed),
+            frames: g(&self.frames),
+            messages: g(&self.messages),
+            unmatched: g(&self.unmatched),
+            dropped: g(&self.dropped),
+            too_long: g(&self.too_long),
+            corrupt: g(&self.corrupt),
+            incomplete: g(&self.incomplete),
+            resync_bytes: g(&self.resync_bytes),
+            invalid_utf8: g(&self.invalid_utf8),
+            bad_topic: g(&self.bad_topic),
+            opens: g(&self.opens),
+            commands: CommandCounts {
+                written: g(&self.commands_written),
+                rejected: g(&self.commands_rejected),
+                failed: g(&self.commands_failed),
             },
-        })
+        }
     }
 
     /// A one-line summary for logs.
     pub fn summary(&self) -> String {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        format!(
+        self.counts().to_string()
+    }
+}
+
+/// One device's counters at one moment, as the stats message carries them (missing keys read
+/// as 0, so `status` reads a summary from an older or newer gateway).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct DeviceCounts {
+    /// Whether the port was open.
+    pub online: bool,
+    /// Frames decoded.
+    pub frames: u64,
+    /// Messages handed on.
+    pub messages: u64,
+    /// Frames no rule matched.
+    pub unmatched: u64,
+    /// Frames dropped on purpose (`drop: true`).
+    pub dropped: u64,
+    /// Frames over `max_frame`.
+    pub too_long: u64,
+    /// Frames that failed their framing's decoding.
+    pub corrupt: u64,
+    /// Frames cut short by the port going away.
+    pub incomplete: u64,
+    /// Bytes skipped to find the next frame.
+    pub resync_bytes: u64,
+    /// Frames that were not UTF-8 where text was needed.
+    pub invalid_utf8: u64,
+    /// Messages whose topic was not publishable.
+    pub bad_topic: u64,
+    /// Times the port was opened.
+    pub opens: u64,
+    /// Commands written, rejected, failed.
+    pub commands: CommandCounts,
+}
+
+/// A device's command counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct CommandCounts {
+    /// Written to the port.
+    pub written: u64,
+    /// Refused: the payload did not fit.
+    pub rejected: u64,
+    /// Not written: offline, write error or timeout.
+    pub failed: u64,
+}
+
+impl DeviceCounts {
+    /// Frames dropped as bad, whatever the reason (the BAD column of `status`).
+    pub fn bad(&self) -> u64 {
+        self.too_long + self.corrupt + self.incomplete + self.invalid_utf8 + self.bad_topic
+    }
+}
+
+impl std::fmt::Display for DeviceCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
             "frames={} messages={} unmatched={} too_long={} corrupt={} incomplete={} invalid_utf8={} bad_topic={} opens={} commands_written={} commands_rejected={} commands_failed={}",
-            g(&self.frames),
-            g(&self.messages),
-            g(&self.unmatched),
-            g(&self.too_long),
-            g(&self.corrupt),
-            g(&self.incomplete),
-            g(&self.invalid_utf8),
-            g(&self.bad_topic),
-            g(&self.opens),
-            g(&self.commands_written),
-            g(&self.commands_rejected),
-            g(&self.commands_failed),
+            self.frames,
+            self.messages,
+            self.unmatched,
+            self.too_long,
+            self.corrupt,
+            self.incomplete,
+            self.invalid_utf8,
+            self.bad_topic,
+            self.opens,
+            self.commands.written,
+            self.commands.rejected,
+            self.commands.failed,
         )
     }
 }

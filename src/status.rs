@@ -11,11 +11,11 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
-use serde_json::Value;
 
 use crate::broker::connect_addr;
 use crate::config::schema::Tls;
 use crate::config::Config;
+use crate::gateway::summary::Summary;
 
 /// How long `status` waits for the broker and the retained summary.
 const WAIT: Duration = Duration::from_secs(5);
@@ -31,7 +31,7 @@ pub struct TlsTarget {
 }
 
 /// Fetches the daemon's latest summary from its broker.
-pub async fn fetch(config: &Config, target: &TlsTarget) -> Result<Value, String> {
+pub async fn fetch(config: &Config, target: &TlsTarget) -> Result<Summary, String> {
     let addr = connect_addr(config.broker.listen);
     let topic = format!("serial2mqtt/{}/stats", config.gateway.id);
     let id = format!("serial2mqtt-status-{}", std::process::id());
@@ -70,8 +70,8 @@ pub async fn fetch(config: &Config, target: &TlsTarget) -> Result<Value, String>
         loop {
             match events.poll().await {
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == topic => {
-                    return serde_json::from_slice::<Value>(&p.payload)
-                        .map_err(|e| format!("the summary on {topic} is not JSON: {e}"));
+                    return serde_json::from_slice::<Summary>(&p.payload)
+                        .map_err(|e| format!("the summary on {topic} is not a gateway summary: {e}"));
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -95,13 +95,14 @@ pub async fn fetch(config: &Config, target: &TlsTarget) -> Result<Value, String>
 }
 
 /// Renders a summary as a few lines and a table.
-pub fn render(gateway: &str, summary: &Value) -> String {
+pub fn render(gateway: &str, summary: &Summary) -> String {
     let mut out = String::new();
-    let at = summary["at"].as_str().unwrap_or("?");
-    let uptime = summary["uptime_s"]
-        .as_u64()
-        .map(|s| humantime::format_duration(Duration::from_secs(s)).to_string())
-        .unwrap_or_else(|| "?".into());
+    let at = if summary.at.is_empty() {
+        "?"
+    } else {
+        &summary.at
+    };
+    let uptime = humantime::format_duration(Duration::from_secs(summary.uptime_s));
     let _ = writeln!(out, "gateway {gateway}: summary of {at}, up {uptime}");
     let mut rows = vec![[
         "DEVICE",
@@ -113,30 +114,19 @@ pub fn render(gateway: &str, summary: &Value) -> String {
         "COMMANDS ok/rej/fail",
     ]
     .map(String::from)];
-    if let Some(devices) = summary["devices"].as_object() {
-        for (name, d) in devices {
-            let n = |k: &str| d[k].as_u64().unwrap_or(0);
-            let c = |k: &str| d["commands"][k].as_u64().unwrap_or(0);
-            rows.push([
-                name.clone(),
-                if d["online"].as_bool() == Some(true) {
-                    "online"
-                } else {
-                    "offline"
-                }
-                .into(),
-                n("frames").to_string(),
-                n("messages").to_string(),
-                n("unmatched").to_string(),
-                (n("too_long")
-                    + n("corrupt")
-                    + n("incomplete")
-                    + n("invalid_utf8")
-                    + n("bad_topic"))
-                .to_string(),
-                format!("{}/{}/{}", c("written"), c("rejected"), c("failed")),
-            ]);
-        }
+    for (name, d) in &summary.devices {
+        rows.push([
+            name.clone(),
+            if d.online { "online" } else { "offline" }.into(),
+            d.frames.to_string(),
+            d.messages.to_string(),
+            d.unmatched.to_string(),
+            d.bad().to_string(),
+            format!(
+                "{}/{}/{}",
+                d.commands.written, d.commands.rejected, d.commands.failed
+            ),
+        ]);
     }
     if rows.len() == 1 {
         let _ = writeln!(out, "no devices");
@@ -153,37 +143,33 @@ pub fn render(gateway: &str, summary: &Value) -> String {
             let _ = writeln!(out, "{}", line.join("  ").trim_end());
         }
     }
-    let q = &summary["queue"];
-    if q.is_object() {
-        let n = |k: &str| q[k].as_u64().unwrap_or(0);
-        let dropped: u64 = ["full", "disk_full", "corrupt", "too_large"]
-            .iter()
-            .map(|k| q["dropped"][k].as_u64().unwrap_or(0))
-            .sum();
+    if let Some(q) = &summary.queue {
         let _ = writeln!(
             out,
-            "queue: {} messages waiting, {} on disk in {} segment(s), {dropped} dropped",
-            n("depth"),
-            bytesize::ByteSize::b(n("bytes")),
-            n("segments"),
+            "queue: {} messages waiting, {} on disk in {} segment(s), {} dropped",
+            q.depth,
+            bytesize::ByteSize::b(q.bytes),
+            q.segments,
+            q.dropped.total(),
         );
     }
-    let u = &summary["uplink"];
-    if u.is_object() {
-        let connected = u["connected"].as_bool() == Some(true);
-        let _ = writeln!(
-            out,
-            "uplink: {}, {} connection(s), {} delivered",
-            if connected {
-                "connected"
-            } else {
-                "offline, buffering"
-            },
-            u["connects"].as_u64().unwrap_or(0),
-            u["delivered"].as_u64().unwrap_or(0),
-        );
-    } else {
-        let _ = writeln!(out, "uplink: none configured");
+    match &summary.uplink {
+        Some(u) => {
+            let _ = writeln!(
+                out,
+                "uplink: {}, {} connection(s), {} delivered",
+                if u.connected {
+                    "connected"
+                } else {
+                    "offline, buffering"
+                },
+                u.connects,
+                u.delivered,
+            );
+        }
+        None => {
+            let _ = writeln!(out, "uplink: none configured");
+        }
     }
     out
 }
@@ -205,7 +191,7 @@ mod tests {
             "queue": {"depth": 12, "bytes": 4096, "segments": 1, "dropped": {"full": 2}},
             "uplink": {"connected": false, "connects": 3, "delivered": 2388}
         });
-        let text = render("gw", &s);
+        let text = render("gw", &serde_json::from_value(s).unwrap());
         assert_eq!(
             text,
             "gateway gw: summary of 2026-11-24T22:00:00Z, up 1h 2m 5s\n\

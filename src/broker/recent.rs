@@ -63,13 +63,15 @@ mod tests {
     #[test]
     fn the_same_buffers_are_found_equal_contents_are_not() {
         let mut r = Recent::new(2, 2);
-        let (t, p) = (Bytes::from("a/b"), Bytes::from("1"));
+        // Owned buffers: two `Bytes::from("a/b")` would share one static address.
+        let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        let (t, p) = (b("a/b"), b("1"));
         r.push(&t, &p);
         assert_eq!(r.position(&t, &p.clone()), Some(0));
-        assert_eq!(r.position(&Bytes::from("a/b"), &Bytes::from("1")), None);
-        let (t2, p2) = (Bytes::from("c"), Bytes::from("2"));
+        assert_eq!(r.position(&b("a/b"), &b("1")), None);
+        let (t2, p2) = (b("c"), b("2"));
         r.push(&t2, &p2);
-        r.push(&t2, &Bytes::from("3"));
+        r.push(&t2, &b("3"));
         assert_eq!(
             r.position(&t, &p),
             None,
