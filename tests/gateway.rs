@@ -77,18 +77,13 @@ async fn device_state_is_retained_online_and_goes_offline_on_unplug_then_online_
     // Unplug: the master side goes away, the gateway's reads fail.
     drop(pty1);
     gw.wait_log("device offline", T).await;
-    let off = sub.next_on(state_topic, T).await;
-    assert_eq!(off.payload, "offline");
+    sub.next_change(state_topic, "online", "offline", T).await;
 
     // Replug as a different pty behind the same stable link, as /dev/serial/by-id does.
     let mut pty2 = Pty::new();
     repoint(&link, &pty2.path);
-    assert_eq!(
-        sub.next_on(state_topic, Duration::from_secs(10))
-            .await
-            .payload,
-        "online"
-    );
+    sub.next_change(state_topic, "offline", "online", Duration::from_secs(10))
+        .await;
     pty2.write(b"T=22.0;H=41\n").await;
     assert_eq!(
         sub.next_on("sensors/greenhouse/temperature", T)
@@ -115,12 +110,8 @@ async fn a_port_missing_at_start_comes_online_when_it_appears() {
 
     let mut pty = Pty::new();
     repoint(&link, &pty.path);
-    assert_eq!(
-        sub.next_on(state_topic, Duration::from_secs(10))
-            .await
-            .payload,
-        "online"
-    );
+    sub.next_change(state_topic, "offline", "online", Duration::from_secs(10))
+        .await;
     pty.write(b"T=1;H=2\n").await;
     assert_eq!(
         sub.next_on("sensors/greenhouse/temperature", T)
@@ -202,7 +193,7 @@ async fn sigterm_announces_offline_and_exits_cleanly() {
         let s = gw.terminate();
         (s, gw)
     });
-    assert_eq!(sub.next_on(state_topic, T).await.payload, "offline");
+    sub.next_change(state_topic, "online", "offline", T).await;
     let (status, gw) = status.await.unwrap();
     assert!(status.success(), "{status:?}\n{}", gw.logs());
     assert!(gw.logs().contains("serial2mqtt stopped"), "{}", gw.logs());

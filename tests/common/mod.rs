@@ -309,6 +309,21 @@ impl Subscriber {
         }
     }
 
+    /// Waits until `topic` changes from `from` to `to`: copies of `from` in between are
+    /// skipped (a subscription made while a retained state is published gets it twice: the
+    /// retained copy and the live one), anything else fails.
+    pub async fn next_change(&mut self, topic: &str, from: &str, to: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let m = self.next_on(topic, left).await;
+            if m.payload == to {
+                return;
+            }
+            assert_eq!(m.payload, from, "{topic}: expected {from} until {to}");
+        }
+    }
+
     /// Asserts nothing arrives for `quiet`.
     pub async fn assert_quiet(&mut self, quiet: Duration) {
         if let Ok(Some(m)) = tokio::time::timeout(quiet, self.rx.recv()).await {
