@@ -7,8 +7,10 @@
 //! devices that write them to their ports ([`rules::command`] says what bytes).
 
 pub mod broker;
+pub mod cli;
 pub mod config;
 pub mod downlink;
+pub mod frames;
 pub mod gateway;
 pub mod homeassistant;
 pub mod message;
@@ -20,7 +22,6 @@ pub mod rules;
 pub mod serial;
 pub mod statedir;
 pub mod stats;
-pub mod status;
 pub mod systemd;
 pub mod tls;
 pub mod uplink;

@@ -4,6 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+/// How often a repeated log line (a bad frame, a refused command) may appear per device and
+/// reason.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// Decides when a repeated event may be logged again.
 #[derive(Debug)]
 pub struct RateLimit {

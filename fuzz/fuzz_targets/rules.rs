@@ -10,7 +10,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use serial2mqtt::config::{self, Config};
 use serial2mqtt::message::topic_problem;
-use serial2mqtt::serial::device::FrameHandler;
+use serial2mqtt::frames::FrameHandler;
 use serial2mqtt::stats::DeviceStats;
 
 const CONFIG: &str = r#"

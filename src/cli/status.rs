@@ -8,14 +8,49 @@
 //! keep in step.
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 
 use crate::broker::connect_addr;
+use crate::config;
 use crate::config::schema::Tls;
 use crate::config::Config;
 use crate::gateway::summary::Summary;
+
+/// Fetches and prints the summary of the gateway running from the config at `path`.
+pub fn main(path: PathBuf, tls: &TlsTarget) -> ExitCode {
+    // Warnings (a port missing now) are `check`'s business, not a status reader's.
+    let config = match config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("serial2mqtt: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fetch(&config, tls)) {
+        Ok(summary) => {
+            print!("{}", render(&config.gateway.id, &summary));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("serial2mqtt: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// How long `status` waits for the broker and the retained summary.
 const WAIT: Duration = Duration::from_secs(5);

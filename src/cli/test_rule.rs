@@ -1,0 +1,67 @@
+//! `serial2mqtt test-rule`: the messages one frame would produce on a device, through the very
+//! frame handler the device task uses.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use super::load_or_report;
+use crate::frames::FrameHandler;
+use crate::stats::DeviceStats;
+
+/// Applies the rules of `device` to `frame` (text, or hex with `is_hex`).
+pub fn main(path: PathBuf, device: &str, is_hex: bool, frame: &str) -> ExitCode {
+    let Some(config) = load_or_report(&path) else {
+        return ExitCode::FAILURE;
+    };
+    let Some(dev) = config.devices.iter().find(|d| d.name == device) else {
+        let names: Vec<&str> = config.devices.iter().map(|d| d.name.as_str()).collect();
+        eprintln!(
+            "no device named `{device}` in {}; devices: {}",
+            path.display(),
+            names.join(", ")
+        );
+        return ExitCode::FAILURE;
+    };
+    let bytes = if is_hex {
+        match hex::decode(frame.replace([' ', ':'], "")) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                eprintln!("--hex: `{frame}` is not hex: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        Bytes::copy_from_slice(frame.as_bytes())
+    };
+    let stats = DeviceStats::default();
+    let mut handler = FrameHandler::new(dev, &config.gateway.id, &stats);
+    let messages: Vec<_> = handler.handle(&bytes).collect();
+    let matched = stats.unmatched.load(Ordering::Relaxed) == 0
+        && stats.invalid_utf8.load(Ordering::Relaxed) == 0;
+    if stats.dropped.load(Ordering::Relaxed) > 0 {
+        println!("(dropped by a `drop: true` rule: nothing published)");
+    }
+    for m in &messages {
+        let flags = match (m.qos, m.retain) {
+            (q, true) => format!("qos={q} retain"),
+            (q, false) => format!("qos={q}"),
+        };
+        println!(
+            "{} {} [{flags}]",
+            m.topic,
+            String::from_utf8_lossy(&m.payload)
+        );
+    }
+    if matched {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "no rule of device `{device}` matched this frame ({})",
+            stats.summary()
+        );
+        ExitCode::FAILURE
+    }
+}

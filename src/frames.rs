@@ -1,0 +1,130 @@
+//! A device's frames once the framing has cut them: run through the device's rules into
+//! messages, and everything that goes wrong on the way (no rule matched, not UTF-8, a topic
+//! that cannot be published, bytes skipped or dropped by the framing) counted per reason and
+//! logged rate-limited. One handler serves the device task and `serial2mqtt test-rule`, so a
+//! rule tried at the terminal behaves as it will on the line.
+
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use tracing::warn;
+
+use crate::config::Device;
+use crate::message::Message;
+use crate::pacing::{RateLimit, LOG_EVERY};
+use crate::rules::template::Builtins;
+use crate::rules::Verdict;
+use crate::serial::framing::DropReason;
+use crate::stats::DeviceStats;
+
+/// Applies the rules to frames and keeps the per-reason counters and rate limits.
+pub struct FrameHandler<'a> {
+    device: &'a Device,
+    gateway: &'a str,
+    stats: &'a DeviceStats,
+    messages: Vec<Message>,
+    problems: Vec<String>,
+    limits: [RateLimit; 6],
+}
+
+impl<'a> FrameHandler<'a> {
+    /// A handler for one device.
+    pub fn new(device: &'a Device, gateway: &'a str, stats: &'a DeviceStats) -> Self {
+        Self {
+            device,
+            gateway,
+            stats,
+            messages: Vec::new(),
+            problems: Vec::new(),
+            limits: std::array::from_fn(|_| RateLimit::new(LOG_EVERY)),
+        }
+    }
+
+    /// Runs one frame through the rules; returns the messages to publish.
+    pub fn handle(&mut self, frame: &Bytes) -> std::vec::Drain<'_, Message> {
+        DeviceStats::bump(&self.stats.frames);
+        let env = Builtins {
+            gateway: self.gateway,
+            device: &self.device.name,
+            frame,
+            now: SystemTime::now(),
+        };
+        self.messages.clear();
+        let verdict = self
+            .device
+            .rules
+            .apply(&env, &mut self.messages, &mut self.problems);
+        let name = &self.device.name;
+        for problem in self.problems.drain(..) {
+            DeviceStats::bump(&self.stats.bad_topic);
+            if let Some(n) = self.limits[0].hit() {
+                warn!(device = %name, suppressed = n, "message not published: {problem}");
+            }
+        }
+        match verdict {
+            Verdict::Matched => {}
+            Verdict::Dropped => DeviceStats::bump(&self.stats.dropped),
+            Verdict::Unmatched => {
+                DeviceStats::bump(&self.stats.unmatched);
+                if let Some(n) = self.limits[1].hit() {
+                    warn!(device = %name, suppressed = n, frame = %String::from_utf8_lossy(&frame[..frame.len().min(200)]), "frame matched no rule");
+                }
+            }
+            Verdict::InvalidUtf8 => {
+                DeviceStats::bump(&self.stats.invalid_utf8);
+                if let Some(n) = self.limits[2].hit() {
+                    warn!(device = %name, suppressed = n, frame_hex = %hex::encode(&frame[..frame.len().min(64)]), "frame is not UTF-8 text (wrong baud rate?)");
+                }
+            }
+        }
+        if matches!(verdict, Verdict::Unmatched | Verdict::InvalidUtf8) {
+            if let Some(topic) = &self.device.unmatched_topic {
+                self.messages.push(Message {
+                    topic: topic.clone(),
+                    payload: frame.clone(),
+                    qos: 0,
+                    retain: false,
+                });
+            }
+        }
+        self.stats
+            .messages
+            .fetch_add(self.messages.len() as u64, Ordering::Relaxed);
+        self.messages.drain(..)
+    }
+
+    /// Counts and logs (rate-limited) bytes skipped to find the next frame.
+    pub fn resync(&mut self, bytes: usize) {
+        self.stats
+            .resync_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        if let Some(n) = self.limits[5].hit() {
+            warn!(device = %self.device.name, bytes, suppressed = n, "skipped {bytes} bytes to find the next frame (its start/end bytes did not match: a lost or extra byte on the line, or the wrong framing)");
+        }
+    }
+
+    /// Counts and logs (rate-limited) bytes the framer dropped.
+    pub fn dropped(&mut self, reason: DropReason) {
+        let name = &self.device.name;
+        match reason {
+            DropReason::TooLong => {
+                DeviceStats::bump(&self.stats.too_long);
+                if let Some(n) = self.limits[3].hit() {
+                    warn!(device = %name, suppressed = n, max_frame = self.device.max_frame, "frame longer than max_frame dropped (wrong framing or baud rate?)");
+                }
+            }
+            DropReason::Corrupt => {
+                DeviceStats::bump(&self.stats.corrupt);
+                if let Some(n) = self.limits[4].hit() {
+                    warn!(device = %name, suppressed = n, framing = self.device.framing.name(), "corrupt frame dropped");
+                }
+            }
+            DropReason::Incomplete => {
+                // Once per disconnect at most: no rate limit needed.
+                DeviceStats::bump(&self.stats.incomplete);
+                warn!(device = %name, "a frame cut short by the disconnect was dropped");
+            }
+        }
+    }
+}

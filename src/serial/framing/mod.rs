@@ -1,0 +1,444 @@
+//! Frame decoders for the bytes read from a serial port.
+//!
+//! A serial port delivers an unstructured byte stream in arbitrary pieces; this module cuts it into
+//! sensor frames according to a device's configured [`Framing`]. [`FrameDecoder`] is a
+//! [`tokio_util::codec::Decoder`], so it plugs into `FramedRead`.
+//!
+//! Guarantees:
+//! - **Errors are items.** In tokio-util 0.7 a decoder error ends the `FramedRead` stream, so a
+//!   recoverable problem (an overlong or a corrupt frame) is reported as [`Decoded::Dropped`] and
+//!   decoding goes on with the next frame. The decoder never returns `Err`.
+//! - **Bounded memory.** Between calls the decoder holds at most about `max_frame` bytes plus a
+//!   delimiter or length prefix (COBS: plus its 1-in-254 overhead); an overlong frame is discarded
+//!   as it streams in, never buffered whole.
+//! - **No panics on any input**, and split reads (a frame arriving byte by byte, a delimiter torn
+//!   between two reads) yield the same items as a single read.
+//! - Empty payloads carry no data and are skipped silently; a partial frame at EOF is dropped.
+//!
+//! The splitting is hand-written on purpose: framing is this project's core craft and its hot path
+//! (memchr/memmem searches that resume where they stopped, zero-copy frames via `split_to`). Only
+//! the COBS byte transform comes from the `cobs` crate. [`spec`] reads the YAML forms; [`cut`]
+//! holds each framing's splitting state.
+
+use std::fmt;
+use std::io;
+
+use bytes::{Bytes, BytesMut};
+use tokio_util::codec::Decoder;
+
+mod cut;
+mod spec;
+#[cfg(test)]
+mod tests;
+
+use cut::{next_fixed, Delimited, Post, Prefixed, Slip};
+
+/// SLIP frame end (RFC 1055).
+const SLIP_END: u8 = 0xC0;
+/// SLIP escape (RFC 1055).
+const SLIP_ESC: u8 = 0xDB;
+/// Escaped END after ESC.
+const SLIP_ESC_END: u8 = 0xDC;
+/// Escaped ESC after ESC.
+const SLIP_ESC_ESC: u8 = 0xDD;
+/// Most we pre-allocate for one awaited frame, so a huge configured size cannot allocate upfront.
+const RESERVE_CAP: usize = 64 * 1024;
+
+/// How bytes on the wire are cut into frames (YAML: `framing:` of a device).
+///
+/// YAML forms: `lines`, `cobs`, `slip`, `{delimiter: "\r\n"}`,
+/// `{length_prefix: {width: 2, endian: little}}`, `{fixed: 12}`,
+/// `{fixed: 10, start_hex: "AA", end_hex: "AB"}`, `{gap: 3.5}` / `{gap: 20ms}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Framing {
+    /// Frames end at `\n`; one trailing `\r` is stripped.
+    Lines,
+    /// Frames end at this byte sequence (the string's UTF-8 bytes; must be non-empty).
+    Delimiter(Vec<u8>),
+    /// COBS-encoded frames terminated by `0x00`.
+    Cobs,
+    /// RFC 1055 SLIP: END=0xC0, ESC=0xDB, ESC_END=0xDC, ESC_ESC=0xDD.
+    Slip,
+    /// Each frame is preceded by its payload length.
+    LengthPrefix(LengthPrefix),
+    /// Every frame is exactly `size` bytes, optionally starting and/or ending with given bytes
+    /// (which let the decoder find the next frame again after a lost or extra byte).
+    Fixed(Fixed),
+    /// A frame ends when the line has been silent this long (Modbus RTU's 3.5 character times,
+    /// and many binary sensors): recovers from any lost byte at the next pause.
+    Gap(Gap),
+}
+
+/// A `fixed` framing: the size, and the bytes every frame must start and end with.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fixed {
+    /// Bytes per frame, start and end bytes included.
+    pub size: usize,
+    /// Bytes every frame starts with (empty: any).
+    pub start: Vec<u8>,
+    /// Bytes every frame ends with (empty: any).
+    pub end: Vec<u8>,
+}
+
+impl Fixed {
+    /// A fixed framing of `size` bytes with no start or end bytes.
+    pub fn size(size: usize) -> Self {
+        Self {
+            size,
+            ..Self::default()
+        }
+    }
+}
+
+/// How long the silence that ends a `gap` frame lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gap {
+    /// In character times at the port's settings, in tenths (`{gap: 3.5}` is 35).
+    CharTenths(u32),
+    /// A fixed time (`{gap: 20ms}`), for USB adapters that deliver bytes in bursts.
+    Time(std::time::Duration),
+}
+
+impl Gap {
+    /// The silence for a port sending `bits_per_char` bits per character at `baud`.
+    pub fn duration(self, baud: u32, bits_per_char: u32) -> std::time::Duration {
+        match self {
+            Gap::Time(d) => d,
+            Gap::CharTenths(t) => std::time::Duration::from_nanos(
+                u64::from(t) * u64::from(bits_per_char) * 100_000_000 / u64::from(baud.max(1)),
+            ),
+        }
+    }
+}
+
+/// The length header of [`Framing::LengthPrefix`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LengthPrefix {
+    /// Header size in bytes: 1, 2 or 4.
+    pub width: u8,
+    /// Byte order of the header (default big).
+    #[serde(default)]
+    pub endian: Endian,
+}
+
+/// Byte order of a length header.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Endian {
+    /// Most significant byte first (network order).
+    #[default]
+    Big,
+    /// Least significant byte first.
+    Little,
+}
+
+impl Framing {
+    /// Checks values serde cannot (empty delimiter, width not 1/2/4, fixed 0); Err is a sentence telling the user what to write instead.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Framing::Delimiter(d) if d.is_empty() => Err(
+                "the delimiter is empty: write the bytes that end a frame, e.g. \
+                 `{delimiter: \"\\r\\n\"}`, or use `lines` for newline-terminated text"
+                    .to_string(),
+            ),
+            Framing::LengthPrefix(p) if !matches!(p.width, 1 | 2 | 4) => Err(format!(
+                "length_prefix width {} is not supported: write 1, 2 or 4 (bytes of the length \
+                 header), e.g. `{{length_prefix: {{width: 2}}}}`",
+                p.width
+            )),
+            Framing::Fixed(f) if f.size == 0 => Err(
+                "a fixed frame size of 0 bytes cannot carry data: write the frame length in \
+                 bytes, e.g. `{fixed: 12}`"
+                    .to_string(),
+            ),
+            Framing::Fixed(f) if f.start.len() + f.end.len() > f.size => Err(format!(
+                "start_hex and end_hex ({} bytes together) do not fit in a {}-byte frame: \
+                 `fixed` counts them in the frame size, e.g. `{{fixed: 10, start_hex: \"AA\", \
+                 end_hex: \"AB\"}}` for AA, 8 bytes, AB",
+                f.start.len() + f.end.len(),
+                f.size
+            )),
+            Framing::Gap(Gap::CharTenths(0))
+            | Framing::Gap(Gap::Time(std::time::Duration::ZERO)) => Err(
+                "a gap of 0 never ends a frame: write e.g. `{gap: 3.5}` (character times, \
+                     Modbus RTU's) or `{gap: 20ms}`"
+                    .to_string(),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Short name for logs: "lines", "delimiter", "cobs", "slip", "length_prefix", "fixed".
+    pub fn name(&self) -> &'static str {
+        match self {
+            Framing::Lines => "lines",
+            Framing::Delimiter(_) => "delimiter",
+            Framing::Cobs => "cobs",
+            Framing::Slip => "slip",
+            Framing::LengthPrefix(_) => "length_prefix",
+            Framing::Fixed(_) => "fixed",
+            Framing::Gap(_) => "gap",
+        }
+    }
+
+    /// How a frame is found again after a lost or extra byte, for the docs and `check`.
+    pub fn recovers(&self) -> bool {
+        match self {
+            Framing::Fixed(f) => !f.start.is_empty() || !f.end.is_empty(),
+            _ => true,
+        }
+    }
+}
+
+/// One decoder item: a frame, or a counted reason why bytes were dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// A complete payload, without delimiter, prefix or encoding.
+    Frame(Bytes),
+    /// A frame was discarded; decoding continues with the next one.
+    Dropped(DropReason),
+    /// This many bytes were skipped to find the next frame (`fixed` with start/end bytes whose
+    /// frame did not carry them: a lost or extra byte on the line).
+    Resync(usize),
+    /// A `gap` frame began: the caller now watches for the silence that ends it
+    /// ([`FrameDecoder::gap_deadline`], [`FrameDecoder::silence`]). Carries no data.
+    GapStarted,
+}
+
+/// Why a frame was dropped, so the caller can count drops per cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The payload exceeded `max_frame`.
+    TooLong,
+    /// The frame's encoding was invalid (COBS decode failure, bad SLIP escape).
+    Corrupt,
+    /// The port went away in the middle of the frame (unplugged mid-frame).
+    Incomplete,
+}
+
+impl DropReason {
+    /// Stable label for metrics and logs: "too_long", "corrupt" or "incomplete".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::TooLong => "too_long",
+            DropReason::Corrupt => "corrupt",
+            DropReason::Incomplete => "incomplete",
+        }
+    }
+}
+
+/// The decoder for one framing with a maximum frame size (payload bytes, without delimiter/prefix).
+///
+/// Built from a framing that fails [`Framing::validate`], it drops all input instead of panicking.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    max_frame: usize,
+    kind: Kind,
+}
+
+/// Per-framing state.
+#[derive(Debug)]
+enum Kind {
+    Delimited(Delimited),
+    Slip(Slip),
+    LengthPrefix(Prefixed),
+    Fixed(Fixed),
+    Gap(GapState),
+    /// The framing failed validation: every byte is discarded.
+    Invalid,
+}
+
+/// A `gap` frame in progress: when its last bytes arrived, and whether it is overlong.
+#[derive(Debug, Default)]
+struct GapState {
+    /// Bytes in the buffer at the last decode call, and when that count last changed.
+    seen: usize,
+    last_byte: Option<std::time::Instant>,
+    discarding: bool,
+}
+
+impl FrameDecoder {
+    /// Creates the decoder for `framing`, dropping frames whose payload exceeds `max_frame` bytes.
+    pub fn new(framing: &Framing, max_frame: usize) -> Self {
+        let kind = if framing.validate().is_err() {
+            Kind::Invalid
+        } else {
+            match framing {
+                Framing::Lines => Kind::Delimited(Delimited::new(
+                    b"\n",
+                    max_frame.saturating_add(1),
+                    Post::StripCr,
+                )),
+                Framing::Delimiter(d) => {
+                    Kind::Delimited(Delimited::new(d.as_slice(), max_frame, Post::Plain))
+                }
+                // COBS adds at most one byte per 254 plus one; the decoded size is checked again.
+                Framing::Cobs => Kind::Delimited(Delimited::new(
+                    &[0],
+                    max_frame.saturating_add(max_frame / 254).saturating_add(1),
+                    Post::Cobs,
+                )),
+                Framing::Slip => Kind::Slip(Slip::default()),
+                Framing::LengthPrefix(p) => Kind::LengthPrefix(Prefixed {
+                    width: usize::from(p.width),
+                    little: p.endian == Endian::Little,
+                    skip: 0,
+                }),
+                Framing::Fixed(f) => Kind::Fixed(f.clone()),
+                Framing::Gap(_) => Kind::Gap(GapState::default()),
+            }
+        };
+        FrameDecoder { max_frame, kind }
+    }
+
+    /// Forgets any partial frame (after EOF), so the decoder can be reused.
+    fn reset(&mut self) {
+        match &mut self.kind {
+            Kind::Delimited(d) => {
+                d.scanned = 0;
+                d.discarding = false;
+            }
+            Kind::Slip(s) => *s = Slip::default(),
+            Kind::LengthPrefix(p) => p.skip = 0,
+            Kind::Gap(g) => *g = GapState::default(),
+            Kind::Fixed(_) | Kind::Invalid => {}
+        }
+    }
+
+    /// For `gap` framing: when the frame in progress ends unless more bytes arrive (its last
+    /// byte's time plus `gap`); `None` when nothing is in progress or for other framings.
+    pub fn gap_deadline(&self, gap: std::time::Duration) -> Option<std::time::Instant> {
+        match &self.kind {
+            Kind::Gap(g) if g.seen > 0 => g.last_byte.map(|t| t + gap),
+            _ => None,
+        }
+    }
+
+    /// For `gap` framing, after the line was silent for the gap: whether the bytes buffered
+    /// are a whole frame (`false` when they are the end of an overlong one, already counted:
+    /// the caller discards them). The next bytes start a new frame.
+    pub fn silence(&mut self) -> bool {
+        let Kind::Gap(g) = &mut self.kind else {
+            return false;
+        };
+        let whole = !g.discarding;
+        *g = GapState::default();
+        whole
+    }
+
+    /// Whether part of a frame is waiting for the rest: in `buf`, or held by the decoder. An
+    /// overlong frame being skipped does not count (it was counted as too long already).
+    pub fn has_partial(&self, buf: &BytesMut) -> bool {
+        match &self.kind {
+            Kind::Delimited(d) => !d.discarding && !buf.is_empty(),
+            Kind::Slip(s) => !s.discarding && (!s.out.is_empty() || !buf.is_empty()),
+            Kind::LengthPrefix(p) => p.skip == 0 && !buf.is_empty(),
+            Kind::Fixed(_) => !buf.is_empty(),
+            Kind::Gap(g) => !g.discarding && !buf.is_empty(),
+            Kind::Invalid => false,
+        }
+    }
+
+    /// Bytes held outside the caller's buffer (SLIP's unescaped partial frame).
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        match &self.kind {
+            Kind::Slip(s) => s.out.len(),
+            _ => 0,
+        }
+    }
+}
+
+impl Decoder for FrameDecoder {
+    type Item = Decoded;
+    type Error = io::Error;
+
+    /// Yields the next frame or drop; never Err, so one bad frame cannot end the stream.
+    fn decode(&mut self, buf: &mut BytesMut) -> io::Result<Option<Decoded>> {
+        let max = self.max_frame;
+        Ok(match &mut self.kind {
+            Kind::Delimited(d) => d.next(buf, max),
+            Kind::Slip(s) => s.next(buf, max),
+            Kind::LengthPrefix(p) => p.next(buf, max),
+            Kind::Fixed(f) => next_fixed(buf, f),
+            Kind::Gap(g) => g.next(buf, max),
+            Kind::Invalid => {
+                buf.clear();
+                None
+            }
+        })
+    }
+
+    /// Yields the complete frames still buffered, then drops a trailing partial frame (port
+    /// gone), reporting it as [`DropReason::Incomplete`].
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> io::Result<Option<Decoded>> {
+        if let Some(item) = self.decode(buf)? {
+            return Ok(Some(item));
+        }
+        let partial = self.has_partial(buf);
+        buf.clear();
+        self.reset();
+        Ok(partial.then_some(Decoded::Dropped(DropReason::Incomplete)))
+    }
+}
+
+/// Reserves room for an awaited frame, capped so a huge size cannot allocate upfront.
+fn reserve_upto(buf: &mut BytesMut, additional: usize) {
+    buf.reserve(additional.min(RESERVE_CAP));
+}
+
+/// Encodes one payload as it would appear on the wire in this framing (used by the built-in simulator and tests).
+///
+/// Nothing is appended for a framing that fails [`Framing::validate`] or a payload longer than a
+/// length prefix can express. The payload must not contain the delimiter (lines: `\n`, nor end in
+/// `\r`), and for `fixed` must have the configured size: that is the caller's job.
+pub fn encode_frame(framing: &Framing, payload: &[u8], out: &mut Vec<u8>) {
+    if framing.validate().is_err() {
+        return;
+    }
+    match framing {
+        Framing::Lines => {
+            out.extend_from_slice(payload);
+            out.push(b'\n');
+        }
+        Framing::Delimiter(d) => {
+            out.extend_from_slice(payload);
+            out.extend_from_slice(d.as_slice());
+        }
+        Framing::Cobs => {
+            let start = out.len();
+            out.resize(start + cobs::max_encoding_length(payload.len()), 0);
+            // Sized by max_encoding_length, so try_encode cannot run out of room.
+            let written = cobs::try_encode(payload, &mut out[start..]).unwrap_or(0);
+            out.truncate(start + written);
+            out.push(0);
+        }
+        Framing::Slip => {
+            out.push(SLIP_END);
+            for &b in payload {
+                match b {
+                    SLIP_END => out.extend_from_slice(&[SLIP_ESC, SLIP_ESC_END]),
+                    SLIP_ESC => out.extend_from_slice(&[SLIP_ESC, SLIP_ESC_ESC]),
+                    _ => out.push(b),
+                }
+            }
+            out.push(SLIP_END);
+        }
+        Framing::LengthPrefix(p) => {
+            let width = usize::from(p.width);
+            let Ok(len) = u32::try_from(payload.len()) else {
+                return;
+            };
+            if width < 4 && len >> (8 * width) != 0 {
+                return;
+            }
+            match p.endian {
+                Endian::Big => out.extend_from_slice(&len.to_be_bytes()[4 - width..]),
+                Endian::Little => out.extend_from_slice(&len.to_le_bytes()[..width]),
+            }
+            out.extend_from_slice(payload);
+        }
+        Framing::Fixed(_) | Framing::Gap(_) => out.extend_from_slice(payload),
+    }
+}
