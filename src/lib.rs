@@ -1,10 +1,12 @@
 //! serial2mqtt: serial/USB sensor frames to MQTT, by YAML rules, through an embedded broker.
 //!
-//! The module tree follows the data: [`serial`] (ports and framing) → [`rules`] (frame to
-//! messages) → [`message`] → [`broker`] (embedded rumqttd) and [`queue`] (the on-disk
-//! store-and-forward log that [`uplink`] drains), wired together by [`gateway`] from a
-//! [`config`]. Back the other way, [`downlink`] routes MQTT messages on command topics to the
-//! devices that write them to their ports ([`rules::command`] says what bytes).
+//! The module tree follows the data: [`serial`] (ports and framing) → [`frames`] (a frame
+//! through the device's [`rules`]) → [`message`] → [`outlet`] → [`broker`] (embedded rumqttd)
+//! and [`queue`] (the on-disk store-and-forward log that [`uplink`] drains). Back the other way,
+//! [`downlink`] routes MQTT messages on command topics to the devices that write them to their
+//! ports ([`rules::command`] says what bytes). [`gateway`] wires it together from a checked
+//! [`config`]; [`cli`] is the command line; [`homeassistant`], [`prometheus`], [`systemd`],
+//! [`statedir`], [`tls`], [`stats`] and [`pacing`] serve around them.
 
 pub mod broker;
 pub mod cli;

@@ -8,9 +8,9 @@
 //! link's receive side, answering `Unschedule` with `ready()`, so the router's buffers for our
 //! link never grow.
 //!
-//! The files: [`settings`] (rumqttd's configuration), [`port`] (the listen port and who holds
-//! it), [`publisher`] (our messages into the link), [`link`] (the link's receiving half, to the
-//! [`Downlink`] and the [`bridge`]), [`recent`] (buffers compared by address).
+//! The files: [`settings`] (rumqttd's configuration), `port` (the listen port and who holds
+//! it), `publisher` (our messages into the link), `link` (the link's receiving half, to the
+//! [`Downlink`] and the `bridge`), `recent` (buffers compared by address).
 //!
 //! Delivery QoS: rumqttd's in-process links publish at QoS 0 (its `Publish::new`), and rumqttd
 //! forwards every message at the QoS of each subscriber's subscription. So a local subscriber

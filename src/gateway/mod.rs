@@ -7,7 +7,7 @@
 //! Shutdown is a single [`CancellationToken`], then an ordered stop within one deadline
 //! ([`shutdown`]): devices stop reading and announce `offline`, their outlet senders drop, the
 //! publisher drains what is left into the broker, the uplink says goodbye, the queue syncs,
-//! and `run` returns. [`devices`] supervises the device tasks; [`summary`] is what the gateway
+//! and `run` returns. `devices` supervises the device tasks; [`summary`] is what the gateway
 //! says of itself (stats message, `status`, systemd status line).
 
 mod devices;

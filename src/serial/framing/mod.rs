@@ -17,7 +17,7 @@
 //!
 //! The splitting is hand-written on purpose: framing is this project's core craft and its hot path
 //! (memchr/memmem searches that resume where they stopped, zero-copy frames via `split_to`). Only
-//! the COBS byte transform comes from the `cobs` crate. [`spec`] reads the YAML forms; [`cut`]
+//! the COBS byte transform comes from the `cobs` crate. `spec` reads the YAML forms; `cut`
 //! holds each framing's splitting state.
 
 use std::fmt;
