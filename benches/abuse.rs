@@ -42,7 +42,7 @@ rules:
         ),
     )
     .expect("config");
-    let child = Command::new(env!("CARGO_BIN_EXE_serial2mqtt"))
+    let child = Command::new(common::gateway_bin())
         .args(["run", "--config"])
         .arg(&config)
         .env("RUST_LOG", "warn")

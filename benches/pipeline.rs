@@ -84,7 +84,7 @@ fn start_serial2mqtt(ports: &[PathBuf]) -> Running {
     let config = dir.path().join("bench.yaml");
     std::fs::write(&config, yaml).expect("config");
     let t0 = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_serial2mqtt"))
+    let child = Command::new(common::gateway_bin())
         .args(["run", "--config"])
         .arg(&config)
         .stderr(Stdio::null())

@@ -50,7 +50,7 @@ impl System for Ours {
         );
         let config = self.state.path().join("bench.yaml");
         std::fs::write(&config, yaml).expect("config");
-        let child = Command::new(env!("CARGO_BIN_EXE_serial2mqtt"))
+        let child = Command::new(common::gateway_bin())
             .args(["run", "--config"])
             .arg(&config)
             .stderr(Stdio::null())

@@ -105,3 +105,11 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("runtime")
 }
+
+/// The gateway binary to measure: this build's, or `SERIAL2MQTT_BENCH_BIN` (another build, for
+/// side-by-side figures of two versions with the same harness).
+pub fn gateway_bin() -> std::path::PathBuf {
+    std::env::var_os("SERIAL2MQTT_BENCH_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_serial2mqtt").into())
+}
