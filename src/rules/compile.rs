@@ -1,0 +1,359 @@
+//! A rule as written (`match`/`json`/`fields`, `publish`, `types`, `drop`) compiled into a
+//! [`Rule`]: the matcher, each output's templates resolved against the matcher's names, and
+//! every problem found reported at its key, not just the first.
+
+use regex::Regex;
+
+use super::binary::{decimals_of, BinField, FieldType, TYPE_NAMES};
+use super::template::{self, JsonTemplate, Template, TemplateError, Var, BUILTINS};
+use super::{braces, err, CompileError, Matcher, Output, Payload, Rule};
+use crate::config::diagnostics::suggest;
+use crate::config::schema;
+use crate::homeassistant::entity::{Entity, STATE_COMPONENTS};
+
+impl Rule {
+    /// Compiles the rule named `name`; every problem found is returned, not just the first.
+    pub fn compile(name: &str, raw: &schema::Rule) -> Result<Self, Vec<CompileError>> {
+        let mut errors = Vec::new();
+        let kinds = [raw.match_.is_some(), raw.json, raw.fields.is_some()]
+            .iter()
+            .filter(|k| **k)
+            .count();
+        if kinds > 1 {
+            errors.push(err(
+                "",
+                format!("rule `{name}` sets more than one of `match`, `json: true` and `fields`"),
+                Some("a rule reads a frame one way: keep one of them (split it into two rules if needed)".into()),
+            ));
+            return Err(errors);
+        }
+        let (matcher, slots) = if let Some(pattern) = &raw.match_ {
+            // A regex that does not compile is the only error reported: its placeholders
+            // cannot be checked against captures it does not have, and errors about them would
+            // only bury the one that matters.
+            regex(name, pattern, &mut errors).ok_or_else(|| errors.clone())?
+        } else if raw.json {
+            (Matcher::Json, Vec::new())
+        } else if let Some(fields) = &raw.fields {
+            binary(name, fields, &mut errors)
+        } else {
+            (Matcher::Any, Vec::new())
+        };
+        let names = Names {
+            rule: name,
+            matcher: &matcher,
+            slots: &slots,
+        };
+        let resolve = |n: &str| names.resolve(n);
+        check_publishes_or_drops(name, raw, &mut errors);
+        // `types:` names placeholders of this rule; a name it does not have is an error.
+        let mut text_vars = Vec::new();
+        for (n, ty) in &raw.types {
+            match (resolve(n), ty) {
+                (Ok(v), schema::ValueType::String) => text_vars.push(v),
+                (Err(e), _) => errors.push(err(format!("types.{n}"), e.message, e.help)),
+            }
+        }
+        let outputs: Vec<Output> = raw
+            .publish
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| output(name, i, p, &resolve, &text_vars, &mut errors))
+            .collect();
+        if errors.is_empty() {
+            Ok(Self {
+                name: name.to_owned(),
+                matcher,
+                outputs,
+                continue_: raw.continue_,
+                drop: raw.drop,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// `match:`: the regex and its capture names by index; `None` when it does not compile.
+fn regex(
+    name: &str,
+    pattern: &str,
+    errors: &mut Vec<CompileError>,
+) -> Option<(Matcher, Vec<String>)> {
+    match Regex::new(pattern) {
+        Ok(re) => {
+            let mut slots = Vec::new();
+            for (i, n) in re.capture_names().enumerate() {
+                if let Some(n) = n {
+                    if BUILTINS.contains(&n) {
+                        errors.push(err(
+                            "match",
+                            format!(
+                                "rule `{name}`: capture name `{n}` is also a built-in placeholder"
+                            ),
+                            Some(format!("rename the capture, e.g. (?P<{n}_value>...)")),
+                        ));
+                    }
+                    slots.resize(i + 1, String::new());
+                    slots[i] = n.to_owned();
+                }
+            }
+            Some((Matcher::Regex(re), slots))
+        }
+        Err(e) => {
+            errors.push(err(
+                "match",
+                format!("rule `{name}`: the regex does not compile: {e}"),
+                Some("named captures look like (?P<temp>-?\\d+(?:\\.\\d+)?); quote the pattern in single quotes".into()),
+            ));
+            None
+        }
+    }
+}
+
+/// `fields:`: binary fields by name, type, offset, scale; their names are the slots.
+fn binary(
+    name: &str,
+    fields: &[schema::Field],
+    errors: &mut Vec<CompileError>,
+) -> (Matcher, Vec<String>) {
+    let mut compiled = Vec::with_capacity(fields.len());
+    for (i, f) in fields.iter().enumerate() {
+        let path = format!("fields[{i}]");
+        if BUILTINS.contains(&f.name.as_str()) {
+            errors.push(err(
+                format!("{path}.name"),
+                format!(
+                    "rule `{name}`: field name `{}` is also a built-in placeholder",
+                    f.name
+                ),
+                Some("choose another name".into()),
+            ));
+        }
+        if compiled.iter().any(|c: &BinField| c.name == f.name) {
+            errors.push(err(
+                format!("{path}.name"),
+                format!("rule `{name}`: field `{}` is defined twice", f.name),
+                None,
+            ));
+        }
+        let Some(ty) = FieldType::parse(&f.type_) else {
+            let help = match suggest(&f.type_, TYPE_NAMES) {
+                Some(s) => format!("did you mean `{s}`? types: {}", TYPE_NAMES.join(", ")),
+                None => format!("types: {}", TYPE_NAMES.join(", ")),
+            };
+            errors.push(err(
+                format!("{path}.type"),
+                format!("rule `{name}`: unknown field type `{}`", f.type_),
+                Some(help),
+            ));
+            continue;
+        };
+        let decimals = f.decimals.unwrap_or_else(|| match (f.scale, f.add) {
+            (None, None) => 12,
+            (s, a) => decimals_of(s.unwrap_or(1.0)).max(decimals_of(a.unwrap_or(0.0))),
+        });
+        if f.offset.checked_add(ty.size()).is_none() {
+            errors.push(err(
+                format!("{path}.offset"),
+                format!("rule `{name}`: offset {} is out of range", f.offset),
+                Some("write the field's byte offset in the frame, e.g. offset: 2".into()),
+            ));
+            continue;
+        }
+        compiled.push(BinField {
+            name: f.name.clone(),
+            offset: f.offset,
+            ty,
+            scale: f.scale,
+            add: f.add,
+            decimals,
+        });
+    }
+    let slots = compiled.iter().map(|f| f.name.clone()).collect();
+    let min_len = compiled.iter().filter_map(BinField::end).max().unwrap_or(0);
+    (
+        Matcher::Binary {
+            fields: compiled,
+            min_len,
+        },
+        slots,
+    )
+}
+
+/// What a placeholder of this rule may name: a JSON path, a capture or field, a built-in.
+struct Names<'a> {
+    rule: &'a str,
+    matcher: &'a Matcher,
+    slots: &'a [String],
+}
+
+impl Names<'_> {
+    fn resolve(&self, n: &str) -> Result<Var, TemplateError> {
+        if matches!(self.matcher, Matcher::Json) {
+            return Ok(Var::Path(n.split('.').map(str::to_owned).collect()));
+        }
+        if let Some(i) = self.slots.iter().position(|s| s == n) {
+            return Ok(Var::Slot(i));
+        }
+        let known: Vec<&str> = self
+            .slots
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(String::as_str)
+            .chain(BUILTINS)
+            .collect();
+        let what = match self.matcher {
+            Matcher::Regex(_) => "a named capture of `match`",
+            Matcher::Binary { .. } => "a field of `fields`",
+            _ => "a built-in",
+        };
+        let help = match suggest(n, known.iter().copied()) {
+            Some(s) => format!("did you mean {{{s}}}? available: {}", braces(&known)),
+            None => format!("available: {}", braces(&known)),
+        };
+        Err(TemplateError {
+            message: format!(
+                "rule `{}`: placeholder {{{n}}} is not {what} or a built-in",
+                self.rule
+            ),
+            help: Some(help),
+        })
+    }
+}
+
+/// A rule publishes something, or drops on purpose: never both, never neither.
+fn check_publishes_or_drops(name: &str, raw: &schema::Rule, errors: &mut Vec<CompileError>) {
+    if raw.drop && !raw.publish.is_empty() {
+        errors.push(err(
+            "drop",
+            format!("rule `{name}` has `drop: true` and `publish:`: a drop rule publishes nothing"),
+            Some("remove `publish:` to drop these frames, or `drop: true` to publish them".into()),
+        ));
+    } else if !raw.drop && raw.publish.is_empty() {
+        errors.push(err(
+            "publish",
+            format!("rule `{name}` publishes nothing"),
+            Some(
+                "add at least one `- topic: ...` under `publish:`, or write `drop: true` to \
+                 drop the frames it matches on purpose (counted as dropped, not unmatched)"
+                    .into(),
+            ),
+        ));
+    }
+}
+
+/// One `publish:` entry: its topic and payload templates, QoS, and Home Assistant entity.
+fn output(
+    name: &str,
+    i: usize,
+    p: &schema::Publish,
+    resolve: &dyn Fn(&str) -> Result<Var, TemplateError>,
+    text_vars: &[Var],
+    errors: &mut Vec<CompileError>,
+) -> Option<Output> {
+    let path = format!("publish[{i}]");
+    let topic = match Template::parse(&p.topic, resolve) {
+        Ok(t) => {
+            if let Some(lit) = t.literals().find(|l| l.contains(['+', '#'])) {
+                errors.push(err(
+                    format!("{path}.topic"),
+                    format!(
+                        "rule `{name}`: topic `{}` contains a wildcard (`{lit}`)",
+                        p.topic
+                    ),
+                    Some("publish topics name one topic: remove + and #".into()),
+                ));
+            }
+            if p.topic.is_empty() {
+                errors.push(err(
+                    format!("{path}.topic"),
+                    format!("rule `{name}`: empty topic"),
+                    None,
+                ));
+            }
+            Some(t)
+        }
+        Err(e) => {
+            errors.push(err(format!("{path}.topic"), e.message, e.help));
+            None
+        }
+    };
+    let payload = match &p.payload {
+        None => Template::parse("{frame}", resolve).map(Payload::Text),
+        Some(serde_yaml::Value::String(s)) => Template::parse(s, resolve).map(Payload::Text),
+        Some(v @ (serde_yaml::Value::Mapping(_) | serde_yaml::Value::Sequence(_))) => {
+            JsonTemplate::parse(v, resolve).map(|t| Payload::Json(t.with_text_vars(text_vars)))
+        }
+        Some(other) => {
+            // A bare number or bool: publish its text.
+            let text = serde_yaml::to_string(other).unwrap_or_default();
+            Template::parse(text.trim(), resolve).map(Payload::Text)
+        }
+    };
+    let payload = match payload {
+        Ok(p) => Some(p),
+        Err(e) => {
+            errors.push(err(format!("{path}.payload"), e.message, e.help));
+            None
+        }
+    };
+    if p.qos > 2 {
+        errors.push(err(
+            format!("{path}.qos"),
+            format!("rule `{name}`: qos {} is not an MQTT QoS", p.qos),
+            Some("write qos: 0, 1 or 2".into()),
+        ));
+    }
+    let homeassistant = entity(name, &path, p, topic.as_ref(), errors);
+    Some(Output {
+        topic: topic?,
+        payload: payload?,
+        qos: p.qos.min(2),
+        retain: p.retain,
+        homeassistant,
+    })
+}
+
+/// `homeassistant:` of a publish entry: a valid entity, on a topic that is one per device.
+fn entity(
+    name: &str,
+    path: &str,
+    p: &schema::Publish,
+    topic: Option<&Template>,
+    errors: &mut Vec<CompileError>,
+) -> Option<Entity> {
+    let e = match Entity::compile(p.homeassistant.as_ref()?, &STATE_COMPONENTS) {
+        Ok(e) => e,
+        Err((message, help)) => {
+            errors.push(err(
+                format!("{path}.homeassistant"),
+                format!("rule `{name}`: {message}"),
+                Some(help),
+            ));
+            return None;
+        }
+    };
+    let per_frame = topic.is_some_and(|t| {
+        t.vars().any(|v| {
+            !matches!(
+                v,
+                Var::Builtin(template::Builtin::Gateway | template::Builtin::Device)
+            )
+        })
+    });
+    if per_frame {
+        errors.push(err(
+            format!("{path}.homeassistant"),
+            format!(
+                "rule `{name}`: Home Assistant needs one state topic per device, but `{}` changes with the frame",
+                p.topic
+            ),
+            Some(format!(
+                "use only {{gateway}} and {{device}} in this topic, or announce the {} with one rule per topic",
+                e.component
+            )),
+        ));
+    }
+    Some(e)
+}
