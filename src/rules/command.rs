@@ -57,200 +57,210 @@ pub struct DeviceCommand {
     pub reply_topic: Option<String>,
 }
 
+/// `subscribe:`: a filter once `{gateway}` and `{device}` are filled in.
+fn subscribe(name: &str, text: &str, errors: &mut Vec<CompileError>) -> Option<Template> {
+    match Template::parse_static(text, "`subscribe`") {
+        Ok(t) => {
+            if let Some(why) = filter_problem(&t.render_static("gw", "dev")) {
+                errors.push(err(
+                    "subscribe",
+                    format!("command `{name}`: `{text}` is not an MQTT filter: {why}"),
+                    Some("write e.g. subscribe: \"cmd/{gateway}/{device}/set\"".into()),
+                ));
+            }
+            Some(t)
+        }
+        Err(e) => {
+            errors.push(err(
+                "subscribe",
+                format!("command `{name}`: {}", e.message),
+                e.help,
+            ));
+            None
+        }
+    }
+}
+
+/// `reply_topic:`: a topic once `{gateway}` and `{device}` are filled in.
+fn reply_topic(name: &str, text: Option<&str>, errors: &mut Vec<CompileError>) -> Option<Template> {
+    match Template::parse_static(text?, "`reply_topic`") {
+        Ok(t) => {
+            if let Some(why) = topic_problem(&t.render_static("gw", "dev")) {
+                errors.push(err(
+                    "reply_topic",
+                    format!("command `{name}`: `{}` is not a topic: {why}", text?),
+                    Some("write e.g. reply_topic: \"cmd/{gateway}/{device}/result\"".into()),
+                ));
+            }
+            Some(t)
+        }
+        Err(e) => {
+            errors.push(err(
+                "reply_topic",
+                format!("command `{name}`: {}", e.message),
+                e.help,
+            ));
+            None
+        }
+    }
+}
+
+/// `match:` on the payload: the regex and its capture names by index.
+fn payload_regex(
+    name: &str,
+    pattern: &str,
+    errors: &mut Vec<CompileError>,
+) -> (Option<Regex>, Vec<String>) {
+    let mut slots: Vec<String> = Vec::new();
+    match Regex::new(pattern) {
+        Ok(re) => {
+            for (i, n) in re.capture_names().enumerate() {
+                if let Some(n) = n {
+                    if BUILTINS.contains(&n) || PAYLOAD_NAMES.contains(&n) {
+                        errors.push(err(
+                            "match",
+                            format!("command `{name}`: capture name `{n}` is also a built-in placeholder"),
+                            Some(format!("rename the capture, e.g. (?P<{n}_value>...)")),
+                        ));
+                    }
+                    slots.resize(i + 1, String::new());
+                    slots[i] = n.to_owned();
+                }
+            }
+            (Some(re), slots)
+        }
+        Err(e) => {
+            errors.push(err(
+                "match",
+                format!("command `{name}`: the regex does not compile: {e}"),
+                Some("e.g. match: '^(?P<state>ON|OFF)$' (single quotes keep backslashes)".into()),
+            ));
+            (None, slots)
+        }
+    }
+}
+
+/// What a placeholder of a command may name: the payload, a capture, a built-in.
+fn resolve(n: &str, slots: &[String]) -> Result<Var, TemplateError> {
+    match n {
+        "payload" => return Ok(Var::Builtin(Builtin::Frame)),
+        "payload_hex" => return Ok(Var::Builtin(Builtin::FrameHex)),
+        _ => {}
+    }
+    if let Some(i) = slots.iter().position(|s| s == n) {
+        return Ok(Var::Slot(i));
+    }
+    let known: Vec<&str> = BUILTINS
+        .iter()
+        .copied()
+        .chain(PAYLOAD_NAMES)
+        .chain(slots.iter().map(String::as_str).filter(|s| !s.is_empty()))
+        .collect();
+    let help = match suggest(n, known.iter().copied()) {
+        Some(s) => format!("did you mean {{{s}}}?"),
+        None => format!(
+            "use {{payload}}, a named capture of `match`, or one of: {}",
+            known.join(", ")
+        ),
+    };
+    Err(TemplateError {
+        message: format!("placeholder {{{n}}} names nothing"),
+        help: Some(help),
+    })
+}
+
+/// `write:` (text) or `write_hex:` (hex pairs): exactly one of them.
+fn write(
+    name: &str,
+    raw: &schema::Command,
+    resolve: &dyn Fn(&str) -> Result<Var, TemplateError>,
+    errors: &mut Vec<CompileError>,
+) -> Option<Write> {
+    let (key, text) = match (&raw.write, &raw.write_hex) {
+        (Some(_), Some(_)) => {
+            errors.push(err(
+                "",
+                format!("command `{name}` sets both `write` and `write_hex`"),
+                Some("keep `write` for text, or `write_hex` for binary bytes".into()),
+            ));
+            return None;
+        }
+        (None, None) => {
+            errors.push(err(
+                "",
+                format!("command `{name}` has no `write`"),
+                Some(
+                    "add e.g. write: \"R1={state}\\r\\n\" (or write_hex: \"01 05 {payload_hex}\")"
+                        .into(),
+                ),
+            ));
+            return None;
+        }
+        (Some(text), None) => ("write", text),
+        (None, Some(text)) => ("write_hex", text),
+    };
+    let t = match Template::parse(text, resolve) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(err(key, format!("command `{name}`: {}", e.message), e.help));
+            return None;
+        }
+    };
+    if key == "write" {
+        return Some(Write::Text(t));
+    }
+    let lits: String = t.literals().collect();
+    if lits
+        .chars()
+        .any(|c| !c.is_ascii_hexdigit() && !c.is_whitespace())
+    {
+        errors.push(err(
+            "write_hex",
+            format!("command `{name}`: `{text}` has characters that are not hex digits"),
+            Some("write bytes as hex pairs, e.g. write_hex: \"01 05 00 ff\"".into()),
+        ));
+    }
+    Some(Write::Hex(t))
+}
+
+/// `homeassistant:` of a command: a valid entity on a plain topic (Home Assistant publishes to
+/// one topic, never a wildcard).
+fn entity(name: &str, raw: &schema::Command, errors: &mut Vec<CompileError>) -> Option<Entity> {
+    match Entity::compile(raw.homeassistant.as_ref()?, &COMMAND_COMPONENTS) {
+        Ok(e) => {
+            if raw.subscribe.contains(['+', '#']) {
+                errors.push(err(
+                    "homeassistant",
+                    format!("command `{name}`: Home Assistant publishes to one topic, but `{}` is a wildcard filter", raw.subscribe),
+                    Some("subscribe to a plain topic, e.g. \"cmd/{gateway}/{device}/set\"".into()),
+                ));
+            }
+            Some(e)
+        }
+        Err((message, help)) => {
+            errors.push(err(
+                "homeassistant",
+                format!("command `{name}`: {message}"),
+                Some(help),
+            ));
+            None
+        }
+    }
+}
+
 impl Command {
     /// Compiles the command named `name`; every problem found is returned.
     pub fn compile(name: &str, raw: &schema::Command) -> Result<Self, Vec<CompileError>> {
         let mut errors = Vec::new();
-
-        let subscribe = match Template::parse_static(&raw.subscribe, "`subscribe`") {
-            Ok(t) => {
-                if let Some(why) = filter_problem(&t.render_static("gw", "dev")) {
-                    errors.push(err(
-                        "subscribe",
-                        format!(
-                            "command `{name}`: `{}` is not an MQTT filter: {why}",
-                            raw.subscribe
-                        ),
-                        Some("write e.g. subscribe: \"cmd/{gateway}/{device}/set\"".into()),
-                    ));
-                }
-                Some(t)
-            }
-            Err(e) => {
-                errors.push(err(
-                    "subscribe",
-                    format!("command `{name}`: {}", e.message),
-                    e.help,
-                ));
-                None
-            }
+        let subscribe = subscribe(name, &raw.subscribe, &mut errors);
+        let reply_topic = reply_topic(name, raw.reply_topic.as_deref(), &mut errors);
+        let (matcher, slots) = match &raw.match_ {
+            None => (None, Vec::new()),
+            Some(pattern) => payload_regex(name, pattern, &mut errors),
         };
-        let reply_topic = match raw
-            .reply_topic
-            .as_deref()
-            .map(|t| (t, Template::parse_static(t, "`reply_topic`")))
-        {
-            None => None,
-            Some((text, Ok(t))) => {
-                if let Some(why) = topic_problem(&t.render_static("gw", "dev")) {
-                    errors.push(err(
-                        "reply_topic",
-                        format!("command `{name}`: `{text}` is not a topic: {why}"),
-                        Some("write e.g. reply_topic: \"cmd/{gateway}/{device}/result\"".into()),
-                    ));
-                }
-                Some(t)
-            }
-            Some((_, Err(e))) => {
-                errors.push(err(
-                    "reply_topic",
-                    format!("command `{name}`: {}", e.message),
-                    e.help,
-                ));
-                None
-            }
-        };
-
-        let mut slots: Vec<String> = Vec::new();
-        let matcher = match &raw.match_ {
-            None => None,
-            Some(pattern) => {
-                match Regex::new(pattern) {
-                    Ok(re) => {
-                        for (i, n) in re.capture_names().enumerate() {
-                            if let Some(n) = n {
-                                if BUILTINS.contains(&n) || PAYLOAD_NAMES.contains(&n) {
-                                    errors.push(err(
-                                    "match",
-                                    format!("command `{name}`: capture name `{n}` is also a built-in placeholder"),
-                                    Some(format!("rename the capture, e.g. (?P<{n}_value>...)")),
-                                ));
-                                }
-                                slots.resize(i + 1, String::new());
-                                slots[i] = n.to_owned();
-                            }
-                        }
-                        Some(re)
-                    }
-                    Err(e) => {
-                        errors.push(err(
-                        "match",
-                        format!("command `{name}`: the regex does not compile: {e}"),
-                        Some("e.g. match: '^(?P<state>ON|OFF)$' (single quotes keep backslashes)".into()),
-                    ));
-                        None
-                    }
-                }
-            }
-        };
-
-        let resolve = |n: &str| -> Result<Var, TemplateError> {
-            match n {
-                "payload" => Ok(Var::Builtin(Builtin::Frame)),
-                "payload_hex" => Ok(Var::Builtin(Builtin::FrameHex)),
-                _ => match slots.iter().position(|s| s == n) {
-                    Some(i) => Ok(Var::Slot(i)),
-                    None => {
-                        let known: Vec<&str> = BUILTINS
-                            .iter()
-                            .copied()
-                            .chain(PAYLOAD_NAMES)
-                            .chain(slots.iter().map(String::as_str).filter(|s| !s.is_empty()))
-                            .collect();
-                        let help = match suggest(n, known.iter().copied()) {
-                            Some(s) => format!("did you mean {{{s}}}?"),
-                            None => format!(
-                                "use {{payload}}, a named capture of `match`, or one of: {}",
-                                known.join(", ")
-                            ),
-                        };
-                        Err(TemplateError {
-                            message: format!("placeholder {{{n}}} names nothing"),
-                            help: Some(help),
-                        })
-                    }
-                },
-            }
-        };
-        let write = match (&raw.write, &raw.write_hex) {
-            (Some(_), Some(_)) => {
-                errors.push(err(
-                    "",
-                    format!("command `{name}` sets both `write` and `write_hex`"),
-                    Some("keep `write` for text, or `write_hex` for binary bytes".into()),
-                ));
-                None
-            }
-            (None, None) => {
-                errors.push(err(
-                    "",
-                    format!("command `{name}` has no `write`"),
-                    Some("add e.g. write: \"R1={state}\\r\\n\" (or write_hex: \"01 05 {payload_hex}\")".into()),
-                ));
-                None
-            }
-            (Some(text), None) => match Template::parse(text, &resolve) {
-                Ok(t) => Some(Write::Text(t)),
-                Err(e) => {
-                    errors.push(err(
-                        "write",
-                        format!("command `{name}`: {}", e.message),
-                        e.help,
-                    ));
-                    None
-                }
-            },
-            (None, Some(text)) => {
-                match Template::parse(text, &resolve) {
-                    Ok(t) => {
-                        let lits: String = t.literals().collect();
-                        if lits
-                            .chars()
-                            .any(|c| !c.is_ascii_hexdigit() && !c.is_whitespace())
-                        {
-                            errors.push(err(
-                            "write_hex",
-                            format!("command `{name}`: `{text}` has characters that are not hex digits"),
-                            Some("write bytes as hex pairs, e.g. write_hex: \"01 05 00 ff\"".into()),
-                        ));
-                        }
-                        Some(Write::Hex(t))
-                    }
-                    Err(e) => {
-                        errors.push(err(
-                            "write_hex",
-                            format!("command `{name}`: {}", e.message),
-                            e.help,
-                        ));
-                        None
-                    }
-                }
-            }
-        };
-
-        let homeassistant = match &raw.homeassistant {
-            None => None,
-            Some(raw_ha) => match Entity::compile(raw_ha, &COMMAND_COMPONENTS) {
-                Ok(e) => {
-                    if raw.subscribe.contains(['+', '#']) {
-                        errors.push(err(
-                            "homeassistant",
-                            format!("command `{name}`: Home Assistant publishes to one topic, but `{}` is a wildcard filter", raw.subscribe),
-                            Some("subscribe to a plain topic, e.g. \"cmd/{gateway}/{device}/set\"".into()),
-                        ));
-                    }
-                    Some(e)
-                }
-                Err((message, help)) => {
-                    errors.push(err(
-                        "homeassistant",
-                        format!("command `{name}`: {message}"),
-                        Some(help),
-                    ));
-                    None
-                }
-            },
-        };
+        let resolve = |n: &str| resolve(n, &slots);
+        let write = write(name, raw, &resolve, &mut errors);
+        let homeassistant = entity(name, raw, &mut errors);
         match (subscribe, write) {
             (Some(subscribe), Some(write)) if errors.is_empty() => Ok(Self {
                 homeassistant,
