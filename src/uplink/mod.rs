@@ -132,32 +132,36 @@ impl Uplink {
         self.state.connected.store(false, Ordering::Relaxed);
     }
 
-    /// One connection, from CONNECT to its end.
-    async fn session(&self, endpoint: &Endpoint) -> End {
-        let failed = |why: String, was_connected| End::Failed { why, was_connected };
-        let capacity = self.settings.inflight as usize + 64;
-        let (client, mut events) = match client::new(&self.settings, endpoint, capacity) {
-            Ok(c) => c,
-            Err(why) => return failed(why, false),
+    /// Connects to `endpoint` and waits for its CONNACK.
+    async fn connect(&self, endpoint: &Endpoint) -> Result<(client::Client, Events), End> {
+        let failed = |why: String| End::Failed {
+            why,
+            was_connected: false,
         };
-        // Wait for CONNACK.
+        let capacity = self.settings.inflight as usize + 64;
+        let (client, mut events) =
+            client::new(&self.settings, endpoint, capacity).map_err(failed)?;
         let connected = tokio::select! {
-            _ = self.shutdown.cancelled() => return End::Shutdown,
+            _ = self.shutdown.cancelled() => return Err(End::Shutdown),
             r = tokio::time::timeout(self.settings.connect_timeout, wait_connack(&mut events)) => r,
         };
         match connected {
-            Err(_) => {
-                return failed(
-                    format!(
-                        "no CONNACK within {} (the broker accepted the connection but did not answer; uplink.connect_timeout)",
-                        humantime::format_duration(self.settings.connect_timeout)
-                    ),
-                    false,
-                )
-            }
-            Ok(Err(why)) => return failed(why, false),
-            Ok(Ok(())) => {}
+            Err(_) => Err(failed(format!(
+                "no CONNACK within {} (the broker accepted the connection but did not answer; uplink.connect_timeout)",
+                humantime::format_duration(self.settings.connect_timeout)
+            ))),
+            Ok(Err(why)) => Err(failed(why)),
+            Ok(Ok(())) => Ok((client, events)),
         }
+    }
+
+    /// One connection, from CONNECT to its end.
+    async fn session(&self, endpoint: &Endpoint) -> End {
+        let failed = |why: String, was_connected| End::Failed { why, was_connected };
+        let (client, mut events) = match self.connect(endpoint).await {
+            Ok(c) => c,
+            Err(end) => return end,
+        };
         // Everything up to the queue's cursor is delivered; start right after it.
         let mut next = match self.queue.stats().await {
             Ok(st) => st.acked + 1,
@@ -251,17 +255,7 @@ impl Uplink {
                     }
                     Ok(Ev::Acked { pkid, refused: None }) => {
                         // Cumulative: everything written before this packet id is acknowledged too.
-                        let Some(pos) = inflight.iter().position(|(p, _, _)| *p == pkid) else { continue };
-                        let mut highest = None;
-                        let mut delivered = 0;
-                        let latency = metrics::histogram!(PUBLISH_LATENCY);
-                        for (_, seq, sent) in inflight.drain(..=pos) {
-                            latency.record(sent.elapsed().as_secs_f64());
-                            if seq.is_some() {
-                                delivered += 1;
-                                highest = seq;
-                            }
-                        }
+                        let (highest, delivered) = acknowledged(&mut inflight, pkid);
                         if let Some(seq) = highest {
                             self.state.delivered.fetch_add(delivered, Ordering::Relaxed);
                             if self.queue.ack(seq).await.is_err() {
@@ -316,4 +310,27 @@ async fn wait_connack(events: &mut Events) -> Result<(), String> {
             return Ok(());
         }
     }
+}
+
+/// A PUBACK for `pkid` acknowledges it and everything written before it: takes them out of
+/// `inflight` (recording their latency) and returns the highest queue record among them and
+/// how many queue records they were.
+fn acknowledged(
+    inflight: &mut VecDeque<(u16, Option<u64>, Instant)>,
+    pkid: u16,
+) -> (Option<u64>, u64) {
+    let Some(pos) = inflight.iter().position(|(p, _, _)| *p == pkid) else {
+        return (None, 0);
+    };
+    let mut highest = None;
+    let mut delivered = 0;
+    let latency = metrics::histogram!(PUBLISH_LATENCY);
+    for (_, seq, sent) in inflight.drain(..=pos) {
+        latency.record(sent.elapsed().as_secs_f64());
+        if seq.is_some() {
+            delivered += 1;
+            highest = seq;
+        }
+    }
+    (highest, delivered)
 }
