@@ -84,10 +84,16 @@ async fn read_bytes(pty: &mut Pty, n: usize) -> Vec<u8> {
 /// gateway opens the other side) and the link's subscription to the command topic is active
 /// (a command published before that is not delivered). Proven by one command written whole.
 async fn wait_commands_ready(gw: &Gateway, pty: &mut Pty) {
+    wait_ready_on(gw, pty, "cmd/gw/relay/set", b"OFF").await;
+}
+
+/// [`wait_commands_ready`] with a command on `topic` whose `payload` makes the relay write
+/// `R1=OFF\r\n`.
+async fn wait_ready_on(gw: &Gateway, pty: &mut Pty, topic: &str, payload: &[u8]) {
     gw.wait_log("device online", T).await;
     let deadline = std::time::Instant::now() + T;
     loop {
-        publish(gw.port, "cmd/gw/relay/set", b"OFF").await;
+        publish(gw.port, topic, payload).await;
         let mut buf = [0u8; 8];
         if let Ok(Ok(_)) =
             tokio::time::timeout(Duration::from_millis(500), pty.master.read_exact(&mut buf)).await
@@ -360,24 +366,8 @@ async fn commands_on_two_topics_of_one_device_are_written_in_the_order_they_were
     let mut pty = Pty::new();
     let mut other = Pty::new();
     let gw = start_gateway(&two_topic_config(&pty.path, &other.path));
-    gw.wait_log("device online", T).await;
     // Ready when one command comes through whole (port open, subscriptions active).
-    let deadline = std::time::Instant::now() + T;
-    loop {
-        publish(gw.port, "cmd/gw/relay/off", b"").await;
-        let mut buf = [0u8; 8];
-        if let Ok(Ok(_)) =
-            tokio::time::timeout(Duration::from_millis(500), pty.master.read_exact(&mut buf)).await
-        {
-            assert_eq!(&buf, b"R1=OFF\r\n");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{}", gw.logs());
-    }
-    let mut rest = [0u8; 256];
-    while let Ok(Ok(_)) =
-        tokio::time::timeout(Duration::from_millis(300), pty.master.read(&mut rest)).await
-    {}
+    wait_ready_on(&gw, &mut pty, "cmd/gw/relay/off", b"").await;
 
     // One client, a burst in an irregular order (the INBOX bounds a burst: stay under it).
     let (client, mut events) =
