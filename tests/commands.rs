@@ -116,6 +116,19 @@ async fn wait_ready_on(gw: &Gateway, pty: &mut Pty, topic: &str, payload: &[u8])
     }
 }
 
+/// Asserts the relay was written `R1=<state>\r\n` for each state, whole and in this order.
+async fn assert_relay_wrote(pty: &mut Pty, states: &[&str]) {
+    let expected: Vec<u8> = states
+        .iter()
+        .flat_map(|s| format!("R1={s}\r\n").into_bytes())
+        .collect();
+    assert_eq!(
+        String::from_utf8_lossy(&read_bytes(pty, expected.len()).await),
+        String::from_utf8_lossy(&expected),
+        "the relay got other commands, or in another order than they were sent"
+    );
+}
+
 /// Asserts the gateway writes nothing to the device for `quiet`.
 async fn assert_nothing_written(pty: &mut Pty, quiet: Duration) {
     let mut buf = [0u8; 256];
@@ -199,14 +212,7 @@ async fn writes_to_one_device_are_serialized_in_arrival_order() {
             .await
             .expect("publish");
     }
-    let expected: Vec<u8> = states
-        .iter()
-        .flat_map(|s| format!("R1={s}\r\n").into_bytes())
-        .collect();
-    assert_eq!(
-        String::from_utf8_lossy(&read_bytes(&mut pty, expected.len()).await),
-        String::from_utf8_lossy(&expected)
-    );
+    assert_relay_wrote(&mut pty, &states).await;
 }
 
 #[tokio::test]
@@ -385,15 +391,7 @@ async fn commands_on_two_topics_of_one_device_are_written_in_the_order_they_were
             .await
             .expect("publish");
     }
-    let expected: Vec<u8> = states
-        .iter()
-        .flat_map(|s| format!("R1={s}\r\n").into_bytes())
-        .collect();
-    assert_eq!(
-        String::from_utf8_lossy(&read_bytes(&mut pty, expected.len()).await),
-        String::from_utf8_lossy(&expected),
-        "the relay got the commands in another order than they were sent"
-    );
+    assert_relay_wrote(&mut pty, &states).await;
     // The other relay's filter covers both topics: it got one write per message, too.
     let mut buf = vec![0u8; 2 * (states.len() + 1)];
     tokio::time::timeout(T, other.master.read_exact(&mut buf))
