@@ -333,7 +333,7 @@ pub async fn run(
         devices.start(device)?;
     }
     let uplink_state = uplink.as_ref().map(|u| Arc::clone(&u.state));
-    let helpers = vec![tokio::spawn(publish_stats(
+    let mut helpers = vec![tokio::spawn(publish_stats(
         config.gateway.stats_interval,
         format!("serial2mqtt/{}/stats", config.gateway.id),
         outlet,
@@ -342,22 +342,17 @@ pub async fn run(
         uplink_state.clone(),
         shutdown.clone(),
     ))];
-    let helpers = match config.metrics {
-        Some(_) => {
-            let mut h = helpers;
-            h.push(tokio::spawn(prometheus::collect(
-                prometheus::Sources {
-                    devices: Arc::clone(&devices.list),
-                    queue: queue.clone(),
-                    uplink: uplink_state.clone(),
-                    routes: devices.routes.clone(),
-                },
-                shutdown.clone(),
-            )));
-            h
-        }
-        None => helpers,
-    };
+    if config.metrics.is_some() {
+        helpers.push(tokio::spawn(prometheus::collect(
+            prometheus::Sources {
+                devices: Arc::clone(&devices.list),
+                queue: queue.clone(),
+                uplink: uplink_state.clone(),
+                routes: devices.routes.clone(),
+            },
+            shutdown.clone(),
+        )));
+    }
     info!(gateway = %devices.gateway, devices = devices.running.len(), "gateway running");
     let serving = Serving {
         started,

@@ -25,7 +25,7 @@ struct Claims {
 pub(super) fn check(
     raw: Vec<schema::Device>,
     gw: &GatewayParts,
-    library: &Library,
+    library: &mut Library,
     p: &mut Problems,
 ) -> Vec<Device> {
     let mut claims = Claims::default();
@@ -42,7 +42,7 @@ fn one(
     d: schema::Device,
     path: &str,
     gw: &GatewayParts,
-    library: &Library,
+    library: &mut Library,
     claims: &mut Claims,
     p: &mut Problems,
 ) -> Option<Device> {
@@ -281,7 +281,7 @@ fn framing(d: &schema::Device, path: &str, p: &mut Problems) {
 fn rules(
     d: &schema::Device,
     path: &str,
-    library: &Library,
+    library: &mut Library,
     p: &mut Problems,
 ) -> Vec<std::sync::Arc<crate::rules::Rule>> {
     let mut rules = Vec::with_capacity(d.rules.len());
@@ -322,7 +322,7 @@ fn commands(
     d: &schema::Device,
     path: &str,
     gateway: &str,
-    library: &Library,
+    library: &mut Library,
     p: &mut Problems,
 ) -> Vec<DeviceCommand> {
     let mut out = Vec::with_capacity(d.commands.len());

@@ -31,8 +31,8 @@ pub fn check(
     let gw = gateway::check(raw.gateway, &mut p);
     gateway::log_level(&raw.log, &mut p);
     let broker = broker::check(raw.broker, &mut p);
-    let library = rules::compile(&raw.rules, &raw.commands, &mut p);
-    let devices = devices::check(raw.devices, &gw, &library, &mut p);
+    let mut library = rules::compile(&raw.rules, &raw.commands, &mut p);
+    let devices = devices::check(raw.devices, &gw, &mut library, &mut p);
     library.warn_unused(&mut p);
     rules::reply_loops(&devices, &mut p);
     homeassistant::check(&raw.homeassistant, &devices, &gw.gateway.id, &mut p);

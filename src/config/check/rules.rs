@@ -1,7 +1,6 @@
 //! `rules:` and `commands:`: each compiled once (devices share them), then what the devices
 //! made of them: names used by no device, replies that would loop back as commands.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -18,8 +17,8 @@ pub(super) struct Library<'a> {
     raw_commands: &'a BTreeMap<String, schema::Command>,
     rules: BTreeMap<String, Arc<Rule>>,
     commands: BTreeMap<String, Arc<Command>>,
-    used_rules: RefCell<BTreeSet<String>>,
-    used_commands: RefCell<BTreeSet<String>>,
+    used_rules: BTreeSet<String>,
+    used_commands: BTreeSet<String>,
 }
 
 /// Compiles every rule and command; each problem is reported at its key.
@@ -51,8 +50,8 @@ pub(super) fn compile<'a>(
         raw_commands,
         rules,
         commands,
-        used_rules: RefCell::default(),
-        used_commands: RefCell::default(),
+        used_rules: BTreeSet::new(),
+        used_commands: BTreeSet::new(),
     }
 }
 
@@ -79,14 +78,14 @@ pub(super) enum Lookup<T> {
 
 impl Library<'_> {
     /// The rule a device names (marked used).
-    pub fn rule(&self, name: &str) -> Lookup<Rule> {
-        self.used_rules.borrow_mut().insert(name.to_owned());
+    pub fn rule(&mut self, name: &str) -> Lookup<Rule> {
+        self.used_rules.insert(name.to_owned());
         lookup(name, &self.rules, self.raw_rules.keys(), "rules")
     }
 
     /// The command a device names (marked used).
-    pub fn command(&self, name: &str) -> Lookup<Command> {
-        self.used_commands.borrow_mut().insert(name.to_owned());
+    pub fn command(&mut self, name: &str) -> Lookup<Command> {
+        self.used_commands.insert(name.to_owned());
         lookup(name, &self.commands, self.raw_commands.keys(), "commands")
     }
 
@@ -124,7 +123,6 @@ impl Library<'_> {
                 &self.used_commands,
             ),
         ] {
-            let used = used.borrow();
             for name in raw.into_iter().filter(|n| !used.contains(*n)) {
                 p.warn(
                     &format!("{section}.{name}"),
