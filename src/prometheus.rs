@@ -167,6 +167,7 @@ async fn collect_once(s: &Sources) {
             ("corrupt", &d.corrupt),
             ("incomplete", &d.incomplete),
             ("invalid_utf8", &d.invalid_utf8),
+            ("bad_checksum", &d.bad_checksum),
         ] {
             counter!("serial2mqtt_frames_bad_total", "device" => dev.clone(), "reason" => reason)
                 .absolute(g(c));

@@ -28,6 +28,8 @@ pub struct DeviceStats {
     pub resync_bytes: AtomicU64,
     /// Frames that were not UTF-8 where text rules needed text.
     pub invalid_utf8: AtomicU64,
+    /// Frames whose checksum did not match (or was missing): never published.
+    pub bad_checksum: AtomicU64,
     /// Messages whose rendered topic was not publishable.
     pub bad_topic: AtomicU64,
     /// Times the port was opened.
@@ -62,6 +64,7 @@ impl DeviceStats {
             incomplete: g(&self.incomplete),
             resync_bytes: g(&self.resync_bytes),
             invalid_utf8: g(&self.invalid_utf8),
+            bad_checksum: g(&self.bad_checksum),
             bad_topic: g(&self.bad_topic),
             opens: g(&self.opens),
             commands: CommandCounts {
@@ -103,6 +106,8 @@ pub struct DeviceCounts {
     pub resync_bytes: u64,
     /// Frames that were not UTF-8 where text was needed.
     pub invalid_utf8: u64,
+    /// Frames that failed their checksum.
+    pub bad_checksum: u64,
     /// Messages whose topic was not publishable.
     pub bad_topic: u64,
     /// Times the port was opened.
@@ -126,7 +131,12 @@ pub struct CommandCounts {
 impl DeviceCounts {
     /// Frames dropped as bad, whatever the reason (the BAD column of `status`).
     pub fn bad(&self) -> u64 {
-        self.too_long + self.corrupt + self.incomplete + self.invalid_utf8 + self.bad_topic
+        self.too_long
+            + self.corrupt
+            + self.incomplete
+            + self.invalid_utf8
+            + self.bad_checksum
+            + self.bad_topic
     }
 }
 
@@ -134,7 +144,7 @@ impl std::fmt::Display for DeviceCounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "frames={} messages={} unmatched={} too_long={} corrupt={} incomplete={} invalid_utf8={} bad_topic={} opens={} commands_written={} commands_rejected={} commands_failed={}",
+            "frames={} messages={} unmatched={} too_long={} corrupt={} incomplete={} invalid_utf8={} bad_checksum={} bad_topic={} opens={} commands_written={} commands_rejected={} commands_failed={}",
             self.frames,
             self.messages,
             self.unmatched,
@@ -142,6 +152,7 @@ impl std::fmt::Display for DeviceCounts {
             self.corrupt,
             self.incomplete,
             self.invalid_utf8,
+            self.bad_checksum,
             self.bad_topic,
             self.opens,
             self.commands.written,

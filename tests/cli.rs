@@ -270,3 +270,47 @@ fn check_names_a_port_that_cannot_work_and_refuses_two_devices_on_one_port() {
         text(&o)
     );
 }
+
+#[test]
+fn test_rule_shows_the_checksum_a_frame_passes_or_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = r#"gateway: {id: gw1}
+devices:
+  - name: gps
+    simulate: {profile: climate}
+    checksum: nmea
+    rules: [gga]
+rules:
+  gga:
+    match: '^\$GPGGA,(?P<time>\d+),'
+    publish:
+      - {topic: "gps/{device}/time", payload: "{time}"}
+"#;
+    let f = write_temp(dir.path(), "c.yaml", cfg);
+    let run = |frame: &str| s2m(&["test-rule", "-c", f.to_str().unwrap(), "-d", "gps", frame]);
+    let o = run("$GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47");
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "(checksum nmea: ok, 0x47)\ngps/gps/time 123519 [qos=0]\n"
+    );
+    // One digit wrong on the line: the frame fails, and test-rule says by how much.
+    let o = run("$GPGGA,123519,4807.039,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("fails device `gps`'s checksum nmea: expected 0x46, received 0x47"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).is_empty(),
+        "{}",
+        text(&o)
+    );
+    // A typo in the checksum name is a config error with a suggestion.
+    let typo = write_temp(dir.path(), "t.yaml", &cfg.replace("nmea", "nmae"));
+    let o = s2m(&["check", typo.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("did you mean `nmea`?"), "{}", text(&o));
+    assert!(text(&o).contains(":5:"), "{}", text(&o));
+}

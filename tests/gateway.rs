@@ -531,16 +531,6 @@ fn testgw(devices: &str, rules: &str) -> String {
     )
 }
 
-/// An SDS011-like frame: AA C0, PM2.5 (u16 LE, tenths), four more data bytes, checksum, AB.
-fn sds011(pm25_tenths: u16) -> Vec<u8> {
-    let mut f = vec![0xAA, 0xC0];
-    f.extend_from_slice(&pm25_tenths.to_le_bytes());
-    f.extend_from_slice(&[0x20, 0x00, 0x01, 0x02]);
-    let sum = f[2..8].iter().fold(0u8, |a, b| a.wrapping_add(*b));
-    f.extend_from_slice(&[sum, 0xAB]);
-    f
-}
-
 /// One lost byte used to shift every later `fixed` frame for good (a PM2.5 of 5683.2 instead
 /// of 11.1, forever, without a word). With start and end bytes the decoder finds the next
 /// frame, and the skipped bytes are counted and logged.

@@ -36,6 +36,19 @@ pub fn main(path: PathBuf, device: &str, is_hex: bool, frame: &str) -> ExitCode 
     } else {
         Bytes::copy_from_slice(frame.as_bytes())
     };
+    if let Some(checksum) = &dev.checksum {
+        match checksum.verify(&bytes) {
+            Ok(v) => println!("(checksum {}: ok, 0x{v:X})", checksum.spec().name()),
+            Err(failure) => {
+                eprintln!(
+                    "the frame fails device `{device}`'s checksum {}: {failure}; on the line it \
+                     is dropped and counted as bad_checksum, never published",
+                    checksum.spec().name()
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let stats = DeviceStats::default();
     let mut handler = FrameHandler::new(dev, &config.gateway.id, &stats);
     let messages: Vec<_> = handler.handle(&bytes).collect();

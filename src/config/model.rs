@@ -85,6 +85,8 @@ pub struct Device {
     pub framing: Framing,
     /// Largest frame.
     pub max_frame: usize,
+    /// The check every frame must pass before the rules see it.
+    pub checksum: Option<crate::frames::checksum::Checksum>,
     /// Compiled rules in try order.
     pub rules: RuleSet,
     /// Retained `online`/`offline` topic.

@@ -430,6 +430,9 @@ pub struct Device {
     /// Largest frame in bytes; longer frames are dropped and counted.
     #[serde(default = "default_max_frame")]
     pub max_frame: usize,
+    /// The check value every frame carries; a frame that fails it is never published.
+    #[serde(default)]
+    pub checksum: Option<crate::frames::checksum::ChecksumSpec>,
     /// Rules tried on each frame, in this order.
     #[serde(default)]
     pub rules: Vec<String>,

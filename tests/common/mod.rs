@@ -392,3 +392,13 @@ pub fn can_unshare() -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+
+/// An SDS011-like frame: AA C0, PM2.5 (u16 LE, tenths), four more data bytes, checksum, AB.
+pub fn sds011(pm25_tenths: u16) -> Vec<u8> {
+    let mut f = vec![0xAA, 0xC0];
+    f.extend_from_slice(&pm25_tenths.to_le_bytes());
+    f.extend_from_slice(&[0x20, 0x00, 0x01, 0x02]);
+    let sum = f[2..8].iter().fold(0u8, |a, b| a.wrapping_add(*b));
+    f.extend_from_slice(&[sum, 0xAB]);
+    f
+}

@@ -111,6 +111,7 @@ fn one(
         serial: serial?,
         framing: d.framing,
         max_frame: d.max_frame,
+        checksum: d.checksum.as_ref().map(|c| c.compile()),
         rules: RuleSet::new(rules),
         commands,
     })

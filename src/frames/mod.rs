@@ -1,7 +1,8 @@
 //! A device's frames once the framing has cut them: run through the device's rules into
 //! messages, and everything that goes wrong on the way (no rule matched, not UTF-8, a topic
 //! that cannot be published, bytes skipped or dropped by the framing) counted per reason and
-//! logged rate-limited. One handler serves the device task and `serial2mqtt test-rule`, so a
+//! logged rate-limited. A frame that fails its device's [`checksum`] never reaches the rules.
+//! One handler serves the device task and `serial2mqtt test-rule`, so a
 //! rule tried at the terminal behaves as it will on the line.
 
 use std::sync::atomic::Ordering;
@@ -9,6 +10,8 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use tracing::warn;
+
+pub mod checksum;
 
 use crate::config::Device;
 use crate::message::Message;
@@ -25,7 +28,7 @@ pub struct FrameHandler<'a> {
     stats: &'a DeviceStats,
     messages: Vec<Message>,
     problems: Vec<String>,
-    limits: [RateLimit; 6],
+    limits: [RateLimit; 7],
 }
 
 impl<'a> FrameHandler<'a> {
@@ -41,16 +44,19 @@ impl<'a> FrameHandler<'a> {
         }
     }
 
-    /// Runs one frame through the rules; returns the messages to publish.
+    /// Runs one frame through the checksum and the rules; returns the messages to publish.
     pub fn handle(&mut self, frame: &Bytes) -> std::vec::Drain<'_, Message> {
         DeviceStats::bump(&self.stats.frames);
+        self.messages.clear();
+        if !self.checked(frame) {
+            return self.messages.drain(..);
+        }
         let env = Builtins {
             gateway: self.gateway,
             device: &self.device.name,
             frame,
             now: SystemTime::now(),
         };
-        self.messages.clear();
         let verdict = self
             .device
             .rules
@@ -92,6 +98,21 @@ impl<'a> FrameHandler<'a> {
             .messages
             .fetch_add(self.messages.len() as u64, Ordering::Relaxed);
         self.messages.drain(..)
+    }
+
+    /// Whether the frame passes the device's checksum (or it has none); counts and logs a failure.
+    fn checked(&mut self, frame: &[u8]) -> bool {
+        let Some(checksum) = &self.device.checksum else {
+            return true;
+        };
+        let Err(failure) = checksum.verify(frame) else {
+            return true;
+        };
+        DeviceStats::bump(&self.stats.bad_checksum);
+        if let Some(n) = self.limits[6].hit() {
+            warn!(device = %self.device.name, checksum = %checksum.spec().name(), suppressed = n, frame_hex = %hex::encode(&frame[..frame.len().min(64)]), "frame dropped: bad checksum ({failure})");
+        }
+        false
     }
 
     /// Counts and logs (rate-limited) bytes skipped to find the next frame.

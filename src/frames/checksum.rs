@@ -1,0 +1,587 @@
+//! Checksums that a frame carries, checked before any rule sees it: a frame that fails is never
+//! published (counted as `bad_checksum`, logged with the expected and the received value).
+//!
+//! YAML (`checksum:` of a device or of a poll): a sensor's name (`nmea`, `dsmr`, `modbus`,
+//! `mhz19`, `sds011`), an algorithm with the default layout (`sum8`, `crc16/modbus`: the check
+//! value is the frame's last bytes and covers everything before it), or a map that places it:
+//! `{type: sum8, from: 2, at: -2}`. Positions count from 0; negative ones count from the end.
+//! The CRCs come from the `crc` crate's catalogue (the reveng names: `crc16/arc`,
+//! `crc16/xmodem`, `crc8/maxim-dow`, ...), never from hand-written tables; the 8-bit sums are
+//! one line each and need no crate.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+/// The sensor presets, for messages and docs.
+pub const PRESETS: &[&str] = &["nmea", "dsmr", "modbus", "mhz19", "sds011"];
+
+/// The arithmetic of a check value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// The low byte of the sum of the covered bytes.
+    Sum8,
+    /// XOR of the covered bytes (NMEA 0183).
+    Xor8,
+    /// The two's complement of the 8-bit sum: covered bytes plus check value sum to 0 (MH-Z19).
+    Neg8,
+    /// An 8-bit CRC of the catalogue.
+    Crc8(&'static crc::Algorithm<u8>),
+    /// A 16-bit CRC of the catalogue.
+    Crc16(&'static crc::Algorithm<u16>),
+    /// A 32-bit CRC of the catalogue.
+    Crc32(&'static crc::Algorithm<u32>),
+}
+
+/// Catalogue names (as reveng spells them, lower case, without `-`) and common aliases.
+const CATALOGUE: &[(&str, Algorithm)] = &[
+    ("sum8", Algorithm::Sum8),
+    ("xor8", Algorithm::Xor8),
+    ("neg8", Algorithm::Neg8),
+    ("twos_complement8", Algorithm::Neg8),
+    ("crc8/smbus", Algorithm::Crc8(&crc::CRC_8_SMBUS)),
+    ("crc8", Algorithm::Crc8(&crc::CRC_8_SMBUS)),
+    ("crc8/maximdow", Algorithm::Crc8(&crc::CRC_8_MAXIM_DOW)),
+    ("crc8/maxim", Algorithm::Crc8(&crc::CRC_8_MAXIM_DOW)),
+    ("crc8/dallas", Algorithm::Crc8(&crc::CRC_8_MAXIM_DOW)),
+    ("crc8/autosar", Algorithm::Crc8(&crc::CRC_8_AUTOSAR)),
+    ("crc8/saej1850", Algorithm::Crc8(&crc::CRC_8_SAE_J1850)),
+    ("crc8/nrsc5", Algorithm::Crc8(&crc::CRC_8_NRSC_5)),
+    ("crc16/modbus", Algorithm::Crc16(&crc::CRC_16_MODBUS)),
+    ("crc16/arc", Algorithm::Crc16(&crc::CRC_16_ARC)),
+    ("crc16/ibm", Algorithm::Crc16(&crc::CRC_16_ARC)),
+    ("crc16/xmodem", Algorithm::Crc16(&crc::CRC_16_XMODEM)),
+    ("crc16/zmodem", Algorithm::Crc16(&crc::CRC_16_XMODEM)),
+    ("crc16/kermit", Algorithm::Crc16(&crc::CRC_16_KERMIT)),
+    ("crc16/ccitt", Algorithm::Crc16(&crc::CRC_16_KERMIT)),
+    ("crc16/ccitttrue", Algorithm::Crc16(&crc::CRC_16_KERMIT)),
+    ("crc16/ibm3740", Algorithm::Crc16(&crc::CRC_16_IBM_3740)),
+    ("crc16/ccittfalse", Algorithm::Crc16(&crc::CRC_16_IBM_3740)),
+    ("crc16/ibmsdlc", Algorithm::Crc16(&crc::CRC_16_IBM_SDLC)),
+    ("crc16/x25", Algorithm::Crc16(&crc::CRC_16_IBM_SDLC)),
+    ("crc16/maximdow", Algorithm::Crc16(&crc::CRC_16_MAXIM_DOW)),
+    ("crc16/usb", Algorithm::Crc16(&crc::CRC_16_USB)),
+    ("crc16/dnp", Algorithm::Crc16(&crc::CRC_16_DNP)),
+    ("crc16/en13757", Algorithm::Crc16(&crc::CRC_16_EN_13757)),
+    ("crc16/genibus", Algorithm::Crc16(&crc::CRC_16_GENIBUS)),
+    ("crc32/isohdlc", Algorithm::Crc32(&crc::CRC_32_ISO_HDLC)),
+    ("crc32", Algorithm::Crc32(&crc::CRC_32_ISO_HDLC)),
+    ("crc32/iscsi", Algorithm::Crc32(&crc::CRC_32_ISCSI)),
+    ("crc32c", Algorithm::Crc32(&crc::CRC_32_ISCSI)),
+    ("crc32/bzip2", Algorithm::Crc32(&crc::CRC_32_BZIP2)),
+    ("crc32/mpeg2", Algorithm::Crc32(&crc::CRC_32_MPEG_2)),
+];
+
+impl Algorithm {
+    /// Looks a name up: `crc16/modbus`, `CRC-16/MODBUS` and `crc_16_modbus` are one name.
+    pub fn by_name(name: &str) -> Option<Algorithm> {
+        let key = normalize(name);
+        CATALOGUE
+            .iter()
+            .find(|(n, _)| normalize(n) == key)
+            .map(|(_, a)| *a)
+    }
+
+    /// Bytes of the check value.
+    pub fn width(self) -> usize {
+        match self {
+            Algorithm::Sum8 | Algorithm::Xor8 | Algorithm::Neg8 | Algorithm::Crc8(_) => 1,
+            Algorithm::Crc16(_) => 2,
+            Algorithm::Crc32(_) => 4,
+        }
+    }
+}
+
+/// `CRC-16/MODBUS` → `crc16modbus`: case, `-`, `_`, `/` and spaces do not matter.
+fn normalize(name: &str) -> String {
+    name.chars()
+        .filter(|c| !matches!(c, '-' | '_' | ' ' | '/'))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// How the check value is written in the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// Raw bytes.
+    #[default]
+    Binary,
+    /// ASCII hex digits, two per byte, either case (NMEA `*47`, DSMR `!6A3F`).
+    Hex,
+}
+
+/// Byte order of a binary check value wider than one byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// Most significant byte first.
+    #[default]
+    Big,
+    /// Least significant byte first (Modbus RTU's CRC).
+    Little,
+}
+
+/// Where the check value sits and what it covers, as written in YAML: the value of `checksum:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChecksumSpec {
+    /// What the user wrote (a preset or algorithm name), for messages; empty for a map.
+    pub label: String,
+    /// The arithmetic.
+    pub algorithm: Algorithm,
+    /// First covered byte (negative: from the end).
+    pub from: i64,
+    /// End of the covered bytes, exclusive (default: where the check value starts).
+    pub to: Option<i64>,
+    /// Where the check value starts (default: the frame's last bytes).
+    pub at: Option<i64>,
+    /// The check value follows the last occurrence of this byte (NMEA `*`, DSMR `!`).
+    pub marker: Option<u8>,
+    /// Whether the covered bytes include the marker (DSMR: yes; NMEA: no).
+    pub include_marker: bool,
+    /// Byte order of a binary value.
+    pub order: Order,
+    /// Binary bytes or hex digits.
+    pub format: Format,
+}
+
+impl ChecksumSpec {
+    /// The default layout of an algorithm: the value at the end, covering everything before.
+    fn plain(label: &str, algorithm: Algorithm) -> Self {
+        Self {
+            label: label.to_owned(),
+            algorithm,
+            from: 0,
+            to: None,
+            at: None,
+            marker: None,
+            include_marker: false,
+            order: Order::Big,
+            format: Format::Binary,
+        }
+    }
+
+    /// A sensor preset or an algorithm name.
+    pub fn named(name: &str) -> Option<Self> {
+        let spec = match normalize(name).as_str() {
+            // `$GPGGA,...*47`: XOR of the bytes between `$` (or `!`) and `*`, as two hex digits.
+            "nmea" => Self {
+                from: 1,
+                marker: Some(b'*'),
+                format: Format::Hex,
+                ..Self::plain(name, Algorithm::Xor8)
+            },
+            // DSMR P1: CRC-16/ARC from `/` through `!`, as four hex digits after the `!`.
+            "dsmr" => Self {
+                marker: Some(b'!'),
+                include_marker: true,
+                format: Format::Hex,
+                ..Self::plain(name, Algorithm::Crc16(&crc::CRC_16_ARC))
+            },
+            // Modbus RTU: CRC-16/MODBUS of everything before it, low byte first.
+            "modbus" => Self {
+                order: Order::Little,
+                ..Self::plain(name, Algorithm::Crc16(&crc::CRC_16_MODBUS))
+            },
+            // `FF 86 .. .. .. .. .. .. CS`: CS makes bytes 1..=7 plus CS sum to 0.
+            "mhz19" => Self {
+                from: 1,
+                ..Self::plain(name, Algorithm::Neg8)
+            },
+            // `AA C0 D1 D2 D3 D4 D5 D6 CS AB`: CS is the 8-bit sum of D1..D6.
+            "sds011" => Self {
+                from: 2,
+                at: Some(-2),
+                ..Self::plain(name, Algorithm::Sum8)
+            },
+            _ => Self::plain(name, Algorithm::by_name(name)?),
+        };
+        Some(spec)
+    }
+
+    /// Builds the checker (a CRC's lookup table is made here, once per config).
+    pub fn compile(&self) -> Checksum {
+        let engine = match self.algorithm {
+            Algorithm::Crc8(a) => Engine::Crc8(Arc::new(crc::Crc::<u8>::new(a))),
+            Algorithm::Crc16(a) => Engine::Crc16(Arc::new(crc::Crc::<u16>::new(a))),
+            Algorithm::Crc32(a) => Engine::Crc32(Arc::new(crc::Crc::<u32>::new(a))),
+            Algorithm::Sum8 => Engine::Sum8,
+            Algorithm::Xor8 => Engine::Xor8,
+            Algorithm::Neg8 => Engine::Neg8,
+        };
+        Checksum {
+            spec: self.clone(),
+            engine,
+        }
+    }
+
+    /// A short name for logs and `test-rule`: the preset or algorithm the user wrote.
+    pub fn name(&self) -> String {
+        if self.label.is_empty() {
+            format!("{:?}", self.algorithm)
+                .split('(')
+                .next()
+                .unwrap_or("custom")
+                .to_lowercase()
+        } else {
+            self.label.clone()
+        }
+    }
+}
+
+/// A compiled checksum: the spec and its engine.
+#[derive(Clone)]
+pub struct Checksum {
+    spec: ChecksumSpec,
+    engine: Engine,
+}
+
+impl fmt::Debug for Checksum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Checksum").field(&self.spec).finish()
+    }
+}
+
+/// The arithmetic, with a CRC's table built.
+#[derive(Clone)]
+enum Engine {
+    Sum8,
+    Xor8,
+    Neg8,
+    Crc8(Arc<crc::Crc<u8>>),
+    Crc16(Arc<crc::Crc<u16>>),
+    Crc32(Arc<crc::Crc<u32>>),
+}
+
+/// Why a frame failed its check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The values differ.
+    Mismatch {
+        /// Computed over the covered bytes.
+        expected: u32,
+        /// Read from the frame.
+        received: u32,
+        /// Bytes of the value (for printing).
+        width: usize,
+    },
+    /// The frame has no place for the value (too short, no marker, not hex digits).
+    Missing(&'static str),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Mismatch {
+                expected,
+                received,
+                width,
+            } => {
+                let w = width * 2;
+                write!(f, "expected 0x{expected:0w$X}, received 0x{received:0w$X}")
+            }
+            Failure::Missing(why) => f.write_str(why),
+        }
+    }
+}
+
+impl Checksum {
+    /// The spec it was built from.
+    pub fn spec(&self) -> &ChecksumSpec {
+        &self.spec
+    }
+
+    /// Checks a frame; Ok carries the check value for `test-rule`.
+    pub fn verify(&self, frame: &[u8]) -> Result<u32, Failure> {
+        let s = &self.spec;
+        let width = s.algorithm.width();
+        let len = match s.format {
+            Format::Binary => width,
+            Format::Hex => width * 2,
+        };
+        let n = frame.len() as i64;
+        let resolve = |i: i64| if i < 0 { n + i } else { i };
+        let (from, to, at) = match s.marker {
+            Some(m) => {
+                let Some(pos) = memchr::memrchr(m, frame) else {
+                    return Err(Failure::Missing("the frame has no checksum marker"));
+                };
+                let pos = pos as i64;
+                let end = if s.include_marker { pos + 1 } else { pos };
+                (resolve(s.from), end, pos + 1)
+            }
+            None => {
+                let at = s.at.map_or(n - len as i64, resolve);
+                (resolve(s.from), s.to.map_or(at, resolve), at)
+            }
+        };
+        if from < 0 || from > to || to > n || at < 0 || at + len as i64 > n {
+            return Err(Failure::Missing("the frame is too short for its checksum"));
+        }
+        let covered = &frame[from as usize..to as usize];
+        let field = &frame[at as usize..at as usize + len];
+        let received = match s.format {
+            Format::Binary => {
+                let mut v = 0u32;
+                for i in 0..width {
+                    let b = match s.order {
+                        Order::Big => field[i],
+                        Order::Little => field[width - 1 - i],
+                    };
+                    v = (v << 8) | u32::from(b);
+                }
+                v
+            }
+            Format::Hex => std::str::from_utf8(field)
+                .ok()
+                .filter(|t| t.bytes().all(|b| b.is_ascii_hexdigit()))
+                .and_then(|t| u32::from_str_radix(t, 16).ok())
+                .ok_or(Failure::Missing("the checksum is not hex digits"))?,
+        };
+        let expected = match &self.engine {
+            Engine::Sum8 => u32::from(covered.iter().fold(0u8, |a, b| a.wrapping_add(*b))),
+            Engine::Xor8 => u32::from(covered.iter().fold(0u8, |a, b| a ^ b)),
+            Engine::Neg8 => {
+                u32::from(0u8.wrapping_sub(covered.iter().fold(0u8, |a, b| a.wrapping_add(*b))))
+            }
+            Engine::Crc8(c) => u32::from(c.checksum(covered)),
+            Engine::Crc16(c) => u32::from(c.checksum(covered)),
+            Engine::Crc32(c) => c.checksum(covered),
+        };
+        if expected == received {
+            Ok(received)
+        } else {
+            Err(Failure::Mismatch {
+                expected,
+                received,
+                width,
+            })
+        }
+    }
+}
+
+/// The map form of `checksum:`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Custom {
+    #[serde(rename = "type")]
+    type_: String,
+    #[serde(default)]
+    from: i64,
+    to: Option<i64>,
+    at: Option<i64>,
+    marker: Option<String>,
+    #[serde(default)]
+    include_marker: bool,
+    order: Option<Order>,
+    #[serde(default)]
+    format: Format,
+}
+
+fn unknown_name(name: &str) -> String {
+    let names: Vec<&str> = PRESETS
+        .iter()
+        .copied()
+        .chain(CATALOGUE.iter().map(|(n, _)| *n))
+        .collect();
+    let near = crate::config::diagnostics::suggest(name, names.iter().copied())
+        .map(|s| format!("did you mean `{s}`? "))
+        .unwrap_or_default();
+    format!(
+        "unknown checksum `{name}`: {near}write a sensor (nmea, dsmr, modbus, mhz19, sds011), an \
+         algorithm (sum8, xor8, neg8, crc8/smbus, crc8/maxim-dow, crc16/modbus, crc16/arc, \
+         crc16/xmodem, crc16/kermit, crc16/ibm-3740, crc32, ...), or a map such as \
+         `{{type: sum8, from: 2, at: -2}}`"
+    )
+}
+
+impl<'de> Deserialize<'de> for ChecksumSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SpecVisitor)
+    }
+}
+
+/// Visitor behind `ChecksumSpec`'s Deserialize: a name or a map.
+struct SpecVisitor;
+
+impl<'de> Visitor<'de> for SpecVisitor {
+    type Value = ChecksumSpec;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a checksum: `nmea`, `crc16/modbus`, or `{type: sum8, from: 2, at: -2}`")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<ChecksumSpec, E> {
+        ChecksumSpec::named(v).ok_or_else(|| E::custom(unknown_name(v)))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ChecksumSpec, A::Error> {
+        let c = Custom::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        let Some(algorithm) = Algorithm::by_name(&c.type_) else {
+            return Err(de::Error::custom(unknown_name(&c.type_)));
+        };
+        let marker = match c.marker.as_deref() {
+            None => None,
+            Some(m) if m.len() == 1 => m.bytes().next(),
+            Some(m) => {
+                return Err(de::Error::custom(format_args!(
+                    "marker `{m}` must be one character, e.g. `marker: \"*\"`"
+                )))
+            }
+        };
+        if marker.is_some() && (c.at.is_some() || c.to.is_some()) {
+            return Err(de::Error::custom(
+                "with `marker` the check value follows the marker: leave out `at` and `to`",
+            ));
+        }
+        Ok(ChecksumSpec {
+            label: String::new(),
+            algorithm,
+            from: c.from,
+            to: c.to,
+            at: c.at,
+            marker,
+            include_marker: c.include_marker,
+            order: c.order.unwrap_or(Order::Big),
+            format: c.format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(spec: &str, frame: &[u8]) -> Result<u32, Failure> {
+        let spec: ChecksumSpec = serde_yaml::from_str(spec).unwrap();
+        spec.compile().verify(frame)
+    }
+
+    #[test]
+    fn nmea_sentences_from_a_receiver() {
+        let good = b"$GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47";
+        assert_eq!(check("nmea", good), Ok(0x47));
+        assert_eq!(
+            check(
+                "nmea",
+                b"$GPRMC,123519,A,4807.038,N,01131.000,E,022.4,084.4,230394,003.1,W*6a"
+            ),
+            Ok(0x6A)
+        );
+        let bad = b"$GPGGA,123519,4807.039,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47";
+        assert_eq!(
+            check("nmea", bad),
+            Err(Failure::Mismatch {
+                expected: 0x46,
+                received: 0x47,
+                width: 1
+            })
+        );
+        assert!(matches!(
+            check("nmea", b"$GPGGA,123519"),
+            Err(Failure::Missing(_))
+        ));
+        assert!(matches!(
+            check("nmea", b"$GPGGA,123519*4"),
+            Err(Failure::Missing(_))
+        ));
+        assert!(matches!(
+            check("nmea", b"$GPGGA,123519*ZZ"),
+            Err(Failure::Missing(_))
+        ));
+    }
+
+    #[test]
+    fn mhz19_and_sds011_answers() {
+        // MH-Z19 read command and an answer of 1280 ppm (the datasheet's examples).
+        assert_eq!(
+            check("mhz19", &hex::decode("ff0186000000000079").unwrap()),
+            Ok(0x79)
+        );
+        assert_eq!(
+            check("mhz19", &hex::decode("ff8605000000000075").unwrap()),
+            Ok(0x75)
+        );
+        assert!(check("mhz19", &hex::decode("ff8605010000000075").unwrap()).is_err());
+        // SDS011: PM2.5 = 0x00D4, PM10 = 0x01F4, id A1 60: sum of D1..D6 = 0x8A... computed.
+        let mut f = hex::decode("aac0d400f401a16000ab").unwrap();
+        f[8] = f[2..8].iter().fold(0u8, |a, b| a.wrapping_add(*b));
+        assert!(check("sds011", &f).is_ok());
+        f[3] ^= 0x10;
+        assert!(check("sds011", &f).is_err());
+    }
+
+    #[test]
+    fn modbus_crc_is_low_byte_first() {
+        // Read holding registers 0..2 of unit 1: 01 03 00 00 00 02, CRC C4 0B on the wire.
+        assert_eq!(
+            check("modbus", &hex::decode("010300000002c40b").unwrap()),
+            Ok(0x0BC4)
+        );
+        assert!(check("modbus", &hex::decode("010300000002c40c").unwrap()).is_err());
+        assert_eq!(
+            check("crc16/modbus", &hex::decode("0103000000020bc4").unwrap()),
+            Ok(0x0BC4)
+        );
+    }
+
+    #[test]
+    fn dsmr_crc_covers_slash_through_bang() {
+        let body = "/ISK5\\2M550T-1012\r\n\r\n1-0:1.8.1(000123.456*kWh)\r\n!";
+        let crc = crc::Crc::<u16>::new(&crc::CRC_16_ARC).checksum(body.as_bytes());
+        let telegram = format!("{body}{crc:04X}");
+        assert_eq!(check("dsmr", telegram.as_bytes()), Ok(u32::from(crc)));
+        let lower = format!("{body}{crc:04x}");
+        assert!(check("dsmr", lower.as_bytes()).is_ok());
+        let flipped = telegram.replace("123.456", "123.457");
+        assert!(check("dsmr", flipped.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn names_and_maps() {
+        assert!(ChecksumSpec::named("CRC-16/XMODEM").is_some());
+        assert!(ChecksumSpec::named("crc_16_ccitt_false").is_some());
+        let err = serde_yaml::from_str::<ChecksumSpec>("crc16/modbis").unwrap_err();
+        assert!(
+            err.to_string().contains("did you mean `crc16/modbus`"),
+            "{err}"
+        );
+        assert_eq!(
+            check(
+                "{type: xor8, from: 1, at: 3, to: 3}",
+                &[0xAA, 1, 2, 3, 0xBB]
+            ),
+            Ok(3)
+        );
+        assert_eq!(
+            check("{type: crc16/xmodem, order: little}", b"123456789\xC3\x31"),
+            Ok(0x31C3)
+        );
+        assert!(serde_yaml::from_str::<ChecksumSpec>("{type: sum8, marker: '*', at: 2}").is_err());
+        assert!(serde_yaml::from_str::<ChecksumSpec>("{type: sum8, colour: 2}").is_err());
+    }
+
+    #[test]
+    fn no_input_panics() {
+        let all: Vec<Checksum> = PRESETS
+            .iter()
+            .chain(
+                [
+                    "{type: crc32, from: -3, at: 1}",
+                    "{type: sum8, from: 5, to: 2}",
+                ]
+                .iter(),
+            )
+            .map(|s| serde_yaml::from_str::<ChecksumSpec>(s).unwrap().compile())
+            .collect();
+        for len in 0..12 {
+            let frame: Vec<u8> = (0..len).map(|i| (i * 37) as u8).collect();
+            for c in &all {
+                let _ = c.verify(&frame);
+                let _ = c.verify(b"*!");
+            }
+        }
+    }
+}
