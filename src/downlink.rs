@@ -41,6 +41,8 @@ pub const INBOX: usize = 32;
 /// One MQTT message for one of a device's commands.
 #[derive(Debug)]
 pub struct Request {
+    /// Which of its port's devices it is for (0 on a port of one device).
+    pub member: usize,
     /// Index into the device's `commands`.
     pub command: usize,
     /// The message's payload.
@@ -53,6 +55,7 @@ struct Route {
     filter: String,
     command: usize,
     inbox: mpsc::Sender<Request>,
+    member: usize,
 }
 
 /// The routing table, shared by the gateway (which changes it as devices start and stop) and
@@ -90,7 +93,14 @@ impl Default for Routes {
 
 impl Routes {
     /// Routes the device's commands to `inbox` (replacing any old routes of the device).
-    pub fn register(&self, device: &str, commands: &[DeviceCommand], inbox: mpsc::Sender<Request>) {
+    /// `member` is the device's place on its port (the port task's inbox is shared).
+    pub fn register(
+        &self,
+        device: &str,
+        member: usize,
+        commands: &[DeviceCommand],
+        inbox: mpsc::Sender<Request>,
+    ) {
         self.remove(device);
         if commands.is_empty() {
             return;
@@ -102,6 +112,7 @@ impl Routes {
                     filter: c.filter.clone(),
                     command: i,
                     inbox: inbox.clone(),
+                    member,
                 });
             }
         }
@@ -171,6 +182,7 @@ impl Routes {
         let mut taken = 0;
         for r in routes.iter().filter(|r| topic_matches(&r.filter, topic)) {
             let request = Request {
+                member: r.member,
                 command: r.command,
                 payload: payload.clone(),
             };

@@ -172,6 +172,11 @@ async fn collect_once(s: &Sources) {
             counter!("serial2mqtt_frames_bad_total", "device" => dev.clone(), "reason" => reason)
                 .absolute(g(c));
         }
+        counter!("serial2mqtt_polls_total", "device" => dev.clone()).absolute(g(&d.polls));
+        counter!("serial2mqtt_poll_timeouts_total", "device" => dev.clone())
+            .absolute(g(&d.timeouts));
+        counter!("serial2mqtt_frames_unsolicited_total", "device" => dev.clone())
+            .absolute(g(&d.unsolicited));
         counter!("serial2mqtt_frames_dropped_total", "device" => dev.clone())
             .absolute(g(&d.dropped));
         counter!("serial2mqtt_resync_bytes_total", "device" => dev.clone())

@@ -34,13 +34,19 @@ pub struct DeviceStats {
     pub bad_topic: AtomicU64,
     /// Times the port was opened.
     pub opens: AtomicU64,
+    /// Poll requests written (retries included).
+    pub polls: AtomicU64,
+    /// Poll requests left unanswered within their timeout.
+    pub timeouts: AtomicU64,
+    /// Frames on a shared line that no request of this device asked for (late answers).
+    pub unsolicited: AtomicU64,
     /// Commands written to the port.
     pub commands_written: AtomicU64,
     /// Commands refused: the payload did not fit the command (no match, not hex, unframeable).
     pub commands_rejected: AtomicU64,
     /// Commands not written: the device was offline, or the write failed or timed out.
     pub commands_failed: AtomicU64,
-    /// Whether the port is open now.
+    /// Whether the device is online: its port is open and, if it is polled, it answers.
     pub online: AtomicBool,
 }
 
@@ -67,6 +73,9 @@ impl DeviceStats {
             bad_checksum: g(&self.bad_checksum),
             bad_topic: g(&self.bad_topic),
             opens: g(&self.opens),
+            polls: g(&self.polls),
+            timeouts: g(&self.timeouts),
+            unsolicited: g(&self.unsolicited),
             commands: CommandCounts {
                 written: g(&self.commands_written),
                 rejected: g(&self.commands_rejected),
@@ -112,6 +121,12 @@ pub struct DeviceCounts {
     pub bad_topic: u64,
     /// Times the port was opened.
     pub opens: u64,
+    /// Poll requests written.
+    pub polls: u64,
+    /// Polls unanswered within their timeout.
+    pub timeouts: u64,
+    /// Frames on a shared line no request asked for.
+    pub unsolicited: u64,
     /// Commands written, rejected, failed.
     pub commands: CommandCounts,
 }
@@ -144,7 +159,7 @@ impl std::fmt::Display for DeviceCounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "frames={} messages={} unmatched={} too_long={} corrupt={} incomplete={} invalid_utf8={} bad_checksum={} bad_topic={} opens={} commands_written={} commands_rejected={} commands_failed={}",
+            "frames={} messages={} unmatched={} too_long={} corrupt={} incomplete={} invalid_utf8={} bad_checksum={} bad_topic={} opens={} polls={} timeouts={} unsolicited={} commands_written={} commands_rejected={} commands_failed={}",
             self.frames,
             self.messages,
             self.unmatched,
@@ -155,6 +170,9 @@ impl std::fmt::Display for DeviceCounts {
             self.bad_checksum,
             self.bad_topic,
             self.opens,
+            self.polls,
+            self.timeouts,
+            self.unsolicited,
             self.commands.written,
             self.commands.rejected,
             self.commands.failed,

@@ -265,7 +265,9 @@ fn check_names_a_port_that_cannot_work_and_refuses_two_devices_on_one_port() {
     let o = s2m(&["check", two.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        text(&o).contains("two.yaml:3:") && text(&o).contains("is also the port of device `a`"),
+        text(&o).contains("two.yaml:3:")
+            && text(&o)
+                .contains("device `b` shares /dev/ttyUSB7 with other devices but is never asked"),
         "{}",
         text(&o)
     );

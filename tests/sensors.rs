@@ -84,3 +84,131 @@ async fn a_frame_that_fails_its_checksum_is_never_published() {
     );
     gw.wait_log(&line, T).await;
 }
+
+/// An MH-Z19 CO2 sensor on the pty: silent until sent `FF 01 86 00 00 00 00 00 79`, then
+/// answers `FF 86 HH LL .. CS` after 20 ms with its real checksum. `answers` says, request by
+/// request, what it does: Some(ppm) answers, None stays silent; a ppm above 60000 answers
+/// with a corrupted checksum. Returns the times the requests arrived.
+fn mhz19(
+    pty: Pty,
+    answers: impl Fn(usize) -> Option<u16> + Send + 'static,
+) -> tokio::task::JoinHandle<Vec<std::time::Instant>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::spawn(async move {
+        let mut master = pty.master;
+        let _keep = pty.path;
+        let mut arrivals = Vec::new();
+        let mut req = [0u8; 9];
+        while let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_secs(5), master.read_exact(&mut req)).await
+        {
+            assert_eq!(hex::encode(req), "ff0186000000000079", "the read command");
+            arrivals.push(std::time::Instant::now());
+            let Some(ppm) = answers(arrivals.len() - 1) else {
+                continue;
+            };
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let mut f = vec![0xFF, 0x86];
+            f.extend_from_slice(&(ppm % 60000).to_be_bytes());
+            f.extend_from_slice(&[0x47, 0x00, 0x00, 0x00]);
+            let sum = f[1..8].iter().fold(0u8, |a, b| a.wrapping_add(*b));
+            f.push(0u8.wrapping_sub(sum).wrapping_add(u8::from(ppm > 60000)));
+            if master.write_all(&f).await.is_err() {
+                break;
+            }
+        }
+        arrivals
+    })
+}
+
+fn mhz19_config(pty: &Pty, poll: &str) -> String {
+    testgw(
+        &format!(
+            r#"  - name: co2
+    port: {}
+    framing: {{fixed: 9, start_hex: "FF 86"}}
+    checksum: mhz19
+    offline_after: 2
+    offline_poll: 400ms
+    poll:
+      - {{name: read, write_hex: "FF 01 86 00 00 00 00 00 79", {poll}}}
+    rules: [co2]
+"#,
+            pty.path.display()
+        ),
+        r#"  co2:
+    fields:
+      - {name: ppm, offset: 2, type: u16be}
+    publish:
+      - {topic: "sensors/{device}/{request}", payload: "{ppm}"}
+"#,
+    )
+}
+
+/// A sensor that speaks only when asked is polled on its interval; its answers are ruled with
+/// `{request}`; silence is counted as timeouts and, after `offline_after`, announced on the
+/// state topic, and the next answer brings it back `online`.
+#[tokio::test]
+async fn a_silent_sensor_is_polled_and_its_silence_is_announced() {
+    let pty = Pty::new();
+    let yaml = mhz19_config(&pty, "every: 200ms, timeout: 150ms");
+    // Answers 0..5, silent for 6..9, answers again from 10 on.
+    let sim = mhz19(pty, |i| (!(6..10).contains(&i)).then_some(400 + i as u16));
+    let gw = start_gateway(&yaml);
+    let state = "serial2mqtt/testgw/devices/co2/state";
+    let mut sub = Subscriber::connect(
+        gw.port,
+        &["sensors/#", state, "serial2mqtt/testgw/stats"],
+        QoS::AtMostOnce,
+    )
+    .await;
+    let first: u32 = sub
+        .next_on("sensors/co2/read", T)
+        .await
+        .payload
+        .parse()
+        .unwrap();
+    assert!((400..406).contains(&first), "{first}");
+    sub.next_change(state, "online", "offline", T).await;
+    sub.next_change(state, "offline", "online", T).await;
+    let d = counters(&mut sub, "co2", 12).await;
+    assert!(d["timeouts"].as_u64() >= Some(4), "{d}");
+    assert_eq!(d["bad_checksum"].as_u64(), Some(0), "{d}");
+    assert!(
+        gw.logs().contains("polls in a row unanswered"),
+        "{}",
+        gw.logs()
+    );
+    // The requests kept their interval (none piled up while the sensor was silent).
+    drop(gw);
+    let arrivals = sim.await.unwrap();
+    for pair in arrivals.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(150),
+            "requests {gap:?} apart: {arrivals:?}"
+        );
+    }
+}
+
+/// An answer that fails its checksum is no answer: the poll is sent again at once (retries)
+/// and the good answer is published; the bad one never is.
+#[tokio::test]
+async fn a_corrupted_answer_is_asked_again_and_never_published() {
+    let pty = Pty::new();
+    let yaml = mhz19_config(&pty, "every: 1s, timeout: 300ms, retries: 1");
+    // The first answer is corrupted (checksum off by one), the retry's is good.
+    let _sim = mhz19(pty, |i| Some(if i == 0 { 60_777 } else { 800 }));
+    let gw = start_gateway(&yaml);
+    let mut sub = Subscriber::connect(
+        gw.port,
+        &["sensors/#", "serial2mqtt/testgw/stats"],
+        QoS::AtMostOnce,
+    )
+    .await;
+    assert_eq!(sub.next_on("sensors/co2/read", T).await.payload, "800");
+    let d = counters(&mut sub, "co2", 2).await;
+    assert_eq!(d["bad_checksum"].as_u64(), Some(1), "{d}");
+    assert_eq!(d["timeouts"].as_u64(), Some(0), "{d}");
+    assert!(gw.logs().contains("bad checksum"), "{}", gw.logs());
+}

@@ -57,6 +57,18 @@ pub enum PortSource {
     Simulated(schema::Simulate),
 }
 
+impl PortSource {
+    /// What identifies the port: devices with the same key share one line (a bus). The path
+    /// as the system resolves it (two links to one adapter are one port); none for a
+    /// simulator, whose pseudo-terminal is its own.
+    pub fn key(&self) -> Option<PathBuf> {
+        match self {
+            PortSource::Path(p) => Some(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())),
+            PortSource::Simulated(_) => None,
+        }
+    }
+}
+
 /// Line settings of a serial port.
 #[derive(Debug, Clone, Copy)]
 pub struct SerialSettings {
@@ -70,6 +82,49 @@ pub struct SerialSettings {
     pub stop_bits: tokio_serial::StopBits,
     /// Flow control.
     pub flow_control: tokio_serial::FlowControl,
+}
+
+impl SerialSettings {
+    /// Bits on the wire per character: start, data, parity, stop.
+    pub fn bits_per_char(&self) -> u32 {
+        let data = match self.data_bits {
+            tokio_serial::DataBits::Five => 5,
+            tokio_serial::DataBits::Six => 6,
+            tokio_serial::DataBits::Seven => 7,
+            tokio_serial::DataBits::Eight => 8,
+        };
+        let parity = u32::from(self.parity != tokio_serial::Parity::None);
+        let stop = match self.stop_bits {
+            tokio_serial::StopBits::One => 1,
+            tokio_serial::StopBits::Two => 2,
+        };
+        1 + data + parity + stop
+    }
+
+    /// How long `bytes` take on the wire at this speed.
+    pub fn wire_time(&self, bytes: usize) -> Duration {
+        Duration::from_nanos(
+            bytes as u64 * u64::from(self.bits_per_char()) * 1_000_000_000
+                / u64::from(self.baud.max(1)),
+        )
+    }
+}
+
+/// One request of a polled device, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Poll {
+    /// `{request}` in the rules of its answers.
+    pub name: String,
+    /// The bytes written.
+    pub bytes: bytes::Bytes,
+    /// Time from one request to the next.
+    pub every: Duration,
+    /// Longest wait for the answer.
+    pub timeout: Duration,
+    /// Sends again when unanswered.
+    pub retries: u32,
+    /// Discard waiting input first.
+    pub flush: bool,
 }
 
 /// One device, validated.
@@ -95,6 +150,14 @@ pub struct Device {
     pub unmatched_topic: Option<String>,
     /// Commands written to the device, with filters expanded for it.
     pub commands: Vec<DeviceCommand>,
+    /// Requests written on their intervals (a device that speaks only when asked).
+    pub polls: Vec<Poll>,
+    /// Unanswered polls in a row before `offline` is announced.
+    pub offline_after: u32,
+    /// How often an offline device is still asked.
+    pub offline_poll: Duration,
+    /// Silence after a transaction before the next request on the port.
+    pub turnaround: Duration,
     /// What it was built from: a reload restarts the device only when this changed.
     pub spec: DeviceSpec,
 }

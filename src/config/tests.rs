@@ -87,14 +87,14 @@ fn a_delimiter_escape_above_7f_gets_a_warning_offering_delimiter_hex() {
 }
 
 #[test]
-fn two_devices_on_one_port_and_fields_past_a_fixed_frame_are_errors() {
+fn two_unpolled_devices_on_one_port_and_fields_past_a_fixed_frame_are_errors() {
     let two = GOOD.replace(
         "rules:\n  climate:",
         "  - {name: second, port: /dev/ttyUSB-test, rules: [climate]}\nrules:\n  climate:",
     );
     let e = error_text(&two);
     assert!(
-        e.contains("devices[1].port: /dev/ttyUSB-test is also the port of device `greenhouse`"),
+        e.contains("devices[1]: device `second` shares /dev/ttyUSB-test with other devices but is never asked"),
         "{e}"
     );
     let past = "devices:\n  - {name: sds, port: /dev/ttyUSB-test, framing: {fixed: 10}, rules: [pm]}\nrules:\n  pm:\n    fields: [{name: pm, offset: 9, type: u16le}]\n    publish: [{topic: t, payload: '{pm}'}]\n";
@@ -549,7 +549,7 @@ fn every_validation_error_has_its_message() {
         (
             "    rules: [climate]",
             "    rules: [climate]\n  - {name: two, port: /dev/ttyUSB-test, rules: [climate]}",
-            &["devices[1].port", "is also the port of device `greenhouse`"],
+            &["devices[1]: device `two` shares", "add `poll:` requests"],
         ),
         (
             "    framing: lines",

@@ -46,16 +46,33 @@ impl<'a> FrameHandler<'a> {
 
     /// Runs one frame through the checksum and the rules; returns the messages to publish.
     pub fn handle(&mut self, frame: &Bytes) -> std::vec::Drain<'_, Message> {
+        self.run(frame, "");
+        self.messages.drain(..)
+    }
+
+    /// Like [`Self::handle`] for a frame answering `request` (`{request}` in templates); None
+    /// when the frame failed its checksum (counted and logged): it is no answer.
+    pub fn answer(&mut self, frame: &Bytes, request: &str) -> Option<std::vec::Drain<'_, Message>> {
+        if self.run(frame, request) {
+            Some(self.messages.drain(..))
+        } else {
+            None
+        }
+    }
+
+    /// Fills `messages` from one frame; false when it failed its checksum.
+    fn run(&mut self, frame: &Bytes, request: &str) -> bool {
         DeviceStats::bump(&self.stats.frames);
         self.messages.clear();
         if !self.checked(frame) {
-            return self.messages.drain(..);
+            return false;
         }
         let env = Builtins {
             gateway: self.gateway,
             device: &self.device.name,
             frame,
             now: SystemTime::now(),
+            request,
         };
         let verdict = self
             .device
@@ -97,7 +114,7 @@ impl<'a> FrameHandler<'a> {
         self.stats
             .messages
             .fetch_add(self.messages.len() as u64, Ordering::Relaxed);
-        self.messages.drain(..)
+        true
     }
 
     /// Whether the frame passes the device's checksum (or it has none); counts and logs a failure.

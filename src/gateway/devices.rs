@@ -1,5 +1,6 @@
-//! The device tasks: started, replaced on reload, stopped; everything else of the gateway stays
-//! up while they change.
+//! The port tasks: started, replaced on reload, stopped; everything else of the gateway stays
+//! up while they change. Devices that name one port share one task (a bus); a simulated device
+//! has a pseudo-terminal of its own.
 
 use std::sync::Arc;
 
@@ -11,91 +12,121 @@ use super::GatewayError;
 use crate::config::{ConfigDiff, Device, PortSource};
 use crate::downlink::{self, Routes};
 use crate::outlet::Outlet;
-use crate::serial::device::DeviceTask;
+use crate::serial::port::PortTask;
 use crate::serial::simulate;
 use crate::stats::{DeviceList, DeviceStats};
 
-/// One running device: its task and what stops it.
+/// One running port task: its devices and what stops it.
 pub(super) struct Running {
-    pub stats: Arc<DeviceStats>,
+    /// Its devices' names, in config order.
+    pub names: Vec<String>,
+    /// Their counters, in the same order.
+    pub stats: Vec<Arc<DeviceStats>>,
     stop: CancellationToken,
     /// Stops its simulator, if it is simulated (after the device, so it does not see its
     /// port vanish).
     simulator: Option<CancellationToken>,
-    /// Ends when the device task has ended.
+    /// Ends when the task has ended.
     done: tokio::task::JoinHandle<()>,
 }
 
-/// Starts, replaces and stops device tasks; everything else of the gateway stays up.
+/// Starts, replaces and stops port tasks; everything else of the gateway stays up.
 pub(super) struct Devices {
-    pub running: Vec<(String, Running)>,
+    pub running: Vec<Running>,
     pub gateway: Arc<str>,
     pub outlet: Outlet,
     pub shutdown: CancellationToken,
     pub list: DeviceList,
-    /// A device task that panicked reports here.
+    /// A task that panicked reports here.
     pub failed: mpsc::UnboundedSender<String>,
     /// Where the broker link sends the devices' commands.
     pub routes: Routes,
 }
 
+/// The devices grouped by the port they share, in the order each port first appears.
+pub fn by_port(devices: Vec<Device>) -> Vec<Vec<Device>> {
+    let mut groups: Vec<(Option<std::path::PathBuf>, Vec<Device>)> = Vec::new();
+    for d in devices {
+        let key = d.source.key();
+        match groups.iter_mut().find(|(k, _)| key.is_some() && *k == key) {
+            Some((_, g)) => g.push(d),
+            None => groups.push((key, vec![d])),
+        }
+    }
+    groups.into_iter().map(|(_, g)| g).collect()
+}
+
 impl Devices {
-    /// Starts a device task (and its simulator, if any); its commands are routed to it.
-    pub fn start(&mut self, device: Device) -> Result<(), GatewayError> {
-        let name = device.name.clone();
+    /// Starts one task per port for `devices`.
+    pub fn start_all(&mut self, devices: Vec<Device>) -> Result<(), GatewayError> {
+        for group in by_port(devices) {
+            self.start(group)?;
+        }
+        Ok(())
+    }
+
+    /// Starts the task of one port's devices (and its simulator, if any); their commands are
+    /// routed to it.
+    pub fn start(&mut self, devices: Vec<Device>) -> Result<(), GatewayError> {
+        let Some(first) = devices.first() else {
+            return Ok(());
+        };
         let stop = self.shutdown.child_token();
-        let (path, simulator) = match &device.source {
+        let (path, simulator) = match &first.source {
             PortSource::Path(p) => (p.clone(), None),
             PortSource::Simulated(sim) => {
                 let sim_stop = CancellationToken::new();
-                let path = simulate::start(&device.name, sim, &device.framing, sim_stop.clone())
+                let path = simulate::start(&first.name, sim, &first.framing, sim_stop.clone())
                     .map_err(|source| GatewayError::Simulator {
-                        device: device.name.clone(),
+                        device: first.name.clone(),
                         source,
                     })?;
-                info!(device = %device.name, port = %path.display(), profile = ?sim.profile, "simulated sensor started");
+                info!(device = %first.name, port = %path.display(), profile = ?sim.profile, "simulated sensor started");
                 (path, Some(sim_stop))
             }
         };
-        let stats = Arc::new(DeviceStats::default());
-        let task = DeviceTask {
-            device,
+        let names: Vec<String> = devices.iter().map(|d| d.name.clone()).collect();
+        let stats: Vec<Arc<DeviceStats>> = devices
+            .iter()
+            .map(|_| Arc::new(DeviceStats::default()))
+            .collect();
+        let (inbox, requests) = mpsc::channel(downlink::INBOX);
+        for (m, d) in devices.iter().enumerate() {
+            self.routes.register(&d.name, m, &d.commands, inbox.clone());
+        }
+        let task = PortTask {
+            devices,
+            stats: stats.clone(),
             path,
             gateway: Arc::clone(&self.gateway),
             outlet: self.outlet.clone(),
-            stats: Arc::clone(&stats),
             shutdown: stop.clone(),
         };
-        let (inbox, requests) = mpsc::channel(downlink::INBOX);
-        self.routes.register(&name, &task.device.commands, inbox);
         let handle = tokio::spawn(task.run(requests));
         let failed = self.failed.clone();
-        let who = name.clone();
+        let who = names.join(", ");
         let done = tokio::spawn(async move {
             if let Err(e) = handle.await {
                 let _ = failed.send(format!("device `{who}`: {e}"));
             }
         });
-        self.running.push((
-            name,
-            Running {
-                stats,
-                stop,
-                simulator,
-                done,
-            },
-        ));
+        self.running.push(Running {
+            names,
+            stats,
+            stop,
+            simulator,
+            done,
+        });
         self.publish_list();
         Ok(())
     }
 
-    /// Stops the named device (its task announces `offline`) and waits for it.
-    pub async fn stop(&mut self, name: &str) {
-        let Some(i) = self.running.iter().position(|(n, _)| n == name) else {
-            return;
-        };
-        let (_, r) = self.running.remove(i);
-        self.routes.remove(name);
+    /// Stops the task at `i` (its devices announce `offline`) and waits for it.
+    async fn stop_at(&mut self, i: usize) {
+        let r = self.running.remove(i);
+        for name in &r.names {
+            self.routes.remove(name);
+        }
         r.stop.cancel();
         let _ = r.done.await;
         if let Some(sim) = r.simulator {
@@ -104,19 +135,19 @@ impl Devices {
         self.publish_list();
     }
 
-    /// Stops every device: all are told at once, then each is waited for.
+    /// Stops every task: all are told at once, then each is waited for.
     pub async fn stop_all(&mut self) {
-        let names: Vec<String> = self.running.iter().map(|(n, _)| n.clone()).collect();
         for r in self.running.iter() {
-            r.1.stop.cancel();
+            r.stop.cancel();
         }
-        for name in names {
-            self.stop(&name).await;
+        while !self.running.is_empty() {
+            self.stop_at(0).await;
         }
     }
 
-    /// Applies a new config's devices as `diff` says: removed ones stop, changed ones restart,
-    /// new ones start, unchanged ones keep running (and keep their port open). A device that is
+    /// Applies a new config's devices as `diff` says: a port whose devices are all unchanged
+    /// keeps running (and keeps its port open); any other is stopped and started anew with its
+    /// new devices (on a bus, changing one device restarts its port's task). A device that is
     /// not running (it failed to start) is started.
     pub async fn reload(
         &mut self,
@@ -125,19 +156,39 @@ impl Devices {
     ) -> Result<(), GatewayError> {
         for name in &diff.removed {
             info!(device = %name, "reload: device removed");
-            self.stop(name).await;
         }
-        for device in devices {
-            let running = self.running.iter().any(|(n, _)| *n == device.name);
-            if diff.changed.contains(&device.name) {
-                info!(device = %device.name, "reload: device changed, restarting it");
-                self.stop(&device.name).await;
-            } else if diff.added.contains(&device.name) {
-                info!(device = %device.name, "reload: device added");
-            } else if running {
+        let groups = by_port(devices);
+        let untouched = |names: &[String]| {
+            names
+                .iter()
+                .all(|n| !diff.changed.contains(n) && !diff.added.contains(n))
+        };
+        let mut i = 0;
+        while i < self.running.len() {
+            let names = &self.running[i].names;
+            let keep = untouched(names)
+                && groups
+                    .iter()
+                    .any(|g| g.iter().map(|d| &d.name).eq(names.iter()));
+            if keep {
+                i += 1;
+            } else {
+                self.stop_at(i).await;
+            }
+        }
+        for group in groups {
+            let names: Vec<String> = group.iter().map(|d| d.name.clone()).collect();
+            if self.running.iter().any(|r| r.names == names) {
                 continue;
             }
-            self.start(device)?;
+            for name in &names {
+                if diff.changed.contains(name) {
+                    info!(device = %name, "reload: device changed, restarting it");
+                } else if diff.added.contains(name) {
+                    info!(device = %name, "reload: device added");
+                }
+            }
+            self.start(group)?;
         }
         Ok(())
     }
@@ -148,7 +199,7 @@ impl Devices {
             *list = self
                 .running
                 .iter()
-                .map(|(n, r)| (n.clone(), Arc::clone(&r.stats)))
+                .flat_map(|r| r.names.iter().cloned().zip(r.stats.iter().cloned()))
                 .collect();
         }
     }

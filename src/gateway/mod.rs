@@ -329,9 +329,7 @@ pub async fn run(
         failed: failed_tx,
         routes,
     };
-    for device in config.devices.iter().cloned() {
-        devices.start(device)?;
-    }
+    devices.start_all(config.devices.clone())?;
     let uplink_state = uplink.as_ref().map(|u| Arc::clone(&u.state));
     let mut helpers = vec![tokio::spawn(publish_stats(
         config.gateway.stats_interval,
@@ -353,7 +351,7 @@ pub async fn run(
             shutdown.clone(),
         )));
     }
-    info!(gateway = %devices.gateway, devices = devices.running.len(), "gateway running");
+    info!(gateway = %devices.gateway, devices = config.devices.len(), "gateway running");
     let serving = Serving {
         started,
         running: config,

@@ -300,6 +300,7 @@ impl Command {
             device,
             frame: payload,
             now: SystemTime::now(),
+            request: "",
         };
         let text = match &self.matcher {
             None => self.template().render(&env, &NoValues),

@@ -10,7 +10,15 @@ use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Placeholders every rule has, whatever its kind.
-pub const BUILTINS: [&str; 6] = ["gateway", "device", "frame", "frame_hex", "now", "now_ms"];
+pub const BUILTINS: [&str; 7] = [
+    "gateway",
+    "device",
+    "frame",
+    "frame_hex",
+    "now",
+    "now_ms",
+    "request",
+];
 
 /// A placeholder that every rule provides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +35,8 @@ pub enum Builtin {
     Now,
     /// Time of the frame, Unix milliseconds.
     NowMs,
+    /// The name of the poll (or command) the frame answers; empty for a frame sent unasked.
+    Request,
 }
 
 impl Builtin {
@@ -39,6 +49,7 @@ impl Builtin {
             Self::FrameHex => "frame_hex",
             Self::Now => "now",
             Self::NowMs => "now_ms",
+            Self::Request => "request",
         }
     }
 
@@ -50,6 +61,7 @@ impl Builtin {
             "frame_hex" => Self::FrameHex,
             "now" => Self::Now,
             "now_ms" => Self::NowMs,
+            "request" => Self::Request,
             _ => return None,
         })
     }
@@ -118,6 +130,8 @@ pub struct Builtins<'a> {
     pub frame: &'a [u8],
     /// When the frame was read.
     pub now: SystemTime,
+    /// The poll or command it answers ("" for none).
+    pub request: &'a str,
 }
 
 impl<'a> Builtins<'a> {
@@ -136,6 +150,7 @@ impl<'a> Builtins<'a> {
                     humantime::format_rfc3339_millis(now).to_string(),
                 ))
             }
+            Builtin::Request => Value::Str(Cow::Borrowed(self.request)),
             Builtin::NowMs => {
                 let ms = self
                     .now
@@ -446,6 +461,7 @@ impl Template {
             device,
             frame: &[],
             now: SystemTime::UNIX_EPOCH,
+            request: "",
         };
         self.render(&env, &NoValues).unwrap_or_default()
     }
@@ -642,6 +658,7 @@ mod tests {
             device: "greenhouse",
             frame: b"T=21.5;H=40",
             now: UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123),
+            request: "",
         }
     }
 

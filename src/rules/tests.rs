@@ -20,6 +20,7 @@ fn apply(set: &RuleSet, frame: &[u8]) -> (Verdict, Vec<(String, String, u8, bool
         device: "dev",
         frame,
         now: UNIX_EPOCH,
+        request: "",
     };
     let mut out = Vec::new();
     let mut problems = Vec::new();
@@ -96,6 +97,7 @@ fn a_value_that_would_change_the_topics_shape_is_refused() {
             device: "dev",
             frame: bad.as_bytes(),
             now: UNIX_EPOCH,
+            request: "",
         };
         let (mut out, mut problems) = (Vec::new(), Vec::new());
         set.apply(&env, &mut out, &mut problems);
@@ -241,6 +243,7 @@ fn rendered_topic_with_wildcard_is_skipped_and_reported() {
         device: "dev",
         frame: b"a+",
         now: UNIX_EPOCH,
+        request: "",
     };
     let (mut out, mut problems) = (Vec::new(), Vec::new());
     assert_eq!(set.apply(&env, &mut out, &mut problems), Verdict::Matched);

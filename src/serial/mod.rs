@@ -1,9 +1,14 @@
-//! The serial side: open a port, cut its bytes into frames, survive unplugging.
+//! The serial side: open a port, ask its devices, cut its bytes into frames, survive unplugging.
 //!
-//! [`device`] owns one port for its whole life (open, read, reopen with backoff); [`framing`] holds
-//! the frame decoders; [`simulate`] is a built-in sensor on a pseudo-terminal for the demo and tests.
+//! [`task`] owns one port for its whole life (open, serve, reopen with backoff) with every
+//! device on it ([`port`]); [`bus`] serves an open port's traffic one transaction at a time, in the order
+//! [`schedule`] decides; [`framing`] holds the frame decoders; [`simulate`] is a built-in sensor
+//! on a pseudo-terminal for the demo and tests.
 
-pub mod device;
+pub mod bus;
 pub mod framing;
+pub mod port;
 pub mod ports;
+pub mod schedule;
 pub mod simulate;
+pub mod task;

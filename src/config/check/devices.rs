@@ -1,8 +1,7 @@
 //! `devices:`: each device's name, port, line settings and framing, and the rules and commands
 //! it names; the result is the device with its topics rendered and its rules shared.
 
-use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
 
 use super::gateway::GatewayParts;
 use super::rules::{Library, Lookup};
@@ -13,11 +12,11 @@ use crate::rules::command::DeviceCommand;
 use crate::rules::RuleSet;
 use crate::serial::framing::Framing;
 
-/// What the devices checked so far claim: names and ports are one per device.
+/// What the devices checked so far claim: a name is one device's (ports may be shared: a bus,
+/// checked in [`super::buses`]).
 #[derive(Default)]
 struct Claims {
     names: HashSet<String>,
-    ports: HashMap<PathBuf, String>,
 }
 
 /// Checks every device; only devices without errors are returned (the file is refused anyway
@@ -60,12 +59,13 @@ fn one(
             Some("give each device its own name".into()),
         );
     }
-    let source = source(&d, path, claims, p);
+    let source = source(&d, path, p);
     let serial = serial(&d, path, p);
+    let (polls, turnaround) = super::polls::check(&d, serial.as_ref(), path, p);
     framing(&d, path, p);
     let rules = rules(&d, path, library, p);
     let commands = commands(&d, path, &gw.gateway.id, library, p);
-    if d.rules.is_empty() && d.commands.is_empty() {
+    if d.rules.is_empty() && d.commands.is_empty() && d.poll.is_empty() {
         p.warn(
             path,
             format!("device `{}` has no rules: every frame is unmatched", d.name),
@@ -112,22 +112,20 @@ fn one(
         framing: d.framing,
         max_frame: d.max_frame,
         checksum: d.checksum.as_ref().map(|c| c.compile()),
+        polls,
+        offline_after: d.offline_after,
+        offline_poll: d.offline_poll,
+        turnaround,
         rules: RuleSet::new(rules),
         commands,
     })
 }
 
-/// `port` or `simulate`: exactly one, and a port read by one device only.
-fn source(
-    d: &schema::Device,
-    path: &str,
-    claims: &mut Claims,
-    p: &mut Problems,
-) -> Option<PortSource> {
+/// `port` or `simulate`: exactly one.
+fn source(d: &schema::Device, path: &str, p: &mut Problems) -> Option<PortSource> {
     match (&d.port, &d.simulate) {
         (Some(port), None) => {
             check_port(port, &format!("{path}.port"), p);
-            claim_port(port, &d.name, path, claims, p);
             Some(PortSource::Path(port.clone()))
         }
         (None, Some(sim)) => Some(PortSource::Simulated(sim.clone())),
@@ -153,23 +151,6 @@ fn source(
             );
             None
         }
-    }
-}
-
-/// One port, one reader: a second device on it would steal half the bytes.
-fn claim_port(port: &Path, name: &str, path: &str, claims: &mut Claims, p: &mut Problems) {
-    let key = std::fs::canonicalize(port).unwrap_or_else(|_| port.to_owned());
-    if let Some(first) = claims.ports.get(&key) {
-        p.error(
-            &format!("{path}.port"),
-            format!(
-                "{} is also the port of device `{first}`: two devices cannot read one port (each would get part of the bytes)",
-                port.display()
-            ),
-            Some("keep one device per port; give each device its own adapter".into()),
-        );
-    } else {
-        claims.ports.insert(key, name.to_owned());
     }
 }
 

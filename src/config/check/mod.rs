@@ -5,9 +5,11 @@
 //! checks.
 
 mod broker;
+mod buses;
 mod devices;
 mod gateway;
 mod homeassistant;
+mod polls;
 mod queue;
 mod rules;
 mod uplink;
@@ -32,7 +34,9 @@ pub fn check(
     gateway::log_level(&raw.log, &mut p);
     let broker = broker::check(raw.broker, &mut p);
     let mut library = rules::compile(&raw.rules, &raw.commands, &mut p);
+    let names: Vec<String> = raw.devices.iter().map(|d| d.name.clone()).collect();
     let devices = devices::check(raw.devices, &gw, &mut library, &mut p);
+    buses::check(&devices, &names, &mut p);
     library.warn_unused(&mut p);
     rules::reply_loops(&devices, &mut p);
     homeassistant::check(&raw.homeassistant, &devices, &gw.gateway.id, &mut p);

@@ -292,8 +292,9 @@ impl FrameDecoder {
         FrameDecoder { max_frame, kind }
     }
 
-    /// Forgets any partial frame (after EOF), so the decoder can be reused.
-    fn reset(&mut self) {
+    /// Forgets any partial frame (after EOF, or when stale input is flushed before a
+    /// request), so the decoder can be reused.
+    pub fn reset(&mut self) {
         match &mut self.kind {
             Kind::Delimited(d) => {
                 d.scanned = 0;

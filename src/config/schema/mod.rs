@@ -11,7 +11,9 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::Deserialize;
 
-use crate::serial::framing::Framing;
+mod device;
+
+pub use device::*;
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -397,117 +399,6 @@ impl Default for Log {
 
 fn default_log_level() -> String {
     "info".to_owned()
-}
-
-/// One entry of `devices:`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Device {
-    /// `{device}` in templates; unique.
-    pub name: String,
-    /// Serial device path; prefer a stable `/dev/serial/by-id/...` link.
-    pub port: Option<PathBuf>,
-    /// A built-in simulated sensor on a pseudo-terminal, instead of `port`.
-    pub simulate: Option<Simulate>,
-    /// Line speed.
-    #[serde(default = "default_baud")]
-    pub baud: u32,
-    /// 5, 6, 7 or 8.
-    #[serde(default = "default_data_bits")]
-    pub data_bits: u8,
-    /// Parity bit.
-    #[serde(default)]
-    pub parity: Parity,
-    /// 1 or 2.
-    #[serde(default = "default_stop_bits")]
-    pub stop_bits: u8,
-    /// Flow control.
-    #[serde(default)]
-    pub flow_control: FlowControl,
-    /// How bytes are cut into frames.
-    #[serde(default = "default_framing")]
-    pub framing: Framing,
-    /// Largest frame in bytes; longer frames are dropped and counted.
-    #[serde(default = "default_max_frame")]
-    pub max_frame: usize,
-    /// The check value every frame carries; a frame that fails it is never published.
-    #[serde(default)]
-    pub checksum: Option<crate::frames::checksum::ChecksumSpec>,
-    /// Rules tried on each frame, in this order.
-    #[serde(default)]
-    pub rules: Vec<String>,
-    /// Commands whose MQTT messages are written to this device.
-    #[serde(default)]
-    pub commands: Vec<String>,
-}
-
-fn default_baud() -> u32 {
-    9600
-}
-fn default_data_bits() -> u8 {
-    8
-}
-fn default_stop_bits() -> u8 {
-    1
-}
-fn default_framing() -> Framing {
-    Framing::Lines
-}
-fn default_max_frame() -> usize {
-    1024
-}
-
-/// Parity setting of a serial line.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Parity {
-    /// No parity bit.
-    #[default]
-    None,
-    /// Odd parity.
-    Odd,
-    /// Even parity.
-    Even,
-}
-
-/// Flow control of a serial line.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum FlowControl {
-    /// None.
-    #[default]
-    None,
-    /// XON/XOFF.
-    Software,
-    /// RTS/CTS.
-    Hardware,
-}
-
-/// `simulate:` — a built-in sensor that writes frames into a pseudo-terminal (demo and tests).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Simulate {
-    /// What the simulated sensor sends.
-    pub profile: SimProfile,
-    /// Time between frames.
-    #[serde(default = "default_sim_interval", with = "humantime_serde")]
-    pub interval: Duration,
-}
-
-fn default_sim_interval() -> Duration {
-    Duration::from_secs(2)
-}
-
-/// The simulated sensors available.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum SimProfile {
-    /// Text lines `T=21.5;H=40`.
-    Climate,
-    /// JSON lines `{"id":"ws1","temperature":12.3,...}`.
-    WeatherJson,
-    /// Binary frames: u16le centivolts, i16le milliamps (use with `framing: cobs`).
-    Power,
 }
 
 /// One entry of `rules:`.

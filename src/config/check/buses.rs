@@ -1,0 +1,92 @@
+//! Several devices on one port: an RS-485 bus. They must agree on the line settings, each must
+//! be asked (polls or commands: on a shared line a device speaks only when spoken to), and the
+//! polls must fit the line's time even when devices do not answer, which `check` computes from
+//! the request bytes at the line speed, the timeouts, retries and turnarounds.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::Problems;
+use crate::config::model::Device;
+
+/// The cross-device checks of every port; `names` are the devices in file order (for paths).
+pub(super) fn check(devices: &[Device], names: &[String], p: &mut Problems) {
+    let mut buses: BTreeMap<PathBuf, Vec<&Device>> = BTreeMap::new();
+    for d in devices {
+        if let Some(key) = d.source.key() {
+            buses.entry(key).or_default().push(d);
+        }
+    }
+    let at = |d: &Device| {
+        let i = names.iter().position(|n| *n == d.name).unwrap_or(0);
+        format!("devices[{i}]")
+    };
+    for (port, members) in &buses {
+        let first = members[0];
+        if members.len() > 1 {
+            for d in &members[1..] {
+                if d.spec.entry.line() != first.spec.entry.line() {
+                    p.error(
+                        &format!("{}.baud", at(d)),
+                        format!(
+                            "devices `{}` and `{}` share {} but not its line settings (baud, data_bits, parity, stop_bits, flow_control)",
+                            first.name,
+                            d.name,
+                            port.display()
+                        ),
+                        Some("devices on one bus speak at one speed: give them the same line settings".into()),
+                    );
+                }
+            }
+            for d in members {
+                if d.polls.is_empty() && d.commands.is_empty() {
+                    p.error(
+                        &at(d),
+                        format!(
+                            "device `{}` shares {} with other devices but is never asked: on a shared line a device answers only requests",
+                            d.name,
+                            port.display()
+                        ),
+                        Some("add `poll:` requests (or `commands:`), or give it its own port".into()),
+                    );
+                }
+            }
+        }
+        load(port, members, &at(first), p);
+    }
+}
+
+/// Warns when the polls of one port cannot keep their intervals while devices time out.
+fn load(port: &std::path::Path, members: &[&Device], at: &str, p: &mut Problems) {
+    let mut share = 0.0;
+    let mut cycle = Duration::ZERO;
+    let mut fastest: Option<Duration> = None;
+    for d in members {
+        for poll in &d.polls {
+            let attempt = d.serial.wire_time(poll.bytes.len()) + poll.timeout;
+            let worst = attempt * (1 + poll.retries) + d.turnaround;
+            cycle += worst;
+            share += worst.as_secs_f64() / poll.every.as_secs_f64().max(1e-6);
+            fastest = Some(fastest.map_or(poll.every, |f| f.min(poll.every)));
+        }
+    }
+    if share <= 1.0 {
+        return;
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    p.warn(
+        &format!("{at}.poll"),
+        format!(
+            "the polls on {} cannot keep their intervals when devices do not answer: they need {:.0}% of the line's time (all polls once take {:.0} ms at worst: request bytes at the line speed, timeout x (1 + retries), turnaround; the fastest is every {:.0} ms)",
+            port.display(),
+            share * 100.0,
+            ms(cycle),
+            ms(fastest.unwrap_or_default()),
+        ),
+        Some(format!(
+            "lengthen the intervals by at least {:.0}% or shorten the timeouts; a device that answers takes less, but one that is unplugged costs its full timeout",
+            (share - 1.0) * 100.0
+        )),
+    );
+}

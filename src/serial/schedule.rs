@@ -1,0 +1,210 @@
+//! Which request goes on a port's line next: the bus scheduler's decisions, without I/O.
+//!
+//! Every device on a port has its polls, each due on its own interval. The line carries one
+//! transaction at a time (the port task enforces that); when it is free, the request due
+//! earliest goes next, ties taken in turn from the device after the one served last, so a
+//! device with many or slow polls cannot starve the others. A poll that could not run on time
+//! runs as soon as the line is free, once: missed turns are skipped, never piled up, and a
+//! device never has two requests outstanding. A device that stopped answering (`offline_after`
+//! misses in a row) is asked at most every `offline_poll` (default 10 s), so a dead meter costs the bus a
+//! timeout now and then rather than on every turn. Commands do not pass through here: the port
+//! task sends them before any poll.
+
+use std::time::{Duration, Instant};
+
+use crate::config::Device;
+
+/// The polling state of one device on the port.
+#[derive(Debug)]
+struct Member {
+    /// When each of its polls is due next.
+    due: Vec<Instant>,
+    /// Their intervals.
+    every: Vec<Duration>,
+    /// Unanswered polls in a row.
+    misses: u32,
+    /// Misses that make it offline.
+    offline_after: u32,
+    /// How often it is asked while offline.
+    offline_poll: Duration,
+}
+
+/// The polls of one port's devices and who is offline.
+#[derive(Debug)]
+pub struct Schedule {
+    members: Vec<Member>,
+    /// The device served last (ties go to the next one).
+    last: usize,
+}
+
+/// What the port task should do about a device after a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    /// Nothing changed.
+    Same,
+    /// It answered after being offline (or for the first time): announce `online`.
+    Online,
+    /// It just reached `offline_after` misses: announce `offline`.
+    Offline,
+}
+
+impl Schedule {
+    /// Every poll due at `now` (they go out in turn as the line allows).
+    pub fn new(devices: &[&Device], now: Instant) -> Self {
+        let members = devices
+            .iter()
+            .map(|d| Member {
+                due: vec![now; d.polls.len()],
+                every: d.polls.iter().map(|p| p.every).collect(),
+                misses: 0,
+                offline_after: d.offline_after,
+                offline_poll: d.offline_poll,
+            })
+            .collect();
+        Self {
+            members,
+            last: devices.len().saturating_sub(1),
+        }
+    }
+
+    /// The poll to send now as `(device, poll)`, or when the next one is due (None: no polls).
+    pub fn next(&self, now: Instant) -> Result<(usize, usize), Option<Instant>> {
+        let n = self.members.len();
+        let mut best: Option<(Instant, usize, usize, usize)> = None;
+        for (m, member) in self.members.iter().enumerate() {
+            // Distance in turn order from the device after the last served: breaks ties.
+            let turn = (m + n - (self.last + 1) % n.max(1)) % n.max(1);
+            for (p, due) in member.due.iter().enumerate() {
+                let better = match best {
+                    None => true,
+                    Some((d, t, _, _)) => (*due, turn) < (d, t),
+                };
+                if better {
+                    best = Some((*due, turn, m, p));
+                }
+            }
+        }
+        match best {
+            Some((due, _, m, p)) if due <= now => Ok((m, p)),
+            Some((due, ..)) => Err(Some(due)),
+            None => Err(None),
+        }
+    }
+
+    /// Records that poll `p` of device `m` went out at `now`: its next turn is one interval
+    /// after the one it was due for, or the first turn after `now` on that grid (no catching up).
+    pub fn started(&mut self, m: usize, p: usize, now: Instant) {
+        self.last = m;
+        let Some(member) = self.members.get_mut(m) else {
+            return;
+        };
+        let offline = member.misses >= member.offline_after;
+        if let (Some(due), Some(every)) = (member.due.get_mut(p), member.every.get(p)) {
+            *due += *every;
+            if *due <= now {
+                // Turns missed while the line was busy are skipped, keeping the poll's phase.
+                let behind = (now - *due).as_nanos() / every.as_nanos().max(1) + 1;
+                *due += every.saturating_mul(u32::try_from(behind).unwrap_or(u32::MAX));
+            }
+            if offline {
+                *due = (*due).max(now + member.offline_poll);
+            }
+        }
+    }
+
+    /// Device `m` answered a poll.
+    pub fn answered(&mut self, m: usize, first_answer: bool) -> Availability {
+        let Some(member) = self.members.get_mut(m) else {
+            return Availability::Same;
+        };
+        let was_offline = member.misses >= member.offline_after;
+        member.misses = 0;
+        if was_offline || first_answer {
+            Availability::Online
+        } else {
+            Availability::Same
+        }
+    }
+
+    /// Device `m` left a poll unanswered (all its retries timed out).
+    pub fn missed(&mut self, m: usize) -> Availability {
+        let Some(member) = self.members.get_mut(m) else {
+            return Availability::Same;
+        };
+        member.misses = member.misses.saturating_add(1);
+        if member.misses == member.offline_after {
+            Availability::Offline
+        } else {
+            Availability::Same
+        }
+    }
+
+    /// Whether device `m` is offline by its misses.
+    pub fn is_offline(&self, m: usize) -> bool {
+        self.members
+            .get(m)
+            .is_some_and(|member| member.misses >= member.offline_after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(everies: &[u64]) -> Device {
+        let mut yaml = String::from(
+            "devices:\n  - name: d\n    port: /dev/ttyUSB-test\n    rules: [r]\n    poll:\n",
+        );
+        for (i, e) in everies.iter().enumerate() {
+            yaml.push_str(&format!("      - {{name: p{i}, write: x, every: {e}ms}}\n"));
+        }
+        yaml.push_str("rules:\n  r: {publish: [{topic: t}]}\n");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.yaml");
+        std::fs::write(&f, yaml).unwrap();
+        crate::config::load(&f).unwrap().devices.remove(0)
+    }
+
+    #[test]
+    fn ties_go_round_the_devices_and_late_polls_are_not_piled_up() {
+        let (a, b, c) = (device(&[100]), device(&[100, 100]), device(&[100]));
+        let t0 = Instant::now();
+        let mut s = Schedule::new(&[&a, &b, &c], t0);
+        let mut order = Vec::new();
+        let mut now = t0;
+        for _ in 0..4 {
+            let (m, p) = s.next(now).unwrap();
+            s.started(m, p, now);
+            order.push((m, p));
+            now += Duration::from_millis(1);
+        }
+        // One turn each before the second poll of device 1.
+        assert_eq!(order, [(0, 0), (1, 0), (2, 0), (1, 1)]);
+        assert_eq!(s.next(now), Err(Some(t0 + Duration::from_millis(100))));
+        // The line was busy for a second: each poll runs once, not ten times.
+        let late = t0 + Duration::from_secs(1);
+        let mut ran = 0;
+        while let Ok((m, p)) = s.next(late) {
+            s.started(m, p, late);
+            ran += 1;
+        }
+        assert_eq!(ran, 4);
+    }
+
+    #[test]
+    fn a_device_goes_offline_after_its_misses_and_is_asked_less() {
+        let d = device(&[100]);
+        let t0 = Instant::now();
+        let mut s = Schedule::new(&[&d], t0);
+        assert_eq!(s.answered(0, true), Availability::Online);
+        assert_eq!(s.missed(0), Availability::Same);
+        assert_eq!(s.missed(0), Availability::Same);
+        assert_eq!(s.missed(0), Availability::Offline);
+        assert_eq!(s.missed(0), Availability::Same, "announced once");
+        assert!(s.is_offline(0));
+        s.started(0, 0, t0);
+        assert_eq!(s.next(t0), Err(Some(t0 + Duration::from_secs(10))));
+        assert_eq!(s.answered(0, false), Availability::Online);
+        assert_eq!(s.answered(0, false), Availability::Same);
+    }
+}
