@@ -781,6 +781,81 @@ fn every_validation_error_has_its_message() {
             "uplink: {url: \"mqtt://h\"}\nqueue: {flush_interval: 1m}\ndevices:",
             &["queue.flush_interval"],
         ),
+        (
+            "    framing: lines",
+            "    framing: lines\n    checksum: crc16/modbis",
+            &["unknown checksum `crc16/modbis`", "did you mean `crc16/modbus`?"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: lines\n    checksum: {type: sum8, marker: \"*\", at: 2}",
+            &["with `marker` the check value follows the marker"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: lines\n    checksum: {type: sum8, colour: 1}",
+            &["unknown field `colour`"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: lines\n    poll: [{every: 1s}]",
+            &["devices[0].poll[0]", "a poll needs the request to send", "write_hex:"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: lines\n    poll: [{write: x, write_hex: \"01\", every: 1s}]",
+            &["sets both `write` and `write_hex`"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: lines\n    poll: [{write_hex: \"0G\", every: 1s}]",
+            &["devices[0].poll[0].write_hex", "is not hex bytes"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: lines\n    poll: [{write: x, every: 0s}]",
+            &["devices[0].poll[0].every", "every: 10s"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: lines\n    poll: [{write: x, every: 1s, timeout: 0s}]",
+            &["devices[0].poll[0].timeout", "timeout: 500ms"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: lines\n    poll: [{write: x, every: 1s, retries: 50}]",
+            &["devices[0].poll[0].retries", "at most 10"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: lines\n    poll: [{name: a, write: x, every: 1s}, {name: a, write: y, every: 1s}]",
+            &["devices[0].poll[1].name", "used twice"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: lines\n    poll: [{write: x}]",
+            &["devices[0].poll[0]", "missing field `every`"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: lines\n    offline_after: 0",
+            &["devices[0].offline_after", "offline_after: 3"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: lines\n    offline_poll: 0s",
+            &["devices[0].offline_poll", "offline_poll: 10s"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: lines\n    turnaround: soon",
+            &["devices[0]"],
+        ),
+        (
+            "    rules: [climate]",
+            "    rules: [climate]\n    poll: [{write: x, every: 1s}]\n  - {name: two, port: /dev/ttyUSB-test, baud: 9600, poll: [{write: y, every: 1s}], rules: [climate]}",
+            &["devices[1].baud", "share /dev/ttyUSB-test but not its line settings"],
+        ),
     ];
     let mut failures = Vec::new();
     for (from, to, want) in cases {
@@ -839,4 +914,34 @@ fn a_reload_diff_names_exactly_what_changed() {
     assert_eq!(d.restart, ["gateway"]);
     let ha = load(&format!("{GOOD}homeassistant: {{discovery_prefix: ha}}\n")).unwrap();
     assert_eq!(ConfigDiff::between(&old, &ha).restart, ["homeassistant"]);
+}
+
+/// Polls that cannot fit the line's time when devices time out get a warning that says how
+/// much is missing; polls that fit get none.
+#[test]
+fn check_warns_when_a_ports_polls_cannot_keep_their_intervals() {
+    let polled = |every: &str| {
+        GOOD.replace(
+            "    rules: [climate]",
+            &format!(
+                "    rules: [climate]\n    poll: [{{write: \"#01R\\r\", every: {every}, timeout: 400ms, retries: 1}}]\n  - {{name: two, port: /dev/ttyUSB-test, baud: 115200, poll: [{{write: \"#02R\\r\", every: {every}, timeout: 400ms}}], rules: [climate]}}"
+            ),
+        )
+    };
+    let c = load(&polled("1s")).unwrap();
+    let w: Vec<&str> = c.warnings.iter().map(|w| w.message.as_str()).collect();
+    let w = w
+        .iter()
+        .find(|m| m.contains("cannot keep their intervals"))
+        .unwrap_or_else(|| panic!("{w:?}"));
+    // (0.4 s x 2 + 0.4 s) of every second, plus request bytes and turnarounds: about 120 %.
+    assert!(w.contains("need 12"), "{w}");
+    let c = load(&polled("2s")).unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .all(|w| !w.message.contains("cannot keep their intervals")),
+        "{:?}",
+        c.warnings
+    );
 }

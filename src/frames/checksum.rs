@@ -84,6 +84,14 @@ impl Algorithm {
             .map(|(_, a)| *a)
     }
 
+    /// Its catalogue name (`crc16/modbus`), for logs.
+    pub fn name(self) -> &'static str {
+        CATALOGUE
+            .iter()
+            .find(|(_, a)| *a == self)
+            .map_or("checksum", |(n, _)| *n)
+    }
+
     /// Bytes of the check value.
     pub fn width(self) -> usize {
         match self {
@@ -220,11 +228,7 @@ impl ChecksumSpec {
     /// A short name for logs and `test-rule`: the preset or algorithm the user wrote.
     pub fn name(&self) -> String {
         if self.label.is_empty() {
-            format!("{:?}", self.algorithm)
-                .split('(')
-                .next()
-                .unwrap_or("custom")
-                .to_lowercase()
+            self.algorithm.name().to_owned()
         } else {
             self.label.clone()
         }

@@ -35,15 +35,10 @@ pub(super) fn check(
         }
         let bytes = match (&raw.write, &raw.write_hex) {
             (Some(text), None) => Some(bytes::Bytes::from(text.clone().into_bytes())),
-            (None, Some(h)) => {
-                let digits: String = h
-                    .split_whitespace()
-                    .map(|w| w.trim_start_matches("0x").trim_start_matches("0X"))
-                    .collect();
-                match hex::decode(&digits) {
-                    Ok(b) => Some(bytes::Bytes::from(b)),
-                    Err(_) => {
-                        p.error(
+            (None, Some(h)) => match crate::serial::framing::hex_text(h) {
+                Some(b) => Some(bytes::Bytes::from(b)),
+                None => {
+                    p.error(
                             &format!("{at}.write_hex"),
                             format!("`{h}` is not hex bytes"),
                             Some(
@@ -51,10 +46,9 @@ pub(super) fn check(
                                     .into(),
                             ),
                         );
-                        None
-                    }
+                    None
                 }
-            }
+            },
             (Some(_), Some(_)) => {
                 p.error(
                     &at,

@@ -191,6 +191,16 @@ impl Framing {
     }
 }
 
+/// Bytes written as hex the way datasheets print them (`"AA"`, `"aa c0"`, `"0xAA 0x01"`):
+/// None when they are not pairs of hex digits. For `start_hex`/`end_hex` and polls' `write_hex`.
+pub fn hex_text(text: &str) -> Option<Vec<u8>> {
+    let digits: String = text
+        .split_whitespace()
+        .map(|w| w.trim_start_matches("0x").trim_start_matches("0X"))
+        .collect();
+    hex::decode(digits).ok()
+}
+
 /// One decoder item: a frame, or a counted reason why bytes were dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decoded {

@@ -113,12 +113,8 @@ impl<'de> Visitor<'de> for FramingVisitor {
 
 /// Hex bytes as users write them (`"AA"`, `"aa c0"`, `"0xAA"`), for `start_hex`/`end_hex`.
 fn hex_bytes<E: de::Error>(text: &str, key: &str) -> Result<Vec<u8>, E> {
-    let digits: String = text
-        .split_whitespace()
-        .map(|w| w.trim_start_matches("0x").trim_start_matches("0X"))
-        .collect();
-    match hex::decode(&digits) {
-        Ok(b) if !b.is_empty() => Ok(b),
+    match hex_text(text) {
+        Some(b) if !b.is_empty() => Ok(b),
         _ => Err(E::custom(format_args!(
             "{key}: `{text}` is not hex bytes: write them as pairs of hex digits, e.g. \
              {key}: \"AA\" or \"AA C0\""
