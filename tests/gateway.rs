@@ -547,12 +547,7 @@ async fn a_lost_byte_costs_one_fixed_frame_not_every_later_one() {
 "#,
             pty.path.display()
         ),
-        r#"  pm:
-    fields:
-      - {name: pm25, offset: 2, type: u16le, scale: 0.1}
-    publish:
-      - {topic: "sensors/{device}/pm25", payload: "{pm25}"}
-"#,
+        SDS011_PM_RULE,
     );
     let gw = start_gateway(&yaml);
     let mut sub = Subscriber::connect(gw.port, &["sensors/#"], QoS::AtMostOnce).await;

@@ -47,12 +47,7 @@ async fn a_frame_that_fails_its_checksum_is_never_published() {
 "#,
             pty.path.display()
         ),
-        r#"  pm:
-    fields:
-      - {name: pm25, offset: 2, type: u16le, scale: 0.1}
-    publish:
-      - {topic: "sensors/{device}/pm25", payload: "{pm25}"}
-"#,
+        SDS011_PM_RULE,
     );
     let gw = start_gateway(&yaml);
     let mut sub = Subscriber::connect(

@@ -402,3 +402,11 @@ pub fn sds011(pm25_tenths: u16) -> Vec<u8> {
     f.extend_from_slice(&[sum, 0xAB]);
     f
 }
+
+/// The rule that reads an SDS011 frame's PM2.5 (u16 LE tenths at byte 2) to sensors/{device}/pm25.
+pub const SDS011_PM_RULE: &str = r#"  pm:
+    fields:
+      - {name: pm25, offset: 2, type: u16le, scale: 0.1}
+    publish:
+      - {topic: "sensors/{device}/pm25", payload: "{pm25}"}
+"#;
