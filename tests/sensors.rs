@@ -207,3 +207,85 @@ async fn a_corrupted_answer_is_asked_again_and_never_published() {
     assert_eq!(d["timeouts"].as_u64(), Some(0), "{d}");
     assert!(gw.logs().contains("bad checksum"), "{}", gw.logs());
 }
+
+/// A DSMR 5 P1 telegram as a Landis+Gyr E360 sends it: header, blank line, OBIS lines, `!`
+/// and the CRC-16/ARC of everything from `/` through `!` as four hex digits, then CR LF.
+fn dsmr_telegram(import_kwh: &str, power_kw: &str) -> Vec<u8> {
+    let body = format!(
+        "/Ene5\\T210-D ESMR5.0\r\n\r\n1-3:0.2.8(50)\r\n0-0:1.0.0(261202151500W)\r\n\
+         0-0:96.1.1(4530303437303030303037363330383138)\r\n\
+         1-0:1.8.1({import_kwh}*kWh)\r\n1-0:1.8.2(004567.890*kWh)\r\n\
+         1-0:2.8.1(000000.000*kWh)\r\n0-0:96.14.0(0002)\r\n1-0:1.7.0({power_kw}*kW)\r\n\
+         1-0:2.7.0(00.000*kW)\r\n0-0:96.7.21(00010)\r\n1-0:32.7.0(229.0*V)\r\n!"
+    );
+    let crc = crc::Crc::<u16>::new(&crc::CRC_16_ARC).checksum(body.as_bytes());
+    format!("{body}{crc:04X}\r\n").into_bytes()
+}
+
+/// A P1 port pushes a multi-line telegram every second. The `telegram` framing cuts it whole
+/// from `/` to the CRC, the `dsmr` checksum proves it, and two rules take a value each. A
+/// telegram with one changed digit is dropped as bad_checksum; one cut short by a lost
+/// stretch of bytes (the next telegram's `/` arriving before its `!`) costs only itself.
+#[tokio::test]
+async fn dsmr_telegrams_are_cut_whole_and_proven_by_their_crc() {
+    let mut pty = Pty::new();
+    let yaml = testgw(
+        &format!(
+            r#"  - name: p1
+    port: {}
+    baud: 115200
+    framing: {{telegram: {{start: "/", end: "!", trailer: 4}}}}
+    max_frame: 2048
+    checksum: dsmr
+    rules: [import, power]
+"#,
+            pty.path.display()
+        ),
+        r#"  import:
+    match: '1-0:1\.8\.1\((?P<kwh>\d+\.\d+)\*kWh\)'
+    continue: true
+    publish:
+      - {topic: "power/{device}/import_t1", payload: "{kwh}"}
+  power:
+    match: '1-0:1\.7\.0\((?P<kw>\d+\.\d+)\*kW\)'
+    publish:
+      - {topic: "power/{device}/power", payload: "{kw}"}
+"#,
+    );
+    let gw = start_gateway(&yaml);
+    let mut sub = Subscriber::connect(
+        gw.port,
+        &["power/#", "serial2mqtt/testgw/stats"],
+        QoS::AtMostOnce,
+    )
+    .await;
+    gw.wait_log("device online", T).await;
+    let mut wire = dsmr_telegram("001234.567", "01.193");
+    let mut changed = dsmr_telegram("001234.568", "01.193");
+    let crc_at = changed.len() - 6;
+    changed[crc_at..crc_at + 4].copy_from_slice(&wire[crc_at..crc_at + 4]);
+    wire.extend(changed);
+    let cut_short = dsmr_telegram("001234.569", "01.200");
+    wire.extend_from_slice(&cut_short[..150]);
+    wire.extend(dsmr_telegram("001234.570", "00.950"));
+    pty.write(&wire).await;
+    let first = sub.next_on("power/p1/import_t1", T).await.payload;
+    assert_eq!(first, "001234.567");
+    assert_eq!(sub.next_on("power/p1/power", T).await.payload, "01.193");
+    assert_eq!(
+        sub.next_on("power/p1/import_t1", T).await.payload,
+        "001234.570",
+        "the changed and the cut-short telegram are never published"
+    );
+    let d = counters(&mut sub, "p1", 3).await;
+    assert_eq!(
+        (
+            d["frames"].as_u64(),
+            d["bad_checksum"].as_u64(),
+            d["messages"].as_u64()
+        ),
+        (Some(3), Some(1), Some(4)),
+        "{d}"
+    );
+    assert!(d["resync_bytes"].as_u64() >= Some(150), "{d}");
+}

@@ -6,12 +6,13 @@
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use serial2mqtt::serial::framing::{
-    encode_frame, Decoded, Endian, Fixed, FrameDecoder, Framing, Gap, LengthPrefix,
+    encode_frame, Decoded, Endian, Fixed, FrameDecoder, Framing, Gap, LengthField, LengthPrefix,
+    Telegram,
 };
 use tokio_util::codec::Decoder;
 
 fn framing(selector: u8) -> Framing {
-    match selector % 11 {
+    match selector % 13 {
         0 => Framing::Lines,
         1 => Framing::Delimiter(b"\r\n".to_vec()),
         2 => Framing::Delimiter(b"|".to_vec()),
@@ -22,7 +23,16 @@ fn framing(selector: u8) -> Framing {
         7 => Framing::LengthPrefix(LengthPrefix { width: 4, endian: Endian::Big }),
         8 => Framing::Fixed(Fixed::size(7)),
         9 => Framing::Fixed(Fixed { size: 10, start: vec![0xAA, 0xC0], end: vec![0xAB] }),
-        _ => Framing::Gap(Gap::CharTenths(35)),
+        10 => Framing::Gap(Gap::CharTenths(35)),
+        11 => Framing::Telegram(Telegram { start: b"/".to_vec(), end: b"!".to_vec(), trailer: 4 }),
+        _ => Framing::Length(LengthField {
+            start: vec![0xB5, 0x62],
+            at: 4,
+            width: 2,
+            endian: Endian::Little,
+            trailer: 2,
+            end: Vec::new(),
+        }),
     }
 }
 
@@ -64,6 +74,25 @@ fuzz_target!(|data: &[u8]| {
             }
             assert_eq!(frames.last().map(|f| &f[..]), Some(&good[..]), "resync after garbage");
         }
+    }
+    // After any garbage, telegrams and length frames are found again at their start bytes (a
+    // false start in the garbage can swallow at most max_frame bytes of the good ones).
+    let good: Option<&[u8]> = match &framing {
+        Framing::Telegram(_) => Some(b"/ISK5\\2M550T\r\n1-0:1.8.1(1.0*kWh)\r\n!A0B1"),
+        Framing::Length(_) => Some(&[0xB5, 0x62, 1, 7, 3, 0, 1, 2, 3, 0xCA, 0xFE]),
+        _ => None,
+    };
+    if let Some(good) = good {
+        for _ in 0..10 {
+            buf.extend_from_slice(good);
+        }
+        let mut frames = Vec::new();
+        while let Some(item) = decoder.decode(&mut buf).expect("decode never errs") {
+            if let Decoded::Frame(f) = item {
+                frames.push(f);
+            }
+        }
+        assert_eq!(frames.last().map(|f| &f[..]), Some(good), "{framing:?}: resync after garbage");
     }
     // A gap frame ends at silence: after it, the next bytes are a new frame.
     if matches!(framing, Framing::Gap(_)) {

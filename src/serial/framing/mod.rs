@@ -31,7 +31,7 @@ mod spec;
 #[cfg(test)]
 mod tests;
 
-use cut::{next_fixed, Delimited, Post, Prefixed, Slip};
+use cut::{next_fixed, Delimited, LengthState, Post, Prefixed, Slip, TelegramState};
 
 /// SLIP frame end (RFC 1055).
 const SLIP_END: u8 = 0xC0;
@@ -48,7 +48,9 @@ const RESERVE_CAP: usize = 64 * 1024;
 ///
 /// YAML forms: `lines`, `cobs`, `slip`, `{delimiter: "\r\n"}`,
 /// `{length_prefix: {width: 2, endian: little}}`, `{fixed: 12}`,
-/// `{fixed: 10, start_hex: "AA", end_hex: "AB"}`, `{gap: 3.5}` / `{gap: 20ms}`.
+/// `{fixed: 10, start_hex: "AA", end_hex: "AB"}`, `{gap: 3.5}` / `{gap: 20ms}`,
+/// `{telegram: {start: "/", end: "!", trailer: 4}}`,
+/// `{length: {start_hex: "B5 62", at: 4, width: 2, endian: little, trailer: 2}}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Framing {
     /// Frames end at `\n`; one trailing `\r` is stripped.
@@ -67,6 +69,52 @@ pub enum Framing {
     /// A frame ends when the line has been silent this long (Modbus RTU's 3.5 character times,
     /// and many binary sensors): recovers from any lost byte at the next pause.
     Gap(Gap),
+    /// A frame runs from start bytes to end bytes plus a fixed-size trailer: multi-line text
+    /// telegrams (DSMR P1: from `/` to `!` and four CRC hex digits). Recovers at the next start.
+    Telegram(Telegram),
+    /// Binary frames that carry their own length: start bytes, a length field at a fixed offset,
+    /// the counted bytes and a trailer (a checksum). Recovers at the next start bytes.
+    Length(LengthField),
+}
+
+/// A `telegram` framing: what begins and ends a frame, and the bytes that follow the end.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Telegram {
+    /// Bytes every frame starts with (non-empty).
+    pub start: Vec<u8>,
+    /// Bytes that end a frame's body (non-empty).
+    pub end: Vec<u8>,
+    /// Bytes after `end` that still belong to the frame (DSMR: the 4 CRC hex digits).
+    pub trailer: usize,
+}
+
+/// A `length` framing: where the length field sits and what it counts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LengthField {
+    /// Bytes every frame starts with (non-empty: they let the decoder find the next frame).
+    pub start: Vec<u8>,
+    /// Offset of the length field from the frame's first byte.
+    pub at: usize,
+    /// Length field size in bytes: 1, 2 or 4.
+    pub width: u8,
+    /// Byte order of the length field.
+    pub endian: Endian,
+    /// Bytes the frame has after the ones the field counts (a 2-byte checksum: 2). Negative when
+    /// the field also counts bytes before it (a field counting the whole frame: `-(at + width)`).
+    pub trailer: i64,
+    /// Bytes every frame ends with (empty: any); a frame that does not is skipped as resync.
+    pub end: Vec<u8>,
+}
+
+impl LengthField {
+    /// The whole frame's size when the length field reads `value`; None when it is impossible
+    /// (shorter than the header, or not representable).
+    fn frame_size(&self, value: usize) -> Option<usize> {
+        let header = self.at.checked_add(usize::from(self.width))?;
+        let total = i64::try_from(header.checked_add(value)?).ok()? + self.trailer;
+        let total = usize::try_from(total).ok()?;
+        (total >= header && total >= self.start.len() + self.end.len()).then_some(total)
+    }
 }
 
 /// A `fixed` framing: the size, and the bytes every frame must start and end with.
@@ -165,6 +213,29 @@ impl Framing {
                      Modbus RTU's) or `{gap: 20ms}`"
                     .to_string(),
             ),
+            Framing::Telegram(t) if t.start.is_empty() || t.end.is_empty() => Err(
+                "a telegram needs the text that starts and the text that ends it: write e.g. \
+                 `{telegram: {start: \"/\", end: \"!\", trailer: 4}}` (DSMR P1)"
+                    .to_string(),
+            ),
+            Framing::Length(l) if l.start.is_empty() => Err(
+                "a length framing needs start_hex, the bytes every frame begins with (they let \
+                 the decoder find the next frame after a lost byte): write e.g. `{length: \
+                 {start_hex: \"B5 62\", at: 4, width: 2, endian: little, trailer: 2}}`, or \
+                 `{length_prefix: {width: 2}}` for frames that are only a length and a payload"
+                    .to_string(),
+            ),
+            Framing::Length(l) if !matches!(l.width, 1 | 2 | 4) => Err(format!(
+                "length width {} is not supported: write 1, 2 or 4 (bytes of the length field)",
+                l.width
+            )),
+            Framing::Length(l) if l.at < l.start.len() => Err(format!(
+                "the length field at byte {} overlaps start_hex ({} bytes): `at` counts from \
+                 the frame's first byte, start bytes included (write at: {} or more)",
+                l.at,
+                l.start.len(),
+                l.start.len()
+            )),
             _ => Ok(()),
         }
     }
@@ -179,6 +250,8 @@ impl Framing {
             Framing::LengthPrefix(_) => "length_prefix",
             Framing::Fixed(_) => "fixed",
             Framing::Gap(_) => "gap",
+            Framing::Telegram(_) => "telegram",
+            Framing::Length(_) => "length",
         }
     }
 
@@ -186,6 +259,8 @@ impl Framing {
     pub fn recovers(&self) -> bool {
         match self {
             Framing::Fixed(f) => !f.start.is_empty() || !f.end.is_empty(),
+            // A lost byte makes a payload byte the next header, and so on.
+            Framing::LengthPrefix(_) => false,
             _ => true,
         }
     }
@@ -208,8 +283,9 @@ pub enum Decoded {
     Frame(Bytes),
     /// A frame was discarded; decoding continues with the next one.
     Dropped(DropReason),
-    /// This many bytes were skipped to find the next frame (`fixed` with start/end bytes whose
-    /// frame did not carry them: a lost or extra byte on the line).
+    /// This many bytes were skipped to find the next frame (`fixed` or `length` frames without
+    /// their start/end bytes, a telegram cut short by the next one's start: a lost or extra
+    /// byte on the line).
     Resync(usize),
     /// A `gap` frame began: the caller now watches for the silence that ends it
     /// ([`FrameDecoder::gap_deadline`], [`FrameDecoder::silence`]). Carries no data.
@@ -255,6 +331,9 @@ enum Kind {
     LengthPrefix(Prefixed),
     Fixed(Fixed),
     Gap(GapState),
+    /// Boxed: two memmem finders are large beside the other states.
+    Telegram(Box<TelegramState>),
+    Length(LengthState),
     /// The framing failed validation: every byte is discarded.
     Invalid,
 }
@@ -297,6 +376,11 @@ impl FrameDecoder {
                 }),
                 Framing::Fixed(f) => Kind::Fixed(f.clone()),
                 Framing::Gap(_) => Kind::Gap(GapState::default()),
+                Framing::Telegram(t) => Kind::Telegram(Box::new(TelegramState::new(t.clone()))),
+                Framing::Length(l) => Kind::Length(LengthState {
+                    field: l.clone(),
+                    discarding: false,
+                }),
             }
         };
         FrameDecoder { max_frame, kind }
@@ -313,6 +397,8 @@ impl FrameDecoder {
             Kind::Slip(s) => *s = Slip::default(),
             Kind::LengthPrefix(p) => p.skip = 0,
             Kind::Gap(g) => *g = GapState::default(),
+            Kind::Telegram(t) => t.reset(),
+            Kind::Length(l) => l.discarding = false,
             Kind::Fixed(_) | Kind::Invalid => {}
         }
     }
@@ -347,6 +433,8 @@ impl FrameDecoder {
             Kind::LengthPrefix(p) => p.skip == 0 && !buf.is_empty(),
             Kind::Fixed(_) => !buf.is_empty(),
             Kind::Gap(g) => !g.discarding && !buf.is_empty(),
+            Kind::Telegram(t) => t.in_frame(buf),
+            Kind::Length(l) => !l.discarding && buf.starts_with(&l.field.start),
             Kind::Invalid => false,
         }
     }
@@ -374,6 +462,8 @@ impl Decoder for FrameDecoder {
             Kind::LengthPrefix(p) => p.next(buf, max),
             Kind::Fixed(f) => next_fixed(buf, f),
             Kind::Gap(g) => g.next(buf, max),
+            Kind::Telegram(t) => t.next(buf, max),
+            Kind::Length(l) => l.next(buf, max),
             Kind::Invalid => {
                 buf.clear();
                 None
@@ -450,6 +540,8 @@ pub fn encode_frame(framing: &Framing, payload: &[u8], out: &mut Vec<u8>) {
             }
             out.extend_from_slice(payload);
         }
-        Framing::Fixed(_) | Framing::Gap(_) => out.extend_from_slice(payload),
+        Framing::Fixed(_) | Framing::Gap(_) | Framing::Telegram(_) | Framing::Length(_) => {
+            out.extend_from_slice(payload)
+        }
     }
 }

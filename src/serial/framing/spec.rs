@@ -15,6 +15,8 @@ pub(super) const FRAMING_NAMES: &[&str] = &[
     "length_prefix",
     "fixed",
     "gap",
+    "telegram",
+    "length",
 ];
 
 /// Accepts exactly a bare name (`lines`) or a single-key map (`{fixed: 12}`).
@@ -36,7 +38,9 @@ impl<'de> Visitor<'de> for FramingVisitor {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(
             "a framing: `lines`, `cobs`, `slip`, `{delimiter: \"\\r\\n\"}`, \
-             `{length_prefix: {width: 2}}` or `{fixed: 12}`",
+             `{length_prefix: {width: 2}}`, `{fixed: 12}`, `{gap: 3.5}`, \
+             `{telegram: {start: \"/\", end: \"!\", trailer: 4}}` or \
+             `{length: {start_hex: \"AA\", at: 1, width: 1}}`",
         )
     }
 
@@ -78,6 +82,28 @@ impl<'de> Visitor<'de> for FramingVisitor {
                 "length_prefix" => Framing::LengthPrefix(map.next_value()?),
                 "fixed" => Framing::Fixed(Fixed::size(map.next_value()?)),
                 "gap" => Framing::Gap(map.next_value::<GapValue>()?.0),
+                "telegram" => {
+                    let t: TelegramYaml = map.next_value()?;
+                    Framing::Telegram(Telegram {
+                        start: t.start.into_bytes(),
+                        end: t.end.into_bytes(),
+                        trailer: t.trailer,
+                    })
+                }
+                "length" => {
+                    let l: LengthYaml = map.next_value()?;
+                    Framing::Length(LengthField {
+                        start: hex_bytes(&l.start_hex, "start_hex")?,
+                        at: l.at,
+                        width: l.width,
+                        endian: l.endian,
+                        trailer: l.trailer,
+                        end: match &l.end_hex {
+                            Some(h) => hex_bytes(h, "end_hex")?,
+                            None => Vec::new(),
+                        },
+                    })
+                }
                 "lines" | "cobs" | "slip" => {
                     return Err(de::Error::custom(format_args!(
                         "`{key}` takes no value: write just `{key}`"
@@ -109,6 +135,31 @@ impl<'de> Visitor<'de> for FramingVisitor {
             )),
         }
     }
+}
+
+/// `{telegram: {start: "/", end: "!", trailer: 4}}`: text, so YAML escapes (`"\x02"`) work.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TelegramYaml {
+    start: String,
+    end: String,
+    #[serde(default)]
+    trailer: usize,
+}
+
+/// `{length: {start_hex: "B5 62", at: 4, width: 2, endian: little, trailer: 2, end_hex: ..}}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LengthYaml {
+    start_hex: String,
+    at: usize,
+    width: u8,
+    #[serde(default)]
+    endian: Endian,
+    #[serde(default)]
+    trailer: i64,
+    #[serde(default)]
+    end_hex: Option<String>,
 }
 
 /// Hex bytes as users write them (`"AA"`, `"aa c0"`, `"0xAA"`), for `start_hex`/`end_hex`.

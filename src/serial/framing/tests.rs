@@ -45,6 +45,13 @@ fn all_framings() -> Vec<Framing> {
     ]
 }
 
+/// Every framing, with the ones whose frames the caller builds (no encoder of their own).
+fn framings_for_garbage() -> Vec<Framing> {
+    let mut all = all_framings();
+    all.extend([ubx_framing(), dsmr_framing()]);
+    all
+}
+
 /// Feeds `input` in chunks of `chunk` bytes to a fresh decoder and buffer, then signals EOF.
 fn feed_chunked(framing: &Framing, max: usize, input: &[u8], chunk: usize) -> Vec<Decoded> {
     let mut dec = FrameDecoder::new(framing, max);
@@ -409,6 +416,8 @@ fn names_and_reasons_are_stable_labels() {
         length_prefix(1, Endian::Big),
         fixed(1),
         Framing::Gap(Gap::CharTenths(35)),
+        dsmr_framing(),
+        ubx_framing(),
     ]
     .iter()
     .map(Framing::name)
@@ -1003,7 +1012,11 @@ fn resync(f: &Framing) -> Option<Vec<u8>> {
         Framing::Delimiter(d) => Some(d.as_slice().to_vec()),
         Framing::Cobs => Some(vec![0]),
         Framing::Slip => Some(vec![SLIP_END]),
-        Framing::LengthPrefix(_) | Framing::Fixed(_) | Framing::Gap(_) => None,
+        Framing::LengthPrefix(_)
+        | Framing::Fixed(_)
+        | Framing::Gap(_)
+        | Framing::Telegram(_)
+        | Framing::Length(_) => None,
     }
 }
 
@@ -1012,7 +1025,12 @@ fn garbage_before_start_and_end_bytes_or_a_gap_is_bounded_and_resyncs() {
     for seed in 1..=6u64 {
         let mut rng = XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let garbage = rng.garbage(20_000, seed % 2 == 0);
-        for f in [sds_framing(), Framing::Gap(Gap::CharTenths(35))] {
+        for f in [
+            sds_framing(),
+            Framing::Gap(Gap::CharTenths(35)),
+            ubx_framing(),
+            dsmr_framing(),
+        ] {
             let mut dec = FrameDecoder::new(&f, 100);
             let mut buf = BytesMut::new();
             for piece in garbage.chunks(1 + (seed as usize * 7) % 60) {
@@ -1024,7 +1042,12 @@ fn garbage_before_start_and_end_bytes_or_a_gap_is_bounded_and_resyncs() {
                 dec.silence();
                 buf.clear();
             }
-            buf.extend_from_slice(&sds(4242));
+            let valid = match &f {
+                Framing::Length(_) => ubx(&[1, 2, 3]),
+                Framing::Telegram(_) => telegram("1-0:1.8.1(000123.456*kWh)"),
+                _ => sds(4242),
+            };
+            buf.extend_from_slice(&valid);
             let mut items = Vec::new();
             while let Some(item) = dec.decode(&mut buf).unwrap() {
                 items.push(item);
@@ -1033,7 +1056,7 @@ fn garbage_before_start_and_end_bytes_or_a_gap_is_bounded_and_resyncs() {
                 assert!(dec.silence());
                 items.push(Decoded::Frame(buf.split().freeze()));
             }
-            assert_eq!(items.last(), Some(&frame(&sds(4242))), "{f:?} seed {seed}");
+            assert_eq!(items.last(), Some(&frame(&valid)), "{f:?} seed {seed}");
         }
     }
 }
@@ -1041,7 +1064,7 @@ fn garbage_before_start_and_end_bytes_or_a_gap_is_bounded_and_resyncs() {
 #[test]
 fn garbage_never_panics_stays_bounded_and_resyncs() {
     const GMAX: usize = 100;
-    for f in all_framings() {
+    for f in framings_for_garbage() {
         for seed in 1..=6u64 {
             let mut rng = XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let garbage = rng.garbage(20_000, seed % 2 == 0);
@@ -1074,10 +1097,184 @@ fn garbage_never_panics_stays_bounded_and_resyncs() {
 #[test]
 fn garbage_decodes_identically_in_every_chunking() {
     let mut rng = XorShift(42);
-    for f in all_framings() {
+    for f in framings_for_garbage() {
         for edgy in [false, true] {
             let garbage = rng.garbage(300, edgy);
             split_invariant(&f, 16, &garbage);
         }
     }
+}
+
+// ---- telegram and length ----
+
+fn dsmr_framing() -> Framing {
+    Framing::Telegram(Telegram {
+        start: b"/".to_vec(),
+        end: b"!".to_vec(),
+        trailer: 4,
+    })
+}
+
+/// A DSMR-like telegram: header, a blank line, `body`, `!` and four hex digits (not a real
+/// CRC: framing does not check it), then the line break meters send after it.
+fn telegram(body: &str) -> Vec<u8> {
+    format!("/ISK5\\2M550T-1012\r\n\r\n{body}\r\n!1A2B").into_bytes()
+}
+
+/// u-blox UBX: B5 62, class, id, a 2-byte little-endian payload length, payload, 2 check bytes.
+fn ubx_framing() -> Framing {
+    Framing::Length(LengthField {
+        start: vec![0xB5, 0x62],
+        at: 4,
+        width: 2,
+        endian: Endian::Little,
+        trailer: 2,
+        end: Vec::new(),
+    })
+}
+
+fn ubx(payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0xB5, 0x62, 0x01, 0x07];
+    f.extend_from_slice(&(payload.len() as u16).to_le_bytes());
+    f.extend_from_slice(payload);
+    f.extend_from_slice(&[0xCA, 0xFE]);
+    f
+}
+
+fn frames_of(items: &[Decoded]) -> Vec<Decoded> {
+    items
+        .iter()
+        .filter(|d| matches!(d, Decoded::Frame(_)))
+        .cloned()
+        .collect()
+}
+
+fn resynced(items: &[Decoded]) -> usize {
+    items
+        .iter()
+        .map(|d| match d {
+            Decoded::Resync(n) => *n,
+            _ => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn telegrams_are_whole_from_start_to_end_and_trailer_and_line_breaks_between_are_not_noise() {
+    let a = telegram("1-0:1.8.1(000123.456*kWh)\r\n1-0:2.8.1(000000.001*kWh)");
+    let b = telegram("1-0:1.8.1(000123.457*kWh)");
+    let mut input = a.clone();
+    input.extend_from_slice(b"\r\n");
+    input.extend_from_slice(&b);
+    input.extend_from_slice(b"\r\n");
+    let items = split_invariant(&dsmr_framing(), 1024, &input);
+    assert_eq!(items, vec![frame(&a), frame(&b)]);
+}
+
+#[test]
+fn a_telegram_that_lost_its_end_costs_itself_only() {
+    let good = telegram("1-0:1.8.1(000001.000*kWh)");
+    let mut input = b"garbage".to_vec();
+    input.extend_from_slice(b"/ISK5\\2M550T-1012\r\n\r\n1-0:1.8.1(0000"); // cut short
+    input.extend_from_slice(&good);
+    input.extend_from_slice(b"\r\n");
+    input.extend_from_slice(&good);
+    let items = split_invariant(&dsmr_framing(), 1024, &input);
+    assert_eq!(frames_of(&items), vec![frame(&good), frame(&good)]);
+    assert_eq!(resynced(&items), 7 + 35, "{items:?}");
+}
+
+#[test]
+fn an_overlong_telegram_is_counted_once_and_the_next_one_is_whole() {
+    let long = telegram(&"1-0:1.8.1(000001.000*kWh)\r\n".repeat(10));
+    let good = telegram("x");
+    let mut input = long.clone();
+    input.extend_from_slice(&good);
+    let items = split_invariant(&dsmr_framing(), 100, &input);
+    assert_eq!(items, vec![TOO_LONG, frame(&good)]);
+    // Without its end, too: counted when it passes max_frame, not held beyond it.
+    let mut dec = FrameDecoder::new(&dsmr_framing(), 100);
+    let mut buf = BytesMut::from(&long[..long.len() - 5]);
+    assert_eq!(dec.decode(&mut buf).unwrap(), Some(TOO_LONG));
+    assert_eq!(dec.decode(&mut buf).unwrap(), None);
+    assert!(buf.len() < 100);
+}
+
+#[test]
+fn length_frames_follow_their_field_and_slide_past_a_damaged_one() {
+    let (a, b, c) = (ubx(&[1, 2, 3]), ubx(&[]), ubx(&[9; 20]));
+    let mut input = vec![0x00, 0xB5]; // noise, and a start byte without its second half
+    input.extend_from_slice(&a);
+    let mut damaged = ubx(&[7; 6]);
+    damaged.truncate(8); // lost the rest: the next frame's start is read as its payload
+    input.extend_from_slice(&damaged);
+    input.extend_from_slice(&b);
+    input.extend_from_slice(&c);
+    input.extend_from_slice(&c);
+    let items = split_invariant(&ubx_framing(), 64, &input);
+    let frames = frames_of(&items);
+    assert_eq!(frames[0], frame(&a));
+    assert_eq!(frames.last(), Some(&frame(&c)), "{items:?}");
+    assert!(resynced(&items) >= 2, "{items:?}");
+}
+
+#[test]
+fn length_frames_with_end_bytes_skip_a_frame_whose_end_is_wrong() {
+    let f = Framing::Length(LengthField {
+        start: vec![0x68],
+        at: 1,
+        width: 1,
+        endian: Endian::Big,
+        trailer: 2,
+        end: vec![0x16],
+    });
+    // M-Bus-like: 68 L data.. CS 16, L counting the data bytes.
+    let good = [0x68, 0x02, 0xAA, 0xBB, 0x65, 0x16];
+    let mut input = vec![0x68, 0x02, 0xAA, 0xBB, 0x65, 0x17]; // wrong end byte
+    input.extend_from_slice(&good);
+    let items = split_invariant(&f, 64, &input);
+    assert_eq!(items, vec![Decoded::Resync(6), frame(&good)]);
+}
+
+#[test]
+fn a_length_beyond_max_frame_is_counted_and_decoding_goes_on() {
+    let big = ubx(&[0; 100]);
+    let small = ubx(&[5]);
+    let mut input = big.clone();
+    input.extend_from_slice(&small);
+    let items = split_invariant(&ubx_framing(), 64, &input);
+    assert_eq!(items, vec![TOO_LONG, frame(&small)]);
+}
+
+#[test]
+fn yaml_telegram_and_length_forms() {
+    assert_eq!(
+        parse(r#"framing: {telegram: {start: "/", end: "!", trailer: 4}}"#),
+        Ok(dsmr_framing())
+    );
+    assert_eq!(
+        parse(
+            r#"framing: {length: {start_hex: "B5 62", at: 4, width: 2, endian: little, trailer: 2}}"#
+        ),
+        Ok(ubx_framing())
+    );
+    let e = parse(r#"framing: {telegram: {start: "/", stop: "!"}}"#).unwrap_err();
+    assert!(e.contains("unknown field `stop`"), "{e}");
+    let e = parse(r#"framing: {length: {start_hex: "zz", at: 1, width: 1}}"#).unwrap_err();
+    assert!(e.contains("start_hex: `zz` is not hex bytes"), "{e}");
+    let overlap = Framing::Length(LengthField {
+        at: 1,
+        width: 1,
+        ..match ubx_framing() {
+            Framing::Length(l) => l,
+            _ => unreachable!(),
+        }
+    });
+    let e = overlap.validate().unwrap_err();
+    assert!(e.contains("overlaps start_hex"), "{e}");
+    let e = Framing::Telegram(Telegram::default())
+        .validate()
+        .unwrap_err();
+    assert!(e.contains("text that starts and the text that ends"), "{e}");
+    assert!(dsmr_framing().recovers() && ubx_framing().recovers());
 }
