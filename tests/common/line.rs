@@ -1,0 +1,105 @@
+//! A faulty serial line between two pty pairs: what the simulated device writes reaches the
+//! gateway with bytes dropped, flipped and inserted at given rates (a noisy RS-485 line, a USB
+//! hiccup); what the gateway writes reaches the device intact.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::Pty;
+
+/// Faults per byte, in parts per million.
+#[derive(Debug, Clone, Copy)]
+pub struct Faults {
+    pub drop_ppm: u32,
+    pub flip_ppm: u32,
+    pub insert_ppm: u32,
+    /// Seeds the fault pattern: the same seed faults the same bytes of the same stream.
+    pub seed: u64,
+}
+
+/// How many faults the line made, for the test's report.
+#[derive(Debug, Default)]
+pub struct Injected {
+    pub dropped: AtomicU64,
+    pub flipped: AtomicU64,
+    pub inserted: AtomicU64,
+}
+
+/// The line: `device` is the pty the simulator writes to (its master) and reads from; the
+/// gateway opens `gateway_path`.
+pub struct FaultyLine {
+    pub device: Pty,
+    pub gateway_path: std::path::PathBuf,
+    pub injected: Arc<Injected>,
+    _relay: tokio::task::JoinHandle<()>,
+}
+
+impl FaultyLine {
+    /// Two pty pairs and a relay between them, faulting the device → gateway direction.
+    pub async fn new(faults: Faults) -> Self {
+        let device = Pty::new();
+        let Pty {
+            master: gateway_master,
+            path: gateway_path,
+        } = Pty::new();
+        let injected = Arc::new(Injected::default());
+        let counts = injected.clone();
+        // The relay holds the device pair's far end, opened by path like a serial port.
+        let far = tokio_serial::SerialStream::open(&tokio_serial::new(
+            device.path.to_string_lossy(),
+            9600,
+        ))
+        .expect("open the device pty's far end");
+        let (mut from_device, mut to_device) = tokio::io::split(far);
+        let (mut from_gateway, mut to_gateway) = tokio::io::split(gateway_master);
+        let relay = tokio::spawn(async move {
+            let back = tokio::spawn(async move {
+                let mut buf = [0u8; 512];
+                while let Ok(n @ 1..) = from_gateway.read(&mut buf).await {
+                    if to_device.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut rng = faults.seed | 1;
+            let mut next = move || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                (rng % 1_000_000) as u32
+            };
+            let mut buf = [0u8; 512];
+            while let Ok(n @ 1..) = from_device.read(&mut buf).await {
+                let mut out = Vec::with_capacity(n + 8);
+                for &b in &buf[..n] {
+                    if next() < faults.insert_ppm {
+                        out.push((next() & 0xFF) as u8);
+                        counts.inserted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if next() < faults.drop_ppm {
+                        counts.dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    if next() < faults.flip_ppm {
+                        out.push(b ^ (1 << (next() % 8)));
+                        counts.flipped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    out.push(b);
+                }
+                if to_gateway.write_all(&out).await.is_err() {
+                    break;
+                }
+            }
+            back.abort();
+        });
+        Self {
+            device,
+            gateway_path,
+            injected,
+            _relay: relay,
+        }
+    }
+}
