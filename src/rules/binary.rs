@@ -1,4 +1,9 @@
 //! Binary fields: numbers read from fixed offsets of a binary frame, then scaled.
+//!
+//! 32- and 64-bit values come in the four orders meters store them in, named as Modbus
+//! documentation names them by the bytes A (most significant) to D: `abcd` (big-endian),
+//! `dcba` (little-endian), `cdab` (16-bit words low word first, each word big-endian: the
+//! "word swapped" order of many meters) and `badc` (words in order, bytes swapped in each).
 
 use super::template::Num;
 
@@ -7,7 +12,20 @@ use super::template::Num;
 pub struct FieldType {
     kind: Kind,
     size: usize,
-    little: bool,
+    order: Order,
+}
+
+/// The order of a value's bytes in the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// `be`, `abcd`: most significant byte first.
+    Big,
+    /// `le`, `dcba`: least significant byte first.
+    Little,
+    /// `cdab`: 16-bit words least significant first, each word big-endian.
+    WordsSwapped,
+    /// `badc`: 16-bit words most significant first, each word little-endian.
+    BytesSwapped,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,9 +36,12 @@ enum Kind {
 }
 
 /// Every `type:` a field may have.
-pub const TYPE_NAMES: [&str; 22] = [
+pub const TYPE_NAMES: [&str; 46] = [
     "u8", "i8", "u16le", "u16be", "i16le", "i16be", "u32le", "u32be", "i32le", "i32be", "u64le",
     "u64be", "i64le", "i64be", "f32le", "f32be", "f64le", "f64be", "u16", "i16", "u32", "i32",
+    "u32abcd", "u32dcba", "u32cdab", "u32badc", "i32abcd", "i32dcba", "i32cdab", "i32badc",
+    "f32abcd", "f32dcba", "f32cdab", "f32badc", "u64abcd", "u64dcba", "u64cdab", "u64badc",
+    "i64abcd", "i64dcba", "i64cdab", "i64badc", "f64abcd", "f64dcba", "f64cdab", "f64badc",
 ];
 
 impl FieldType {
@@ -32,13 +53,22 @@ impl FieldType {
             b'f' => (Kind::Float, &name[1..]),
             _ => return None,
         };
-        let (bits, little) = if let Some(b) = rest.strip_suffix("le") {
-            (b, true)
-        } else if let Some(b) = rest.strip_suffix("be") {
-            (b, false)
-        } else {
-            (rest, false)
-        };
+        let suffixes = [
+            ("le", Order::Little),
+            ("be", Order::Big),
+            ("abcd", Order::Big),
+            ("dcba", Order::Little),
+            ("cdab", Order::WordsSwapped),
+            ("badc", Order::BytesSwapped),
+        ];
+        let (bits, order) = suffixes
+            .iter()
+            .find_map(|(sfx, order)| rest.strip_suffix(sfx).map(|b| (b, *order)))
+            .unwrap_or((rest, Order::Big));
+        let named = bits.len() != rest.len() && !rest.ends_with("le") && !rest.ends_with("be");
+        if named && !matches!(bits, "32" | "64") {
+            return None; // word orders are for values of two or more 16-bit words
+        }
         let size = match (kind, bits) {
             (Kind::Float, "32") => 4,
             (Kind::Float, "64") => 8,
@@ -49,7 +79,7 @@ impl FieldType {
             (_, "64") => 8,
             _ => return None,
         };
-        Some(Self { kind, size, little })
+        Some(Self { kind, size, order })
     }
 
     /// Bytes the field occupies.
@@ -60,15 +90,28 @@ impl FieldType {
     /// Reads the value at the start of `bytes` (which holds at least `size()` bytes).
     pub fn read(&self, bytes: &[u8]) -> Option<Num> {
         let raw = bytes.get(..self.size)?;
-        let mut buf = [0u8; 8];
-        if self.little {
-            buf[..self.size].copy_from_slice(raw);
-        } else {
-            for (i, b) in raw.iter().rev().enumerate() {
-                buf[i] = *b;
+        // Into big-endian order first, then one fold.
+        let mut be = [0u8; 8];
+        let be = &mut be[..self.size];
+        match self.order {
+            Order::Big => be.copy_from_slice(raw),
+            Order::Little => {
+                be.copy_from_slice(raw);
+                be.reverse();
+            }
+            Order::WordsSwapped => {
+                for (dst, src) in be.chunks_exact_mut(2).zip(raw.chunks_exact(2).rev()) {
+                    dst.copy_from_slice(src);
+                }
+            }
+            Order::BytesSwapped => {
+                for (dst, src) in be.chunks_exact_mut(2).zip(raw.chunks_exact(2)) {
+                    dst[0] = src[1];
+                    dst[1] = src[0];
+                }
             }
         }
-        let u = u64::from_le_bytes(buf);
+        let u = be.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
         Some(match self.kind {
             Kind::Unsigned => Num::U(u),
             Kind::Signed => {
@@ -177,6 +220,50 @@ mod tests {
         assert_eq!(field("i32be", 4, None).read(&frame), Some(Num::I(-2)));
         assert_eq!(field("u8", 7, None).read(&frame), Some(Num::U(0xfe)));
         assert_eq!(field("i8", 7, None).read(&frame), Some(Num::I(-2)));
+    }
+
+    /// 70.0 A as a meter measured it, in the four orders (read as big-endian, the word-swapped
+    /// form is 292552.705 A).
+    #[test]
+    fn reads_32_and_64_bit_values_in_every_word_order() {
+        let milliamps = 70_000u32; // 0x00011170: A=00 B=01 C=11 D=70
+        let abcd = milliamps.to_be_bytes();
+        let cdab = [abcd[2], abcd[3], abcd[0], abcd[1]];
+        let badc = [abcd[1], abcd[0], abcd[3], abcd[2]];
+        let dcba = milliamps.to_le_bytes();
+        for (ty, bytes) in [
+            ("u32abcd", abcd),
+            ("u32be", abcd),
+            ("u32cdab", cdab),
+            ("u32badc", badc),
+            ("u32dcba", dcba),
+            ("u32le", dcba),
+        ] {
+            assert_eq!(
+                field(ty, 0, Some(0.001)).read(&bytes),
+                Some(Num::F(70.0)),
+                "{ty}"
+            );
+        }
+        assert_eq!(
+            field("u32be", 0, Some(0.001)).read(&cdab),
+            Some(Num::F(292552.705)),
+            "the wrong order reads nonsense"
+        );
+        let v = (-123_456_789_012i64).to_be_bytes();
+        let words_reversed: Vec<u8> = v.chunks(2).rev().flatten().copied().collect();
+        assert_eq!(
+            field("i64cdab", 0, None).read(&words_reversed),
+            Some(Num::I(-123_456_789_012))
+        );
+        let f = 230.5f32.to_be_bytes();
+        assert_eq!(
+            field("f32cdab", 0, None).read(&[f[2], f[3], f[0], f[1]]),
+            Some(Num::F(230.5))
+        );
+        for bad in ["u16cdab", "u8abcd", "i16badc"] {
+            assert!(FieldType::parse(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]
