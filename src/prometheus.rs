@@ -168,6 +168,7 @@ async fn collect_once(s: &Sources) {
             ("incomplete", &d.incomplete),
             ("invalid_utf8", &d.invalid_utf8),
             ("bad_checksum", &d.bad_checksum),
+            ("bad_value", &d.bad_value),
         ] {
             counter!("serial2mqtt_frames_bad_total", "device" => dev.clone(), "reason" => reason)
                 .absolute(g(c));

@@ -32,6 +32,8 @@ pub struct DeviceStats {
     pub bad_checksum: AtomicU64,
     /// Messages whose rendered topic was not publishable.
     pub bad_topic: AtomicU64,
+    /// Matched frames whose computed `values:` could not be computed: nothing published.
+    pub bad_value: AtomicU64,
     /// Times the port was opened.
     pub opens: AtomicU64,
     /// Poll requests written (retries included).
@@ -72,6 +74,7 @@ impl DeviceStats {
             invalid_utf8: g(&self.invalid_utf8),
             bad_checksum: g(&self.bad_checksum),
             bad_topic: g(&self.bad_topic),
+            bad_value: g(&self.bad_value),
             opens: g(&self.opens),
             polls: g(&self.polls),
             timeouts: g(&self.timeouts),
@@ -119,6 +122,8 @@ pub struct DeviceCounts {
     pub bad_checksum: u64,
     /// Messages whose topic was not publishable.
     pub bad_topic: u64,
+    /// Frames whose computed values could not be computed.
+    pub bad_value: u64,
     /// Times the port was opened.
     pub opens: u64,
     /// Poll requests written.
@@ -152,6 +157,7 @@ impl DeviceCounts {
             + self.invalid_utf8
             + self.bad_checksum
             + self.bad_topic
+            + self.bad_value
     }
 }
 
@@ -159,7 +165,7 @@ impl std::fmt::Display for DeviceCounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "frames={} messages={} unmatched={} too_long={} corrupt={} incomplete={} invalid_utf8={} bad_checksum={} bad_topic={} opens={} polls={} timeouts={} unsolicited={} commands_written={} commands_rejected={} commands_failed={}",
+            "frames={} messages={} unmatched={} too_long={} corrupt={} incomplete={} invalid_utf8={} bad_checksum={} bad_topic={} bad_value={} opens={} polls={} timeouts={} unsolicited={} commands_written={} commands_rejected={} commands_failed={}",
             self.frames,
             self.messages,
             self.unmatched,
@@ -169,6 +175,7 @@ impl std::fmt::Display for DeviceCounts {
             self.invalid_utf8,
             self.bad_checksum,
             self.bad_topic,
+            self.bad_value,
             self.opens,
             self.polls,
             self.timeouts,

@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use super::load_or_report;
 use crate::frames::FrameHandler;
+use crate::rules::Problem;
 use crate::stats::DeviceStats;
 
 /// Applies the rules of `device` to `frame` (text, or hex with `is_hex`).
@@ -54,6 +55,19 @@ pub fn main(path: PathBuf, device: &str, is_hex: bool, frame: &str) -> ExitCode 
     let messages: Vec<_> = handler.handle(&bytes).collect();
     let matched = stats.unmatched.load(Ordering::Relaxed) == 0
         && stats.invalid_utf8.load(Ordering::Relaxed) == 0;
+    let mut failed = false;
+    for problem in handler.problems() {
+        match problem {
+            Problem::Topic(why) => eprintln!("not published: {why}"),
+            Problem::Value(why) => {
+                failed = true;
+                eprintln!(
+                    "a value cannot be computed from this frame: {why}; on the line the rule's \
+                     messages are left out and counted as bad_value"
+                );
+            }
+        }
+    }
     if stats.dropped.load(Ordering::Relaxed) > 0 {
         println!("(dropped by a `drop: true` rule: nothing published)");
     }
@@ -68,7 +82,9 @@ pub fn main(path: PathBuf, device: &str, is_hex: bool, frame: &str) -> ExitCode 
             String::from_utf8_lossy(&m.payload)
         );
     }
-    if matched {
+    if failed {
+        ExitCode::FAILURE
+    } else if matched {
         ExitCode::SUCCESS
     } else {
         eprintln!(

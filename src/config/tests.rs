@@ -856,6 +856,41 @@ fn every_validation_error_has_its_message() {
             "    rules: [climate]\n    poll: [{write: x, every: 1s}]\n  - {name: two, port: /dev/ttyUSB-test, baud: 9600, poll: [{write: y, every: 1s}], rules: [climate]}",
             &["devices[1].baud", "share /dev/ttyUSB-test but not its line settings"],
         ),
+        (
+            "    framing: lines",
+            "    framing: {telegram: {start: \"/\"}}",
+            &["devices[0].framing", "missing field `end`"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: {telegram: {start: \"/\", end: \"\"}}",
+            &["a telegram needs the text that starts and the text that ends it"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: {length: {start_hex: \"AA BB\", at: 1, width: 1}}",
+            &["the length field at byte 1 overlaps start_hex", "at: 2 or more"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: {length: {start_hex: \"AA\", at: 1, width: 3}}",
+            &["length width 3 is not supported"],
+        ),
+        (
+            "rules:\n  climate:",
+            "rules:\n  climate:\n    values: {f: tmp * 1.8}",
+            &["rules.climate.values.f", "placeholder {tmp}", "did you mean {temp}?"],
+        ),
+        (
+            "rules:\n  climate:",
+            "rules:\n  climate:\n    values: {f: \"temp *\"}",
+            &["rules.climate.values.f", "is not an expression", "nmea_degrees(lat, ns)"],
+        ),
+        (
+            "rules:\n  climate:",
+            "rules:\n  climate:\n    values: {temp: temp * 2}",
+            &["value `temp` has the name of a named capture", "temp_value"],
+        ),
     ];
     let mut failures = Vec::new();
     for (from, to, want) in cases {

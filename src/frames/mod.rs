@@ -17,7 +17,7 @@ use crate::config::Device;
 use crate::message::Message;
 use crate::pacing::{RateLimit, LOG_EVERY};
 use crate::rules::template::Builtins;
-use crate::rules::Verdict;
+use crate::rules::{Problem, Verdict};
 use crate::serial::framing::DropReason;
 use crate::stats::DeviceStats;
 
@@ -27,8 +27,8 @@ pub struct FrameHandler<'a> {
     gateway: &'a str,
     stats: &'a DeviceStats,
     messages: Vec<Message>,
-    problems: Vec<String>,
-    limits: [RateLimit; 7],
+    problems: Vec<Problem>,
+    limits: [RateLimit; 8],
 }
 
 impl<'a> FrameHandler<'a> {
@@ -64,6 +64,7 @@ impl<'a> FrameHandler<'a> {
     fn run(&mut self, frame: &Bytes, request: &str) -> bool {
         DeviceStats::bump(&self.stats.frames);
         self.messages.clear();
+        self.problems.clear();
         if !self.checked(frame) {
             return false;
         }
@@ -79,10 +80,20 @@ impl<'a> FrameHandler<'a> {
             .rules
             .apply(&env, &mut self.messages, &mut self.problems);
         let name = &self.device.name;
-        for problem in self.problems.drain(..) {
-            DeviceStats::bump(&self.stats.bad_topic);
-            if let Some(n) = self.limits[0].hit() {
-                warn!(device = %name, suppressed = n, "message not published: {problem}");
+        for problem in &self.problems {
+            match problem {
+                Problem::Topic(why) => {
+                    DeviceStats::bump(&self.stats.bad_topic);
+                    if let Some(n) = self.limits[0].hit() {
+                        warn!(device = %name, suppressed = n, "message not published: {why}");
+                    }
+                }
+                Problem::Value(why) => {
+                    DeviceStats::bump(&self.stats.bad_value);
+                    if let Some(n) = self.limits[7].hit() {
+                        warn!(device = %name, suppressed = n, "frame's messages not published: {why}");
+                    }
+                }
             }
         }
         match verdict {
@@ -115,6 +126,12 @@ impl<'a> FrameHandler<'a> {
             .messages
             .fetch_add(self.messages.len() as u64, Ordering::Relaxed);
         true
+    }
+
+    /// What was wrong with the last frame's messages (a topic that cannot be published, a
+    /// value that cannot be computed): logged rate-limited on the line, shown by `test-rule`.
+    pub fn problems(&self) -> &[Problem] {
+        &self.problems
     }
 
     /// Whether the frame passes the device's checksum (or it has none); counts and logs a failure.

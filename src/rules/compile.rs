@@ -5,6 +5,7 @@
 use regex::Regex;
 
 use super::binary::{decimals_of, BinField, FieldType, TYPE_NAMES};
+use super::expr::Expr;
 use super::template::{self, JsonTemplate, Template, TemplateError, Var, BUILTINS};
 use super::{braces, err, CompileError, Matcher, Output, Payload, Rule};
 use crate::config::diagnostics::suggest;
@@ -39,10 +40,12 @@ impl Rule {
         } else {
             (Matcher::Any, Vec::new())
         };
+        let (values, computed) = values(name, raw, &matcher, &slots, &mut errors);
         let names = Names {
             rule: name,
             matcher: &matcher,
             slots: &slots,
+            computed: &computed,
         };
         let resolve = |n: &str| names.resolve(n);
         check_publishes_or_drops(name, raw, &mut errors);
@@ -67,6 +70,7 @@ impl Rule {
                 outputs,
                 continue_: raw.continue_,
                 drop: raw.drop,
+                values,
             })
         } else {
             Err(errors)
@@ -181,15 +185,97 @@ fn binary(
     )
 }
 
-/// What a placeholder of this rule may name: a JSON path, a capture or field, a built-in.
+/// `values:`: each expression compiled against the matcher's names and the values before it;
+/// returns them and their names.
+fn values(
+    name: &str,
+    raw: &schema::Rule,
+    matcher: &Matcher,
+    slots: &[String],
+    errors: &mut Vec<CompileError>,
+) -> (Vec<Expr>, Vec<String>) {
+    let mut compiled = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    for (key, source) in &raw.values {
+        let Some(key) = key.as_str() else {
+            errors.push(err(
+                "values",
+                format!("rule `{name}`: a value's name must be text"),
+                Some("write e.g. `values: {celsius: \"(f - 32) / 1.8\"}`".into()),
+            ));
+            continue;
+        };
+        let path = format!("values.{key}");
+        let source = match source {
+            serde_yaml::Value::String(s) => s.clone(),
+            serde_yaml::Value::Number(n) => n.to_string(),
+            _ => {
+                errors.push(err(
+                    &path,
+                    format!("rule `{name}`: value `{key}` is not an expression"),
+                    Some("write the expression as text, e.g. `raw * 0.1`".into()),
+                ));
+                continue;
+            }
+        };
+        let clash = if BUILTINS.contains(&key) {
+            Some("a built-in placeholder")
+        } else if slots.iter().any(|s| s == key) {
+            Some(match matcher {
+                Matcher::Binary { .. } => "a field of `fields`",
+                _ => "a named capture of `match`",
+            })
+        } else if names.iter().any(|n| n == key) {
+            Some("another value")
+        } else {
+            None
+        };
+        if let Some(what) = clash {
+            errors.push(err(
+                &path,
+                format!("rule `{name}`: value `{key}` has the name of {what}"),
+                Some(format!(
+                    "give the computed value its own name, e.g. `{key}_value`"
+                )),
+            ));
+            continue;
+        }
+        let earlier = Names {
+            rule: name,
+            matcher,
+            slots,
+            computed: &names,
+        };
+        match Expr::compile(key, &source, &|n| earlier.resolve(n)) {
+            Ok(e) => compiled.push(e),
+            Err(e) => errors.push(err(
+                &path,
+                format!("rule `{name}`: value `{key}`: {}", e.message),
+                e.help,
+            )),
+        }
+        names.push(key.to_owned());
+    }
+    (compiled, names)
+}
+
+/// What a placeholder of this rule may name: a computed value, a JSON path, a capture or
+/// field, a built-in.
 struct Names<'a> {
     rule: &'a str,
     matcher: &'a Matcher,
     slots: &'a [String],
+    computed: &'a [String],
 }
 
 impl Names<'_> {
     fn resolve(&self, n: &str) -> Result<Var, TemplateError> {
+        if let Some(i) = self.computed.iter().position(|c| c == n) {
+            return Ok(Var::Computed(i));
+        }
+        if let Some(b) = template::Builtin::from_name(n) {
+            return Ok(Var::Builtin(b));
+        }
         if matches!(self.matcher, Matcher::Json) {
             return Ok(Var::Path(n.split('.').map(str::to_owned).collect()));
         }
@@ -201,6 +287,7 @@ impl Names<'_> {
             .iter()
             .filter(|s| !s.is_empty())
             .map(String::as_str)
+            .chain(self.computed.iter().map(String::as_str))
             .chain(BUILTINS)
             .collect();
         let what = match self.matcher {

@@ -12,6 +12,7 @@
 pub mod binary;
 pub mod command;
 mod compile;
+pub mod expr;
 pub mod template;
 
 use std::borrow::Cow;
@@ -78,6 +79,27 @@ pub struct Rule {
     continue_: bool,
     /// `drop: true`: matches and publishes nothing, on purpose.
     drop: bool,
+    /// Computed `values:`, in the order written (each may use the ones before it).
+    values: Vec<expr::Expr>,
+}
+
+/// Something wrong with one matched frame's messages, counted by its kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// A rendered topic cannot be published (a wildcard, a `/` from a value); that message
+    /// is left out.
+    Topic(String),
+    /// A computed value could not be computed for this frame; the rule's messages are left out.
+    Value(String),
+}
+
+impl Problem {
+    /// What went wrong, naming the rule.
+    pub fn text(&self) -> &str {
+        match self {
+            Problem::Topic(t) | Problem::Value(t) => t,
+        }
+    }
 }
 
 /// The rules of one device, in the order they are tried.
@@ -220,12 +242,13 @@ impl RuleSet {
     }
 
     /// Applies the rules to one frame, appending messages to `out`. A message whose rendered
-    /// topic cannot be published is left out and described in `problems`.
+    /// topic cannot be published, or a rule whose values cannot be computed, is left out and
+    /// described in `problems`.
     pub fn apply(
         &self,
         env: &Builtins<'_>,
         out: &mut Vec<Message>,
-        problems: &mut Vec<String>,
+        problems: &mut Vec<Problem>,
     ) -> Verdict {
         let mut view = FrameView {
             frame: env.frame,
@@ -288,7 +311,57 @@ fn emit(
     env: &Builtins<'_>,
     lookup: &dyn Lookup,
     out: &mut Vec<Message>,
-    problems: &mut Vec<String>,
+    problems: &mut Vec<Problem>,
+) -> bool {
+    if rule.values.is_empty() {
+        return render(rule, env, lookup, out, problems);
+    }
+    let mut computed = Vec::with_capacity(rule.values.len());
+    for e in &rule.values {
+        let scope = WithComputed {
+            base: lookup,
+            computed: &computed,
+        };
+        match e.eval(env, &scope) {
+            Ok(v) => computed.push(v),
+            // A JSON frame without the field: the rule does not match it.
+            Err(expr::EvalError::Missing(_)) => return false,
+            // The rule matched; its messages cannot be made from this frame.
+            Err(why) => {
+                problems.push(Problem::Value(format!("rule `{}`: {why}", rule.name)));
+                return true;
+            }
+        }
+    }
+    let scope = WithComputed {
+        base: lookup,
+        computed: &computed,
+    };
+    render(rule, env, &scope, out, problems)
+}
+
+/// A matcher's values plus the rule's computed ones.
+struct WithComputed<'a> {
+    base: &'a dyn Lookup,
+    computed: &'a [Value<'static>],
+}
+
+impl Lookup for WithComputed<'_> {
+    fn value(&self, var: &Var) -> Option<Value<'_>> {
+        match var {
+            Var::Computed(i) => self.computed.get(*i).cloned(),
+            v => self.base.value(v),
+        }
+    }
+}
+
+/// Renders the outputs of a matched rule with its values looked up in `lookup`.
+fn render(
+    rule: &Rule,
+    env: &Builtins<'_>,
+    lookup: &dyn Lookup,
+    out: &mut Vec<Message>,
+    problems: &mut Vec<Problem>,
 ) -> bool {
     let start = out.len();
     for o in &rule.outputs {
@@ -309,12 +382,15 @@ fn emit(
         let topic = match topic {
             Ok(topic) => topic,
             Err(problem) => {
-                problems.push(format!("rule `{}`: {problem}", rule.name));
+                problems.push(Problem::Topic(format!("rule `{}`: {problem}", rule.name)));
                 continue;
             }
         };
         if let Some(problem) = topic_problem(&topic) {
-            problems.push(format!("rule `{}`: {problem}: {topic:?}", rule.name));
+            problems.push(Problem::Topic(format!(
+                "rule `{}`: {problem}: {topic:?}",
+                rule.name
+            )));
             continue;
         }
         out.push(Message {

@@ -53,7 +53,8 @@ impl Builtin {
         }
     }
 
-    fn from_name(name: &str) -> Option<Self> {
+    /// The built-in with this name, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
         Some(match name {
             "gateway" => Self::Gateway,
             "device" => Self::Device,
@@ -76,6 +77,8 @@ pub enum Var {
     Slot(usize),
     /// A field of a JSON frame, by dotted path.
     Path(Vec<String>),
+    /// The n-th of the rule's computed `values:`.
+    Computed(usize),
 }
 
 /// One piece of a template.

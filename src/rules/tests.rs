@@ -103,7 +103,9 @@ fn a_value_that_would_change_the_topics_shape_is_refused() {
         set.apply(&env, &mut out, &mut problems);
         assert!(out.is_empty(), "{bad}: {out:?}");
         assert!(
-            problems.len() == 1 && problems[0].contains("{id}") && problems[0].contains(what),
+            problems.len() == 1
+                && problems[0].text().contains("{id}")
+                && problems[0].text().contains(what),
             "{bad}: {problems:?}"
         );
     }
@@ -249,7 +251,7 @@ fn rendered_topic_with_wildcard_is_skipped_and_reported() {
     assert_eq!(set.apply(&env, &mut out, &mut problems), Verdict::Matched);
     assert_eq!(out.len(), 1, "the valid message is still published");
     assert_eq!(out[0].topic, "all");
-    assert!(problems[0].contains("wildcard"), "{problems:?}");
+    assert!(problems[0].text().contains("wildcard"), "{problems:?}");
 }
 
 #[test]
@@ -350,4 +352,125 @@ fn huge_binary_offsets_are_a_compile_error() {
         usize::MAX - 1
     ));
     assert!(e[0].message.contains("out of range"), "{e:?}");
+}
+
+/// NMEA GGA to degrees, altitude and fix: computed values are placeholders like captures,
+/// typed in JSON, and may use the values before them.
+const GGA: &str = r#"
+match: '^\$GPGGA,[^,]*,(?P<lat>[\d.]+),(?P<ns>[NS]),(?P<lon>[\d.]+),(?P<ew>[EW]),(?P<fix>\d),(?P<sats>\d+),[^,]*,(?P<alt>-?[\d.]+),M'
+values:
+  latitude: nmea_degrees(lat, ns)
+  longitude: nmea_degrees(lon, ew)
+  alt_ft: round(alt * 3.28084, 1)
+  fixed: fix > 0
+  quality: if(fix == 1, "gps", if(fix == 2, "dgps", "other"))
+publish:
+  - topic: "gps/{device}"
+    payload: {lat: "{latitude}", lon: "{longitude}", alt_m: "{alt}", alt_ft: "{alt_ft}", fix: "{fixed}", quality: "{quality}"}
+"#;
+
+#[test]
+fn computed_values_turn_nmea_positions_into_degrees() {
+    let set = RuleSet::new(vec![rule("gga", GGA)]);
+    let (v, msgs) = apply(
+        &set,
+        b"$GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47",
+    );
+    assert_eq!(v, Verdict::Matched);
+    assert_eq!(
+        msgs[0].1,
+        r#"{"lat":48.1173,"lon":11.5166667,"alt_m":545.4,"alt_ft":1789.4,"fix":true,"quality":"gps"}"#
+    );
+}
+
+#[test]
+fn a_value_that_cannot_be_computed_is_a_counted_problem_not_a_wrong_message() {
+    let set = RuleSet::new(vec![rule(
+        "r",
+        r#"
+match: '^V=(?P<raw>\w+)$'
+values: {volts: raw / 1000}
+publish: [{topic: "v", payload: "{volts}"}]
+"#,
+    )]);
+    assert_eq!(apply(&set, b"V=4200").1[0].1, "4.2");
+    let env = Builtins {
+        gateway: "gw",
+        device: "dev",
+        frame: b"V=abc",
+        now: UNIX_EPOCH,
+        request: "",
+    };
+    let (mut out, mut problems) = (Vec::new(), Vec::new());
+    assert_eq!(set.apply(&env, &mut out, &mut problems), Verdict::Matched);
+    assert!(out.is_empty());
+    assert!(
+        matches!(&problems[..], [Problem::Value(t)] if t.contains("rule `r`: `volts` = `raw / 1000`")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn json_and_binary_rules_compute_too_and_a_missing_json_field_does_not_match() {
+    let set = RuleSet::new(vec![rule(
+        "j",
+        r#"
+json: true
+values: {f: t * 1.8 + 32}
+publish: [{topic: "f", payload: "{f}"}]
+"#,
+    )]);
+    assert_eq!(apply(&set, br#"{"t": 25}"#).1[0].1, "77");
+    assert_eq!(apply(&set, br#"{"x": 25}"#).0, Verdict::Unmatched);
+    let set = RuleSet::new(vec![rule(
+        "b",
+        r#"
+fields:
+  - {name: hi, offset: 0, type: u16be}
+  - {name: lo, offset: 2, type: u16be}
+  - {name: status, offset: 4, type: u8}
+values:
+  amps: word32(hi, lo) / 1000
+  alarm: bit(status, 2)
+publish: [{topic: "m", payload: {a: "{amps}", alarm: "{alarm}"}}]
+"#,
+    )]);
+    assert_eq!(
+        apply(&set, &[0x00, 0x01, 0x11, 0x70, 0x04]).1[0].1,
+        r#"{"a":70,"alarm":1}"#
+    );
+}
+
+#[test]
+fn values_are_checked_when_the_config_loads() {
+    let e = compile_errors(
+        r#"
+match: '^(?P<a>\d+)$'
+values: {b: a + c, a: 1}
+publish: [{topic: "t", payload: "{b}"}]
+"#,
+    );
+    assert_eq!(e[0].path, "values.b");
+    assert!(e[0].message.contains("placeholder {c}"), "{e:?}");
+    assert_eq!(e[1].path, "values.a");
+    assert!(e[1].message.contains("name of a named capture"), "{e:?}");
+    let e = compile_errors(
+        r#"
+match: '^(?P<a>\d+)$'
+values: {b: c * 2, c: a}
+publish: [{topic: "t", payload: "{b}"}]
+"#,
+    );
+    assert!(
+        e[0].message.contains("placeholder {c}"),
+        "a value uses only those before it: {e:?}"
+    );
+    let e = compile_errors(
+        r#"
+match: '^(?P<a>\d+)$'
+values: {b: nmea(a)}
+publish: [{topic: "t", payload: "{b}"}]
+"#,
+    );
+    assert!(e[0].message.contains("calls `nmea`"), "{e:?}");
 }

@@ -426,6 +426,10 @@ pub struct Rule {
     /// Placeholders published as text in JSON payloads whatever they look like (an id `0042`).
     #[serde(default)]
     pub types: std::collections::BTreeMap<String, ValueType>,
+    /// Computed values, in order: name → expression on the rule's placeholders (and the values
+    /// before it). A mapping, so its order is the order written.
+    #[serde(default)]
+    pub values: serde_yaml::Mapping,
 }
 
 /// The JSON type a rule gives a placeholder (`types: {id: string}`).
