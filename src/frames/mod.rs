@@ -16,6 +16,7 @@ pub mod checksum;
 use crate::config::Device;
 use crate::message::Message;
 use crate::pacing::{RateLimit, LOG_EVERY};
+use crate::rules::report::Reports;
 use crate::rules::template::Builtins;
 use crate::rules::{Problem, Verdict};
 use crate::serial::framing::DropReason;
@@ -28,6 +29,8 @@ pub struct FrameHandler<'a> {
     stats: &'a DeviceStats,
     messages: Vec<Message>,
     problems: Vec<Problem>,
+    /// What each report-by-exception topic last published.
+    reports: Reports,
     limits: [RateLimit; 8],
 }
 
@@ -40,6 +43,7 @@ impl<'a> FrameHandler<'a> {
             stats,
             messages: Vec::new(),
             problems: Vec::new(),
+            reports: Reports::default(),
             limits: std::array::from_fn(|_| RateLimit::new(LOG_EVERY)),
         }
     }
@@ -75,10 +79,12 @@ impl<'a> FrameHandler<'a> {
             now: SystemTime::now(),
             request,
         };
-        let verdict = self
-            .device
-            .rules
-            .apply(&env, &mut self.messages, &mut self.problems);
+        let verdict = self.device.rules.apply(
+            &env,
+            &mut self.messages,
+            &mut self.problems,
+            &mut self.reports,
+        );
         let name = &self.device.name;
         for problem in &self.problems {
             match problem {

@@ -6,6 +6,7 @@ use regex::Regex;
 
 use super::binary::{decimals_of, BinField, FieldType, TYPE_NAMES};
 use super::expr::Expr;
+use super::report::{Deadband, Report};
 use super::template::{self, JsonTemplate, Template, TemplateError, Var, BUILTINS};
 use super::{braces, err, CompileError, Matcher, Output, Payload, Rule};
 use crate::config::diagnostics::suggest;
@@ -393,13 +394,99 @@ fn output(
         ));
     }
     let homeassistant = entity(name, &path, p, topic.as_ref(), errors);
+    let report = report(name, &path, p, errors);
     Some(Output {
         topic: topic?,
         payload: payload?,
         qos: p.qos.min(2),
         retain: p.retain,
         homeassistant,
+        report,
     })
+}
+
+/// `deadband`, `heartbeat`, `min_interval` of a publish entry: the report-by-exception policy.
+fn report(
+    name: &str,
+    path: &str,
+    p: &schema::Publish,
+    errors: &mut Vec<CompileError>,
+) -> Option<Report> {
+    if p.deadband.is_none() && p.heartbeat.is_none() && p.min_interval.is_none() {
+        return None;
+    }
+    let deadband = match &p.deadband {
+        None => Deadband::Absolute(0.0),
+        Some(schema::DeadbandValue::Number(d)) if *d >= 0.0 && d.is_finite() => {
+            Deadband::Absolute(*d)
+        }
+        Some(schema::DeadbandValue::Text(t)) => {
+            let t = t.trim();
+            let parsed = match t.strip_suffix('%') {
+                Some(pct) => pct.trim().parse::<f64>().ok().map(Deadband::Percent),
+                None => t.parse::<f64>().ok().map(Deadband::Absolute),
+            };
+            match parsed {
+                Some(d @ (Deadband::Absolute(x) | Deadband::Percent(x)))
+                    if x >= 0.0 && x.is_finite() =>
+                {
+                    d
+                }
+                _ => {
+                    errors.push(deadband_error(name, path, t));
+                    return None;
+                }
+            }
+        }
+        Some(schema::DeadbandValue::Number(d)) => {
+            errors.push(deadband_error(name, path, &d.to_string()));
+            return None;
+        }
+    };
+    for (key, d) in [("heartbeat", p.heartbeat), ("min_interval", p.min_interval)] {
+        if d.is_some_and(|d| d.is_zero()) {
+            errors.push(err(
+                format!("{path}.{key}"),
+                format!("rule `{name}`: {key} of 0 means nothing"),
+                Some(format!(
+                    "write a duration, e.g. {key}: 5m, or remove the key"
+                )),
+            ));
+            return None;
+        }
+    }
+    if let (Some(h), Some(m)) = (p.heartbeat, p.min_interval) {
+        if m >= h {
+            errors.push(err(
+                format!("{path}.min_interval"),
+                format!(
+                    "rule `{name}`: min_interval ({}) is not shorter than heartbeat ({}): the \
+                     heartbeat could never be kept",
+                    humantime::format_duration(m),
+                    humantime::format_duration(h)
+                ),
+                Some("make min_interval shorter than heartbeat, or remove one of them".into()),
+            ));
+            return None;
+        }
+    }
+    Some(Report {
+        deadband,
+        heartbeat: p.heartbeat,
+        min_interval: p.min_interval,
+    })
+}
+
+fn deadband_error(name: &str, path: &str, written: &str) -> CompileError {
+    err(
+        format!("{path}.deadband"),
+        format!("rule `{name}`: deadband `{written}` is not a change a reading can make"),
+        Some(
+            "write an absolute change (deadband: 0.5), a percentage of the last value \
+             (deadband: 2%), or 0 for any change"
+                .into(),
+        ),
+    )
 }
 
 /// `homeassistant:` of a publish entry: a valid entity, on a topic that is one per device.

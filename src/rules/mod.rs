@@ -13,6 +13,7 @@ pub mod binary;
 pub mod command;
 mod compile;
 pub mod expr;
+pub mod report;
 pub mod template;
 
 use std::borrow::Cow;
@@ -67,6 +68,8 @@ struct Output {
     retain: bool,
     /// Announced to Home Assistant as this entity.
     homeassistant: Option<Entity>,
+    /// Report by exception (deadband, heartbeat, min_interval), if set.
+    report: Option<report::Report>,
 }
 
 /// One compiled rule.
@@ -243,13 +246,45 @@ impl RuleSet {
 
     /// Applies the rules to one frame, appending messages to `out`. A message whose rendered
     /// topic cannot be published, or a rule whose values cannot be computed, is left out and
-    /// described in `problems`.
+    /// described in `problems`; one that its output reports by exception and that has not
+    /// changed enough (per `reports`, the device's memory of what it published) is left out.
     pub fn apply(
         &self,
         env: &Builtins<'_>,
         out: &mut Vec<Message>,
         problems: &mut Vec<Problem>,
+        reports: &mut report::Reports,
     ) -> Verdict {
+        self.run(Emit {
+            env,
+            out,
+            problems,
+            reports,
+            now: None,
+        })
+    }
+
+    /// [`Self::apply`] with report-by-exception timing at `now` instead of the clock's (for a
+    /// recorded trace replayed faster than it happened).
+    pub fn apply_at(
+        &self,
+        env: &Builtins<'_>,
+        out: &mut Vec<Message>,
+        problems: &mut Vec<Problem>,
+        reports: &mut report::Reports,
+        now: std::time::Instant,
+    ) -> Verdict {
+        self.run(Emit {
+            env,
+            out,
+            problems,
+            reports,
+            now: Some(now),
+        })
+    }
+
+    fn run(&self, mut ctx: Emit<'_, '_>) -> Verdict {
+        let env = ctx.env;
         let mut view = FrameView {
             frame: env.frame,
             text: None,
@@ -261,13 +296,13 @@ impl RuleSet {
         for rule in &self.rules {
             text_tried |= rule.needs_text();
             let hit = match &rule.matcher {
-                Matcher::Any => emit(rule, env, &template::NoValues, out, problems),
+                Matcher::Any => emit(rule, &mut ctx, &template::NoValues),
                 Matcher::Regex(re) => match view.text().and_then(|t| re.captures(t)) {
-                    Some(caps) => emit(rule, env, &Captures(caps), out, problems),
+                    Some(caps) => emit(rule, &mut ctx, &Captures(caps)),
                     None => false,
                 },
                 Matcher::Json => match view.json() {
-                    Some(v) => emit(rule, env, &JsonFields(v), out, problems),
+                    Some(v) => emit(rule, &mut ctx, &JsonFields(v)),
                     None => false,
                 },
                 Matcher::Binary { fields, min_len } => {
@@ -278,7 +313,7 @@ impl RuleSet {
                         let nums: Option<Vec<_>> =
                             fields.iter().map(|f| f.read(env.frame)).collect();
                         match nums {
-                            Some(nums) => emit(rule, env, &Fields(nums), out, problems),
+                            Some(nums) => emit(rule, &mut ctx, &Fields(nums)),
                             None => false,
                         }
                     }
@@ -304,17 +339,23 @@ impl RuleSet {
     }
 }
 
-/// Renders every output of a matched rule. All-or-nothing on missing values (a JSON frame without
-/// a field the rule uses does not match the rule); a bad rendered topic skips only that message.
-fn emit(
-    rule: &Rule,
-    env: &Builtins<'_>,
-    lookup: &dyn Lookup,
-    out: &mut Vec<Message>,
-    problems: &mut Vec<Problem>,
-) -> bool {
+/// Where one frame's messages go, and the state they are checked against.
+struct Emit<'a, 'e> {
+    env: &'a Builtins<'e>,
+    out: &'a mut Vec<Message>,
+    problems: &'a mut Vec<Problem>,
+    reports: &'a mut report::Reports,
+    /// Read once per frame, and only if an output reports by exception.
+    now: Option<std::time::Instant>,
+}
+
+/// Renders every output of a matched rule, its computed values first. All-or-nothing on
+/// missing values (a JSON frame without a field the rule uses does not match the rule); a bad
+/// rendered topic skips only that message; a value that cannot be computed skips the rule's
+/// messages (the rule still matched).
+fn emit(rule: &Rule, ctx: &mut Emit<'_, '_>, lookup: &dyn Lookup) -> bool {
     if rule.values.is_empty() {
-        return render(rule, env, lookup, out, problems);
+        return render(rule, ctx, lookup);
     }
     let mut computed = Vec::with_capacity(rule.values.len());
     for e in &rule.values {
@@ -322,13 +363,14 @@ fn emit(
             base: lookup,
             computed: &computed,
         };
-        match e.eval(env, &scope) {
+        match e.eval(ctx.env, &scope) {
             Ok(v) => computed.push(v),
             // A JSON frame without the field: the rule does not match it.
             Err(expr::EvalError::Missing(_)) => return false,
             // The rule matched; its messages cannot be made from this frame.
             Err(why) => {
-                problems.push(Problem::Value(format!("rule `{}`: {why}", rule.name)));
+                ctx.problems
+                    .push(Problem::Value(format!("rule `{}`: {why}", rule.name)));
                 return true;
             }
         }
@@ -337,7 +379,7 @@ fn emit(
         base: lookup,
         computed: &computed,
     };
-    render(rule, env, &scope, out, problems)
+    render(rule, ctx, &scope)
 }
 
 /// A matcher's values plus the rule's computed ones.
@@ -356,48 +398,79 @@ impl Lookup for WithComputed<'_> {
 }
 
 /// Renders the outputs of a matched rule with its values looked up in `lookup`.
-fn render(
-    rule: &Rule,
-    env: &Builtins<'_>,
-    lookup: &dyn Lookup,
-    out: &mut Vec<Message>,
-    problems: &mut Vec<Problem>,
-) -> bool {
-    let start = out.len();
-    for o in &rule.outputs {
+fn render(rule: &Rule, ctx: &mut Emit<'_, '_>, lookup: &dyn Lookup) -> bool {
+    let env = ctx.env;
+    let start = ctx.out.len();
+    let mut held = Vec::new();
+    for (i, o) in rule.outputs.iter().enumerate() {
         let Some(topic) = o.topic.render_topic(env, lookup) else {
-            out.truncate(start);
+            ctx.out.truncate(start);
             return false;
         };
-        let payload = match &o.payload {
-            Payload::Text(t) => t.render(env, lookup).map(|s| Bytes::from(s.into_bytes())),
-            Payload::Json(t) => t
-                .render(env, lookup)
-                .map(|v| Bytes::from(serde_json::to_vec(&v).unwrap_or_default())),
-        };
-        let Some(payload) = payload else {
-            out.truncate(start);
-            return false;
+        let (payload, reading) = match &o.payload {
+            Payload::Text(t) => match t.render(env, lookup) {
+                Some(s) => {
+                    let bytes = Bytes::from(s.into_bytes());
+                    let reading = o.report.as_ref().map(|_| report::Reading::text(&bytes));
+                    (bytes, reading)
+                }
+                None => {
+                    ctx.out.truncate(start);
+                    return false;
+                }
+            },
+            Payload::Json(t) => match t.render(env, lookup) {
+                Some(v) => {
+                    let bytes = Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
+                    (bytes, o.report.as_ref().map(|_| report::Reading::Json(v)))
+                }
+                None => {
+                    ctx.out.truncate(start);
+                    return false;
+                }
+            },
         };
         let topic = match topic {
             Ok(topic) => topic,
             Err(problem) => {
-                problems.push(Problem::Topic(format!("rule `{}`: {problem}", rule.name)));
+                ctx.problems
+                    .push(Problem::Topic(format!("rule `{}`: {problem}", rule.name)));
                 continue;
             }
         };
         if let Some(problem) = topic_problem(&topic) {
-            problems.push(Problem::Topic(format!(
+            ctx.problems.push(Problem::Topic(format!(
                 "rule `{}`: {problem}: {topic:?}",
                 rule.name
             )));
             continue;
         }
-        out.push(Message {
+        if let Some(reading) = reading {
+            // Decided once every output rendered: a frame lacking a value publishes nothing
+            // and must not count as published.
+            held.push((ctx.out.len(), i, reading));
+        }
+        ctx.out.push(Message {
             topic,
             payload,
             qos: o.qos,
             retain: o.retain,
+        });
+    }
+    if !held.is_empty() {
+        let now = *ctx.now.get_or_insert_with(std::time::Instant::now);
+        let mut keep = vec![true; ctx.out.len() - start];
+        for (at, i, reading) in held {
+            let Some(report) = &rule.outputs[i].report else {
+                continue;
+            };
+            keep[at - start] = ctx.reports.admit(report, &ctx.out[at].topic, reading, now);
+        }
+        let mut k = keep.into_iter();
+        let mut index = 0;
+        ctx.out.retain(|_| {
+            index += 1;
+            index <= start || k.next().unwrap_or(true)
         });
     }
     true

@@ -24,7 +24,12 @@ fn apply(set: &RuleSet, frame: &[u8]) -> (Verdict, Vec<(String, String, u8, bool
     };
     let mut out = Vec::new();
     let mut problems = Vec::new();
-    let v = set.apply(&env, &mut out, &mut problems);
+    let v = set.apply(
+        &env,
+        &mut out,
+        &mut problems,
+        &mut report::Reports::default(),
+    );
     let msgs = out
         .into_iter()
         .map(|m| {
@@ -100,7 +105,12 @@ fn a_value_that_would_change_the_topics_shape_is_refused() {
             request: "",
         };
         let (mut out, mut problems) = (Vec::new(), Vec::new());
-        set.apply(&env, &mut out, &mut problems);
+        set.apply(
+            &env,
+            &mut out,
+            &mut problems,
+            &mut report::Reports::default(),
+        );
         assert!(out.is_empty(), "{bad}: {out:?}");
         assert!(
             problems.len() == 1
@@ -248,7 +258,15 @@ fn rendered_topic_with_wildcard_is_skipped_and_reported() {
         request: "",
     };
     let (mut out, mut problems) = (Vec::new(), Vec::new());
-    assert_eq!(set.apply(&env, &mut out, &mut problems), Verdict::Matched);
+    assert_eq!(
+        set.apply(
+            &env,
+            &mut out,
+            &mut problems,
+            &mut report::Reports::default()
+        ),
+        Verdict::Matched
+    );
     assert_eq!(out.len(), 1, "the valid message is still published");
     assert_eq!(out[0].topic, "all");
     assert!(problems[0].text().contains("wildcard"), "{problems:?}");
@@ -402,7 +420,15 @@ publish: [{topic: "v", payload: "{volts}"}]
         request: "",
     };
     let (mut out, mut problems) = (Vec::new(), Vec::new());
-    assert_eq!(set.apply(&env, &mut out, &mut problems), Verdict::Matched);
+    assert_eq!(
+        set.apply(
+            &env,
+            &mut out,
+            &mut problems,
+            &mut report::Reports::default()
+        ),
+        Verdict::Matched
+    );
     assert!(out.is_empty());
     assert!(
         matches!(&problems[..], [Problem::Value(t)] if t.contains("rule `r`: `volts` = `raw / 1000`")),
@@ -473,4 +499,71 @@ publish: [{topic: "t", payload: "{b}"}]
 "#,
     );
     assert!(e[0].message.contains("calls `nmea`"), "{e:?}");
+}
+
+#[test]
+fn report_by_exception_leaves_out_unchanged_readings_per_topic() {
+    let set = RuleSet::new(vec![rule(
+        "co2",
+        r#"
+match: '^(?P<id>\w+) CO2=(?P<ppm>\d+) T=(?P<t>[\d.]+)$'
+publish:
+  - {topic: "co2/{id}", payload: "{ppm}", deadband: 20, heartbeat: 1h}
+  - {topic: "t/{id}", payload: {t: "{t}"}, deadband: "2%"}
+  - {topic: "raw/{id}", payload: "{frame}"}
+"#,
+    )]);
+    let mut reports = report::Reports::default();
+    let mut run = |frame: &str| {
+        let env = Builtins {
+            gateway: "gw",
+            device: "dev",
+            frame: frame.as_bytes(),
+            now: UNIX_EPOCH,
+            request: "",
+        };
+        let (mut out, mut problems) = (Vec::new(), Vec::new());
+        set.apply(&env, &mut out, &mut problems, &mut reports);
+        out.into_iter().map(|m| m.topic).collect::<Vec<_>>()
+    };
+    assert_eq!(run("a CO2=400 T=20.0"), ["co2/a", "t/a", "raw/a"]);
+    assert_eq!(run("a CO2=410 T=20.2"), ["raw/a"], "within both deadbands");
+    assert_eq!(
+        run("b CO2=410 T=20.2"),
+        ["co2/b", "t/b", "raw/b"],
+        "per topic"
+    );
+    assert_eq!(run("a CO2=421 T=20.2"), ["co2/a", "raw/a"]);
+    assert_eq!(run("a CO2=421 T=20.5"), ["t/a", "raw/a"]);
+}
+
+#[test]
+fn report_keys_are_checked_when_the_config_loads() {
+    for (publish, path, needle) in [
+        (
+            r#"{topic: t, deadband: -1}"#,
+            "publish[0].deadband",
+            "deadband `-1`",
+        ),
+        (
+            r#"{topic: t, deadband: "two%"}"#,
+            "publish[0].deadband",
+            "2%",
+        ),
+        (
+            r#"{topic: t, heartbeat: 0s}"#,
+            "publish[0].heartbeat",
+            "heartbeat of 0",
+        ),
+        (
+            r#"{topic: t, heartbeat: 1m, min_interval: 5m}"#,
+            "publish[0].min_interval",
+            "not shorter than heartbeat",
+        ),
+    ] {
+        let e = compile_errors(&format!("match: x\npublish: [{publish}]"));
+        assert_eq!(e[0].path, path, "{e:?}");
+        let text = format!("{} {}", e[0].message, e[0].help.clone().unwrap_or_default());
+        assert!(text.contains(needle), "{publish}: {text}");
+    }
 }

@@ -497,4 +497,22 @@ pub struct Publish {
     pub retain: bool,
     /// Announce this message to Home Assistant as an entity.
     pub homeassistant: Option<HomeAssistant>,
+    /// Publish only when the reading changed by more than this (`0.5`, `2%`; `0`: any change).
+    pub deadband: Option<DeadbandValue>,
+    /// Republish an unchanged reading at least this often (with or without a deadband).
+    #[serde(default, with = "humantime_serde")]
+    pub heartbeat: Option<std::time::Duration>,
+    /// Never publish on this topic more often than this.
+    #[serde(default, with = "humantime_serde")]
+    pub min_interval: Option<std::time::Duration>,
+}
+
+/// `deadband:` as written: a number, or a percentage as text (`"2%"`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum DeadbandValue {
+    /// An absolute change.
+    Number(f64),
+    /// `"2%"`, or a number written as text.
+    Text(String),
 }
