@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::devices::*;
 use common::*;
 use rumqttc::QoS;
 
@@ -78,42 +79,6 @@ async fn a_frame_that_fails_its_checksum_is_never_published() {
         sum.wrapping_add(1)
     );
     gw.wait_log(&line, T).await;
-}
-
-/// An MH-Z19 CO2 sensor on the pty: silent until sent `FF 01 86 00 00 00 00 00 79`, then
-/// answers `FF 86 HH LL .. CS` after 20 ms with its real checksum. `answers` says, request by
-/// request, what it does: Some(ppm) answers, None stays silent; a ppm above 60000 answers
-/// with a corrupted checksum. Returns the times the requests arrived.
-fn mhz19(
-    pty: Pty,
-    answers: impl Fn(usize) -> Option<u16> + Send + 'static,
-) -> tokio::task::JoinHandle<Vec<std::time::Instant>> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    tokio::spawn(async move {
-        let mut master = pty.master;
-        let _keep = pty.path;
-        let mut arrivals = Vec::new();
-        let mut req = [0u8; 9];
-        while let Ok(Ok(_)) =
-            tokio::time::timeout(Duration::from_secs(5), master.read_exact(&mut req)).await
-        {
-            assert_eq!(hex::encode(req), "ff0186000000000079", "the read command");
-            arrivals.push(std::time::Instant::now());
-            let Some(ppm) = answers(arrivals.len() - 1) else {
-                continue;
-            };
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let mut f = vec![0xFF, 0x86];
-            f.extend_from_slice(&(ppm % 60000).to_be_bytes());
-            f.extend_from_slice(&[0x47, 0x00, 0x00, 0x00]);
-            let sum = f[1..8].iter().fold(0u8, |a, b| a.wrapping_add(*b));
-            f.push(0u8.wrapping_sub(sum).wrapping_add(u8::from(ppm > 60000)));
-            if master.write_all(&f).await.is_err() {
-                break;
-            }
-        }
-        arrivals
-    })
 }
 
 fn mhz19_config(pty: &Pty, poll: &str) -> String {
@@ -206,20 +171,6 @@ async fn a_corrupted_answer_is_asked_again_and_never_published() {
     assert_eq!(d["bad_checksum"].as_u64(), Some(1), "{d}");
     assert_eq!(d["timeouts"].as_u64(), Some(0), "{d}");
     assert!(gw.logs().contains("bad checksum"), "{}", gw.logs());
-}
-
-/// A DSMR 5 P1 telegram as a Landis+Gyr E360 sends it: header, blank line, OBIS lines, `!`
-/// and the CRC-16/ARC of everything from `/` through `!` as four hex digits, then CR LF.
-fn dsmr_telegram(import_kwh: &str, power_kw: &str) -> Vec<u8> {
-    let body = format!(
-        "/Ene5\\T210-D ESMR5.0\r\n\r\n1-3:0.2.8(50)\r\n0-0:1.0.0(261202151500W)\r\n\
-         0-0:96.1.1(4530303437303030303037363330383138)\r\n\
-         1-0:1.8.1({import_kwh}*kWh)\r\n1-0:1.8.2(004567.890*kWh)\r\n\
-         1-0:2.8.1(000000.000*kWh)\r\n0-0:96.14.0(0002)\r\n1-0:1.7.0({power_kw}*kW)\r\n\
-         1-0:2.7.0(00.000*kW)\r\n0-0:96.7.21(00010)\r\n1-0:32.7.0(229.0*V)\r\n!"
-    );
-    let crc = crc::Crc::<u16>::new(&crc::CRC_16_ARC).checksum(body.as_bytes());
-    format!("{body}{crc:04X}\r\n").into_bytes()
 }
 
 /// A P1 port pushes a multi-line telegram every second. The `telegram` framing cuts it whole

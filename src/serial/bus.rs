@@ -274,7 +274,7 @@ async fn retry(
     }
     if timed_out {
         debug!(device = %d.name, poll = %poll.name, "no answer within {:?}", poll.timeout);
-        if schedule.missed(t.member) == Availability::Offline {
+        if schedule.missed(t.member, Instant::now()) == Availability::Offline {
             warn!(device = %d.name, poll = %poll.name, "device offline: {} polls in a row unanswered (timeout {}); asking it every {} until it answers", d.offline_after, humantime::format_duration(poll.timeout), humantime::format_duration(d.offline_poll));
             task.set_online(t.member, false, announced).await;
         }

@@ -126,12 +126,20 @@ impl Schedule {
         }
     }
 
-    /// Device `m` left a poll unanswered (all its retries timed out).
-    pub fn missed(&mut self, m: usize) -> Availability {
+    /// Device `m` left a poll unanswered (all its retries timed out) at `now`. Once that makes
+    /// it offline, none of its polls comes before `now + offline_poll`, including the turns
+    /// already planned at the online rate.
+    pub fn missed(&mut self, m: usize, now: Instant) -> Availability {
         let Some(member) = self.members.get_mut(m) else {
             return Availability::Same;
         };
         member.misses = member.misses.saturating_add(1);
+        if member.misses >= member.offline_after {
+            let earliest = now + member.offline_poll;
+            for due in &mut member.due {
+                *due = (*due).max(earliest);
+            }
+        }
         if member.misses == member.offline_after {
             Availability::Offline
         } else {
@@ -197,13 +205,18 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Schedule::new(&[&d], t0);
         assert_eq!(s.answered(0, true), Availability::Online);
-        assert_eq!(s.missed(0), Availability::Same);
-        assert_eq!(s.missed(0), Availability::Same);
-        assert_eq!(s.missed(0), Availability::Offline);
-        assert_eq!(s.missed(0), Availability::Same, "announced once");
-        assert!(s.is_offline(0));
-        s.started(0, 0, t0);
+        assert_eq!(s.missed(0, t0), Availability::Same);
+        assert_eq!(s.missed(0, t0), Availability::Same);
+        // The turn planned at the online rate (t0 + 100 ms) moves out with the third miss.
+        assert_eq!(s.missed(0, t0), Availability::Offline);
         assert_eq!(s.next(t0), Err(Some(t0 + Duration::from_secs(10))));
+        assert_eq!(s.missed(0, t0), Availability::Same, "announced once");
+        assert!(s.is_offline(0));
+        // Asked at its offline turn: the next one is offline_poll later.
+        let turn = t0 + Duration::from_secs(10);
+        assert_eq!(s.next(turn), Ok((0, 0)));
+        s.started(0, 0, turn);
+        assert_eq!(s.next(turn), Err(Some(turn + Duration::from_secs(10))));
         assert_eq!(s.answered(0, false), Availability::Online);
         assert_eq!(s.answered(0, false), Availability::Same);
     }

@@ -1,0 +1,282 @@
+//! The ready-made configs in config/examples/, each run as written against a simulated device
+//! on a pty (only the port path, the broker's port and the intervals are changed, and each
+//! change is checked to have happened), so an example that stops working fails here.
+
+mod common;
+
+use std::time::Duration;
+
+use common::devices::*;
+use common::*;
+use rumqttc::QoS;
+
+const T: Duration = Duration::from_secs(10);
+
+const EXAMPLES: [&str; 5] = ["dsmr5", "mhz19", "nmea-gps", "rs485-two-meters", "sds011"];
+
+fn path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config/examples")
+        .join(format!("{name}.yaml"))
+}
+
+/// The example as written, with each `(from, to)` replaced (each must occur) and the broker on
+/// the test's port.
+fn example(name: &str, changes: &[(&str, &str)]) -> String {
+    let mut yaml = std::fs::read_to_string(path(name)).unwrap();
+    for (from, to) in [("127.0.0.1:1883", "127.0.0.1:{port}")]
+        .iter()
+        .chain(changes)
+    {
+        assert!(yaml.contains(from), "{name}: `{from}` not found");
+        yaml = yaml.replace(from, to);
+    }
+    yaml
+}
+
+fn json(payload: &str) -> serde_json::Value {
+    serde_json::from_str(payload).unwrap_or_else(|e| panic!("{payload}: {e}"))
+}
+
+#[test]
+fn every_example_passes_check_and_has_a_test() {
+    let mut found: Vec<String> = std::fs::read_dir(path("x").parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    let expected: Vec<String> = EXAMPLES.iter().map(|e| format!("{e}.yaml")).collect();
+    assert_eq!(found, expected, "a new example needs its test here");
+    for name in EXAMPLES {
+        let out = serial2mqtt_command()
+            .args(["check", "--config"])
+            .arg(path(name))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: {stderr}");
+        // The only warnings are for the ports, which this machine does not have.
+        for line in stderr.lines().filter(|l| l.contains("warning")) {
+            assert!(line.contains("does not exist now"), "{name}: {line}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn mhz19_example_polls_and_publishes_changes() {
+    let pty = Pty::new();
+    let port = pty.path.display().to_string();
+    let yaml = example(
+        "mhz19",
+        &[("/dev/serial0", &port), ("every: 10s", "every: 200ms")],
+    );
+    // 400, 403 (inside the deadband), 430, 430, 470, ...
+    let _sim = mhz19(pty, |i| Some([400, 403, 430, 430, 470][i.min(4)]));
+    let gw = start_gateway(&yaml);
+    let mut sub = Subscriber::connect(gw.port, &["sensors/#"], QoS::AtMostOnce).await;
+    for ppm in ["400", "430", "470"] {
+        assert_eq!(sub.next_on("sensors/co2/co2", T).await.payload, ppm);
+    }
+}
+
+#[tokio::test]
+async fn sds011_example_reads_the_active_sensor_and_asks_the_quiet_one() {
+    let (mut active, quiet) = (Pty::new(), Pty::new());
+    let (a, q) = (
+        active.path.display().to_string(),
+        quiet.path.display().to_string(),
+    );
+    let yaml = example(
+        "sds011",
+        &[
+            ("/dev/serial/by-id/usb-1a86_USB2.0-Serial-if00-port0", &a),
+            ("/dev/serial/by-id/usb-1a86_USB2.0-Serial-if00-port1", &q),
+            ("every: 30s", "every: 300ms"),
+        ],
+    );
+    let sim = sds011_query(quiet, |i| 50 + 100 * i as u16);
+    let gw = start_gateway(&yaml);
+    let mut sub = Subscriber::connect(gw.port, &["sensors/#"], QoS::AtMostOnce).await;
+    gw.wait_log("device online", T).await;
+    active.write(&sds011(111)).await;
+    assert_eq!(sub.next_on("sensors/balcony/pm25", T).await.payload, "11.1");
+    // 5.0, 15.0, 25.0 µg/m³: each beyond the 10 % deadband.
+    for pm in ["5", "15", "25"] {
+        assert_eq!(sub.next_on("sensors/kitchen/pm25", T).await.payload, pm);
+    }
+    drop(gw);
+    assert!(sim.await.unwrap() >= 3);
+}
+
+#[tokio::test]
+async fn nmea_example_publishes_positions_in_degrees_and_nothing_unproven() {
+    let mut pty = Pty::new();
+    let port = pty.path.display().to_string();
+    let yaml = example("nmea-gps", &[("/dev/ttyACM0", &port)]);
+    let gw = start_gateway(&yaml);
+    let mut sub = Subscriber::connect(gw.port, &["gps/#"], QoS::AtMostOnce).await;
+    gw.wait_log("device online", T).await;
+    let gga = nmea("GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,");
+    let mut corrupted = nmea("GPGGA,123520,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,");
+    corrupted = corrupted.replace("4807.038", "4907.038"); // a changed digit, old *hh
+    let mut wire = String::new();
+    wire.push_str(&nmea(
+        "GPGSV,3,1,11,03,03,111,00,04,15,270,00,06,01,010,00,13,06,292,00",
+    ));
+    wire.push_str(&corrupted);
+    wire.push_str(&nmea(
+        "GNGGA,123521,3345.1234,S,15112.5000,W,2,10,0.8,-12.5,M,,M,,",
+    ));
+    wire.push_str(&nmea(
+        "GPRMC,123519,A,4807.038,N,01131.000,E,022.4,084.4,230394,003.1,W",
+    ));
+    wire.push_str(&nmea("GPGGA,123522,,,,,0,00,99.99,,,,,,"));
+    wire.push_str(&gga);
+    pty.write(wire.as_bytes()).await;
+    let south = json(&sub.next_on("gps/gps/position", T).await.payload);
+    assert_eq!(
+        south,
+        serde_json::json!({"lat": -33.7520567, "lon": -151.2083333, "alt_m": -12.5, "fix": 2, "sats": 10, "hdop": 0.8}),
+        "the corrupted GGA before it was never published"
+    );
+    assert_eq!(sub.next_on("gps/gps/speed", T).await.payload, "41.5");
+    assert_eq!(
+        json(&sub.next_on("gps/gps/position", T).await.payload),
+        serde_json::json!({"fix": 0})
+    );
+    let munich = json(&sub.next_on("gps/gps/position", T).await.payload);
+    assert_eq!(
+        (munich["lat"].as_f64(), munich["lon"].as_f64()),
+        (Some(48.1173), Some(11.5166667))
+    );
+    gw.wait_log("bad checksum", T).await;
+}
+
+#[tokio::test]
+async fn dsmr5_example_takes_each_value_from_a_proven_telegram() {
+    let mut pty = Pty::new();
+    let port = pty.path.display().to_string();
+    let yaml = example(
+        "dsmr5",
+        &[(
+            "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_P1-if00-port0",
+            &port,
+        )],
+    );
+    let gw = start_gateway(&yaml);
+    let mut sub = Subscriber::connect(gw.port, &["energy/#"], QoS::AtMostOnce).await;
+    gw.wait_log("device online", T).await;
+    pty.write(&dsmr_telegram("001234.567", "01.193")).await;
+    assert_eq!(
+        sub.next_on("energy/p1/import_t1", T).await.payload,
+        "001234.567"
+    );
+    assert_eq!(
+        sub.next_on("energy/p1/import_t2", T).await.payload,
+        "004567.890"
+    );
+    assert_eq!(sub.next_on("energy/p1/power", T).await.payload, "1193");
+    assert_eq!(
+        sub.next_on("energy/p1/voltage_l1", T).await.payload,
+        "229.0"
+    );
+    // The next telegram: the counters moved by less than their deadband, the power changed.
+    pty.write(&dsmr_telegram("001234.571", "00.950")).await;
+    assert_eq!(sub.next_on("energy/p1/power", T).await.payload, "950");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = sub.seen.lock().unwrap().clone();
+    let on = |topic: &str| seen.iter().filter(|m| m.topic == topic).count();
+    assert_eq!(
+        (
+            on("energy/p1/import_t1"),
+            on("energy/p1/voltage_l1"),
+            on("energy/p1/power")
+        ),
+        (1, 1, 2),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn rs485_example_serves_two_meters_and_one_going_silent_does_not_stop_the_other() {
+    let pty = Pty::new();
+    let port = pty.path.display().to_string();
+    let adapter = "/dev/serial/by-id/usb-1a86_USB_Serial-if00-port0";
+    let yaml = example(
+        "rs485-two-meters",
+        &[
+            (adapter, &port),
+            ("every: 5s", "every: 250ms"),
+            ("offline_poll: 30s", "offline_poll: 2s"),
+        ],
+    );
+    // Meter 1 measures 230.1 V, 70 A, 16107 W, 123.456 kWh; meter 2 answers 4 times, then not.
+    let sim = pzem016_bus(pty, |addr, n| match addr {
+        1 => Some(pzem016_registers(2301, 70_000, 161_070, 123_456 + n as u32)),
+        2 if n < 4 => Some(pzem016_registers(2298, 1_250, 2_870, 5_000)),
+        _ => None,
+    });
+    let gw = start_gateway(&yaml);
+    let state = "serial2mqtt/pi-power/devices/meter2/state";
+    let mut sub = Subscriber::connect(gw.port, &["power/#", state], QoS::AtMostOnce).await;
+    let m1 = json(&sub.next_on("power/meter1/state", T).await.payload);
+    assert_eq!(
+        (
+            m1["voltage"].as_f64(),
+            m1["current"].as_f64(),
+            m1["power"].as_f64(),
+            m1["frequency"].as_f64(),
+            m1["power_factor"].as_f64(),
+            m1["alarm"].as_bool()
+        ),
+        (
+            Some(230.1),
+            Some(70.0),
+            Some(16107.0),
+            Some(50.0),
+            Some(1.0),
+            Some(false)
+        ),
+        "{m1}: the low-word-first current reads 70 A"
+    );
+    let m2 = json(&sub.next_on("power/meter2/state", T).await.payload);
+    assert_eq!(
+        (m2["current"].as_f64(), m2["energy_kwh"].as_f64()),
+        (Some(1.25), Some(5.0)),
+        "{m2}"
+    );
+    sub.next_change(state, "online", "offline", T).await;
+    let offline_at = std::time::Instant::now();
+    // Meter 1 keeps its pace while meter 2 is silent.
+    let before = json(&sub.next_on("power/meter1/state", T).await.payload)["energy_kwh"]
+        .as_f64()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut updates = 0;
+    while start.elapsed() < Duration::from_secs(2) {
+        if let Ok(m) = tokio::time::timeout(
+            Duration::from_millis(500),
+            sub.next_on("power/meter1/state", T),
+        )
+        .await
+        {
+            assert!(json(&m.payload)["energy_kwh"].as_f64().unwrap() > before);
+            updates += 1;
+        }
+    }
+    assert!(
+        updates >= 5,
+        "meter1 asked every 250 ms while meter2 is offline: {updates} updates in 2 s"
+    );
+    drop(gw);
+    let asked = sim.await.unwrap();
+    // Offline, meter 2 is asked once per offline_poll (2 s), with its one retry.
+    let while_offline = asked
+        .iter()
+        .filter(|(a, at)| *a == 2 && *at > offline_at)
+        .count();
+    assert!(
+        while_offline <= 4,
+        "an offline meter is asked every offline_poll, not every poll: {while_offline} requests"
+    );
+}
