@@ -277,6 +277,11 @@ fn rs485_bus(
             loop {
                 line.clear();
                 match lines.read_line(&mut line).await {
+                    // No gateway on the other end yet.
+                    Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
                     Ok(0) | Err(_) => break,
                     Ok(_) => {}
                 }

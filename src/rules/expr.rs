@@ -81,13 +81,20 @@ impl Expr {
         resolve: &dyn Fn(&str) -> Result<Var, TemplateError>,
     ) -> Result<Self, TemplateError> {
         let tree = build_operator_tree::<DefaultNumericTypes>(&floats(source)).map_err(|e| {
+            // `{v: round(x, 1)}` in a YAML flow mapping: the comma ended the value.
+            let cut = source.matches('(').count() > source.matches(')').count();
             TemplateError {
                 message: format!("`{source}` is not an expression: {e}"),
-                help: Some(
+                help: Some(if cut {
+                    format!(
+                        "in a `{{...}}` mapping a comma ends the value: quote the whole \
+                         expression, e.g. `{name}: \"round(raw * 0.1, 1)\"`"
+                    )
+                } else {
                     "write arithmetic on the rule's placeholders, without braces, e.g. \
-                 `raw * 0.1 + 2`, `nmea_degrees(lat, ns)`, `word32(hi, lo) / 1000`"
-                        .into(),
-                ),
+                     `raw * 0.1 + 2`, `nmea_degrees(lat, ns)`, `word32(hi, lo) / 1000`"
+                        .into()
+                }),
             }
         })?;
         if !complete(&tree) || tree.iter().any(|n| !complete(n)) {
@@ -303,15 +310,11 @@ fn input(value: &Value<'_>) -> EValue<DefaultNumericTypes> {
 
 /// Text from a frame: a float when it reads as one (`4807.038`, `-12`, `001234.5`).
 fn text(s: &str) -> EValue<DefaultNumericTypes> {
-    match s.trim().parse::<f64>() {
-        Ok(v)
-            if !s.trim().is_empty()
-                && s.trim()
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)) =>
-        {
-            EValue::Float(v)
-        }
+    let t = s.trim();
+    // f64's parser also reads `inf` and `NaN`: from a frame, only digits make a number.
+    let digits = t.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b));
+    match t.parse::<f64>() {
+        Ok(v) if digits => EValue::Float(v),
         _ => EValue::String(s.to_owned()),
     }
 }
@@ -642,6 +645,8 @@ mod tests {
         assert!(e.help.unwrap().contains("did you mean `nmea_degrees`"));
         let e = Expr::compile("x", "a = 3", &resolve).unwrap_err();
         assert!(e.message.contains("assigns"), "{e:?}");
+        let e = Expr::compile("x", "round(a * 0.1", &resolve).unwrap_err();
+        assert!(e.help.unwrap().contains("quote the whole expression"));
         for bad in ["(a + 1", "a *", "", "-", "round()"] {
             let e = Expr::compile("x", bad, &resolve).unwrap_err();
             assert!(e.message.contains("is not an expression"), "{bad}: {e:?}");

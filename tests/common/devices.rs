@@ -13,15 +13,13 @@ pub fn mhz19(
     pty: Pty,
     answers: impl Fn(usize) -> Option<u16> + Send + 'static,
 ) -> tokio::task::JoinHandle<Vec<std::time::Instant>> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     tokio::spawn(async move {
         let mut master = pty.master;
         let _keep = pty.path;
         let mut arrivals = Vec::new();
         let mut req = [0u8; 9];
-        while let Ok(Ok(_)) =
-            tokio::time::timeout(Duration::from_secs(5), master.read_exact(&mut req)).await
-        {
+        while request(&mut master, &mut req).await {
             assert_eq!(hex::encode(req), "ff0186000000000079", "the read command");
             arrivals.push(std::time::Instant::now());
             let Some(ppm) = answers(arrivals.len() - 1) else {
@@ -55,6 +53,23 @@ pub fn dsmr_telegram(import_kwh: &str, power_kw: &str) -> Vec<u8> {
     format!("{body}{crc:04X}\r\n").into_bytes()
 }
 
+/// Reads one whole request into `buf`: false when none came for 5 s or the pty is gone. A
+/// read before the gateway has opened the other end fails with EIO on Linux; that is waited
+/// out, as a device on a cable waits for its host.
+pub async fn request(master: &mut tokio_serial::SerialStream, buf: &mut [u8]) -> bool {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, master.read_exact(buf)).await {
+            Ok(Ok(_)) => return true,
+            Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            _ => return false,
+        }
+    }
+}
+
 /// An NMEA 0183 sentence: `$`, the body, `*` and the XOR of the body's bytes, CR LF.
 pub fn nmea(body: &str) -> String {
     let sum = body.bytes().fold(0u8, |a, b| a ^ b);
@@ -68,15 +83,13 @@ pub fn sds011_query(
     pty: Pty,
     pm25_tenths: impl Fn(usize) -> u16 + Send + 'static,
 ) -> tokio::task::JoinHandle<usize> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     tokio::spawn(async move {
         let mut master = pty.master;
         let _keep = pty.path;
         let mut query = [0u8; 19];
         let mut answered = 0;
-        while let Ok(Ok(_)) =
-            tokio::time::timeout(Duration::from_secs(5), master.read_exact(&mut query)).await
-        {
+        while request(&mut master, &mut query).await {
             assert_eq!(
                 hex::encode_upper(query),
                 "AAB404000000000000000000000000FFFF02AB",
@@ -132,16 +145,14 @@ pub fn pzem016_bus(
     pty: Pty,
     registers: impl Fn(u8, usize) -> Option<[u16; 10]> + Send + 'static,
 ) -> tokio::task::JoinHandle<Vec<(u8, std::time::Instant)>> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     tokio::spawn(async move {
         let mut master = pty.master;
         let _keep = pty.path;
         let mut asked = Vec::new();
         let mut counts = [0usize; 256];
         let mut req = [0u8; 8];
-        while let Ok(Ok(_)) =
-            tokio::time::timeout(Duration::from_secs(5), master.read_exact(&mut req)).await
-        {
+        while request(&mut master, &mut req).await {
             assert_eq!(
                 with_modbus_crc(req[..6].to_vec()),
                 req,

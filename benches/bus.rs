@@ -1,0 +1,223 @@
+//! A shared RS-485 bus at 9600 baud: how close the port's scheduler comes to the line's
+//! physical limit, and what polled devices cost when little happens.
+//!
+//! The simulator enforces the wire's timing: a request occupies the line for its bytes' time
+//! (10 bits a character at 9600 baud: 1.04 ms) before the addressed meter starts answering, and
+//! the 25-byte answer is written at one character per 1.04 ms. Four meters (Modbus-style frames:
+//! an 8-byte request, a 25-byte answer with its CRC) share the line.
+//! - **Efficiency**: every meter polled every 10 ms (far more than the line carries), so the
+//!   bus is always busy; transactions per second against the limit
+//!   `1 / ((8 + 25) x 10 / 9600 s + turnaround)`, turnaround being the default 3.5 characters.
+//! - **Idle**: every meter polled once a second; the gateway's CPU time and context switches
+//!   per transaction.
+//!
+//! Run: `cargo bench --bench bus` (BENCH_SECONDS=N per phase, default 10).
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod common;
+#[allow(dead_code)]
+#[path = "../tests/common/mosquitto.rs"]
+mod mosquitto;
+
+use common::*;
+
+const BAUD: f64 = 9600.0;
+const REQUEST: usize = 8;
+const ANSWER: usize = 25;
+const METERS: u8 = 4;
+
+fn char_time() -> Duration {
+    Duration::from_secs_f64(10.0 / BAUD)
+}
+
+fn modbus_crc(frame: &[u8]) -> [u8; 2] {
+    crc::Crc::<u16>::new(&crc::CRC_16_MODBUS)
+        .checksum(frame)
+        .to_le_bytes()
+}
+
+fn config(pty: &std::path::Path, every: &str, port: u16) -> String {
+    let mut devices = String::new();
+    for a in 1..=METERS {
+        let mut req = vec![a, 0x04, 0, 0, 0, 10];
+        req.extend_from_slice(&modbus_crc(&req));
+        devices.push_str(&format!(
+            r#"  - name: m{a}
+    port: {}
+    baud: 9600
+    framing: {{length: {{start_hex: "{a:02X} 04", at: 2, width: 1, trailer: 2}}}}
+    checksum: modbus
+    poll: [{{name: read, write_hex: "{}", every: {every}, timeout: 100ms}}]
+    rules: [m]
+"#,
+            pty.display(),
+            hex::encode(&req)
+        ));
+    }
+    format!(
+        "gateway: {{id: bench}}\nbroker: {{listen: \"127.0.0.1:{port}\"}}\ndevices:\n{devices}\
+         rules:\n  m:\n    fields: [{{name: v, offset: 3, type: u16be}}]\n    publish: [{{topic: \"bench/{{device}}\", payload: \"{{v}}\"}}]\n"
+    )
+}
+
+/// The meters: answers each request after its wire time, paced per character. Counts answers.
+fn simulate(pty: Pty, answered: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let _keep = pty.path;
+        let mut master = pty.master;
+        let mut req = [0u8; REQUEST];
+        let ct = char_time();
+        loop {
+            match master.read_exact(&mut req).await {
+                Ok(_) => {}
+                // No gateway on the other end yet.
+                Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+                Err(_) => return,
+            }
+            // The request's bytes on the wire; the gateway wrote them at once.
+            let arrived = tokio::time::Instant::now();
+            let mut answer = vec![req[0], 0x04, 20];
+            answer.extend_from_slice(&[0x09, 0x01]);
+            answer.resize(ANSWER - 2, 0);
+            let crc = modbus_crc(&answer);
+            answer.extend_from_slice(&crc);
+            let start = arrived + ct * REQUEST as u32;
+            for (i, b) in answer.iter().enumerate() {
+                tokio::time::sleep_until(start + ct * i as u32).await;
+                if master.write_all(&[*b]).await.is_err() {
+                    return;
+                }
+            }
+            answered.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+}
+
+/// Context switches (voluntary + involuntary) of every thread of `pid`.
+fn switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .map(|t| {
+            std::fs::read_to_string(t.path().join("status"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("ctxt_switches"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// Runs the gateway on the bus for `seconds` after a second of warm-up: (transactions/s,
+/// CPU seconds, context switches) over the measured window.
+fn phase(rt: &tokio::runtime::Runtime, every: &str, seconds: u64) -> (f64, f64, u64) {
+    let pty = rt.block_on(async { pty() });
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("bus.yaml");
+    std::fs::write(&cfg, config(&pty.path, every, port)).expect("config");
+    let answered = Arc::new(AtomicU64::new(0));
+    let _sim = {
+        let _in_runtime = rt.enter();
+        simulate(pty, answered.clone())
+    };
+    let mut child = Command::new(gateway_bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("log")).expect("log"))
+        .spawn()
+        .expect("start serial2mqtt");
+    assert!(
+        wait_port(port, Duration::from_secs(10)),
+        "gateway did not start"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let (a0, c0, s0) = (
+        answered.load(Ordering::Relaxed),
+        cpu_seconds(child.id()),
+        switches(child.id()),
+    );
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (a1, c1, s1) = (
+        answered.load(Ordering::Relaxed),
+        cpu_seconds(child.id()),
+        switches(child.id()),
+    );
+    let elapsed = t0.elapsed().as_secs_f64();
+    let _ = child.kill();
+    let _ = child.wait();
+    if a1 == a0 && every != "1h" {
+        let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+        eprintln!("no transactions; the gateway said:\n{log}");
+    }
+    ((a1 - a0) as f64 / elapsed, c1 - c0, s1 - s0)
+}
+
+fn main() {
+    if !benchmarking() {
+        return;
+    }
+    let rt = runtime();
+    let seconds = env_or("BENCH_SECONDS", 10u64);
+    let runs = env_or("BENCH_RUNS", 3usize);
+    let turnaround = 3.5 * 10.0 / BAUD;
+    let limit = 1.0 / ((REQUEST + ANSWER) as f64 * 10.0 / BAUD + turnaround);
+    let mut rates = Vec::new();
+    for _ in 0..runs {
+        rates.push(phase(&rt, "10ms", seconds).0);
+    }
+    let rate = median(rates.clone());
+    println!(
+        "bus efficiency, {METERS} meters at 9600 baud ({REQUEST}-byte request, {ANSWER}-byte answer, turnaround 3.5 chars):"
+    );
+    println!(
+        "  {rate:.2} transactions/s of a physical limit of {limit:.2}: {:.1} % (runs: {})",
+        100.0 * rate / limit,
+        rates
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut idle = Vec::new();
+    for _ in 0..runs {
+        idle.push(phase(&rt, "1s", seconds));
+    }
+    idle.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let (tx, cpu, sw) = idle[runs / 2];
+    // The same gateway asking nothing (one poll an hour): what the process costs by itself.
+    let mut quiet = Vec::new();
+    for _ in 0..runs {
+        quiet.push(phase(&rt, "1h", seconds));
+    }
+    quiet.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let (_, cpu0, sw0) = quiet[runs / 2];
+    let s = seconds as f64;
+    let n = tx * s;
+    println!(
+        "idle, {METERS} meters polled once a second, against the same gateway polling nothing:"
+    );
+    println!(
+        "  {tx:.2} transactions/s; CPU {:.2} ms/s (nothing polled: {:.2} ms/s); context switches {:.1}/s (nothing polled: {:.1}/s): {:.1} per transaction",
+        1000.0 * cpu / s,
+        1000.0 * cpu0 / s,
+        sw as f64 / s,
+        sw0 as f64 / s,
+        (sw as f64 - sw0 as f64) / n.max(1.0)
+    );
+}
