@@ -76,8 +76,11 @@ fn simulate(pty: Pty, answered: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
         loop {
             match master.read_exact(&mut req).await {
                 Ok(_) => {}
-                // No gateway on the other end yet.
-                Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                // No gateway on the other end yet (once it was there, EIO means it left).
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EIO)
+                        && answered.load(Ordering::Relaxed) == 0 =>
+                {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }

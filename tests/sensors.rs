@@ -277,8 +277,11 @@ fn rs485_bus(
             loop {
                 line.clear();
                 match lines.read_line(&mut line).await {
-                    // No gateway on the other end yet.
-                    Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                    // No gateway on the other end yet (once it was there, EIO means it left).
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EIO)
+                            && reader_log.lock().unwrap().is_empty() =>
+                    {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     }

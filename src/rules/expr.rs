@@ -312,7 +312,9 @@ fn input(value: &Value<'_>) -> EValue<DefaultNumericTypes> {
 fn text(s: &str) -> EValue<DefaultNumericTypes> {
     let t = s.trim();
     // f64's parser also reads `inf` and `NaN`: from a frame, only digits make a number.
-    let digits = t.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b));
+    let digits = t
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b));
     match t.parse::<f64>() {
         Ok(v) if digits => EValue::Float(v),
         _ => EValue::String(s.to_owned()),

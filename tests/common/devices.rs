@@ -62,7 +62,12 @@ pub async fn request(master: &mut tokio_serial::SerialStream, buf: &mut [u8]) ->
     loop {
         match tokio::time::timeout_at(deadline, master.read_exact(buf)).await {
             Ok(Ok(_)) => return true,
-            Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => {
+            // The deadline is checked here too: timeout_at polls the read first, and a read
+            // that fails at once never lets it expire.
+            Ok(Err(e))
+                if e.raw_os_error() == Some(libc::EIO)
+                    && tokio::time::Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             _ => return false,
