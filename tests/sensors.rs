@@ -32,12 +32,9 @@ async fn counters(sub: &mut Subscriber, device: &str, frames: u64) -> serde_json
     }
 }
 
-/// A flipped data bit keeps an SDS011 frame's length, start and end bytes: only its checksum
-/// tells. Such a frame used to be published as a reading (a PM2.5 of 36.7 for 11.1); now it is
-/// dropped, counted as `bad_checksum`, and logged with the expected and the received sum.
-#[tokio::test]
-async fn a_frame_that_fails_its_checksum_is_never_published() {
-    let mut pty = Pty::new();
+/// A gateway reading an SDS011 (start/end bytes, its checksum, PM2.5 rule) on `port`, and a
+/// subscriber to its readings and stats, once the device is online.
+async fn sds011_gateway(port: &std::path::Path) -> (Gateway, Subscriber) {
     let yaml = testgw(
         &format!(
             r#"  - name: sds
@@ -46,18 +43,28 @@ async fn a_frame_that_fails_its_checksum_is_never_published() {
     checksum: sds011
     rules: [pm]
 "#,
-            pty.path.display()
+            port.display()
         ),
         SDS011_PM_RULE,
     );
     let gw = start_gateway(&yaml);
-    let mut sub = Subscriber::connect(
+    let sub = Subscriber::connect(
         gw.port,
         &["sensors/#", "serial2mqtt/testgw/stats"],
         QoS::AtMostOnce,
     )
     .await;
     gw.wait_log("device online", T).await;
+    (gw, sub)
+}
+
+/// A flipped data bit keeps an SDS011 frame's length, start and end bytes: only its checksum
+/// tells. Such a frame used to be published as a reading (a PM2.5 of 36.7 for 11.1); now it is
+/// dropped, counted as `bad_checksum`, and logged with the expected and the received sum.
+#[tokio::test]
+async fn a_frame_that_fails_its_checksum_is_never_published() {
+    let mut pty = Pty::new();
+    let (gw, mut sub) = sds011_gateway(&pty.path).await;
     let mut wire = sds011(111);
     let mut flipped = sds011(111);
     flipped[3] ^= 0x01; // 0x016F: 36.7 where the sensor measured 11.1
@@ -428,26 +435,7 @@ async fn a_noisy_line_costs_frames_never_a_wrong_reading() {
         seed: 7,
     })
     .await;
-    let yaml = testgw(
-        &format!(
-            r#"  - name: sds
-    port: {}
-    framing: {{fixed: 10, start_hex: "AA C0", end_hex: "AB"}}
-    checksum: sds011
-    rules: [pm]
-"#,
-            line.gateway_path.display()
-        ),
-        SDS011_PM_RULE,
-    );
-    let gw = start_gateway(&yaml);
-    let mut sub = Subscriber::connect(
-        gw.port,
-        &["sensors/#", "serial2mqtt/testgw/stats"],
-        QoS::AtMostOnce,
-    )
-    .await;
-    gw.wait_log("device online", T).await;
+    let (_gw, mut sub) = sds011_gateway(&line.gateway_path).await;
     let mut device = line.device;
     const SENT: u16 = 400;
     for n in 1..=SENT {
