@@ -12,7 +12,7 @@ use serial2mqtt::serial::framing::{
 use tokio_util::codec::Decoder;
 
 fn framing(selector: u8) -> Framing {
-    match selector % 13 {
+    match selector % 14 {
         0 => Framing::Lines,
         1 => Framing::Delimiter(b"\r\n".to_vec()),
         2 => Framing::Delimiter(b"|".to_vec()),
@@ -24,6 +24,7 @@ fn framing(selector: u8) -> Framing {
         8 => Framing::Fixed(Fixed::size(7)),
         9 => Framing::Fixed(Fixed { size: 10, start: vec![0xAA, 0xC0], end: vec![0xAB] }),
         10 => Framing::Gap(Gap::CharTenths(35)),
+        12 => Framing::ModbusRtu(Some(1)),
         11 => Framing::Telegram(Telegram { start: b"/".to_vec(), end: b"!".to_vec(), trailer: 4 }),
         _ => Framing::Length(LengthField {
             start: vec![0xB5, 0x62],

@@ -555,3 +555,53 @@ impl LengthState {
         (skipped > 0).then_some(Decoded::Resync(skipped))
     }
 }
+
+/// The size of the Modbus RTU response that begins `buf` (address, function, ...), None while
+/// too few bytes are there to tell, Some(0) when its function is none a master asked for.
+fn modbus_size(buf: &[u8]) -> Option<usize> {
+    let function = *buf.get(1)?;
+    Some(match function {
+        // Exception: address, function | 0x80, code, CRC.
+        0x81..=0x84 | 0x85 | 0x86 | 0x8F | 0x90 => 5,
+        // Reads: address, function, byte count, data, CRC.
+        0x01..=0x04 => 3 + usize::from(*buf.get(2)?) + 2,
+        // Writes echo address, function, address, value or count, CRC.
+        0x05 | 0x06 | 0x0F | 0x10 => 8,
+        _ => 0,
+    })
+}
+
+/// Modbus RTU responses (from `unit` only, when set). A byte that cannot begin one (another
+/// address, a function no master asks for, a read longer than `max`) is skipped and reported
+/// as [`Decoded::Resync`]; the response's CRC is the device checksum's to check.
+pub(super) fn next_modbus(buf: &mut BytesMut, unit: Option<u8>, max: usize) -> Option<Decoded> {
+    let mut skipped = 0;
+    loop {
+        let Some(&address) = buf.first() else {
+            break;
+        };
+        let size = if unit.is_some_and(|u| u != address) {
+            Some(0)
+        } else {
+            modbus_size(buf)
+        };
+        match size {
+            None => break,
+            Some(n) if n == 0 || n > max.max(5) => {
+                buf.advance(1);
+                skipped += 1;
+            }
+            Some(n) if buf.len() < n => {
+                reserve_upto(buf, n - buf.len());
+                break;
+            }
+            Some(n) => {
+                if skipped > 0 {
+                    return Some(Decoded::Resync(skipped));
+                }
+                return Some(Decoded::Frame(buf.split_to(n).freeze()));
+            }
+        }
+    }
+    (skipped > 0).then_some(Decoded::Resync(skipped))
+}

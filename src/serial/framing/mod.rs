@@ -75,6 +75,10 @@ pub enum Framing {
     /// Binary frames that carry their own length: start bytes, a length field at a fixed offset,
     /// the counted bytes and a trailer (a checksum). Recovers at the next start bytes.
     Length(LengthField),
+    /// Modbus RTU responses, cut by their function code (a read: address, function, byte count,
+    /// data, CRC; a write's echo: 8 bytes; an exception: 5), from the given unit address if
+    /// set. A byte that cannot begin a response is skipped as resync.
+    ModbusRtu(Option<u8>),
 }
 
 /// A `telegram` framing: what begins and ends a frame, and the bytes that follow the end.
@@ -252,6 +256,7 @@ impl Framing {
             Framing::Gap(_) => "gap",
             Framing::Telegram(_) => "telegram",
             Framing::Length(_) => "length",
+            Framing::ModbusRtu(_) => "modbus_rtu",
         }
     }
 
@@ -334,6 +339,7 @@ enum Kind {
     /// Boxed: two memmem finders are large beside the other states.
     Telegram(Box<TelegramState>),
     Length(LengthState),
+    ModbusRtu(Option<u8>),
     /// The framing failed validation: every byte is discarded.
     Invalid,
 }
@@ -381,6 +387,7 @@ impl FrameDecoder {
                     field: l.clone(),
                     discarding: false,
                 }),
+                Framing::ModbusRtu(unit) => Kind::ModbusRtu(*unit),
             }
         };
         FrameDecoder { max_frame, kind }
@@ -399,7 +406,7 @@ impl FrameDecoder {
             Kind::Gap(g) => *g = GapState::default(),
             Kind::Telegram(t) => t.reset(),
             Kind::Length(l) => l.discarding = false,
-            Kind::Fixed(_) | Kind::Invalid => {}
+            Kind::Fixed(_) | Kind::ModbusRtu(_) | Kind::Invalid => {}
         }
     }
 
@@ -435,6 +442,7 @@ impl FrameDecoder {
             Kind::Gap(g) => !g.discarding && !buf.is_empty(),
             Kind::Telegram(t) => t.in_frame(buf),
             Kind::Length(l) => !l.discarding && buf.starts_with(&l.field.start),
+            Kind::ModbusRtu(_) => !buf.is_empty(),
             Kind::Invalid => false,
         }
     }
@@ -464,6 +472,7 @@ impl Decoder for FrameDecoder {
             Kind::Gap(g) => g.next(buf, max),
             Kind::Telegram(t) => t.next(buf, max),
             Kind::Length(l) => l.next(buf, max),
+            Kind::ModbusRtu(unit) => cut::next_modbus(buf, *unit, max),
             Kind::Invalid => {
                 buf.clear();
                 None
@@ -540,8 +549,10 @@ pub fn encode_frame(framing: &Framing, payload: &[u8], out: &mut Vec<u8>) {
             }
             out.extend_from_slice(payload);
         }
-        Framing::Fixed(_) | Framing::Gap(_) | Framing::Telegram(_) | Framing::Length(_) => {
-            out.extend_from_slice(payload)
-        }
+        Framing::Fixed(_)
+        | Framing::Gap(_)
+        | Framing::Telegram(_)
+        | Framing::Length(_)
+        | Framing::ModbusRtu(_) => out.extend_from_slice(payload),
     }
 }

@@ -17,6 +17,7 @@ pub(super) const FRAMING_NAMES: &[&str] = &[
     "gap",
     "telegram",
     "length",
+    "modbus_rtu",
 ];
 
 /// Accepts exactly a bare name (`lines`) or a single-key map (`{fixed: 12}`).
@@ -49,6 +50,7 @@ impl<'de> Visitor<'de> for FramingVisitor {
             "lines" => Ok(Framing::Lines),
             "cobs" => Ok(Framing::Cobs),
             "slip" => Ok(Framing::Slip),
+            "modbus_rtu" => Ok(Framing::ModbusRtu(None)),
             "delimiter" => Err(E::custom(
                 "`delimiter` needs the bytes that end a frame: write `{delimiter: \"\\r\\n\"}`",
             )),
@@ -104,6 +106,7 @@ impl<'de> Visitor<'de> for FramingVisitor {
                         },
                     })
                 }
+                "modbus_rtu" => Framing::ModbusRtu(Some(map.next_value::<u8>()?)),
                 "lines" | "cobs" | "slip" => {
                     return Err(de::Error::custom(format_args!(
                         "`{key}` takes no value: write just `{key}`"

@@ -48,7 +48,7 @@ fn all_framings() -> Vec<Framing> {
 /// Every framing, with the ones whose frames the caller builds (no encoder of their own).
 fn framings_for_garbage() -> Vec<Framing> {
     let mut all = all_framings();
-    all.extend([ubx_framing(), dsmr_framing()]);
+    all.extend([ubx_framing(), dsmr_framing(), Framing::ModbusRtu(Some(1))]);
     all
 }
 
@@ -418,6 +418,7 @@ fn names_and_reasons_are_stable_labels() {
         Framing::Gap(Gap::CharTenths(35)),
         dsmr_framing(),
         ubx_framing(),
+        Framing::ModbusRtu(None),
     ]
     .iter()
     .map(Framing::name)
@@ -1016,7 +1017,8 @@ fn resync(f: &Framing) -> Option<Vec<u8>> {
         | Framing::Fixed(_)
         | Framing::Gap(_)
         | Framing::Telegram(_)
-        | Framing::Length(_) => None,
+        | Framing::Length(_)
+        | Framing::ModbusRtu(_) => None,
     }
 }
 
@@ -1277,4 +1279,52 @@ fn yaml_telegram_and_length_forms() {
         .unwrap_err();
     assert!(e.contains("text that starts and the text that ends"), "{e}");
     assert!(dsmr_framing().recovers() && ubx_framing().recovers());
+}
+
+// ---- modbus_rtu ----
+
+fn rtu(body: &[u8]) -> Vec<u8> {
+    let mut f = body.to_vec();
+    let crc = crc::Crc::<u16>::new(&crc::CRC_16_MODBUS).checksum(body);
+    f.extend_from_slice(&crc.to_le_bytes());
+    f
+}
+
+#[test]
+fn modbus_responses_are_cut_by_their_function() {
+    let read = rtu(&[0x11, 0x03, 0x04, 0x00, 0x0A, 0x01, 0x02]);
+    let exception = rtu(&[0x11, 0x83, 0x02]);
+    let write = rtu(&[0x11, 0x06, 0x00, 0x01, 0x00, 0x03]);
+    let coils = rtu(&[0x11, 0x01, 0x01, 0b101]);
+    let mut input = Vec::new();
+    for f in [&read, &exception, &write, &coils] {
+        input.extend_from_slice(f);
+    }
+    let items = split_invariant(&Framing::ModbusRtu(Some(0x11)), 256, &input);
+    assert_eq!(
+        items,
+        vec![
+            frame(&read),
+            frame(&exception),
+            frame(&write),
+            frame(&coils)
+        ]
+    );
+}
+
+#[test]
+fn modbus_skips_other_units_and_noise_to_the_next_response() {
+    let mine = rtu(&[0x02, 0x04, 0x02, 0x12, 0x34]);
+    let theirs = rtu(&[0x01, 0x04, 0x02, 0x56, 0x78]);
+    let mut input = vec![0x00];
+    input.extend_from_slice(&theirs);
+    input.extend_from_slice(&mine);
+    let items = split_invariant(&Framing::ModbusRtu(Some(2)), 256, &input);
+    assert_eq!(frames_of(&items), vec![frame(&mine)]);
+    assert!(resynced(&items) >= 1 + theirs.len() - 2, "{items:?}");
+    assert_eq!(parse("framing: modbus_rtu"), Ok(Framing::ModbusRtu(None)));
+    assert_eq!(
+        parse("framing: {modbus_rtu: 17}"),
+        Ok(Framing::ModbusRtu(Some(17)))
+    );
 }
