@@ -576,10 +576,7 @@ fn modbus_size(buf: &[u8]) -> Option<usize> {
 /// as [`Decoded::Resync`]; the response's CRC is the device checksum's to check.
 pub(super) fn next_modbus(buf: &mut BytesMut, unit: Option<u8>, max: usize) -> Option<Decoded> {
     let mut skipped = 0;
-    loop {
-        let Some(&address) = buf.first() else {
-            break;
-        };
+    while let Some(&address) = buf.first() {
         let size = if unit.is_some_and(|u| u != address) {
             Some(0)
         } else {
