@@ -16,6 +16,7 @@ pub mod frames;
 pub mod gateway;
 pub mod homeassistant;
 pub mod message;
+pub mod modbus;
 pub mod outlet;
 pub mod pacing;
 pub mod prometheus;

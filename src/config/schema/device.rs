@@ -62,6 +62,93 @@ pub struct Device {
     /// (default 3.5 character times).
     #[serde(default, with = "humantime_serde")]
     pub turnaround: Option<Duration>,
+    /// A Modbus RTU unit read by its register map (the polls, framing and checksum follow).
+    pub modbus: Option<Modbus>,
+}
+
+/// `modbus:` of a device: its unit id, how it is read, and its register map.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Modbus {
+    /// The unit (slave) id, 1..=247.
+    pub unit: u8,
+    /// How often the map is read.
+    #[serde(default = "default_modbus_every", with = "humantime_serde")]
+    pub every: Duration,
+    /// Longest wait for each answer.
+    #[serde(default = "default_modbus_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Times a request is sent again when unanswered or its CRC fails.
+    #[serde(default = "default_modbus_retries")]
+    pub retries: u32,
+    /// Registers (or coils) between two points that may be read along to join their requests.
+    #[serde(default = "default_max_gap")]
+    pub max_gap: u16,
+    /// Most registers one request reads (the protocol's limit is 125; some devices take fewer).
+    #[serde(default = "default_max_registers")]
+    pub max_registers: u16,
+    /// Most coils or discrete inputs one request reads (the protocol's limit is 2000).
+    #[serde(default = "default_max_bits")]
+    pub max_bits: u16,
+    /// The points read.
+    pub points: Vec<ModbusPoint>,
+}
+
+/// One point of a Modbus register map.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusPoint {
+    /// The placeholder its value fills in the device's rules.
+    pub name: String,
+    /// A coil (function 1), by its 0-based protocol address.
+    pub coil: Option<u16>,
+    /// A discrete input (function 2), 0-based.
+    pub discrete: Option<u16>,
+    /// An input register (function 4), 0-based.
+    pub input: Option<u16>,
+    /// A holding register (function 3), 0-based.
+    pub holding: Option<u16>,
+    /// A register in the 1-based Modicon notation datasheets print: 00001 coil, 10001
+    /// discrete, 30001 input, 40001 holding (or 6 digits: 300001).
+    pub register: Option<u32>,
+    /// u16 i16 u32 i32 u64 i64 f32 f64 (registers, default u16), string, or bool (coils and
+    /// discretes, their only type).
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    /// Order of a 32/64-bit value's bytes, A most significant: abcd (default, the Modbus
+    /// convention), cdab (low word first), badc, dcba.
+    pub order: Option<String>,
+    /// Registers of a `string` (two characters each).
+    pub length: Option<u16>,
+    /// One bit (0 = least significant) of a 16-bit register, read as 0 or 1.
+    pub bit: Option<u8>,
+    /// Multiplier.
+    pub scale: Option<f64>,
+    /// Addend, after the scale.
+    pub add: Option<f64>,
+    /// Decimals kept (default: those of scale and add).
+    pub decimals: Option<u8>,
+    /// The engineering unit (V, A, kWh), shown by `check`'s request plan.
+    pub unit: Option<String>,
+}
+
+fn default_modbus_every() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_modbus_timeout() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_modbus_retries() -> u32 {
+    1
+}
+fn default_max_gap() -> u16 {
+    10
+}
+fn default_max_registers() -> u16 {
+    125
+}
+fn default_max_bits() -> u16 {
+    2000
 }
 
 /// One entry of a device's `poll:`: what to send, how often, how long to wait for the answer.
