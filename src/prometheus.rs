@@ -174,6 +174,8 @@ async fn collect_once(s: &Sources) {
                 .absolute(g(c));
         }
         counter!("serial2mqtt_polls_total", "device" => dev.clone()).absolute(g(&d.polls));
+        counter!("serial2mqtt_modbus_exceptions_total", "device" => dev.clone())
+            .absolute(g(&d.exceptions));
         counter!("serial2mqtt_poll_timeouts_total", "device" => dev.clone())
             .absolute(g(&d.timeouts));
         counter!("serial2mqtt_frames_unsolicited_total", "device" => dev.clone())

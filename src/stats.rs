@@ -34,6 +34,8 @@ pub struct DeviceStats {
     pub bad_topic: AtomicU64,
     /// Matched frames whose computed `values:` could not be computed: nothing published.
     pub bad_value: AtomicU64,
+    /// Modbus requests answered with an exception (illegal data address, busy, ...).
+    pub exceptions: AtomicU64,
     /// Times the port was opened.
     pub opens: AtomicU64,
     /// Poll requests written (retries included).
@@ -75,6 +77,7 @@ impl DeviceStats {
             bad_checksum: g(&self.bad_checksum),
             bad_topic: g(&self.bad_topic),
             bad_value: g(&self.bad_value),
+            exceptions: g(&self.exceptions),
             opens: g(&self.opens),
             polls: g(&self.polls),
             timeouts: g(&self.timeouts),
@@ -124,6 +127,8 @@ pub struct DeviceCounts {
     pub bad_topic: u64,
     /// Frames whose computed values could not be computed.
     pub bad_value: u64,
+    /// Modbus exception answers.
+    pub exceptions: u64,
     /// Times the port was opened.
     pub opens: u64,
     /// Poll requests written.
@@ -165,7 +170,7 @@ impl std::fmt::Display for DeviceCounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "frames={} messages={} unmatched={} too_long={} corrupt={} incomplete={} invalid_utf8={} bad_checksum={} bad_topic={} bad_value={} opens={} polls={} timeouts={} unsolicited={} commands_written={} commands_rejected={} commands_failed={}",
+            "frames={} messages={} unmatched={} too_long={} corrupt={} incomplete={} invalid_utf8={} bad_checksum={} bad_topic={} bad_value={} exceptions={} opens={} polls={} timeouts={} unsolicited={} commands_written={} commands_rejected={} commands_failed={}",
             self.frames,
             self.messages,
             self.unmatched,
@@ -176,6 +181,7 @@ impl std::fmt::Display for DeviceCounts {
             self.bad_checksum,
             self.bad_topic,
             self.bad_value,
+            self.exceptions,
             self.opens,
             self.polls,
             self.timeouts,

@@ -158,6 +158,8 @@ pub struct Device {
     pub offline_poll: Duration,
     /// Silence after a transaction before the next request on the port.
     pub turnaround: Duration,
+    /// The Modbus unit it is, read by its register map (its polls are the map's requests).
+    pub modbus: Option<std::sync::Arc<crate::modbus::Unit>>,
     /// What it was built from: a reload restarts the device only when this changed.
     pub spec: DeviceSpec,
 }

@@ -15,9 +15,11 @@ pub mod checksum;
 
 use crate::config::Device;
 use crate::message::Message;
+use crate::modbus::{decode, Unit};
 use crate::pacing::{RateLimit, LOG_EVERY};
 use crate::rules::report::Reports;
 use crate::rules::template::Builtins;
+use crate::rules::template::{Lookup, Value, Var};
 use crate::rules::{Problem, Verdict};
 use crate::serial::framing::DropReason;
 use crate::stats::DeviceStats;
@@ -31,7 +33,9 @@ pub struct FrameHandler<'a> {
     problems: Vec<Problem>,
     /// What each report-by-exception topic last published.
     reports: Reports,
-    limits: [RateLimit; 8],
+    /// A Modbus device's read cycle in progress.
+    cycle: Option<Cycle>,
+    limits: [RateLimit; 9],
 }
 
 impl<'a> FrameHandler<'a> {
@@ -44,6 +48,7 @@ impl<'a> FrameHandler<'a> {
             messages: Vec::new(),
             problems: Vec::new(),
             reports: Reports::default(),
+            cycle: None,
             limits: std::array::from_fn(|_| RateLimit::new(LOG_EVERY)),
         }
     }
@@ -55,8 +60,13 @@ impl<'a> FrameHandler<'a> {
     }
 
     /// Like [`Self::handle`] for a frame answering `request` (`{request}` in templates); None
-    /// when the frame failed its checksum (counted and logged): it is no answer.
+    /// when the frame failed its checksum (counted and logged): it is no answer. For a Modbus
+    /// device the frame is its unit's answer to that request; the messages come when the read
+    /// cycle is complete.
     pub fn answer(&mut self, frame: &Bytes, request: &str) -> Option<std::vec::Drain<'_, Message>> {
+        if self.device.modbus.is_some() {
+            return self.modbus_answer(frame, request);
+        }
         if self.run(frame, request) {
             Some(self.messages.drain(..))
         } else {
@@ -85,23 +95,8 @@ impl<'a> FrameHandler<'a> {
             &mut self.problems,
             &mut self.reports,
         );
+        self.count_problems();
         let name = &self.device.name;
-        for problem in &self.problems {
-            match problem {
-                Problem::Topic(why) => {
-                    DeviceStats::bump(&self.stats.bad_topic);
-                    if let Some(n) = self.limits[0].hit() {
-                        warn!(device = %name, suppressed = n, "message not published: {why}");
-                    }
-                }
-                Problem::Value(why) => {
-                    DeviceStats::bump(&self.stats.bad_value);
-                    if let Some(n) = self.limits[7].hit() {
-                        warn!(device = %name, suppressed = n, "frame's messages not published: {why}");
-                    }
-                }
-            }
-        }
         match verdict {
             Verdict::Matched => {}
             Verdict::Dropped => DeviceStats::bump(&self.stats.dropped),
@@ -132,6 +127,129 @@ impl<'a> FrameHandler<'a> {
             .messages
             .fetch_add(self.messages.len() as u64, Ordering::Relaxed);
         true
+    }
+
+    /// A Modbus answer: checked, decoded into the cycle's values; None when it is no answer
+    /// (bad CRC, not a response to the request), so the poll is asked again.
+    fn modbus_answer(
+        &mut self,
+        frame: &Bytes,
+        request: &str,
+    ) -> Option<std::vec::Drain<'_, Message>> {
+        DeviceStats::bump(&self.stats.frames);
+        self.messages.clear();
+        self.problems.clear();
+        if !self.checked(frame) {
+            return None;
+        }
+        let unit = self.device.modbus.clone()?;
+        let Some(r) = unit.request(request) else {
+            // A command's echo, or a frame nobody asked for: nothing to publish.
+            return Some(self.messages.drain(..));
+        };
+        let name = &self.device.name;
+        match decode::decode(unit.unit, &unit.requests[r], &unit.points, frame) {
+            Ok(values) => {
+                let cycle = self.cycle.get_or_insert_with(|| Cycle::new(&unit));
+                for (i, v) in values {
+                    if let Some(slot) = cycle.values.get_mut(i) {
+                        *slot = Some(v);
+                    }
+                }
+            }
+            Err(decode::Failure::Exception(why)) => {
+                DeviceStats::bump(&self.stats.exceptions);
+                if let Some(n) = self.limits[8].hit() {
+                    let points: Vec<&str> = unit.requests[r]
+                        .points
+                        .iter()
+                        .filter_map(|&i| unit.points.get(i).map(|p| p.name.as_str()))
+                        .collect();
+                    warn!(device = %name, unit = unit.unit, request, suppressed = n, "Modbus exception: {why}; not read this cycle: {}", points.join(", "));
+                }
+            }
+            Err(decode::Failure::Broken) => {
+                DeviceStats::bump(&self.stats.corrupt);
+                if let Some(n) = self.limits[4].hit() {
+                    warn!(device = %name, unit = unit.unit, request, suppressed = n, frame_hex = %hex::encode(&frame[..frame.len().min(64)]), "not an answer to the request (another unit or function?)");
+                }
+                return None;
+            }
+        }
+        self.finish(r);
+        Some(self.messages.drain(..))
+    }
+
+    /// A Modbus device's `request` was given up (no answer after its retries): its points are
+    /// not read this cycle. Returns the cycle's messages if that completed it.
+    pub fn unanswered(&mut self, request: &str) -> std::vec::Drain<'_, Message> {
+        self.messages.clear();
+        self.problems.clear();
+        if let Some(r) = self.device.modbus.as_ref().and_then(|u| u.request(request)) {
+            self.finish(r);
+        }
+        self.messages.drain(..)
+    }
+
+    /// Marks request `r` of the cycle done; when all are, runs the device's rules on the values
+    /// read and starts the next cycle.
+    fn finish(&mut self, r: usize) {
+        let Some(unit) = self.device.modbus.clone() else {
+            return;
+        };
+        let cycle = self.cycle.get_or_insert_with(|| Cycle::new(&unit));
+        if let Some(done) = cycle.done.get_mut(r) {
+            *done = true;
+        }
+        if !cycle.done.iter().all(|d| *d) {
+            return;
+        }
+        let Some(cycle) = self.cycle.take() else {
+            return;
+        };
+        let table = PointValues {
+            unit: &unit,
+            values: &cycle.values,
+        };
+        let env = Builtins {
+            gateway: self.gateway,
+            device: &self.device.name,
+            frame: &[],
+            now: SystemTime::now(),
+            request: "",
+        };
+        self.device.rules.apply_points(
+            &env,
+            &table,
+            &mut self.messages,
+            &mut self.problems,
+            &mut self.reports,
+        );
+        self.count_problems();
+        self.stats
+            .messages
+            .fetch_add(self.messages.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts and logs (rate-limited) the last frame's (or cycle's) problems.
+    fn count_problems(&mut self) {
+        let name = &self.device.name;
+        for problem in &self.problems {
+            match problem {
+                Problem::Topic(why) => {
+                    DeviceStats::bump(&self.stats.bad_topic);
+                    if let Some(n) = self.limits[0].hit() {
+                        warn!(device = %name, suppressed = n, "message not published: {why}");
+                    }
+                }
+                Problem::Value(why) => {
+                    DeviceStats::bump(&self.stats.bad_value);
+                    if let Some(n) = self.limits[7].hit() {
+                        warn!(device = %name, suppressed = n, "messages not published: {why}");
+                    }
+                }
+            }
+        }
     }
 
     /// What was wrong with the last frame's messages (a topic that cannot be published, a
@@ -187,5 +305,35 @@ impl<'a> FrameHandler<'a> {
                 warn!(device = %name, "a frame cut short by the disconnect was dropped");
             }
         }
+    }
+}
+
+/// A Modbus device's read cycle: the values read so far and which requests are done.
+struct Cycle {
+    values: Vec<Option<Value<'static>>>,
+    done: Vec<bool>,
+}
+
+impl Cycle {
+    fn new(unit: &Unit) -> Self {
+        Self {
+            values: vec![None; unit.points.len()],
+            done: vec![false; unit.requests.len()],
+        }
+    }
+}
+
+/// A cycle's values by point name, for `points: true` rules.
+struct PointValues<'a> {
+    unit: &'a Unit,
+    values: &'a [Option<Value<'static>>],
+}
+
+impl Lookup for PointValues<'_> {
+    fn value(&self, var: &Var) -> Option<Value<'_>> {
+        let Var::Path(path) = var else { return None };
+        let [name] = path.as_slice() else { return None };
+        let i = self.unit.points.iter().position(|p| &p.name == name)?;
+        self.values.get(i)?.clone()
     }
 }

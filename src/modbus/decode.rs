@@ -117,9 +117,7 @@ fn value(p: &Point, data: &[u8], at: usize) -> Option<Value<'static>> {
         Kind::Text(n) => {
             let bytes = data.get(at * 2..at * 2 + usize::from(*n) * 2)?;
             let text = String::from_utf8_lossy(bytes);
-            Value::Str(Cow::Owned(
-                text.trim_end_matches(['\0', ' ']).to_owned(),
-            ))
+            Value::Str(Cow::Owned(text.trim_end_matches(['\0', ' ']).to_owned()))
         }
     })
 }
@@ -199,7 +197,8 @@ mod tests {
 
     #[test]
     fn coils_are_bits_from_the_least_significant() {
-        let (points, requests) = unit("[{name: a, coil: 0}, {name: b, coil: 1}, {name: c, coil: 9}]");
+        let (points, requests) =
+            unit("[{name: a, coil: 0}, {name: b, coil: 1}, {name: c, coil: 9}]");
         let frame = rtu(&[17, 0x01, 2, 0b0000_0001, 0b0000_0010]);
         let values = decode(17, &requests[0], &points, &frame).unwrap();
         let bits: Vec<String> = values.iter().map(|(_, v)| text(v)).collect();
@@ -221,7 +220,11 @@ mod tests {
         );
         let mut bad = rtu(&[17, 0x04, 2, 0, 1]);
         bad[3] ^= 1;
-        assert_eq!(decode(17, r, &points, &bad).err(), Some(Failure::Broken), "CRC");
+        assert_eq!(
+            decode(17, r, &points, &bad).err(),
+            Some(Failure::Broken),
+            "CRC"
+        );
         assert_eq!(
             decode(17, r, &points, &rtu(&[17, 0x04, 0])).err(),
             Some(Failure::Broken),

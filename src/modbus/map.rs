@@ -146,24 +146,23 @@ pub fn compile(raw: &ModbusPoint) -> Result<Point, PointError> {
             }
         }
     }
-    let (table, address) = match places.as_slice() {
-        [one] => *one,
-        [] => {
-            return Err(error(
+    let (table, address) =
+        match places.as_slice() {
+            [one] => *one,
+            [] => return Err(error(
                 "",
                 format!("point `{}` says nowhere to read it", raw.name),
                 "give its table and 0-based address (`holding: 0x0010`, `input: 6`, `coil: 0`, \
                  `discrete: 3`) or its 1-based Modicon register (`register: 40017`)",
-            ))
-        }
-        _ => {
-            return Err(error(
-                "",
-                format!("point `{}` names more than one place to read it", raw.name),
-                "keep one of coil, discrete, input, holding and register",
-            ))
-        }
-    };
+            )),
+            _ => {
+                return Err(error(
+                    "",
+                    format!("point `{}` names more than one place to read it", raw.name),
+                    "keep one of coil, discrete, input, holding and register",
+                ))
+            }
+        };
     let kind = kind(raw, table)?;
     let decimals = raw.decimals.unwrap_or_else(|| match (raw.scale, raw.add) {
         (None, None) => 12,
@@ -226,13 +225,19 @@ fn kind(raw: &ModbusPoint, table: Table) -> Result<Kind, PointError> {
             Some(n @ 1..=125) if raw.order.is_none() => Ok(Kind::Text(n)),
             _ => Err(error(
                 "length",
-                format!("point `{}`: a string needs its length in registers", raw.name),
+                format!(
+                    "point `{}`: a string needs its length in registers",
+                    raw.name
+                ),
                 "write e.g. `type: string, length: 8` (16 characters, 1 to 125 registers)",
             )),
         },
         "bool" => Err(error(
             "type",
-            format!("point `{}`: bool is the type of coils and discrete inputs", raw.name),
+            format!(
+                "point `{}`: bool is the type of coils and discrete inputs",
+                raw.name
+            ),
             "read a coil or discrete input, or one bit of a register with `bit: N`",
         )),
         t => {
@@ -293,10 +298,15 @@ mod tests {
         assert_eq!(point("{name: a, input: 0}").unwrap().width(), 1);
         assert_eq!(point("{name: a, input: 0, type: f64}").unwrap().width(), 4);
         assert_eq!(
-            point("{name: s, holding: 0, type: string, length: 8}").unwrap().kind,
+            point("{name: s, holding: 0, type: string, length: 8}")
+                .unwrap()
+                .kind,
             Kind::Text(8)
         );
-        assert_eq!(point("{name: b, holding: 0, bit: 3}").unwrap().kind, Kind::Bit(3));
+        assert_eq!(
+            point("{name: b, holding: 0, bit: 3}").unwrap().kind,
+            Kind::Bit(3)
+        );
         assert_eq!(point("{name: c, coil: 0}").unwrap().kind, Kind::Bool);
     }
 
@@ -307,11 +317,23 @@ mod tests {
             ("{name: x, input: 1, holding: 1}", "", "more than one place"),
             ("{name: x, register: 20001}", "register", "Modicon"),
             ("{name: x, coil: 1, type: u16}", "type", "one bit"),
-            ("{name: x, input: 1, type: u16, order: cdab}", "order", "32- and 64-bit"),
+            (
+                "{name: x, input: 1, type: u16, order: cdab}",
+                "order",
+                "32- and 64-bit",
+            ),
             ("{name: x, input: 1, type: u12}", "type", "unknown type"),
-            ("{name: x, input: 1, type: string}", "length", "length in registers"),
+            (
+                "{name: x, input: 1, type: string}",
+                "length",
+                "length in registers",
+            ),
             ("{name: x, input: 1, bit: 16}", "bit", "bit: 0"),
-            ("{name: x, input: 65535, type: u32}", "", "past the last address"),
+            (
+                "{name: x, input: 65535, type: u32}",
+                "",
+                "past the last address",
+            ),
         ] {
             let e = point(yaml).unwrap_err();
             assert_eq!(e.key, key, "{yaml}: {e:?}");

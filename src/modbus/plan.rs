@@ -149,9 +149,17 @@ mod tests {
             ..LIMITS
         };
         let p = points("[{name: a, input: 0}, {name: b, input: 2}]");
-        assert_eq!(super::plan(1, &p, tight).len(), 2, "a gap of 1 with max_gap 0");
+        assert_eq!(
+            super::plan(1, &p, tight).len(),
+            2,
+            "a gap of 1 with max_gap 0"
+        );
         let p = points("[{name: a, input: 0}, {name: b, input: 0, type: u32}]");
         let plan = super::plan(1, &p, tight);
-        assert_eq!((plan.len(), plan[0].count), (1, 2), "overlapping points share");
+        assert_eq!(
+            (plan.len(), plan[0].count),
+            (1, 2),
+            "overlapping points share"
+        );
     }
 }

@@ -17,14 +17,19 @@ impl Rule {
     /// Compiles the rule named `name`; every problem found is returned, not just the first.
     pub fn compile(name: &str, raw: &schema::Rule) -> Result<Self, Vec<CompileError>> {
         let mut errors = Vec::new();
-        let kinds = [raw.match_.is_some(), raw.json, raw.fields.is_some()]
-            .iter()
-            .filter(|k| **k)
-            .count();
+        let kinds = [
+            raw.match_.is_some(),
+            raw.json,
+            raw.fields.is_some(),
+            raw.points,
+        ]
+        .iter()
+        .filter(|k| **k)
+        .count();
         if kinds > 1 {
             errors.push(err(
                 "",
-                format!("rule `{name}` sets more than one of `match`, `json: true` and `fields`"),
+                format!("rule `{name}` sets more than one of `match`, `json: true`, `fields` and `points: true`"),
                 Some("a rule reads a frame one way: keep one of them (split it into two rules if needed)".into()),
             ));
             return Err(errors);
@@ -36,6 +41,8 @@ impl Rule {
             regex(name, pattern, &mut errors).ok_or_else(|| errors.clone())?
         } else if raw.json {
             (Matcher::Json, Vec::new())
+        } else if raw.points {
+            (Matcher::Points, Vec::new())
         } else if let Some(fields) = &raw.fields {
             binary(name, fields, &mut errors)
         } else {
@@ -279,6 +286,10 @@ impl Names<'_> {
         }
         if matches!(self.matcher, Matcher::Json) {
             return Ok(Var::Path(n.split('.').map(str::to_owned).collect()));
+        }
+        // A device's points: checked against each Modbus device that uses the rule.
+        if matches!(self.matcher, Matcher::Points) {
+            return Ok(Var::Path(vec![n.to_owned()]));
         }
         if let Some(i) = self.slots.iter().position(|s| s == n) {
             return Ok(Var::Slot(i));

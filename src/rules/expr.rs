@@ -169,6 +169,11 @@ impl Expr {
         })
     }
 
+    /// What the expression reads.
+    pub fn vars(&self) -> impl Iterator<Item = &Var> {
+        self.inputs.iter().map(|(_, v)| v)
+    }
+
     /// The value for one frame, or why it cannot be computed.
     pub fn eval(
         &self,

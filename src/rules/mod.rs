@@ -52,6 +52,8 @@ enum Matcher {
         fields: Vec<BinField>,
         min_len: usize,
     },
+    /// A Modbus device's points, by name (a read cycle, not a frame).
+    Points,
 }
 
 #[derive(Debug)]
@@ -143,6 +145,37 @@ impl Rule {
 
     fn needs_text(&self) -> bool {
         matches!(self.matcher, Matcher::Regex(_) | Matcher::Json)
+    }
+
+    /// Whether the rule reads a Modbus device's points (`points: true`).
+    pub fn reads_points(&self) -> bool {
+        matches!(self.matcher, Matcher::Points)
+    }
+
+    /// The point names a `points: true` rule uses, for checking them against its devices.
+    pub fn point_names(&self) -> Vec<&str> {
+        let mut vars: Vec<&Var> = Vec::new();
+        for o in &self.outputs {
+            vars.extend(o.topic.vars());
+            match &o.payload {
+                Payload::Text(t) => vars.extend(t.vars()),
+                Payload::Json(t) => vars.extend(t.vars()),
+            }
+        }
+        for e in &self.values {
+            vars.extend(e.vars());
+        }
+        let mut names: Vec<&str> = Vec::new();
+        for v in vars {
+            if let Var::Path(p) = v {
+                if let [name] = p.as_slice() {
+                    if !names.contains(&name.as_str()) {
+                        names.push(name);
+                    }
+                }
+            }
+        }
+        names
     }
 }
 
@@ -283,6 +316,40 @@ impl RuleSet {
         })
     }
 
+    /// Runs the `points: true` rules on one read cycle of a Modbus device, whose values
+    /// `points` looks up by name (`env.frame` is empty).
+    pub fn apply_points(
+        &self,
+        env: &Builtins<'_>,
+        points: &dyn Lookup,
+        out: &mut Vec<Message>,
+        problems: &mut Vec<Problem>,
+        reports: &mut report::Reports,
+    ) -> Verdict {
+        let mut ctx = Emit {
+            env,
+            out,
+            problems,
+            reports,
+            now: None,
+        };
+        let (mut matched, mut kept) = (false, false);
+        for rule in self.rules.iter().filter(|r| r.reads_points()) {
+            if emit(rule, &mut ctx, points) {
+                matched = true;
+                kept |= !rule.drop;
+                if !rule.continue_ {
+                    break;
+                }
+            }
+        }
+        match (matched, kept) {
+            (_, true) => Verdict::Matched,
+            (true, false) => Verdict::Dropped,
+            _ => Verdict::Unmatched,
+        }
+    }
+
     fn run(&self, mut ctx: Emit<'_, '_>) -> Verdict {
         let env = ctx.env;
         let mut view = FrameView {
@@ -305,6 +372,8 @@ impl RuleSet {
                     Some(v) => emit(rule, &mut ctx, &JsonFields(v)),
                     None => false,
                 },
+                // Points rules run on read cycles, not on frames.
+                Matcher::Points => false,
                 Matcher::Binary { fields, min_len } => {
                     if env.frame.len() < *min_len {
                         false

@@ -532,6 +532,16 @@ impl JsonTemplate {
         })
     }
 
+    /// Every placeholder of every string in it.
+    pub fn vars(&self) -> Vec<&Var> {
+        match self {
+            Self::Literal(_) => Vec::new(),
+            Self::Text(t) | Self::AsText(t) => t.vars().collect(),
+            Self::Object(fields) => fields.iter().flat_map(|(_, t)| t.vars()).collect(),
+            Self::Array(items) => items.iter().flat_map(JsonTemplate::vars).collect(),
+        }
+    }
+
     /// Builds the JSON value for one frame; `None` when the frame lacks a referenced value.
     pub fn render(&self, env: &Builtins<'_>, lookup: &dyn Lookup) -> Option<serde_json::Value> {
         Some(match self {

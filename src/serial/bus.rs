@@ -173,9 +173,15 @@ pub(super) async fn serve(
                     let d = &devices[t.member];
                     quiet_until = Instant::now() + d.turnaround;
                     if let Asked::Poll(p) = t.asked {
-                        DeviceStats::bump(&task.stats[t.member].timeouts);
+                        let m = t.member;
+                        DeviceStats::bump(&task.stats[m].timeouts);
                         match retry(task, &mut frames, t, p, true, &mut schedule, announced).await {
-                            Ok(next) => pending = next,
+                            Ok(Some(next)) => pending = Some(next),
+                            Ok(None) => {
+                                if given_up(task, &mut handlers[m], m, p).await.is_err() {
+                                    return Stop::Shutdown;
+                                }
+                            }
                             Err(why) => return Stop::Gone(why),
                         }
                     }
@@ -212,9 +218,15 @@ pub(super) async fn serve(
                 let Some(messages) = handlers[t.member].answer(&frame, name) else {
                     // A bad checksum: no answer. A poll is asked again while it has retries.
                     if let Asked::Poll(p) = t.asked {
+                        let m = t.member;
                         match retry(task, &mut frames, t, p, false, &mut schedule, announced).await
                         {
-                            Ok(next) => pending = next,
+                            Ok(Some(next)) => pending = Some(next),
+                            Ok(None) => {
+                                if given_up(task, &mut handlers[m], m, p).await.is_err() {
+                                    return Stop::Shutdown;
+                                }
+                            }
                             Err(why) => return Stop::Gone(why),
                         }
                     }
@@ -280,6 +292,21 @@ async fn retry(
         }
     }
     Ok(None)
+}
+
+/// Poll `p` of device `m` went unanswered after its retries: a Modbus device's read cycle
+/// goes on without that request's points, and may be complete now. Err: the gateway stops.
+async fn given_up(
+    task: &PortTask,
+    handler: &mut FrameHandler<'_>,
+    m: usize,
+    p: usize,
+) -> Result<(), ()> {
+    let messages: Vec<Message> = handler.unanswered(&task.devices[m].polls[p].name).collect();
+    if !messages.is_empty() && task.outlet.send(messages).await.is_err() {
+        return Err(());
+    }
+    Ok(())
 }
 
 /// Points the line's bytes at device `m`'s decoder. Bytes waiting for the previous device, or

@@ -103,3 +103,77 @@ impl FaultyLine {
         }
     }
 }
+
+/// Two pty pairs joined back to back: a serial cable between a program that opens
+/// `device_path` (a simulator such as pymodbus) and the gateway, which opens `gateway_path`.
+/// What the device sends has `corrupt(n)` applied to its n-th chunk (a test's line fault).
+pub struct Cable {
+    pub gateway_path: std::path::PathBuf,
+    pub device_path: std::path::PathBuf,
+    _relay: tokio::task::JoinHandle<()>,
+}
+
+impl Cable {
+    /// A clean cable.
+    pub fn new() -> Self {
+        Self::with_faults(|_, _| {})
+    }
+
+    /// A cable whose device → gateway direction passes each chunk read through `fault`
+    /// (chunk number, bytes), which may change the bytes.
+    pub fn with_faults(fault: impl Fn(u64, &mut Vec<u8>) + Send + 'static) -> Self {
+        let Pty {
+            master: gw_master,
+            path: gateway_path,
+        } = Pty::new();
+        let Pty {
+            master: dev_master,
+            path: device_path,
+        } = Pty::new();
+        let (mut from_gw, mut to_gw) = tokio::io::split(gw_master);
+        let (mut from_dev, mut to_dev) = tokio::io::split(dev_master);
+        let relay = tokio::spawn(async move {
+            let up = tokio::spawn(async move {
+                let mut buf = [0u8; 512];
+                loop {
+                    match from_gw.read(&mut buf).await {
+                        Ok(n @ 1..) => {
+                            if to_dev.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                        // Nobody on that end (yet, or for a while): wait.
+                        Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                            tokio::time::sleep(std::time::Duration::from_millis(5)).await
+                        }
+                        _ => return,
+                    }
+                }
+            });
+            let mut buf = [0u8; 512];
+            let mut chunk = 0;
+            loop {
+                match from_dev.read(&mut buf).await {
+                    Ok(n @ 1..) => {
+                        let mut bytes = buf[..n].to_vec();
+                        fault(chunk, &mut bytes);
+                        chunk += 1;
+                        if to_gw.write_all(&bytes).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await
+                    }
+                    _ => break,
+                }
+            }
+            up.abort();
+        });
+        Self {
+            gateway_path,
+            device_path,
+            _relay: relay,
+        }
+    }
+}

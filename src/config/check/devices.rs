@@ -61,11 +61,32 @@ fn one(
     }
     let source = source(&d, path, p);
     let serial = serial(&d, path, p);
-    let (polls, turnaround) = super::polls::check(&d, serial.as_ref(), path, p);
+    let (mut polls, turnaround) = super::polls::check(&d, serial.as_ref(), path, p);
     framing(&d, path, p);
     let rules = rules(&d, path, library, p);
+    let modbus = d
+        .modbus
+        .as_ref()
+        .and_then(|_| super::modbus::check(&d, path, p));
+    let mut framing = d.framing.clone();
+    let mut checksum = d.checksum.as_ref().map(|c| c.compile());
+    if let Some(m) = &modbus {
+        polls = m.polls.clone();
+        framing = m.framing.clone();
+        checksum = Some(m.checksum.clone());
+    }
+    if d.modbus.is_none() || modbus.is_some() {
+        let names: Vec<String> = d
+            .rules
+            .iter()
+            .filter(|r| matches!(library.rule(r), Lookup::Found(_)))
+            .cloned()
+            .collect();
+        let unit = modbus.as_ref().map(|m| m.unit.as_ref());
+        super::modbus::rules(&d.name, unit, &rules, &names, path, p);
+    }
     let commands = commands(&d, path, &gw.gateway.id, library, p);
-    if d.rules.is_empty() && d.commands.is_empty() && d.poll.is_empty() {
+    if d.rules.is_empty() && d.commands.is_empty() && d.poll.is_empty() && d.modbus.is_none() {
         p.warn(
             path,
             format!("device `{}` has no rules: every frame is unmatched", d.name),
@@ -109,10 +130,11 @@ fn one(
         name: d.name,
         source: source?,
         serial: serial?,
-        framing: d.framing,
+        framing,
         max_frame: d.max_frame,
-        checksum: d.checksum.as_ref().map(|c| c.compile()),
+        checksum,
         polls,
+        modbus: modbus.map(|m| m.unit),
         offline_after: d.offline_after,
         offline_poll: d.offline_poll,
         turnaround,

@@ -9,6 +9,7 @@ mod buses;
 mod devices;
 mod gateway;
 mod homeassistant;
+mod modbus;
 mod polls;
 mod queue;
 mod rules;

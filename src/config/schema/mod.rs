@@ -413,6 +413,10 @@ pub struct Rule {
     pub json: bool,
     /// The frame is binary; these fields are decoded into placeholders.
     pub fields: Option<Vec<Field>>,
+    /// The rule reads a Modbus device's points: its placeholders are point names, and it runs
+    /// once per read cycle.
+    #[serde(default)]
+    pub points: bool,
     /// Also try the device's next rules after this one matched.
     #[serde(default, rename = "continue")]
     pub continue_: bool,

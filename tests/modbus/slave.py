@@ -1,0 +1,65 @@
+"""A Modbus RTU slave bus for serial2mqtt's tests: pymodbus, an independent implementation,
+serving one or more unit ids on one serial port.
+
+    python3 tests/modbus/slave.py PORT SPEC.json
+
+SPEC: {"baud": 9600, "units": {"1": {"hr": [..], "ir": [..], "co": [..], "di": [..]}}}: each
+table's values from address 0. A unit listed in "silent" is not served (a dead unit).
+Prints "ready" once serving; writes to holding registers and coils are printed as
+"write UNIT TABLE ADDRESS VALUES" lines, so a test can read back what reached the registers.
+"""
+
+import asyncio
+import json
+import logging
+import sys
+
+from pymodbus.datastore import (
+    ModbusSequentialDataBlock,
+    ModbusServerContext,
+    ModbusSlaveContext,
+)
+from pymodbus.framer import ModbusRtuFramer
+from pymodbus.server import StartAsyncSerialServer
+
+
+class Reporting(ModbusSequentialDataBlock):
+    """A block that reports writes on stdout."""
+
+    def __init__(self, unit, table, values):
+        super().__init__(0, values)
+        self.unit, self.table = unit, table
+
+    def setValues(self, address, values):  # noqa: N802 (pymodbus's name)
+        super().setValues(address, values)
+        print(f"write {self.unit} {self.table} {address} {list(values)}", flush=True)
+
+
+async def main():
+    port, spec_path = sys.argv[1], sys.argv[2]
+    with open(spec_path) as f:
+        spec = json.load(f)
+    devices = {}
+    for unit, tables in spec["units"].items():
+        u = int(unit)
+        # zero_mode: the request's address is the block's index, as the protocol says.
+        devices[u] = ModbusSlaveContext(
+            hr=Reporting(u, "hr", tables.get("hr", [0])),
+            ir=ModbusSequentialDataBlock(0, tables.get("ir", [0])),
+            co=Reporting(u, "co", tables.get("co", [False])),
+            di=ModbusSequentialDataBlock(0, tables.get("di", [False])),
+            zero_mode=True,
+        )
+    context = ModbusServerContext(slaves=devices, single=False)
+    print("ready", flush=True)
+    await StartAsyncSerialServer(
+        context=context,
+        framer=ModbusRtuFramer,
+        port=port,
+        baudrate=spec.get("baud", 9600),
+    )
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.ERROR)
+    asyncio.run(main())
