@@ -171,3 +171,178 @@ rules:
         "230.1"
     );
 }
+
+/// Counters of `device` from the stats topic, once it has seen `frames` frames.
+async fn counters(sub: &mut Subscriber, device: &str, frames: u64) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let stats = sub.next_on("serial2mqtt/testgw/stats", T).await;
+        let v: serde_json::Value = serde_json::from_str(&stats.payload).unwrap();
+        let d = &v["devices"][device];
+        if d["frames"].as_u64() >= Some(frames) {
+            return d.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+    }
+}
+
+/// A gateway config with one Modbus device per `(name, unit, points)` on `port`, each with a
+/// `points: true` rule publishing `{point}` of each point on `modbus/{device}/{point}`.
+fn config(port: &std::path::Path, devices: &[(&str, u8, &[(&str, &str)])]) -> String {
+    let mut yaml = String::from(
+        "gateway: {id: testgw, stats_interval: 1s}\nbroker: {listen: \"127.0.0.1:{port}\"}\ndevices:\n",
+    );
+    let mut rules = String::from("rules:\n");
+    for (name, unit, points) in devices {
+        let list: Vec<String> = points
+            .iter()
+            .map(|(p, place)| format!("{{name: {p}, {place}}}"))
+            .collect();
+        yaml.push_str(&format!(
+            "  - name: {name}\n    port: {}\n    offline_after: 2\n    offline_poll: 2s\n    modbus: {{unit: {unit}, every: 200ms, timeout: 150ms, retries: 0, points: [{}]}}\n    rules: [{}]\n",
+            port.display(),
+            list.join(", "),
+            points.iter().map(|(p, _)| format!("{name}_{p}")).collect::<Vec<_>>().join(", ")
+        ));
+        for (p, _) in points.iter() {
+            rules.push_str(&format!(
+                "  {name}_{p}:\n    points: true\n    continue: true\n    publish: [{{topic: \"modbus/{{device}}/{p}\", payload: \"{{{p}}}\"}}]\n"
+            ));
+        }
+    }
+    yaml + &rules
+}
+
+/// A point past the end of the unit's registers gets an exception (illegal data address):
+/// named in the log, counted, and the cycle's other points are still published.
+#[tokio::test]
+async fn an_exception_is_named_and_counted_and_the_other_points_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let cable = Cable::new();
+    let spec = serde_json::json!({"units": {"1": {"ir": [2301, 17], "hr": vec![5; 10]}}});
+    let Some(_slave) = slave(&cable.device_path, &spec, dir.path()) else {
+        return;
+    };
+    let yaml = config(
+        &cable.gateway_path,
+        &[(
+            "m",
+            1,
+            &[("volts", "input: 0"), ("missing", "holding: 500")],
+        )],
+    );
+    let gw = start_gateway(&yaml);
+    let mut sub = Subscriber::connect(
+        gw.port,
+        &["modbus/#", "serial2mqtt/testgw/stats"],
+        QoS::AtMostOnce,
+    )
+    .await;
+    assert_eq!(sub.next_on("modbus/m/volts", T).await.payload, "2301");
+    gw.wait_log(
+        "Modbus exception: illegal data address (02); not read this cycle: missing",
+        T,
+    )
+    .await;
+    let d = counters(&mut sub, "m", 6).await;
+    assert!(d["exceptions"].as_u64() >= Some(2), "{d}");
+    assert_eq!(
+        d["timeouts"].as_u64(),
+        Some(0),
+        "an exception is an answer: {d}"
+    );
+    assert!(
+        !sub.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.topic == "modbus/m/missing"),
+        "a point not read is never published"
+    );
+}
+
+/// A unit that does not answer is announced offline and asked only every offline_poll; the
+/// unit beside it on the bus keeps its pace.
+#[tokio::test]
+async fn a_dead_unit_is_announced_and_does_not_slow_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let cable = Cable::new();
+    let spec = serde_json::json!({"units": {"1": {"ir": [2301]}}});
+    let Some(_slave) = slave(&cable.device_path, &spec, dir.path()) else {
+        return;
+    };
+    let yaml = config(
+        &cable.gateway_path,
+        &[
+            ("alive", 1, &[("v", "input: 0")]),
+            ("dead", 9, &[("v", "input: 0")]),
+        ],
+    );
+    let gw = start_gateway(&yaml);
+    let state = "serial2mqtt/testgw/devices/dead/state";
+    let mut sub = Subscriber::connect(gw.port, &["modbus/#", state], QoS::AtMostOnce).await;
+    sub.next_change(state, "online", "offline", T).await;
+    let start = std::time::Instant::now();
+    let mut updates = 0;
+    while start.elapsed() < Duration::from_secs(2) {
+        if tokio::time::timeout(Duration::from_millis(500), sub.next_on("modbus/alive/v", T))
+            .await
+            .is_ok()
+        {
+            updates += 1;
+        }
+    }
+    assert!(
+        updates >= 7,
+        "the live unit read every 200 ms while the other is dead: {updates} in 2 s"
+    );
+    assert!(gw.logs().contains("device offline"), "{}", gw.logs());
+}
+
+/// Bytes flipped on the line corrupt some answers: their CRC fails, they are counted and
+/// asked again, and a wrong value is never published.
+#[tokio::test]
+async fn a_corrupted_answer_is_never_published() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every third chunk from the slave has its last byte flipped (the CRC, or data before it).
+    let cable = Cable::with_faults(|n, bytes| {
+        if n % 3 == 1 {
+            if let Some(b) = bytes.last_mut() {
+                *b ^= 0x10;
+            }
+        }
+    });
+    let spec = serde_json::json!({"units": {"1": {"ir": [2301, 4250]}}});
+    let Some(_slave) = slave(&cable.device_path, &spec, dir.path()) else {
+        return;
+    };
+    let yaml = config(
+        &cable.gateway_path,
+        &[("m", 1, &[("volts", "input: 0"), ("amps", "input: 1")])],
+    )
+    .replace("retries: 0", "retries: 2");
+    let gw = start_gateway(&yaml);
+    let mut sub = Subscriber::connect(
+        gw.port,
+        &["modbus/#", "serial2mqtt/testgw/stats"],
+        QoS::AtMostOnce,
+    )
+    .await;
+    let d = counters(&mut sub, "m", 12).await;
+    assert!(
+        d["bad_checksum"].as_u64() >= Some(1) || d["corrupt"].as_u64() >= Some(1),
+        "{d}"
+    );
+    let seen = sub.seen.lock().unwrap().clone();
+    let volts: Vec<&str> = seen
+        .iter()
+        .filter(|m| m.topic == "modbus/m/volts")
+        .map(|m| m.payload.as_str())
+        .collect();
+    assert!(volts.len() >= 3, "{seen:?}");
+    assert!(volts.iter().all(|v| *v == "2301"), "{volts:?}");
+    assert!(seen
+        .iter()
+        .filter(|m| m.topic == "modbus/m/amps")
+        .all(|m| m.payload == "4250"));
+}

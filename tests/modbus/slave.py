@@ -61,5 +61,6 @@ async def main():
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.ERROR)
+    # Exceptions it answers on purpose are the tests' business, not log noise.
+    logging.basicConfig(level=logging.CRITICAL)
     asyncio.run(main())
