@@ -12,7 +12,15 @@ use rumqttc::QoS;
 
 const T: Duration = Duration::from_secs(10);
 
-const EXAMPLES: [&str; 5] = ["dsmr5", "mhz19", "nmea-gps", "rs485-two-meters", "sds011"];
+/// Each one's run-test is here, but sdm120's: tests/modbus.rs (it needs pymodbus).
+const EXAMPLES: [&str; 6] = [
+    "dsmr5",
+    "mhz19",
+    "nmea-gps",
+    "rs485-two-meters",
+    "sdm120",
+    "sds011",
+];
 
 fn path(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -346,3 +346,55 @@ async fn a_corrupted_answer_is_never_published() {
         .filter(|m| m.topic == "modbus/m/amps")
         .all(|m| m.payload == "4250"));
 }
+
+/// config/examples/sdm120.yaml as written (port, broker port and interval changed) against
+/// pymodbus loaded with an SDM120's input registers.
+#[tokio::test]
+async fn the_sdm120_example_reads_an_sdm120_register_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let cable = Cable::new();
+    let mut ir = vec![0u16; 344];
+    for (at, v) in [
+        (0x0000, 231.4f32),
+        (0x0006, 2.125),
+        (0x000C, 480.3),
+        (0x0012, 491.7),
+        (0x0018, -105.2),
+        (0x001E, 0.977),
+        (0x0046, 49.98),
+        (0x0048, 1234.567),
+        (0x004A, 1.5),
+        (0x0156, 1236.067),
+    ] {
+        ir[at..at + 2].copy_from_slice(&regs_f32(v));
+    }
+    let spec = serde_json::json!({"baud": 2400, "units": {"1": {"ir": ir}}});
+    let Some(_slave) = slave(&cable.device_path, &spec, dir.path()) else {
+        return;
+    };
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/sdm120.yaml");
+    let mut yaml = std::fs::read_to_string(path).unwrap();
+    for (from, to) in [
+        ("127.0.0.1:1883", "127.0.0.1:{port}".to_string()),
+        (
+            "/dev/serial/by-id/usb-FTDI_USB_RS485-if00-port0",
+            cable.gateway_path.display().to_string(),
+        ),
+        ("every: 10s", "every: 300ms".to_string()),
+    ] {
+        assert!(yaml.contains(from), "{from}");
+        yaml = yaml.replace(from, &to);
+    }
+    let gw = start_gateway(&yaml);
+    let mut sub = Subscriber::connect(gw.port, &["power/#"], QoS::AtMostOnce).await;
+    let state: serde_json::Value =
+        serde_json::from_str(&sub.next_on("power/sdm120/state", T).await.payload).unwrap();
+    assert_eq!(
+        state,
+        serde_json::json!({"voltage": 231.4, "current": 2.125, "power": 480.3, "power_factor": 0.977, "frequency": 49.98})
+    );
+    assert_eq!(
+        sub.next_on("power/sdm120/energy", T).await.payload,
+        "1236.067"
+    );
+}

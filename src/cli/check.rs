@@ -46,8 +46,53 @@ pub fn main(path: PathBuf) -> ExitCode {
                 c.devices.len(),
                 c.broker.listen
             );
+            for d in &c.devices {
+                if let Some(unit) = &d.modbus {
+                    print!("{}", modbus_plan(d, unit));
+                }
+            }
             ExitCode::SUCCESS
         }
         None => ExitCode::FAILURE,
     }
+}
+
+/// A Modbus device's request plan: each request with the points it reads, and the time one
+/// read cycle takes on the line when every unit answers (request and answer bytes at the line
+/// speed, plus the turnaround after each).
+fn modbus_plan(d: &crate::config::Device, unit: &crate::modbus::Unit) -> String {
+    let every = d.polls.first().map(|p| p.every).unwrap_or_default();
+    let mut out = format!(
+        "  {}: Modbus unit {}, {} point(s) in {} request(s) every {}\n",
+        d.name,
+        unit.unit,
+        unit.points.len(),
+        unit.requests.len(),
+        humantime::format_duration(every)
+    );
+    let mut wire = std::time::Duration::ZERO;
+    for r in &unit.requests {
+        let points: Vec<String> = r
+            .points
+            .iter()
+            .filter_map(|&i| unit.points.get(i))
+            .map(|p| match &p.unit {
+                Some(u) => format!("{} ({u})", p.name),
+                None => p.name.clone(),
+            })
+            .collect();
+        let data = if r.table.bits() {
+            usize::from(r.count).div_ceil(8)
+        } else {
+            usize::from(r.count) * 2
+        };
+        wire += d.serial.wire_time(r.bytes.len() + 5 + data) + d.turnaround;
+        out += &format!("    {:<16} {}\n", r.name, points.join(", "));
+    }
+    out += &format!(
+        "    one cycle: {} on the line at {} baud when the unit answers\n",
+        humantime::format_duration(std::time::Duration::from_millis(wire.as_millis() as u64)),
+        d.serial.baud
+    );
+    out
 }
