@@ -186,9 +186,12 @@ async fn counters(sub: &mut Subscriber, device: &str, frames: u64) -> serde_json
     }
 }
 
+/// A device of [`config`]: its name, unit id, and points as (name, where) pairs.
+type Unit<'a> = (&'a str, u8, &'a [(&'a str, &'a str)]);
+
 /// A gateway config with one Modbus device per `(name, unit, points)` on `port`, each with a
 /// `points: true` rule publishing `{point}` of each point on `modbus/{device}/{point}`.
-fn config(port: &std::path::Path, devices: &[(&str, u8, &[(&str, &str)])]) -> String {
+fn config(port: &std::path::Path, devices: &[Unit<'_>]) -> String {
     let mut yaml = String::from(
         "gateway: {id: testgw, stats_interval: 1s}\nbroker: {listen: \"127.0.0.1:{port}\"}\ndevices:\n",
     );
