@@ -891,6 +891,36 @@ fn every_validation_error_has_its_message() {
             "rules:\n  climate:\n    values: {temp: temp * 2}",
             &["value `temp` has the name of a named capture", "temp_value"],
         ),
+        (
+            "    framing: lines",
+            "    framing: lines\n    modbus: {unit: 0, points: [{name: v, input: 0}]}",
+            &["devices[0].modbus.unit", "1 to 247"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: lines\n    modbus: {unit: 1, points: [{name: v, register: 20001}]}",
+            &["devices[0].modbus.points[0].register", "Modicon", "`input: 6` for 30007"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: lines\n    modbus: {unit: 1, points: [{name: v, input: 0, type: u16, order: cdab}]}",
+            &["devices[0].modbus.points[0].order", "32- and 64-bit"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: lines\n    modbus: {unit: 1, points: [{name: v, input: 0}, {name: v, input: 1}]}",
+            &["devices[0].modbus.points[1].name", "used twice"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: {fixed: 8}\n    modbus: {unit: 1, points: [{name: v, input: 0}]}",
+            &["devices[0].framing", "remove `framing:`"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: lines\n    modbus: {unit: 1, points: [{name: v, input: 0}]}",
+            &["rule `climate` reads frames", "points: true"],
+        ),
     ];
     let mut failures = Vec::new();
     for (from, to, want) in cases {
