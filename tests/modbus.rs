@@ -28,6 +28,9 @@ fn slave(port: &std::path::Path, spec: &serde_json::Value, dir: &std::path::Path
         eprintln!("skipped: python3 with pymodbus is not installed (pip install pymodbus==3.6.9 pyserial)");
         return None;
     }
+    let writes = dir.join("writes.log");
+    let mut spec = spec.clone();
+    spec["writes"] = serde_json::json!(writes);
     let spec_path = dir.join("slave.json");
     std::fs::write(&spec_path, spec.to_string()).unwrap();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/modbus/slave.py");
@@ -56,12 +59,46 @@ fn slave(port: &std::path::Path, spec: &serde_json::Value, dir: &std::path::Path
         Some("ready"),
         "pymodbus did not start"
     );
-    Some(Slave { child })
+    Some(Slave {
+        child,
+        writes,
+        seen: 0,
+    })
 }
 
-/// The slave process, killed when dropped.
+/// The slave process, killed when dropped, and the file its writes are reported in.
 struct Slave {
     child: Child,
+    writes: std::path::PathBuf,
+    seen: usize,
+}
+
+impl Slave {
+    /// The next `write UNIT TABLE ADDRESS [VALUES]` line the slave reported (async: the test's
+    /// MQTT client runs on the same thread and must go on sending).
+    async fn next_write(&mut self) -> String {
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            let text = std::fs::read_to_string(&self.writes).unwrap_or_default();
+            if let Some(line) = text.lines().nth(self.seen) {
+                self.seen += 1;
+                return line.to_owned();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no write reached the slave"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// How many writes the slave has reported so far.
+    fn writes(&self) -> usize {
+        std::fs::read_to_string(&self.writes)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
 }
 
 impl Drop for Slave {
@@ -400,4 +437,88 @@ async fn the_sdm120_example_reads_an_sdm120_register_map() {
         sub.next_on("power/sdm120/energy", T).await.payload,
         "1236.067"
     );
+}
+
+/// Commands from MQTT reach the unit's registers and coils (seen by the slave, and read back
+/// by the next cycle), serialized with the polls on the same bus; a payload that does not fit
+/// the point is refused on the reply topic and never written.
+#[tokio::test]
+async fn commands_write_coils_and_registers_in_their_type_and_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let cable = Cable::new();
+    let spec = serde_json::json!({"units": {"1": {"hr": vec![0; 30], "co": vec![false; 8]}}});
+    let Some(mut slave) = slave(&cable.device_path, &spec, dir.path()) else {
+        return;
+    };
+    let port = cable.gateway_path.display();
+    let yaml = format!(
+        r#"gateway: {{id: testgw}}
+broker: {{listen: "127.0.0.1:{{port}}"}}
+devices:
+  - name: vfd
+    port: {port}
+    modbus:
+      unit: 1
+      every: 200ms
+      timeout: 200ms
+      points:
+        - {{name: setpoint, holding: 16, type: i16, scale: 0.1}}
+        - {{name: limit, holding: 20, type: f32, order: cdab}}
+        - {{name: run, coil: 3}}
+    rules: [vfd]
+    commands: [set_setpoint, set_limit, set_run]
+rules:
+  vfd:
+    points: true
+    publish: [{{topic: "vfd/state", payload: {{setpoint: "{{setpoint}}", limit: "{{limit}}", run: "{{run}}"}}}}]
+commands:
+  set_setpoint: {{subscribe: "vfd/setpoint/set", point: setpoint, reply_topic: "vfd/setpoint/result"}}
+  set_limit: {{subscribe: "vfd/limit/set", point: limit}}
+  set_run: {{subscribe: "vfd/run/set", point: run}}
+"#
+    );
+    let gw = start_gateway(&yaml);
+    let mut sub = Subscriber::connect(gw.port, &["vfd/#"], QoS::AtLeastOnce).await;
+    sub.next_on("vfd/state", T).await;
+    let client = sub.client.clone();
+    let publish = |topic: &'static str, payload: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .unwrap()
+        }
+    };
+    publish("vfd/setpoint/set", "23.5").await;
+    assert_eq!(slave.next_write().await, "write 1 hr 16 [235]");
+    assert_eq!(sub.next_on("vfd/setpoint/result", T).await.payload, "ok");
+    publish("vfd/limit/set", "230.5").await;
+    let b = 230.5f32.to_be_bytes();
+    let (hi, lo) = (
+        u16::from_be_bytes([b[0], b[1]]),
+        u16::from_be_bytes([b[2], b[3]]),
+    );
+    assert_eq!(
+        slave.next_write().await,
+        format!("write 1 hr 20 [{lo}, {hi}]"),
+        "low word first"
+    );
+    publish("vfd/run/set", "ON").await;
+    assert_eq!(slave.next_write().await, "write 1 co 3 [True]");
+    // Read back by the next cycles.
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let state: serde_json::Value =
+            serde_json::from_str(&sub.next_on("vfd/state", T).await.payload).unwrap();
+        if state == serde_json::json!({"setpoint": 23.5, "limit": 230.5, "run": 1}) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{state}");
+    }
+    publish("vfd/setpoint/set", "9999").await;
+    let refused = sub.next_on("vfd/setpoint/result", T).await.payload;
+    assert!(refused.starts_with("error: 9999 does not fit"), "{refused}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(slave.writes(), 3, "nothing more written");
 }

@@ -21,6 +21,7 @@
 pub mod decode;
 pub mod map;
 pub mod plan;
+pub mod write;
 
 pub use map::{Point, Table};
 pub use plan::Request;

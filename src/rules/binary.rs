@@ -82,9 +82,74 @@ impl FieldType {
         Some(Self { kind, size, order })
     }
 
+    /// Whether it is a floating-point type (f32, f64).
+    pub fn is_float(&self) -> bool {
+        self.kind == Kind::Float
+    }
+
     /// Bytes the field occupies.
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    /// The bytes of `value` in this type and order (a whole number in range for integer
+    /// types); None when it does not fit. The inverse of [`Self::read`].
+    pub fn write(&self, value: f64) -> Option<Vec<u8>> {
+        if !value.is_finite() {
+            return None;
+        }
+        let be: Vec<u8> = match (self.kind, self.size) {
+            (Kind::Float, 4) => (value as f32).to_be_bytes().to_vec(),
+            (Kind::Float, _) => value.to_be_bytes().to_vec(),
+            (Kind::Unsigned, n) => {
+                let bits = 8 * n as u32;
+                let max = if bits == 64 {
+                    u64::MAX as f64
+                } else {
+                    ((1u64 << bits) - 1) as f64
+                };
+                if value.fract() != 0.0 || value < 0.0 || value > max {
+                    return None;
+                }
+                (value as u64).to_be_bytes()[8 - n..].to_vec()
+            }
+            (Kind::Signed, n) => {
+                let bits = 8 * n as u32;
+                let (min, max) = if bits == 64 {
+                    (i64::MIN as f64, i64::MAX as f64)
+                } else {
+                    (
+                        -((1i64 << (bits - 1)) as f64),
+                        ((1i64 << (bits - 1)) - 1) as f64,
+                    )
+                };
+                if value.fract() != 0.0 || value < min || value > max {
+                    return None;
+                }
+                (value as i64).to_be_bytes()[8 - n..].to_vec()
+            }
+        };
+        // Every order's transform is its own inverse.
+        let mut out = vec![0u8; self.size];
+        match self.order {
+            Order::Big => out.copy_from_slice(&be),
+            Order::Little => {
+                out.copy_from_slice(&be);
+                out.reverse();
+            }
+            Order::WordsSwapped => {
+                for (dst, src) in out.chunks_exact_mut(2).zip(be.chunks_exact(2).rev()) {
+                    dst.copy_from_slice(src);
+                }
+            }
+            Order::BytesSwapped => {
+                for (dst, src) in out.chunks_exact_mut(2).zip(be.chunks_exact(2)) {
+                    dst[0] = src[1];
+                    dst[1] = src[0];
+                }
+            }
+        }
+        Some(out)
     }
 
     /// Reads the value at the start of `bytes` (which holds at least `size()` bytes).
@@ -264,6 +329,37 @@ mod tests {
         for bad in ["u16cdab", "u8abcd", "i16badc"] {
             assert!(FieldType::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn write_is_the_inverse_of_read_in_every_order() {
+        for name in TYPE_NAMES {
+            let ty = FieldType::parse(name).unwrap();
+            for v in [0.0, 1.0, 100.0, 65_535.0, -2.0, 230.5] {
+                let Some(bytes) = ty.write(v) else {
+                    assert!(
+                        (v < 0.0 && name.starts_with('u'))
+                            || (v.fract() != 0.0 && !name.starts_with('f'))
+                            || (ty.size() == 1 && v > 127.0)
+                            || (ty.size() == 2 && name.starts_with('i') && v > 32_767.0),
+                        "{name} {v}"
+                    );
+                    continue;
+                };
+                let back = match ty.read(&bytes).unwrap() {
+                    Num::I(i) => i as f64,
+                    Num::U(u) => u as f64,
+                    Num::F(f) => f,
+                };
+                assert_eq!(back, v, "{name}");
+            }
+        }
+        assert_eq!(
+            FieldType::parse("u32cdab").unwrap().write(70_000.0),
+            Some(vec![0x11, 0x70, 0, 1])
+        );
+        assert_eq!(FieldType::parse("u16be").unwrap().write(65_536.0), None);
+        assert_eq!(FieldType::parse("i16be").unwrap().write(-32_769.0), None);
     }
 
     #[test]

@@ -30,6 +30,8 @@ enum Write {
     Text(Template),
     /// The rendered text decoded from hex (whitespace ignored).
     Hex(Template),
+    /// The payload written to this Modbus point by its device's unit.
+    Point(String),
 }
 
 /// One compiled command.
@@ -176,6 +178,17 @@ fn write(
     resolve: &dyn Fn(&str) -> Result<Var, TemplateError>,
     errors: &mut Vec<CompileError>,
 ) -> Option<Write> {
+    if let Some(point) = &raw.point {
+        if raw.write.is_some() || raw.write_hex.is_some() || raw.encode {
+            errors.push(err(
+                "point",
+                format!("command `{name}` writes Modbus point `{point}`: it has no `write`, `write_hex` or `encode`"),
+                Some("keep `point:` for a Modbus device, or `write:` for other devices".into()),
+            ));
+            return None;
+        }
+        return Some(Write::Point(point.clone()));
+    }
     let (key, text) = match (&raw.write, &raw.write_hex) {
         (Some(_), Some(_)) => {
             errors.push(err(
@@ -302,8 +315,11 @@ impl Command {
             now: SystemTime::now(),
             request: "",
         };
+        let Some(template) = self.template() else {
+            return Err("a Modbus point is written by its device's unit, not rendered".into());
+        };
         let text = match &self.matcher {
-            None => self.template().render(&env, &NoValues),
+            None => template.render(&env, &NoValues),
             Some(re) => {
                 let Ok(s) = std::str::from_utf8(payload) else {
                     return Err("the payload is not UTF-8 text".into());
@@ -311,12 +327,12 @@ impl Command {
                 let Some(caps) = re.captures(s) else {
                     return Err(format!("the payload does not match `{}`", re.as_str()));
                 };
-                self.template().render(&env, &Captures(caps))
+                template.render(&env, &Captures(caps))
             }
         }
         .ok_or_else(|| "the payload lacks a value the command uses".to_owned())?;
         let bytes = match &self.write {
-            Write::Text(_) => text.into_bytes(),
+            Write::Text(_) | Write::Point(_) => text.into_bytes(),
             Write::Hex(_) => {
                 let digits: String = text.chars().filter(|c| !c.is_whitespace()).collect();
                 hex::decode(&digits).map_err(|e| format!("`{digits}` is not hex: {e}"))?
@@ -352,9 +368,18 @@ impl Command {
         Ok(out)
     }
 
-    fn template(&self) -> &Template {
+    fn template(&self) -> Option<&Template> {
         match &self.write {
-            Write::Text(t) | Write::Hex(t) => t,
+            Write::Text(t) | Write::Hex(t) => Some(t),
+            Write::Point(_) => None,
+        }
+    }
+
+    /// The Modbus point a `point:` command writes (its device's unit encodes the payload).
+    pub fn point(&self) -> Option<&str> {
+        match &self.write {
+            Write::Point(p) => Some(p),
+            _ => None,
         }
     }
 }

@@ -375,10 +375,13 @@ async fn command(
     };
     let stats = &task.stats[request.member];
     let name = &device.name;
-    let bytes = match command
-        .command
-        .render(&task.gateway, name, &device.framing, &request.payload)
-    {
+    let rendered = match (command.command.point(), &device.modbus) {
+        (Some(point), Some(unit)) => crate::modbus::write::request(unit, point, &request.payload),
+        _ => command
+            .command
+            .render(&task.gateway, name, &device.framing, &request.payload),
+    };
+    let bytes = match rendered {
         Ok(bytes) => bytes,
         Err(why) => {
             DeviceStats::bump(&stats.commands_rejected);

@@ -128,7 +128,10 @@ pub fn start_gateway_with(
     let log = dir.path().join("gateway.log");
     let stderr = std::fs::File::create(&log).expect("log file");
     let child = command(&config, &log)
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("TEST_RUST_LOG").unwrap_or("info".into()),
+        )
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(stderr)

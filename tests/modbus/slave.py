@@ -5,13 +5,15 @@ serving one or more unit ids on one serial port.
 
 SPEC: {"baud": 9600, "units": {"1": {"hr": [..], "ir": [..], "co": [..], "di": [..]}}}: each
 table's values from address 0. A unit listed in "silent" is not served (a dead unit).
-Prints "ready" once serving; writes to holding registers and coils are printed as
-"write UNIT TABLE ADDRESS VALUES" lines, so a test can read back what reached the registers.
+Prints "ready" once serving. Writes to holding registers and coils are appended to the file
+SPEC["writes"] (if given) as "write UNIT TABLE ADDRESS VALUES" lines, so a test can see what
+reached the registers.
 """
 
 import asyncio
 import json
 import logging
+import os
 import sys
 
 from pymodbus.datastore import (
@@ -24,15 +26,17 @@ from pymodbus.server import StartAsyncSerialServer
 
 
 class Reporting(ModbusSequentialDataBlock):
-    """A block that reports writes on stdout."""
+    """A block that reports writes to a file."""
 
-    def __init__(self, unit, table, values):
+    def __init__(self, unit, table, values, log):
         super().__init__(0, values)
-        self.unit, self.table = unit, table
+        self.unit, self.table, self.log = unit, table, log
 
     def setValues(self, address, values):  # noqa: N802 (pymodbus's name)
         super().setValues(address, values)
-        print(f"write {self.unit} {self.table} {address} {list(values)}", flush=True)
+        if self.log:
+            with open(self.log, "a") as f:
+                f.write(f"write {self.unit} {self.table} {address} {list(values)}\n")
 
 
 async def main():
@@ -44,9 +48,9 @@ async def main():
         u = int(unit)
         # zero_mode: the request's address is the block's index, as the protocol says.
         devices[u] = ModbusSlaveContext(
-            hr=Reporting(u, "hr", tables.get("hr", [0])),
+            hr=Reporting(u, "hr", tables.get("hr", [0]), spec.get("writes")),
             ir=ModbusSequentialDataBlock(0, tables.get("ir", [0])),
-            co=Reporting(u, "co", tables.get("co", [False])),
+            co=Reporting(u, "co", tables.get("co", [False]), spec.get("writes")),
             di=ModbusSequentialDataBlock(0, tables.get("di", [False])),
             zero_mode=True,
         )
@@ -61,6 +65,7 @@ async def main():
 
 
 if __name__ == "__main__":
-    # Exceptions it answers on purpose are the tests' business, not log noise.
-    logging.basicConfig(level=logging.CRITICAL)
+    # Exceptions it answers on purpose are the tests' business, not log noise;
+    # SLAVE_LOG=DEBUG shows every frame pymodbus reads and sends.
+    logging.basicConfig(level=getattr(logging, os.environ.get("SLAVE_LOG", "CRITICAL")))
     asyncio.run(main())

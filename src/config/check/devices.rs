@@ -64,6 +64,7 @@ fn one(
     let (mut polls, turnaround) = super::polls::check(&d, serial.as_ref(), path, p);
     framing(&d, path, p);
     let rules = rules(&d, path, library, p);
+    let commands = commands(&d, path, &gw.gateway.id, library, p);
     let modbus = d
         .modbus
         .as_ref()
@@ -84,8 +85,8 @@ fn one(
             .collect();
         let unit = modbus.as_ref().map(|m| m.unit.as_ref());
         super::modbus::rules(&d.name, unit, &rules, &names, path, p);
+        super::modbus::commands(&d.name, unit, &commands, path, p);
     }
-    let commands = commands(&d, path, &gw.gateway.id, library, p);
     if d.rules.is_empty() && d.commands.is_empty() && d.poll.is_empty() && d.modbus.is_none() {
         p.warn(
             path,

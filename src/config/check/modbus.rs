@@ -195,3 +195,57 @@ pub(super) fn rules(
         }
     }
 }
+
+/// The device's `point:` commands against its points: only a Modbus device has points, and
+/// only coils and holding registers can be written.
+pub(super) fn commands(
+    device: &str,
+    unit: Option<&Unit>,
+    commands: &[crate::rules::command::DeviceCommand],
+    path: &str,
+    p: &mut Problems,
+) {
+    for (j, c) in commands.iter().enumerate() {
+        let Some(point) = c.command.point() else {
+            continue;
+        };
+        let at = format!("{path}.commands[{j}]");
+        let name = &c.command.name;
+        let Some(unit) = unit else {
+            p.error(
+                &at,
+                format!("command `{name}` writes Modbus point `{point}`, but `{device}` has no `modbus:`"),
+                Some("use `write:` or `write_hex:` for a device that is not a Modbus unit".into()),
+            );
+            continue;
+        };
+        let known: Vec<&str> = unit.points.iter().map(|q| q.name.as_str()).collect();
+        match unit.points.iter().find(|q| q.name == point) {
+            None => {
+                let near = suggest(point, known.iter().copied())
+                    .map(|s| format!("did you mean `{s}`? "))
+                    .unwrap_or_default();
+                p.error(
+                    &at,
+                    format!(
+                        "command `{name}` writes point `{point}`, which `{device}` does not have"
+                    ),
+                    Some(format!("{near}points: {}", known.join(", "))),
+                );
+            }
+            Some(q)
+                if !matches!(
+                    q.table,
+                    crate::modbus::Table::Coils | crate::modbus::Table::Holding
+                ) || matches!(q.kind, map::Kind::Bit(_)) =>
+            {
+                p.error(
+                    &at,
+                    format!("command `{name}` writes point `{point}`, a {} that cannot be written", q.table.name()),
+                    Some("write coils and whole holding registers; input registers and discrete inputs are read-only".into()),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+}

@@ -457,6 +457,9 @@ pub struct Command {
     pub write: Option<String>,
     /// Template of the bytes written, as hex (spaces allowed), for binary devices.
     pub write_hex: Option<String>,
+    /// A Modbus device's point the payload is written to (a coil: ON/OFF; a holding register:
+    /// a number in its type, order and scale).
+    pub point: Option<String>,
     /// Wrap the bytes in the device's framing (a line's `\n`, COBS, SLIP, length prefix).
     #[serde(default)]
     pub encode: bool,
