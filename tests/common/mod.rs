@@ -127,11 +127,10 @@ pub fn start_gateway_with(
     std::fs::write(&config, yaml).expect("write config");
     let log = dir.path().join("gateway.log");
     let stderr = std::fs::File::create(&log).expect("log file");
+    // TEST_RUST_LOG=debug shows a test's gateway in detail (its log is in the failure message).
+    let filter = std::env::var("TEST_RUST_LOG").unwrap_or("info".into());
     let child = command(&config, &log)
-        .env(
-            "RUST_LOG",
-            std::env::var("TEST_RUST_LOG").unwrap_or("info".into()),
-        )
+        .env("RUST_LOG", filter)
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(stderr)
