@@ -47,6 +47,11 @@ enum Command {
         #[arg(long)]
         host: Option<String>,
     },
+    /// Talk to a Modbus RTU unit directly (explore a device before writing its map).
+    Modbus {
+        #[command(subcommand)]
+        action: ModbusAction,
+    },
     /// Print the messages one frame would produce on a device.
     TestRule {
         /// Config file.
@@ -63,6 +68,50 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ModbusAction {
+    /// Read registers (or coils) once and print them every way they read: u16/i16 per
+    /// register, 32- and 64-bit values in all four word orders.
+    Read {
+        /// The serial device (the RS-485 adapter).
+        #[arg(long)]
+        port: PathBuf,
+        /// Line speed.
+        #[arg(long, default_value_t = 9600)]
+        baud: u32,
+        /// none, odd or even.
+        #[arg(long, default_value = "none")]
+        parity: String,
+        /// 1 or 2.
+        #[arg(long, default_value_t = 1)]
+        stop_bits: u8,
+        /// The unit (slave) id.
+        #[arg(long)]
+        unit: u8,
+        /// Input register (function 4), 0-based address.
+        #[arg(long, group = "place")]
+        input: Option<u16>,
+        /// Holding register (function 3), 0-based address.
+        #[arg(long, group = "place")]
+        holding: Option<u16>,
+        /// Coil (function 1), 0-based address.
+        #[arg(long, group = "place")]
+        coil: Option<u16>,
+        /// Discrete input (function 2), 0-based address.
+        #[arg(long, group = "place")]
+        discrete: Option<u16>,
+        /// A 1-based Modicon register as datasheets print it (30001 = input 0).
+        #[arg(long, group = "place")]
+        register: Option<u32>,
+        /// Registers (or bits) to read.
+        #[arg(long, default_value_t = 2)]
+        count: u16,
+        /// Longest wait for the answer (e.g. 500ms).
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -71,6 +120,59 @@ fn main() -> ExitCode {
             cli::check::main(file.or(config).unwrap_or_else(|| DEFAULT_PATH.into()))
         }
         Command::Ports => cli::ports::main(),
+        Command::Modbus {
+            action:
+                ModbusAction::Read {
+                    port,
+                    baud,
+                    parity,
+                    stop_bits,
+                    unit,
+                    input,
+                    holding,
+                    coil,
+                    discrete,
+                    register,
+                    count,
+                    timeout,
+                },
+        } => {
+            use serial2mqtt::modbus::Table;
+            let parity = match parity.as_str() {
+                "none" => tokio_serial::Parity::None,
+                "odd" => tokio_serial::Parity::Odd,
+                "even" => tokio_serial::Parity::Even,
+                other => {
+                    eprintln!("--parity {other}: write none, odd or even");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let stop_bits = if stop_bits == 2 {
+                tokio_serial::StopBits::Two
+            } else {
+                tokio_serial::StopBits::One
+            };
+            let place = [
+                input.map(|a| (Table::Input, a)),
+                holding.map(|a| (Table::Holding, a)),
+                coil.map(|a| (Table::Coils, a)),
+                discrete.map(|a| (Table::Discretes, a)),
+            ]
+            .into_iter()
+            .flatten()
+            .next();
+            cli::modbus::main(cli::modbus::Probe {
+                port,
+                baud,
+                parity,
+                stop_bits,
+                unit,
+                place,
+                register,
+                count,
+                timeout,
+            })
+        }
         Command::TestRule {
             config,
             device,

@@ -84,16 +84,16 @@ async fn read_bytes(pty: &mut Pty, n: usize) -> Vec<u8> {
 /// gateway opens the other side) and the link's subscription to the command topic is active
 /// (a command published before that is not delivered). Proven by one command written whole.
 async fn wait_commands_ready(gw: &Gateway, pty: &mut Pty) {
-    wait_ready_on(gw, pty, "cmd/gw/relay/set", b"OFF").await;
+    wait_ready_on(gw, gw.port, pty, "cmd/gw/relay/set", b"OFF").await;
 }
 
-/// [`wait_commands_ready`] with a command on `topic` whose `payload` makes the relay write
-/// `R1=OFF\r\n`.
-async fn wait_ready_on(gw: &Gateway, pty: &mut Pty, topic: &str, payload: &[u8]) {
+/// [`wait_commands_ready`] with a command on `topic` of the broker on `broker` (the gateway's,
+/// or the upstream one) whose `payload` makes the relay write `R1=OFF\r\n`.
+async fn wait_ready_on(gw: &Gateway, broker: u16, pty: &mut Pty, topic: &str, payload: &[u8]) {
     gw.wait_log("device online", T).await;
     let deadline = std::time::Instant::now() + T;
     loop {
-        publish(gw.port, topic, payload).await;
+        publish(broker, topic, payload).await;
         let mut buf = [0u8; 8];
         if let Ok(Ok(_)) =
             tokio::time::timeout(Duration::from_millis(500), pty.master.read_exact(&mut buf)).await
@@ -250,6 +250,9 @@ async fn a_command_from_the_upstream_broker_reaches_the_device() {
     );
     let gw = start_gateway(&relay_config(&pty.path, &uplink));
     gw.wait_log("uplink connected", T).await;
+    // "connected" comes before the uplink's SUBSCRIBE is acknowledged: a command published
+    // in between is not delivered, so wait until one is.
+    wait_ready_on(&gw, upstream.port(), &mut pty, "cmd/gw/relay/set", b"OFF").await;
     let mut replies =
         Subscriber::connect(upstream.port(), &["cmd/gw/relay/result"], QoS::AtLeastOnce).await;
     publish(upstream.port(), "cmd/gw/relay/set", b"ON").await;
@@ -373,7 +376,7 @@ async fn commands_on_two_topics_of_one_device_are_written_in_the_order_they_were
     let mut other = Pty::new();
     let gw = start_gateway(&two_topic_config(&pty.path, &other.path));
     // Ready when one command comes through whole (port open, subscriptions active).
-    wait_ready_on(&gw, &mut pty, "cmd/gw/relay/off", b"").await;
+    wait_ready_on(&gw, gw.port, &mut pty, "cmd/gw/relay/off", b"").await;
 
     // One client, a burst in an irregular order (the INBOX bounds a burst: stay under it).
     let (client, mut events) =

@@ -522,3 +522,77 @@ commands:
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(slave.writes(), 3, "nothing more written");
 }
+
+/// `serial2mqtt modbus read` asks the unit once and shows every word order side by side: the
+/// one that reads 230.5 is the map's order.
+#[tokio::test]
+async fn the_probe_shows_every_word_order_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let cable = Cable::new();
+    let [hi, lo] = regs_f32(230.5);
+    let spec = serde_json::json!({"units": {"17": {"ir": [lo, hi, 7, 0]}}});
+    let Some(_slave) = slave(&cable.device_path, &spec, dir.path()) else {
+        return;
+    };
+    let port = cable.gateway_path.clone();
+    let run = move |args: &[&str]| {
+        let out = serial2mqtt_command()
+            .args(["modbus", "read", "--port"])
+            .arg(&port)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        run(&["--unit", "17", "--register", "30001", "--count", "4"])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert!(out.contains("unit 17, input 0..=3 (4 entries)"), "{out}");
+    let cdab = out
+        .lines()
+        .find(|l| l.contains("order: cdab") && l.contains("f32="))
+        .unwrap_or_default();
+    assert!(
+        cdab.contains("f32=230.5"),
+        "the low-word-first order reads 230.5:\n{out}"
+    );
+    let abcd = out
+        .lines()
+        .find(|l| l.contains("order: abcd"))
+        .unwrap_or_default();
+    assert!(!abcd.contains("f32=230.5"), "{out}");
+    assert!(out.contains("64-bit values from address 0"), "{out}");
+}
+
+/// A unit that is not there: a clear failure naming what to check.
+#[tokio::test]
+async fn the_probe_says_what_to_check_when_nothing_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cable = Cable::new();
+    let spec = serde_json::json!({"units": {"1": {"ir": [1]}}});
+    let Some(_slave) = slave(&cable.device_path, &spec, dir.path()) else {
+        return;
+    };
+    let port = cable.gateway_path.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        serial2mqtt_command()
+            .args(["modbus", "read", "--port"])
+            .arg(&port)
+            .args(["--unit", "5", "--input", "0", "--timeout", "300ms"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no answer from unit 5 within 300ms"), "{err}");
+    assert!(err.contains("check the unit id, the baud rate"), "{err}");
+}

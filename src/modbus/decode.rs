@@ -48,15 +48,16 @@ fn exception(kind: ErrorKind) -> Failure {
     })
 }
 
-/// The values of `request`'s points from `frame` (a whole RTU response, CRC included), as
-/// (point index, value) pairs.
-pub fn decode(
+/// The data bytes of an answer to reading `count` entries of `table` from `start` (checked:
+/// unit, function, CRC, byte count; an exception by name).
+pub fn data(
     unit: u8,
-    request: &Request,
-    points: &[Point],
+    table: Table,
+    start: u16,
+    count: u16,
     frame: &[u8],
-) -> Result<Vec<(usize, Value<'static>)>, Failure> {
-    let function = match request.table {
+) -> Result<&[u8], Failure> {
+    let function = match table {
         Table::Coils => ModbusFunction::GetCoils,
         Table::Discretes => ModbusFunction::GetDiscretes,
         Table::Holding => ModbusFunction::GetHoldings,
@@ -66,23 +67,40 @@ pub fn decode(
         tr_id: 1,
         unit_id: unit,
         func: function,
-        reg: request.start,
-        count: request.count,
+        reg: start,
+        count,
         proto: ModbusProto::Rtu,
     };
-    let data = match req.parse_slice(frame) {
-        Ok(data) => data,
+    match req.parse_ok(frame) {
+        Ok(()) => {}
         Err(ErrorKind::FrameBroken | ErrorKind::FrameCRCError) => return Err(Failure::Broken),
         Err(kind) => return Err(exception(kind)),
-    };
-    let needed = if request.table.bits() {
-        usize::from(request.count).div_ceil(8)
-    } else {
-        usize::from(request.count) * 2
-    };
-    if data.len() < needed {
-        return Err(Failure::Broken);
     }
+    let needed = if table.bits() {
+        usize::from(count).div_ceil(8)
+    } else {
+        usize::from(count) * 2
+    };
+    // Checked by rmodbus: address, function, byte count, data, CRC. The data must cover the
+    // request.
+    let data = frame
+        .get(3..frame.len().saturating_sub(2))
+        .unwrap_or_default();
+    match (frame.get(2), data.get(..needed)) {
+        (Some(&n), Some(data)) if usize::from(n) >= needed => Ok(data),
+        _ => Err(Failure::Broken),
+    }
+}
+
+/// The values of `request`'s points from `frame` (a whole RTU response, CRC included), as
+/// (point index, value) pairs.
+pub fn decode(
+    unit: u8,
+    request: &Request,
+    points: &[Point],
+    frame: &[u8],
+) -> Result<Vec<(usize, Value<'static>)>, Failure> {
+    let data = data(unit, request.table, request.start, request.count, frame)?;
     let mut values = Vec::with_capacity(request.points.len());
     for &i in &request.points {
         let Some(p) = points.get(i) else { continue };
