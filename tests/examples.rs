@@ -12,11 +12,13 @@ use rumqttc::QoS;
 
 const T: Duration = Duration::from_secs(10);
 
-/// Each one's run-test is here, but sdm120's: tests/modbus.rs (it needs pymodbus).
-const EXAMPLES: [&str; 6] = [
+/// Each one's run-test is here, but the Modbus maps' (pzem004t, sdm120): tests/modbus.rs,
+/// against pymodbus.
+const EXAMPLES: [&str; 7] = [
     "dsmr5",
     "mhz19",
     "nmea-gps",
+    "pzem004t",
     "rs485-two-meters",
     "sdm120",
     "sds011",

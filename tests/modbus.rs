@@ -426,7 +426,17 @@ async fn the_sdm120_example_reads_an_sdm120_register_map() {
         yaml = yaml.replace(from, &to);
     }
     let gw = start_gateway(&yaml);
-    let mut sub = Subscriber::connect(gw.port, &["power/#"], QoS::AtMostOnce).await;
+    let mut sub =
+        Subscriber::connect(gw.port, &["power/#", "homeassistant/#"], QoS::AtMostOnce).await;
+    // Home Assistant discovery announces the energy entity (retained, on connect).
+    let config: serde_json::Value = serde_json::from_str(
+        &sub.next_on("homeassistant/sensor/pi-power_sdm120_energy/config", T)
+            .await
+            .payload,
+    )
+    .unwrap();
+    assert_eq!(config["device_class"], "energy", "{config}");
+    assert_eq!(config["state_topic"], "power/sdm120/energy", "{config}");
     let state: serde_json::Value =
         serde_json::from_str(&sub.next_on("power/sdm120/state", T).await.payload).unwrap();
     assert_eq!(
@@ -595,4 +605,54 @@ async fn the_probe_says_what_to_check_when_nothing_answers() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no answer from unit 5 within 300ms"), "{err}");
     assert!(err.contains("check the unit id, the baud rate"), "{err}");
+}
+
+/// The example's text with the broker's port, the adapter and the interval changed (each must
+/// occur).
+fn example(name: &str, port: &std::path::Path, every: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config/examples")
+        .join(format!("{name}.yaml"));
+    let mut yaml = std::fs::read_to_string(path).unwrap();
+    for (from, to) in [
+        ("127.0.0.1:1883", "127.0.0.1:{port}".to_string()),
+        (
+            "/dev/serial/by-id/usb-1a86_USB_Serial-if00-port0",
+            port.display().to_string(),
+        ),
+        (every, "every: 300ms".to_string()),
+    ] {
+        assert!(yaml.contains(from), "{name}: {from}");
+        yaml = yaml.replace(from, &to);
+    }
+    yaml
+}
+
+/// config/examples/pzem004t.yaml against two PZEM-004T register maps on one bus: 230.1 V,
+/// 70 A (stored low word first), 16107 W, 123456 Wh, 50 Hz, pf 1.00; the second in alarm.
+#[tokio::test]
+async fn the_pzem004t_example_reads_two_meters_low_word_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let cable = Cable::new();
+    let meter = |alarm: u16| serde_json::json!({"ir": [2301, 0x1170, 0x0001, 0x752E, 0x0002, 0xE240, 0x0001, 500, 100, alarm]});
+    let spec = serde_json::json!({"units": {"1": meter(0), "2": meter(0xFFFF)}});
+    let Some(_slave) = slave(&cable.device_path, &spec, dir.path()) else {
+        return;
+    };
+    let yaml = example("pzem004t", &cable.gateway_path, "every: 5s");
+    let gw = start_gateway(&yaml);
+    let mut sub = Subscriber::connect(gw.port, &["power/#"], QoS::AtMostOnce).await;
+    for (device, alarm) in [("pzem_kitchen", false), ("pzem_heatpump", true)] {
+        let state: serde_json::Value = serde_json::from_str(
+            &sub.next_on(&format!("power/{device}/state"), T)
+                .await
+                .payload,
+        )
+        .unwrap();
+        assert_eq!(
+            state,
+            serde_json::json!({"voltage": 230.1, "current": 70.0, "power": 16107.0, "energy_kwh": 123.456, "frequency": 50.0, "power_factor": 1.0, "alarm": alarm}),
+            "{device}"
+        );
+    }
 }
