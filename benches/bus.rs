@@ -27,13 +27,23 @@ mod mosquitto;
 
 use common::*;
 
-const BAUD: f64 = 9600.0;
 const REQUEST: usize = 8;
 const ANSWER: usize = 25;
 const METERS: u8 = 4;
+/// Registers each answer carries (points of a Modbus map).
+const POINTS: usize = 10;
 
-fn char_time() -> Duration {
-    Duration::from_secs_f64(10.0 / BAUD)
+fn char_time(baud: u32) -> Duration {
+    Duration::from_secs_f64(10.0 / f64::from(baud))
+}
+
+/// How the gateway asks the meters.
+#[derive(Clone, Copy, PartialEq)]
+enum Setup {
+    /// `poll:` with the request written by hand, `length` framing, `checksum: modbus`.
+    Polls,
+    /// `modbus:` with a 10-point register map (input registers 0-9).
+    Modbus,
 }
 
 fn modbus_crc(frame: &[u8]) -> [u8; 2] {
@@ -42,7 +52,26 @@ fn modbus_crc(frame: &[u8]) -> [u8; 2] {
         .to_le_bytes()
 }
 
-fn config(pty: &std::path::Path, every: &str, port: u16) -> String {
+fn config(pty: &std::path::Path, every: &str, port: u16, setup: Setup, baud: u32) -> String {
+    if setup == Setup::Modbus {
+        let points: Vec<String> = (0..POINTS)
+            .map(|i| format!("{{name: r{i}, input: {i}}}"))
+            .collect();
+        let mut devices = String::new();
+        for a in 1..=METERS {
+            devices.push_str(&format!(
+                "  - name: m{a}\n    port: {}\n    baud: {baud}\n    modbus: {{unit: {a}, every: {every}, timeout: 100ms, retries: 0, points: [{}]}}\n    rules: [m]\n",
+                pty.display(),
+                points.join(", ")
+            ));
+        }
+        let json: Vec<String> = (0..POINTS).map(|i| format!("r{i}: \"{{r{i}}}\"")).collect();
+        return format!(
+            "gateway: {{id: bench}}\nbroker: {{listen: \"127.0.0.1:{port}\"}}\ndevices:\n{devices}\
+             rules:\n  m:\n    points: true\n    publish: [{{topic: \"bench/{{device}}\", payload: {{{}}}}}]\n",
+            json.join(", ")
+        );
+    }
     let mut devices = String::new();
     for a in 1..=METERS {
         let mut req = vec![a, 0x04, 0, 0, 0, 10];
@@ -50,7 +79,7 @@ fn config(pty: &std::path::Path, every: &str, port: u16) -> String {
         devices.push_str(&format!(
             r#"  - name: m{a}
     port: {}
-    baud: 9600
+    baud: {baud}
     framing: {{length: {{start_hex: "{a:02X} 04", at: 2, width: 1, trailer: 2}}}}
     checksum: modbus
     poll: [{{name: read, write_hex: "{}", every: {every}, timeout: 100ms}}]
@@ -66,13 +95,14 @@ fn config(pty: &std::path::Path, every: &str, port: u16) -> String {
     )
 }
 
-/// The meters: answers each request after its wire time, paced per character. Counts answers.
-fn simulate(pty: Pty, answered: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+/// The meters: answers each request after its wire time, paced per character at `baud`.
+/// Counts answers.
+fn simulate(pty: Pty, answered: Arc<AtomicU64>, baud: u32) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let _keep = pty.path;
         let mut master = pty.master;
         let mut req = [0u8; REQUEST];
-        let ct = char_time();
+        let ct = char_time(baud);
         loop {
             match master.read_exact(&mut req).await {
                 Ok(_) => {}
@@ -125,16 +155,22 @@ fn switches(pid: u32) -> u64 {
 
 /// Runs the gateway on the bus for `seconds` after a second of warm-up: (transactions/s,
 /// CPU seconds, context switches) over the measured window.
-fn phase(rt: &tokio::runtime::Runtime, every: &str, seconds: u64) -> (f64, f64, u64) {
+fn phase(
+    rt: &tokio::runtime::Runtime,
+    every: &str,
+    seconds: u64,
+    setup: Setup,
+    baud: u32,
+) -> (f64, f64, u64) {
     let pty = rt.block_on(async { pty() });
     let port = free_port();
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("bus.yaml");
-    std::fs::write(&cfg, config(&pty.path, every, port)).expect("config");
+    std::fs::write(&cfg, config(&pty.path, every, port, setup, baud)).expect("config");
     let answered = Arc::new(AtomicU64::new(0));
     let _sim = {
         let _in_runtime = rt.enter();
-        simulate(pty, answered.clone())
+        simulate(pty, answered.clone(), baud)
     };
     let mut child = Command::new(gateway_bin())
         .args(["run", "--config"])
@@ -171,6 +207,34 @@ fn phase(rt: &tokio::runtime::Runtime, every: &str, seconds: u64) -> (f64, f64, 
     ((a1 - a0) as f64 / elapsed, c1 - c0, s1 - s0)
 }
 
+/// The peer, written the obvious way: a pymodbus client polling the four meters in turn as
+/// fast as they answer, on the same simulator. Transactions/s, or None without pymodbus.
+fn peer(rt: &tokio::runtime::Runtime, seconds: u64, baud: u32) -> Option<f64> {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer/pymodbus_poll.py");
+    let ok = Command::new("python3")
+        .args(["-c", "import pymodbus, serial"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        return None;
+    }
+    let pty = rt.block_on(async { pty() });
+    let answered = Arc::new(AtomicU64::new(0));
+    let path = pty.path.clone();
+    let _sim = {
+        let _in_runtime = rt.enter();
+        simulate(pty, answered.clone(), baud)
+    };
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(&path)
+        .args([baud.to_string(), METERS.to_string(), seconds.to_string()])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
 fn main() {
     if !benchmarking() {
         return;
@@ -178,47 +242,69 @@ fn main() {
     let rt = runtime();
     let seconds = env_or("BENCH_SECONDS", 10u64);
     let runs = env_or("BENCH_RUNS", 3usize);
-    let turnaround = 3.5 * 10.0 / BAUD;
-    let limit = 1.0 / ((REQUEST + ANSWER) as f64 * 10.0 / BAUD + turnaround);
-    let mut rates = Vec::new();
-    for _ in 0..runs {
-        rates.push(phase(&rt, "10ms", seconds).0);
+    let limit = |baud: u32| {
+        let b = f64::from(baud);
+        1.0 / ((REQUEST + ANSWER) as f64 * 10.0 / b + 3.5 * 10.0 / b)
+    };
+    println!(
+        "bus efficiency, {METERS} meters ({REQUEST}-byte request, {ANSWER}-byte answer = {POINTS} registers, turnaround 3.5 chars):"
+    );
+    for (setup, label) in [
+        (Setup::Polls, "polls written by hand"),
+        (Setup::Modbus, "modbus: register map"),
+    ] {
+        for baud in [9600u32, 19200] {
+            if setup == Setup::Polls && baud != 9600 {
+                continue;
+            }
+            let rates: Vec<f64> = (0..runs)
+                .map(|_| phase(&rt, "10ms", seconds, setup, baud).0)
+                .collect();
+            let rate = median(rates.clone());
+            let peer_rate = if setup == Setup::Modbus {
+                let p: Vec<f64> = (0..runs).filter_map(|_| peer(&rt, seconds, baud)).collect();
+                (!p.is_empty()).then(|| median(p))
+            } else {
+                None
+            };
+            let peer_text = match peer_rate {
+                Some(p) => format!(
+                    "; pymodbus client {p:.2} tx/s ({:.1} %): serial2mqtt x{:.2}",
+                    100.0 * p / limit(baud),
+                    rate / p
+                ),
+                None => String::new(),
+            };
+            println!(
+                "  {label} at {baud}: {rate:.2} transactions/s ({:.0} points/s) of a limit of {:.2}: {:.1} % (runs: {}){peer_text}",
+                rate * POINTS as f64,
+                limit(baud),
+                100.0 * rate / limit(baud),
+                rates.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ")
+            );
+        }
     }
-    let rate = median(rates.clone());
-    println!(
-        "bus efficiency, {METERS} meters at 9600 baud ({REQUEST}-byte request, {ANSWER}-byte answer, turnaround 3.5 chars):"
-    );
-    println!(
-        "  {rate:.2} transactions/s of a physical limit of {limit:.2}: {:.1} % (runs: {})",
-        100.0 * rate / limit,
-        rates
-            .iter()
-            .map(|r| format!("{r:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
     let mut idle = Vec::new();
     for _ in 0..runs {
-        idle.push(phase(&rt, "1s", seconds));
+        idle.push(phase(&rt, "1s", seconds, Setup::Modbus, 9600));
     }
     idle.sort_by(|a, b| a.1.total_cmp(&b.1));
     let (tx, cpu, sw) = idle[runs / 2];
     // The same gateway asking nothing (one poll an hour): what the process costs by itself.
     let mut quiet = Vec::new();
     for _ in 0..runs {
-        quiet.push(phase(&rt, "1h", seconds));
+        quiet.push(phase(&rt, "1h", seconds, Setup::Modbus, 9600));
     }
     quiet.sort_by(|a, b| a.1.total_cmp(&b.1));
     let (_, cpu0, sw0) = quiet[runs / 2];
     let s = seconds as f64;
     let n = tx * s;
+    println!("idle, {METERS} Modbus units read once a second ({POINTS} points each), against the same gateway reading nothing:");
     println!(
-        "idle, {METERS} meters polled once a second, against the same gateway polling nothing:"
-    );
-    println!(
-        "  {tx:.2} transactions/s; CPU {:.2} ms/s (nothing polled: {:.2} ms/s); context switches {:.1}/s (nothing polled: {:.1}/s): {:.1} per transaction",
+        "  {tx:.2} transactions/s; CPU {:.2} ms/s (nothing read: {:.2} ms/s), {:.2} ms per 1000 points; context switches {:.1}/s (nothing read: {:.1}/s): {:.1} per transaction",
         1000.0 * cpu / s,
         1000.0 * cpu0 / s,
+        1000.0 * cpu / (n * POINTS as f64).max(1.0) * 1000.0,
         sw as f64 / s,
         sw0 as f64 / s,
         (sw as f64 - sw0 as f64) / n.max(1.0)
