@@ -209,20 +209,6 @@ rules:
     );
 }
 
-/// Counters of `device` from the stats topic, once it has seen `frames` frames.
-async fn counters(sub: &mut Subscriber, device: &str, frames: u64) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + T;
-    loop {
-        let stats = sub.next_on("serial2mqtt/testgw/stats", T).await;
-        let v: serde_json::Value = serde_json::from_str(&stats.payload).unwrap();
-        let d = &v["devices"][device];
-        if d["frames"].as_u64() >= Some(frames) {
-            return d.clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "{v}");
-    }
-}
-
 /// A device of [`config`]: its name, unit id, and points as (name, where) pairs.
 type Unit<'a> = (&'a str, u8, &'a [(&'a str, &'a str)]);
 

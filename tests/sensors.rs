@@ -18,20 +18,6 @@ fn testgw(devices: &str, rules: &str) -> String {
     )
 }
 
-/// Waits for a stats message in which `device` has seen `frames` frames; returns its counters.
-async fn counters(sub: &mut Subscriber, device: &str, frames: u64) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + T;
-    loop {
-        let stats = sub.next_on("serial2mqtt/testgw/stats", T).await;
-        let v: serde_json::Value = serde_json::from_str(&stats.payload).unwrap();
-        let d = &v["devices"][device];
-        if d["frames"].as_u64() >= Some(frames) {
-            return d.clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "{v}");
-    }
-}
-
 /// A gateway reading an SDS011 (start/end bytes, its checksum, PM2.5 rule) on `port`, and a
 /// subscriber to its readings and stats, once the device is online.
 async fn sds011_gateway(port: &std::path::Path) -> (Gateway, Subscriber) {

@@ -414,3 +414,20 @@ pub const SDS011_PM_RULE: &str = r#"  pm:
     publish:
       - {topic: "sensors/{device}/pm25", payload: "{pm25}"}
 "#;
+
+/// For a gateway with id `testgw` and a `stats_interval`: waits for a stats message in which
+/// `device` has seen `frames` frames; returns its counters.
+pub async fn counters(sub: &mut Subscriber, device: &str, frames: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = sub
+            .next_on("serial2mqtt/testgw/stats", Duration::from_secs(10))
+            .await;
+        let v: serde_json::Value = serde_json::from_str(&stats.payload).unwrap();
+        let d = &v["devices"][device];
+        if d["frames"].as_u64() >= Some(frames) {
+            return d.clone();
+        }
+        assert!(Instant::now() < deadline, "{v}");
+    }
+}
