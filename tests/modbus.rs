@@ -642,3 +642,73 @@ async fn the_pzem004t_example_reads_two_meters_low_word_first() {
         );
     }
 }
+
+/// A reload that adds a point to one unit restarts that unit's port only: the other unit's
+/// port stays open, and the new point is read and published.
+#[tokio::test]
+async fn reload_adds_a_point_without_restarting_the_other_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cable_a, cable_b) = (Cable::new(), Cable::new());
+    let spec = serde_json::json!({"units": {"1": {"ir": [2301, 4250]}}});
+    let (Some(_a), Some(_b)) = (
+        slave(
+            &cable_a.device_path,
+            &spec,
+            &dir.path().join("a").tap_mkdir(),
+        ),
+        slave(
+            &cable_b.device_path,
+            &spec,
+            &dir.path().join("b").tap_mkdir(),
+        ),
+    ) else {
+        return;
+    };
+    let before = config(&cable_a.gateway_path, &[("a", 1, &[("volts", "input: 0")])]);
+    let b_only = config(&cable_b.gateway_path, &[("b", 1, &[("volts", "input: 0")])]);
+    // One file with both devices: a's section, then b's device and rule lines.
+    let merge = |a: &str| {
+        let (a_head, a_rules) = a.split_once("rules:\n").unwrap();
+        let (b_head, b_rules) = b_only.split_once("rules:\n").unwrap();
+        let b_device = b_head.split_once("devices:\n").unwrap().1;
+        format!("{a_head}{b_device}rules:\n{a_rules}{b_rules}")
+    };
+    let gw = start_gateway(&merge(&before));
+    let mut sub = Subscriber::connect(gw.port, &["modbus/#"], QoS::AtMostOnce).await;
+    sub.next_on("modbus/a/volts", T).await;
+    sub.next_on("modbus/b/volts", T).await;
+    let after = config(
+        &cable_a.gateway_path,
+        &[("a", 1, &[("volts", "input: 0"), ("amps", "input: 1")])],
+    );
+    let text = merge(&after)
+        .replace("{port}", &gw.port.to_string())
+        .replace("{dir}", &gw.dir.path().display().to_string());
+    std::fs::write(gw.config_path(), text).unwrap();
+    gw.signal("HUP");
+    gw.wait_log("config reloaded", T).await;
+    assert_eq!(sub.next_on("modbus/a/amps", T).await.payload, "4250");
+    let logs = gw.logs();
+    let opened = |port: &std::path::Path| {
+        logs.lines()
+            .filter(|l| l.contains("port open") && l.contains(&port.display().to_string()))
+            .count()
+    };
+    assert_eq!(
+        opened(&cable_a.gateway_path),
+        2,
+        "a's port restarted:\n{logs}"
+    );
+    assert_eq!(
+        opened(&cable_b.gateway_path),
+        1,
+        "b's port untouched:\n{logs}"
+    );
+}
+
+/// `dir/name`, created (for two slaves' files in one test).
+fn subdir(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
