@@ -651,16 +651,8 @@ async fn reload_adds_a_point_without_restarting_the_other_unit() {
     let (cable_a, cable_b) = (Cable::new(), Cable::new());
     let spec = serde_json::json!({"units": {"1": {"ir": [2301, 4250]}}});
     let (Some(_a), Some(_b)) = (
-        slave(
-            &cable_a.device_path,
-            &spec,
-            &dir.path().join("a").tap_mkdir(),
-        ),
-        slave(
-            &cable_b.device_path,
-            &spec,
-            &dir.path().join("b").tap_mkdir(),
-        ),
+        slave(&cable_a.device_path, &spec, &subdir(dir.path(), "a")),
+        slave(&cable_b.device_path, &spec, &subdir(dir.path(), "b")),
     ) else {
         return;
     };
