@@ -110,6 +110,8 @@ impl FaultyLine {
 pub struct Cable {
     pub gateway_path: std::path::PathBuf,
     pub device_path: std::path::PathBuf,
+    /// Bytes the gateway has sent to the device so far.
+    pub sent: Arc<AtomicU64>,
     _relay: tokio::task::JoinHandle<()>,
 }
 
@@ -132,12 +134,15 @@ impl Cable {
         } = Pty::new();
         let (mut from_gw, mut to_gw) = tokio::io::split(gw_master);
         let (mut from_dev, mut to_dev) = tokio::io::split(dev_master);
+        let sent = Arc::new(AtomicU64::new(0));
+        let counted = sent.clone();
         let relay = tokio::spawn(async move {
             let up = tokio::spawn(async move {
                 let mut buf = [0u8; 512];
                 loop {
                     match from_gw.read(&mut buf).await {
                         Ok(n @ 1..) => {
+                            counted.fetch_add(n as u64, Ordering::Relaxed);
                             if to_dev.write_all(&buf[..n]).await.is_err() {
                                 return;
                             }
@@ -173,6 +178,7 @@ impl Cable {
         Self {
             gateway_path,
             device_path,
+            sent,
             _relay: relay,
         }
     }
