@@ -921,6 +921,21 @@ fn every_validation_error_has_its_message() {
             "    framing: lines\n    modbus: {unit: 1, points: [{name: v, input: 0}]}",
             &["rule `climate` reads frames", "points: true"],
         ),
+        (
+            "        payload: \"{temp}\"",
+            "        payload: \"{temp}\"\n        deadband: \"lots\"",
+            &["rules.climate.publish[0].deadband", "deadband: 2%"],
+        ),
+        (
+            "        payload: \"{temp}\"",
+            "        payload: \"{temp}\"\n        heartbeat: 1m\n        min_interval: 2m",
+            &["rules.climate.publish[0].min_interval", "not shorter than heartbeat"],
+        ),
+        (
+            "    rules: [climate]",
+            "    rules: [climate]\n    commands: [set]\ncommands:\n  set: {subscribe: a/b, point: v}",
+            &["devices[0].commands[0]", "writes Modbus point `v`", "has no `modbus:`"],
+        ),
     ];
     let mut failures = Vec::new();
     for (from, to, want) in cases {
