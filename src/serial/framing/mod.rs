@@ -18,7 +18,8 @@
 //! The splitting is hand-written on purpose: framing is this project's core craft and its hot path
 //! (memchr/memmem searches that resume where they stopped, zero-copy frames via `split_to`). Only
 //! the COBS byte transform comes from the `cobs` crate. `spec` reads the YAML forms; `cut`
-//! holds each framing's splitting state.
+//! holds the splitting state of the framings cut by a delimiter, a prefix, a size or silence;
+//! `told` that of the frames that tell where they end (telegrams, length fields, Modbus RTU).
 
 use std::fmt;
 use std::io;
@@ -28,10 +29,12 @@ use tokio_util::codec::Decoder;
 
 mod cut;
 mod spec;
+mod told;
 #[cfg(test)]
 mod tests;
 
-use cut::{next_fixed, Delimited, LengthState, Post, Prefixed, Slip, TelegramState};
+use cut::{next_fixed, Delimited, Post, Prefixed, Slip};
+use told::{LengthState, TelegramState};
 
 /// SLIP frame end (RFC 1055).
 const SLIP_END: u8 = 0xC0;
@@ -472,7 +475,7 @@ impl Decoder for FrameDecoder {
             Kind::Gap(g) => g.next(buf, max),
             Kind::Telegram(t) => t.next(buf, max),
             Kind::Length(l) => l.next(buf, max),
-            Kind::ModbusRtu(unit) => cut::next_modbus(buf, *unit, max),
+            Kind::ModbusRtu(unit) => told::next_modbus(buf, *unit, max),
             Kind::Invalid => {
                 buf.clear();
                 None
