@@ -37,42 +37,7 @@ pub(super) fn check(d: &schema::Device, path: &str, p: &mut Problems) -> Option<
         );
         ok = false;
     }
-    if !d.poll.is_empty() {
-        p.error(
-            &format!("{path}.poll"),
-            "a Modbus device is polled by its register map",
-            Some("remove `poll:`; `modbus.every` sets how often the map is read".into()),
-        );
-        ok = false;
-    }
-    if !matches!(d.framing, Framing::Lines | Framing::ModbusRtu(_)) {
-        p.error(
-            &format!("{path}.framing"),
-            format!(
-                "a Modbus device's answers are Modbus RTU frames, not `{}`",
-                d.framing.name()
-            ),
-            Some("remove `framing:`; it is set for Modbus devices".into()),
-        );
-        ok = false;
-    }
-    let modbus_crc = ChecksumSpec::named("modbus");
-    let same = |c: &ChecksumSpec| {
-        modbus_crc.as_ref().is_some_and(|m| {
-            ChecksumSpec {
-                label: m.label.clone(),
-                ..c.clone()
-            } == *m
-        })
-    };
-    if d.checksum.as_ref().is_some_and(|c| !same(c)) {
-        p.error(
-            &format!("{path}.checksum"),
-            "a Modbus device's answers carry Modbus RTU's CRC",
-            Some("remove `checksum:`; it is set for Modbus devices".into()),
-        );
-        ok = false;
-    }
+    ok &= replaced_keys(d, path, p);
     if m.timeout.is_zero() || m.every.is_zero() {
         p.error(
             &at,
@@ -141,8 +106,51 @@ pub(super) fn check(d: &schema::Device, path: &str, p: &mut Problems) -> Option<
         }),
         polls,
         framing: Framing::ModbusRtu(Some(m.unit)),
-        checksum: modbus_crc?.compile(),
+        checksum: ChecksumSpec::named("modbus")?.compile(),
     })
+}
+
+/// A Modbus device's `poll:`, `framing:` and `checksum:` come from its map: any other value
+/// written for them is an error. False when there is one.
+fn replaced_keys(d: &schema::Device, path: &str, p: &mut Problems) -> bool {
+    let mut ok = true;
+    if !d.poll.is_empty() {
+        p.error(
+            &format!("{path}.poll"),
+            "a Modbus device is polled by its register map",
+            Some("remove `poll:`; `modbus.every` sets how often the map is read".into()),
+        );
+        ok = false;
+    }
+    if !matches!(d.framing, Framing::Lines | Framing::ModbusRtu(_)) {
+        p.error(
+            &format!("{path}.framing"),
+            format!(
+                "a Modbus device's answers are Modbus RTU frames, not `{}`",
+                d.framing.name()
+            ),
+            Some("remove `framing:`; it is set for Modbus devices".into()),
+        );
+        ok = false;
+    }
+    let modbus_crc = ChecksumSpec::named("modbus");
+    let same = |c: &ChecksumSpec| {
+        modbus_crc.as_ref().is_some_and(|m| {
+            ChecksumSpec {
+                label: m.label.clone(),
+                ..c.clone()
+            } == *m
+        })
+    };
+    if d.checksum.as_ref().is_some_and(|c| !same(c)) {
+        p.error(
+            &format!("{path}.checksum"),
+            "a Modbus device's answers carry Modbus RTU's CRC",
+            Some("remove `checksum:`; it is set for Modbus devices".into()),
+        );
+        ok = false;
+    }
+    ok
 }
 
 /// The device's rules against its points: a Modbus device's rules are `points: true` rules,

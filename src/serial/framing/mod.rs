@@ -29,9 +29,9 @@ use tokio_util::codec::Decoder;
 
 mod cut;
 mod spec;
-mod told;
 #[cfg(test)]
 mod tests;
+mod told;
 
 use cut::{next_fixed, Delimited, Post, Prefixed, Slip};
 use told::{LengthState, TelegramState};
