@@ -743,3 +743,75 @@ async fn adjacent_points_are_read_by_one_request() {
         "{requests} requests for 5 cycles"
     );
 }
+
+/// Memory with 8 units x 50 points on one bus, read every second for 20 s from pymodbus: the
+/// figure goes in BENCHMARKS.md. `cargo test --release --test modbus -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement; figures go in BENCHMARKS.md"]
+async fn memory_with_8_units_of_50_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let cable = Cable::new();
+    let mut units = serde_json::Map::new();
+    for u in 1..=8 {
+        units.insert(
+            u.to_string(),
+            serde_json::json!({"hr": (0..60).collect::<Vec<u16>>()}),
+        );
+    }
+    let spec = serde_json::json!({"units": units});
+    let Some(_slave) = slave(&cable.device_path, &spec, dir.path()) else {
+        return;
+    };
+    let points: Vec<String> = (0..50)
+        .map(|i| format!("{{name: p{i}, holding: {i}}}"))
+        .collect();
+    let json: Vec<String> = (0..50).map(|i| format!("p{i}: \"{{p{i}}}\"")).collect();
+    let mut yaml = String::from(
+        "gateway: {id: testgw, stats_interval: 1s}\nbroker: {listen: \"127.0.0.1:{port}\"}\ndevices:\n",
+    );
+    for u in 1..=8 {
+        yaml.push_str(&format!(
+            "  - name: u{u}\n    port: {}\n    modbus: {{unit: {u}, every: 1s, timeout: 200ms, points: [{}]}}\n    rules: [all]\n",
+            cable.gateway_path.display(),
+            points.join(", ")
+        ));
+    }
+    yaml.push_str(&format!(
+        "rules:\n  all:\n    points: true\n    publish: [{{topic: \"m/{{device}}\", payload: {{{}}}}}]\n",
+        json.join(", ")
+    ));
+    let gw = start_gateway(&yaml);
+    let mut sub = Subscriber::connect(gw.port, &["m/#"], QoS::AtMostOnce).await;
+    let start = std::time::Instant::now();
+    let mut cycles = 0;
+    while start.elapsed() < Duration::from_secs(20) {
+        sub.next_on("m/u8", T).await;
+        cycles += 1;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", gw.child.id())).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<f64>()
+                    .unwrap_or(0.0)
+                    / 1024.0
+            })
+            .unwrap_or(0.0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", gw.child.id())).unwrap();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let cpu = (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0;
+    eprintln!(
+        "8 units x 50 points, every 1s: {cycles} cycles of u8 in 20 s; RSS {:.1} MiB, peak {:.1} MiB; CPU {:.2} s in all ({:.1} ms per 1000 points read)",
+        field("VmRSS:"),
+        field("VmHWM:"),
+        cpu,
+        1000.0 * cpu / (cycles as f64 * 8.0 * 50.0) * 1000.0
+    );
+}
