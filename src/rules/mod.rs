@@ -288,13 +288,16 @@ impl RuleSet {
         problems: &mut Vec<Problem>,
         reports: &mut report::Reports,
     ) -> Verdict {
-        self.run(Emit {
-            env,
-            out,
-            problems,
-            reports,
-            now: None,
-        })
+        self.run(
+            Emit {
+                env,
+                out,
+                problems,
+                reports,
+                now: None,
+            },
+            None,
+        )
     }
 
     /// [`Self::apply`] with report-by-exception timing at `now` instead of the clock's (for a
@@ -307,13 +310,16 @@ impl RuleSet {
         reports: &mut report::Reports,
         now: std::time::Instant,
     ) -> Verdict {
-        self.run(Emit {
-            env,
-            out,
-            problems,
-            reports,
-            now: Some(now),
-        })
+        self.run(
+            Emit {
+                env,
+                out,
+                problems,
+                reports,
+                now: Some(now),
+            },
+            None,
+        )
     }
 
     /// Runs the `points: true` rules on one read cycle of a Modbus device, whose values
@@ -326,31 +332,21 @@ impl RuleSet {
         problems: &mut Vec<Problem>,
         reports: &mut report::Reports,
     ) -> Verdict {
-        let mut ctx = Emit {
-            env,
-            out,
-            problems,
-            reports,
-            now: None,
-        };
-        let (mut matched, mut kept) = (false, false);
-        for rule in self.rules.iter().filter(|r| r.reads_points()) {
-            if emit(rule, &mut ctx, points) {
-                matched = true;
-                kept |= !rule.drop;
-                if !rule.continue_ {
-                    break;
-                }
-            }
-        }
-        match (matched, kept) {
-            (_, true) => Verdict::Matched,
-            (true, false) => Verdict::Dropped,
-            _ => Verdict::Unmatched,
-        }
+        self.run(
+            Emit {
+                env,
+                out,
+                problems,
+                reports,
+                now: None,
+            },
+            Some(points),
+        )
     }
 
-    fn run(&self, mut ctx: Emit<'_, '_>) -> Verdict {
+    /// Tries the rules in order: the frame's rules, or with `points` a Modbus read cycle's
+    /// `points: true` rules.
+    fn run(&self, mut ctx: Emit<'_, '_>, points: Option<&dyn Lookup>) -> Verdict {
         let env = ctx.env;
         let mut view = FrameView {
             frame: env.frame,
@@ -361,6 +357,9 @@ impl RuleSet {
         let mut kept = false;
         let mut text_tried = false;
         for rule in &self.rules {
+            if rule.reads_points() != points.is_some() {
+                continue;
+            }
             text_tried |= rule.needs_text();
             let hit = match &rule.matcher {
                 Matcher::Any => emit(rule, &mut ctx, &template::NoValues),
@@ -372,8 +371,7 @@ impl RuleSet {
                     Some(v) => emit(rule, &mut ctx, &JsonFields(v)),
                     None => false,
                 },
-                // Points rules run on read cycles, not on frames.
-                Matcher::Points => false,
+                Matcher::Points => points.is_some_and(|p| emit(rule, &mut ctx, p)),
                 Matcher::Binary { fields, min_len } => {
                     if env.frame.len() < *min_len {
                         false
