@@ -16,6 +16,7 @@
 //! cannot be told apart from a late answer to an earlier request.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -74,6 +75,37 @@ struct Pending {
     deadline: Instant,
 }
 
+/// What woke the port's loop.
+enum Event {
+    Shutdown,
+    Request(Request),
+    Item(Option<std::io::Result<Decoded>>),
+    /// A deadline passed: an answer is overdue, or the line is free again.
+    Wake,
+    /// The line was silent for a `gap` framing's gap.
+    Silence,
+}
+
+type Frames = FramedRead<tokio_serial::SerialStream, Line>;
+
+/// One open port's state between events: the line, the devices' handlers and schedule, the
+/// commands waiting and the transaction in progress.
+struct Bus<'t, 'a> {
+    task: &'t PortTask,
+    announced: &'a mut Announced,
+    frames: Frames,
+    handlers: Vec<FrameHandler<'t>>,
+    schedule: Schedule,
+    gaps: Vec<Option<Duration>>,
+    /// More than one device on the port: frames nobody asked for are not ruled.
+    shared: bool,
+    waiting: VecDeque<Request>,
+    pending: Option<Pending>,
+    /// The previous transaction's turnaround: no request before this.
+    quiet_until: Instant,
+    limits: Limits,
+}
+
 /// Serves one open port until it goes away or the task stops.
 pub(super) async fn serve(
     task: &PortTask,
@@ -81,237 +113,281 @@ pub(super) async fn serve(
     requests: &mut mpsc::Receiver<Request>,
     announced: &mut Announced,
 ) -> Stop {
-    let devices = &task.devices;
-    let line = Line {
-        decoders: devices
-            .iter()
-            .map(|d| FrameDecoder::new(&d.framing, d.max_frame))
-            .collect(),
-        active: 0,
-    };
-    let mut frames = FramedRead::with_capacity(port, line, 8 * 1024);
-    let mut handlers: Vec<FrameHandler> = devices
-        .iter()
-        .zip(&task.stats)
-        .map(|(d, s)| FrameHandler::new(d, &task.gateway, s))
-        .collect();
-    let refs: Vec<&crate::config::Device> = devices.iter().collect();
-    let mut schedule = Schedule::new(&refs, Instant::now());
-    let gaps: Vec<Option<Duration>> = devices.iter().map(gap).collect();
-    let shared = devices.len() > 1;
-    let mut waiting: VecDeque<Request> = VecDeque::new();
-    let mut pending: Option<Pending> = None;
-    let mut quiet_until = Instant::now();
-    let mut limits = Limits::default();
+    let mut bus = Bus::new(task, port, announced);
     loop {
         let now = Instant::now();
-        // The line is free: a command first, else the poll that is due.
-        if pending.is_none() && now >= quiet_until {
-            if let Some(request) = waiting.pop_front() {
-                match command(task, frames.get_mut(), &request, &mut limits).await {
-                    Err(why) => return Stop::Gone(why),
-                    Ok(None) => {}
-                    Ok(Some(written)) => {
-                        let d = &devices[request.member];
-                        switch(&mut frames, request.member, false);
-                        let wait = answer_window(d);
-                        let end = Instant::now() + d.serial.wire_time(written);
-                        if wait.is_zero() {
-                            quiet_until = end + d.turnaround;
-                        } else {
-                            pending = Some(Pending {
-                                member: request.member,
-                                asked: Asked::Command(request.command),
-                                attempt: 0,
-                                deadline: end + wait,
-                            });
-                        }
-                    }
-                }
-                continue;
-            }
-            if let Ok((m, p)) = schedule.next(now) {
-                schedule.started(m, p, now);
-                let d = &devices[m];
-                switch(&mut frames, m, d.polls[p].flush);
-                match send(task, frames.get_mut(), m, p).await {
-                    Ok(deadline) => {
-                        pending = Some(Pending {
-                            member: m,
-                            asked: Asked::Poll(p),
-                            attempt: 0,
-                            deadline,
-                        })
-                    }
-                    Err(why) => return Stop::Gone(why),
-                }
-                continue;
-            }
+        match bus.begin(now).await {
+            Err(stop) => return stop,
+            Ok(true) => continue,
+            Ok(false) => {}
         }
-        let wake = match &pending {
+        let wake = bus.wake(now);
+        let silence = bus.silence();
+        let event = tokio::select! {
+            _ = task.shutdown.cancelled() => Event::Shutdown,
+            Some(request) = requests.recv() => Event::Request(request),
+            item = bus.frames.next() => Event::Item(item),
+            _ = tokio::time::sleep_until(wake.unwrap_or(now).into()), if wake.is_some() => Event::Wake,
+            _ = tokio::time::sleep_until(silence.unwrap_or(now).into()), if silence.is_some() => Event::Silence,
+        };
+        let done = match event {
+            Event::Shutdown => Err(Stop::Shutdown),
+            Event::Request(request) => {
+                bus.waiting.push_back(request);
+                Ok(())
+            }
+            Event::Wake => bus.overdue().await,
+            Event::Silence => match bus.gap_frame() {
+                Some(frame) => bus.item(Some(Ok(Decoded::Frame(frame)))).await,
+                None => Ok(()),
+            },
+            Event::Item(item) => bus.item(item).await,
+        };
+        if let Err(stop) = done {
+            return stop;
+        }
+    }
+}
+
+impl<'t, 'a> Bus<'t, 'a> {
+    fn new(
+        task: &'t PortTask,
+        port: tokio_serial::SerialStream,
+        announced: &'a mut Announced,
+    ) -> Self {
+        let devices = &task.devices;
+        let line = Line {
+            decoders: devices
+                .iter()
+                .map(|d| FrameDecoder::new(&d.framing, d.max_frame))
+                .collect(),
+            active: 0,
+        };
+        let refs: Vec<&crate::config::Device> = devices.iter().collect();
+        Self {
+            task,
+            announced,
+            frames: FramedRead::with_capacity(port, line, 8 * 1024),
+            handlers: devices
+                .iter()
+                .zip(&task.stats)
+                .map(|(d, s)| FrameHandler::new(d, &task.gateway, s))
+                .collect(),
+            schedule: Schedule::new(&refs, Instant::now()),
+            gaps: devices.iter().map(gap).collect(),
+            shared: devices.len() > 1,
+            waiting: VecDeque::new(),
+            pending: None,
+            quiet_until: Instant::now(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// When the line is free, writes a waiting command first, else the poll that is due.
+    /// Ok(true) when something was written (or a command refused): look again at once.
+    async fn begin(&mut self, now: Instant) -> Result<bool, Stop> {
+        if self.pending.is_some() || now < self.quiet_until {
+            return Ok(false);
+        }
+        let devices = &self.task.devices;
+        if let Some(request) = self.waiting.pop_front() {
+            let written = command(self.task, self.frames.get_mut(), &request, &mut self.limits)
+                .await
+                .map_err(Stop::Gone)?;
+            if let Some(written) = written {
+                let d = &devices[request.member];
+                switch(&mut self.frames, request.member, false);
+                let wait = answer_window(d);
+                let end = Instant::now() + d.serial.wire_time(written);
+                if wait.is_zero() {
+                    self.quiet_until = end + d.turnaround;
+                } else {
+                    self.pending = Some(Pending {
+                        member: request.member,
+                        asked: Asked::Command(request.command),
+                        attempt: 0,
+                        deadline: end + wait,
+                    });
+                }
+            }
+            return Ok(true);
+        }
+        let Ok((m, p)) = self.schedule.next(now) else {
+            return Ok(false);
+        };
+        self.schedule.started(m, p, now);
+        switch(&mut self.frames, m, devices[m].polls[p].flush);
+        let deadline = send(self.task, self.frames.get_mut(), m, p)
+            .await
+            .map_err(Stop::Gone)?;
+        self.pending = Some(Pending {
+            member: m,
+            asked: Asked::Poll(p),
+            attempt: 0,
+            deadline,
+        });
+        Ok(true)
+    }
+
+    /// When the loop must look again without any bytes coming in: the transaction's deadline,
+    /// or the end of the turnaround when a request waits or a poll is due.
+    fn wake(&self, now: Instant) -> Option<Instant> {
+        match &self.pending {
             Some(t) => Some(t.deadline),
             // A command waits only for the turnaround.
-            None if !waiting.is_empty() => Some(quiet_until),
-            None => match schedule.next(now) {
-                Ok(_) => Some(quiet_until),
-                Err(due) => due.map(|d| d.max(quiet_until)),
+            None if !self.waiting.is_empty() => Some(self.quiet_until),
+            None => match self.schedule.next(now) {
+                Ok(_) => Some(self.quiet_until),
+                Err(due) => due.map(|d| d.max(self.quiet_until)),
             },
+        }
+    }
+
+    /// `gap` framing: when the frame in progress ends if the line stays silent.
+    fn silence(&self) -> Option<Instant> {
+        let line = self.frames.decoder();
+        let gap = self.gaps[line.active]?;
+        line.decoders[line.active].gap_deadline(gap)
+    }
+
+    /// A deadline passed: an overdue answer is a timeout (the poll is retried or missed).
+    async fn overdue(&mut self) -> Result<(), Stop> {
+        let Some(t) = self.pending.take_if(|t| Instant::now() >= t.deadline) else {
+            return Ok(());
         };
-        // `gap` framing: the frame in progress ends when the line stays silent this long.
-        let gap_len = gaps[frames.decoder().active];
-        let silence = gap_len
-            .and_then(|g| frames.decoder().decoders[frames.decoder().active].gap_deadline(g));
-        let item = tokio::select! {
-            _ = task.shutdown.cancelled() => return Stop::Shutdown,
-            Some(request) = requests.recv() => {
-                waiting.push_back(request);
-                continue;
-            }
-            item = frames.next() => item,
-            _ = tokio::time::sleep_until(wake.unwrap_or(now).into()), if wake.is_some() => {
-                if let Some(t) = pending.take_if(|t| Instant::now() >= t.deadline) {
-                    let d = &devices[t.member];
-                    quiet_until = Instant::now() + d.turnaround;
-                    if let Asked::Poll(p) = t.asked {
-                        let m = t.member;
-                        DeviceStats::bump(&task.stats[m].timeouts);
-                        match retry(task, &mut frames, t, p, true, &mut schedule, announced).await {
-                            Ok(Some(next)) => pending = Some(next),
-                            Ok(None) => {
-                                if given_up(task, &mut handlers[m], m, p).await.is_err() {
-                                    return Stop::Shutdown;
-                                }
-                            }
-                            Err(why) => return Stop::Gone(why),
-                        }
-                    }
-                }
-                continue;
-            }
-            _ = tokio::time::sleep_until(silence.unwrap_or(now).into()), if silence.is_some() => {
-                match gap_frame(&mut frames, gap_len) {
-                    Some(frame) => Some(Ok(Decoded::Frame(frame))),
-                    None => continue,
-                }
-            }
-        };
-        let active = frames.decoder().active;
+        self.quiet_until = Instant::now() + self.task.devices[t.member].turnaround;
+        if let Asked::Poll(p) = t.asked {
+            DeviceStats::bump(&self.task.stats[t.member].timeouts);
+            self.failed(t, p, true).await?;
+        }
+        Ok(())
+    }
+
+    /// What the line's decoder gave: a frame (an answer, or unsolicited), or a reason to count.
+    async fn item(&mut self, item: Option<std::io::Result<Decoded>>) -> Result<(), Stop> {
+        let active = self.frames.decoder().active;
         match item {
-            Some(Ok(Decoded::Frame(frame))) => {
-                let Some(t) = pending.take() else {
-                    if shared {
-                        unsolicited(task, active, &frame, &mut limits);
-                    } else if let Some(messages) = handlers[active].answer(&frame, "") {
-                        let messages: Vec<Message> = messages.collect();
-                        if !messages.is_empty() && task.outlet.send(messages).await.is_err() {
-                            return Stop::Shutdown;
-                        }
-                    }
-                    continue;
-                };
-                let d = &devices[t.member];
-                let name = match t.asked {
-                    Asked::Poll(p) => d.polls[p].name.as_str(),
-                    Asked::Command(c) => d.commands[c].command.name.as_str(),
-                };
-                quiet_until = Instant::now() + d.turnaround;
-                let Some(messages) = handlers[t.member].answer(&frame, name) else {
-                    // A bad checksum: no answer. A poll is asked again while it has retries.
-                    if let Asked::Poll(p) = t.asked {
-                        let m = t.member;
-                        match retry(task, &mut frames, t, p, false, &mut schedule, announced).await
-                        {
-                            Ok(Some(next)) => pending = Some(next),
-                            Ok(None) => {
-                                if given_up(task, &mut handlers[m], m, p).await.is_err() {
-                                    return Stop::Shutdown;
-                                }
-                            }
-                            Err(why) => return Stop::Gone(why),
-                        }
-                    }
-                    continue;
-                };
-                let messages: Vec<Message> = messages.collect();
-                if !messages.is_empty() && task.outlet.send(messages).await.is_err() {
-                    return Stop::Shutdown;
-                }
-                if let Asked::Poll(_) = t.asked {
-                    let first = !task.stats[t.member]
-                        .online
-                        .load(std::sync::atomic::Ordering::Relaxed);
-                    if schedule.answered(t.member, first) == Availability::Online {
-                        task.set_online(t.member, true, announced).await;
-                    }
-                }
-            }
-            Some(Ok(Decoded::Dropped(reason))) => handlers[active].dropped(reason),
-            Some(Ok(Decoded::Resync(bytes))) => handlers[active].resync(bytes),
+            Some(Ok(Decoded::Frame(frame))) => return self.frame(active, &frame).await,
+            Some(Ok(Decoded::Dropped(reason))) => self.handlers[active].dropped(reason),
+            Some(Ok(Decoded::Resync(bytes))) => self.handlers[active].resync(bytes),
             // The loop now watches for the silence that ends this frame.
             Some(Ok(Decoded::GapStarted)) => {}
             Some(Err(e)) => {
                 // The bytes of a frame in progress are lost with the port: say so.
-                if frames.decoder().decoders[active].has_partial(frames.read_buffer()) {
-                    handlers[active].dropped(DropReason::Incomplete);
+                let line = self.frames.decoder();
+                if line.decoders[active].has_partial(self.frames.read_buffer()) {
+                    self.handlers[active].dropped(DropReason::Incomplete);
                 }
-                return Stop::Gone(format!("read error: {e}"));
+                return Err(Stop::Gone(format!("read error: {e}")));
             }
-            None => return Stop::Gone("the port closed (read returned 0 bytes)".into()),
+            None => return Err(Stop::Gone("the port closed (read returned 0 bytes)".into())),
         }
+        Ok(())
     }
-}
 
-/// After a poll went unanswered (`timed_out`) or was answered with a bad checksum: sends it
-/// again while it has retries (returning the new transaction), else records a miss.
-async fn retry(
-    task: &PortTask,
-    frames: &mut FramedRead<tokio_serial::SerialStream, Line>,
-    t: Pending,
-    p: usize,
-    timed_out: bool,
-    schedule: &mut Schedule,
-    announced: &mut Announced,
-) -> Result<Option<Pending>, String> {
-    let d = &task.devices[t.member];
-    let poll = &d.polls[p];
-    if t.attempt < poll.retries {
-        tokio::time::sleep(d.turnaround).await;
-        switch(frames, t.member, poll.flush);
-        let deadline = send(task, frames.get_mut(), t.member, p).await?;
-        return Ok(Some(Pending {
-            attempt: t.attempt + 1,
-            deadline,
-            ..t
-        }));
-    }
-    if timed_out {
-        debug!(device = %d.name, poll = %poll.name, "no answer within {:?}", poll.timeout);
-        if schedule.missed(t.member, Instant::now()) == Availability::Offline {
-            warn!(device = %d.name, poll = %poll.name, "device offline: {} polls in a row unanswered (timeout {}); asking it every {} until it answers", d.offline_after, humantime::format_duration(poll.timeout), humantime::format_duration(d.offline_poll));
-            task.set_online(t.member, false, announced).await;
+    /// A whole frame for device `active`: the answer to the transaction, if there is one.
+    async fn frame(&mut self, active: usize, frame: &Bytes) -> Result<(), Stop> {
+        let Some(t) = self.pending.take() else {
+            if self.shared {
+                unsolicited(self.task, active, frame, &mut self.limits);
+                return Ok(());
+            }
+            let messages = match self.handlers[active].answer(frame, "") {
+                Some(messages) => messages.collect(),
+                None => Vec::new(),
+            };
+            return self.publish(messages).await;
+        };
+        let d = &self.task.devices[t.member];
+        let name = match t.asked {
+            Asked::Poll(p) => d.polls[p].name.as_str(),
+            Asked::Command(c) => d.commands[c].command.name.as_str(),
+        };
+        self.quiet_until = Instant::now() + d.turnaround;
+        let Some(messages) = self.handlers[t.member].answer(frame, name) else {
+            // A bad checksum: no answer. A poll is asked again while it has retries.
+            if let Asked::Poll(p) = t.asked {
+                self.failed(t, p, false).await?;
+            }
+            return Ok(());
+        };
+        let messages: Vec<Message> = messages.collect();
+        self.publish(messages).await?;
+        if let Asked::Poll(_) = t.asked {
+            let first = !self.task.stats[t.member].online.load(Ordering::Relaxed);
+            if self.schedule.answered(t.member, first) == Availability::Online {
+                self.task.set_online(t.member, true, self.announced).await;
+            }
         }
+        Ok(())
     }
-    Ok(None)
-}
 
-/// Poll `p` of device `m` went unanswered after its retries: a Modbus device's read cycle
-/// goes on without that request's points, and may be complete now. Err: the gateway stops.
-async fn given_up(
-    task: &PortTask,
-    handler: &mut FrameHandler<'_>,
-    m: usize,
-    p: usize,
-) -> Result<(), ()> {
-    let messages: Vec<Message> = handler.unanswered(&task.devices[m].polls[p].name).collect();
-    if !messages.is_empty() && task.outlet.send(messages).await.is_err() {
-        return Err(());
+    /// Poll `p` went unanswered (`timed_out`) or was answered with a bad checksum: it is sent
+    /// again while it has retries, else it is a miss (`offline_after` misses in a row make the
+    /// device offline) and a Modbus read cycle goes on without that request's points.
+    async fn failed(&mut self, t: Pending, p: usize, timed_out: bool) -> Result<(), Stop> {
+        let (task, m) = (self.task, t.member);
+        let d = &task.devices[m];
+        let poll = &d.polls[p];
+        if t.attempt < poll.retries {
+            tokio::time::sleep(d.turnaround).await;
+            switch(&mut self.frames, m, poll.flush);
+            let deadline = send(task, self.frames.get_mut(), m, p)
+                .await
+                .map_err(Stop::Gone)?;
+            self.pending = Some(Pending {
+                attempt: t.attempt + 1,
+                deadline,
+                ..t
+            });
+            return Ok(());
+        }
+        if timed_out {
+            debug!(device = %d.name, poll = %poll.name, "no answer within {:?}", poll.timeout);
+            if self.schedule.missed(m, Instant::now()) == Availability::Offline {
+                warn!(device = %d.name, poll = %poll.name, "device offline: {} polls in a row unanswered (timeout {}); asking it every {} until it answers", d.offline_after, humantime::format_duration(poll.timeout), humantime::format_duration(d.offline_poll));
+                task.set_online(m, false, self.announced).await;
+            }
+        }
+        let messages: Vec<Message> = self.handlers[m].unanswered(&poll.name).collect();
+        self.publish(messages).await
     }
-    Ok(())
+
+    /// Hands a frame's or a cycle's messages on; Err when the gateway stops.
+    async fn publish(&self, messages: Vec<Message>) -> Result<(), Stop> {
+        if !messages.is_empty() && self.task.outlet.send(messages).await.is_err() {
+            return Err(Stop::Shutdown);
+        }
+        Ok(())
+    }
+
+    /// `gap` framing, once the line was silent for the gap: the buffered frame, if it is whole.
+    fn gap_frame(&mut self) -> Option<Bytes> {
+        let frames = &mut self.frames;
+        let active = frames.decoder().active;
+        // Bytes may have come in since the deadline was taken: then wait on.
+        let due = self.gaps[active].and_then(|g| frames.decoder().decoders[active].gap_deadline(g));
+        if due.is_some_and(|t| t > Instant::now()) {
+            return None;
+        }
+        // Bytes already waiting on the port (this task was not scheduled in time) belong to
+        // the frame: no silence yet.
+        if frames.get_ref().bytes_to_read().is_ok_and(|n| n > 0) {
+            return None;
+        }
+        let whole = frames.decoder_mut().decoders[active].silence();
+        let buf = frames.read_buffer_mut();
+        if !whole || buf.is_empty() {
+            buf.clear();
+            return None;
+        }
+        Some(buf.split().freeze())
+    }
 }
 
 /// Points the line's bytes at device `m`'s decoder. Bytes waiting for the previous device, or
 /// any waiting at all when `flush` is set, are discarded first (stale or late answers).
-fn switch(frames: &mut FramedRead<tokio_serial::SerialStream, Line>, m: usize, flush: bool) {
+fn switch(frames: &mut Frames, m: usize, flush: bool) {
     if flush || frames.decoder().active != m {
         // Best effort: a port that cannot flush still has the read buffer cleared.
         let _ = frames.get_ref().clear(tokio_serial::ClearBuffer::Input);
@@ -422,31 +498,6 @@ fn unsolicited(task: &PortTask, m: usize, frame: &Bytes, limits: &mut Limits) {
     if let Some(n) = limits.unsolicited.hit() {
         warn!(device = %task.devices[m].name, suppressed = n, frame_hex = %hex::encode(&frame[..frame.len().min(64)]), "frame no request asked for dropped (a late answer? raise the poll's timeout or the turnaround)");
     }
-}
-
-/// `gap` framing, once the line was silent for the gap: the buffered frame, if it is whole.
-fn gap_frame(
-    frames: &mut FramedRead<tokio_serial::SerialStream, Line>,
-    gap: Option<Duration>,
-) -> Option<Bytes> {
-    let active = frames.decoder().active;
-    // Bytes may have come in since the deadline was taken: then wait on.
-    let due = gap.and_then(|g| frames.decoder().decoders[active].gap_deadline(g));
-    if due.is_some_and(|t| t > Instant::now()) {
-        return None;
-    }
-    // Bytes already waiting on the port (this task was not scheduled in time) belong to the
-    // frame: no silence yet.
-    if frames.get_ref().bytes_to_read().is_ok_and(|n| n > 0) {
-        return None;
-    }
-    let whole = frames.decoder_mut().decoders[active].silence();
-    let buf = frames.read_buffer_mut();
-    if !whole || buf.is_empty() {
-        buf.clear();
-        return None;
-    }
-    Some(buf.split().freeze())
 }
 
 /// The silence that ends a frame, for `gap` framing.
