@@ -90,27 +90,40 @@ async fn wait_commands_ready(gw: &Gateway, pty: &mut Pty) {
 /// [`wait_commands_ready`] with a command on `topic` of the broker on `broker` (the gateway's,
 /// or the upstream one) whose `payload` makes the relay write `R1=OFF\r\n`.
 async fn wait_ready_on(gw: &Gateway, broker: u16, pty: &mut Pty, topic: &str, payload: &[u8]) {
+    wait_written(gw, broker, pty, topic, payload, b"R1=OFF\r\n").await;
+}
+
+/// Once the device is online, publishes `payload` on `topic` until the device is written
+/// `expected` (the port open and the command subscription active: no race with start-up).
+async fn wait_written(
+    gw: &Gateway,
+    broker: u16,
+    pty: &mut Pty,
+    topic: &str,
+    payload: &[u8],
+    expected: &[u8],
+) {
     gw.wait_log("device online", T).await;
     let deadline = std::time::Instant::now() + T;
     loop {
         publish(broker, topic, payload).await;
-        let mut buf = [0u8; 8];
+        let mut buf = vec![0u8; expected.len()];
         if let Ok(Ok(_)) =
             tokio::time::timeout(Duration::from_millis(500), pty.master.read_exact(&mut buf)).await
         {
-            assert_eq!(&buf, b"R1=OFF\r\n");
+            assert_eq!(buf, expected);
             // An earlier attempt may have been written late: nothing of it may stay behind.
             let mut rest = [0u8; 64];
             while let Ok(Ok(n)) =
                 tokio::time::timeout(Duration::from_millis(300), pty.master.read(&mut rest)).await
             {
-                assert_eq!(rest[..n].len() % 8, 0, "{:?}", &rest[..n]);
+                assert_eq!(n % expected.len(), 0, "{:?}", &rest[..n]);
             }
             return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the relay never took a command:\n{}",
+            "the device never took a command:\n{}",
             gw.logs()
         );
     }
@@ -286,12 +299,9 @@ commands:
         port = pty.path.display()
     );
     let gw = start_gateway(&config);
-    publish(gw.port, "valves/valve/open", b"64").await;
     // COBS of 01 00 64, then the 00 delimiter.
-    assert_eq!(
-        read_bytes(&mut pty, 5).await,
-        [0x02, 0x01, 0x02, 0x64, 0x00]
-    );
+    let cobs = [0x02, 0x01, 0x02, 0x64, 0x00];
+    wait_written(&gw, gw.port, &mut pty, "valves/valve/open", b"64", &cobs).await;
     // Not encoded: the payload's bytes as they are.
     publish(gw.port, "valves/valve/raw", &[0xff, 0x00, 0x7e]).await;
     assert_eq!(read_bytes(&mut pty, 3).await, [0xff, 0x00, 0x7e]);
@@ -312,12 +322,11 @@ async fn a_command_added_by_reload_works_without_a_restart() {
     std::fs::write(gw.config_path(), with).unwrap();
     gw.signal("HUP");
     gw.wait_log("config reloaded", T).await;
-    // The broker link subscribes for commands on its own thread right after the reload; a
-    // command in the same instant is not taken (delivery here is at most once).
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The broker link subscribes for commands on its own thread after the reload: a command
+    // before that is not taken (delivery here is at most once), so wait until one is.
+    wait_commands_ready(&gw, &mut pty).await;
     let mut replies =
         Subscriber::connect(gw.port, &["cmd/gw/relay/result"], QoS::AtLeastOnce).await;
-    gw.wait_log("device online", T).await;
     publish(gw.port, "cmd/gw/relay/set", b"ON").await;
     assert_eq!(read_bytes(&mut pty, 7).await, b"R1=ON\r\n");
     assert_eq!(
@@ -344,8 +353,17 @@ commands:
     let gw = start_gateway(&config);
     // The broker delivers the message once per matching filter of the gateway's link; each
     // command still writes it exactly once.
-    publish(gw.port, "cmd/gw/relay/set", b"ON").await;
-    assert_eq!(read_bytes(&mut pty, 10).await, b"A=ON\nB=ON\n");
+    wait_written(
+        &gw,
+        gw.port,
+        &mut pty,
+        "cmd/gw/relay/set",
+        b"ON",
+        b"A=ON\nB=ON\n",
+    )
+    .await;
+    publish(gw.port, "cmd/gw/relay/set", b"OFF").await;
+    assert_eq!(read_bytes(&mut pty, 12).await, b"A=OFF\nB=OFF\n");
     assert_nothing_written(&mut pty, Duration::from_millis(300)).await;
 }
 
