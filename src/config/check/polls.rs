@@ -33,42 +33,7 @@ pub(super) fn check(
                 Some("give each poll its own `name:` ({request} in rules tells them apart)".into()),
             );
         }
-        let bytes = match (&raw.write, &raw.write_hex) {
-            (Some(text), None) => Some(bytes::Bytes::from(text.clone().into_bytes())),
-            (None, Some(h)) => match crate::serial::framing::hex_text(h) {
-                Some(b) => Some(bytes::Bytes::from(b)),
-                None => {
-                    p.error(
-                            &format!("{at}.write_hex"),
-                            format!("`{h}` is not hex bytes"),
-                            Some(
-                                "write the request as pairs of hex digits, e.g. write_hex: \"FF 01 86 00 00 00 00 00 79\""
-                                    .into(),
-                            ),
-                        );
-                    None
-                }
-            },
-            (Some(_), Some(_)) => {
-                p.error(
-                    &at,
-                    "a poll sets both `write` and `write_hex`",
-                    Some("keep `write` for text, or `write_hex` for binary bytes".into()),
-                );
-                None
-            }
-            (None, None) => {
-                p.error(
-                    &at,
-                    "a poll needs the request to send",
-                    Some(
-                        "add e.g. write_hex: \"FF 01 86 00 00 00 00 00 79\" or write: \"READ\\r\\n\""
-                            .into(),
-                    ),
-                );
-                None
-            }
-        };
+        let bytes = request(raw, &at, p);
         if bytes.as_ref().is_some_and(|b| b.is_empty()) {
             p.error(
                 &at,
@@ -135,4 +100,45 @@ pub(super) fn check(
         );
     }
     (polls, turnaround)
+}
+
+/// The bytes a poll sends, from `write` (text) or `write_hex`; None (with the error) when
+/// neither or both are given, or the hex is not hex.
+fn request(raw: &schema::Poll, at: &str, p: &mut Problems) -> Option<bytes::Bytes> {
+    match (&raw.write, &raw.write_hex) {
+        (Some(text), None) => Some(bytes::Bytes::from(text.clone().into_bytes())),
+        (None, Some(h)) => match crate::serial::framing::hex_text(h) {
+            Some(b) => Some(bytes::Bytes::from(b)),
+            None => {
+                p.error(
+                        &format!("{at}.write_hex"),
+                        format!("`{h}` is not hex bytes"),
+                        Some(
+                            "write the request as pairs of hex digits, e.g. write_hex: \"FF 01 86 00 00 00 00 00 79\""
+                                .into(),
+                        ),
+                    );
+                None
+            }
+        },
+        (Some(_), Some(_)) => {
+            p.error(
+                at,
+                "a poll sets both `write` and `write_hex`",
+                Some("keep `write` for text, or `write_hex` for binary bytes".into()),
+            );
+            None
+        }
+        (None, None) => {
+            p.error(
+                at,
+                "a poll needs the request to send",
+                Some(
+                    "add e.g. write_hex: \"FF 01 86 00 00 00 00 00 79\" or write: \"READ\\r\\n\""
+                        .into(),
+                ),
+            );
+            None
+        }
+    }
 }
