@@ -374,17 +374,10 @@ async fn a_full_queue_drops_the_oldest_counts_them_and_delivers_the_newest() {
     gw.wait_log("store-and-forward queue full", T).await;
     // Every frame taken (and stored, dropping the oldest) before the uplink comes back: a
     // drop while it is sending cuts a gap in the middle, rightly, which is not this test's case.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let m = local
-            .next_on("serial2mqtt/gw1/stats", Duration::from_secs(10))
-            .await;
-        let v: serde_json::Value = serde_json::from_str(&m.payload).unwrap();
-        if v["devices"]["d"]["messages"].as_u64() >= Some(n) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "frames not all taken: {v}");
-    }
+    stats_until(&mut local, "gw1", |v| {
+        v["devices"]["d"]["messages"].as_u64() >= Some(n)
+    })
+    .await;
     proxy.up().await;
 
     // The newest arrive; the oldest were dropped.
@@ -420,20 +413,10 @@ async fn a_full_queue_drops_the_oldest_counts_them_and_delivers_the_newest() {
     // The stats message reports exactly the drops. It is read from the local broker: only the
     // readings go through the queue, so nothing is stored (and nothing more dropped) once the
     // last frame is taken, and the readings upstream are exactly the newest.
-    let deadline = Instant::now() + T;
-    loop {
-        let m = local
-            .next_on("serial2mqtt/gw1/stats", Duration::from_secs(10))
-            .await;
-        let v: serde_json::Value = serde_json::from_str(&m.payload).unwrap();
-        if v["queue"]["dropped"]["full"].as_u64() == Some(missing) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stats never reported {missing} drops: {v}"
-        );
-    }
+    stats_until(&mut local, "gw1", |v| {
+        v["queue"]["dropped"]["full"].as_u64() == Some(missing)
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -418,15 +418,27 @@ pub const SDS011_PM_RULE: &str = r#"  pm:
 /// For a gateway with id `testgw` and a `stats_interval`: waits for a stats message in which
 /// `device` has seen `frames` frames; returns its counters.
 pub async fn counters(sub: &mut Subscriber, device: &str, frames: u64) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let v = stats_until(sub, "testgw", |v| {
+        v["devices"][device]["frames"].as_u64() >= Some(frames)
+    })
+    .await;
+    v["devices"][device].clone()
+}
+
+/// The first stats message of `gateway` (on the broker `sub` is connected to) that `done` says
+/// is the one waited for; fails after 30 s with the last one seen.
+pub async fn stats_until(
+    sub: &mut Subscriber,
+    gateway: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let topic = format!("serial2mqtt/{gateway}/stats");
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let stats = sub
-            .next_on("serial2mqtt/testgw/stats", Duration::from_secs(10))
-            .await;
+        let stats = sub.next_on(&topic, Duration::from_secs(10)).await;
         let v: serde_json::Value = serde_json::from_str(&stats.payload).unwrap();
-        let d = &v["devices"][device];
-        if d["frames"].as_u64() >= Some(frames) {
-            return d.clone();
+        if done(&v) {
+            return v;
         }
         assert!(Instant::now() < deadline, "{v}");
     }
