@@ -729,6 +729,35 @@ async fn a_fields_json_type_never_depends_on_its_digits() {
     );
 }
 
+/// A JSON frame's `10.000` used to be published as `10.0` (parsed into a float and printed
+/// again): the digits the device sent are kept, in text payloads and in JSON ones.
+#[tokio::test]
+async fn a_json_frames_numbers_keep_the_devices_digits() {
+    let mut pty = Pty::new();
+    let yaml = testgw(
+        &format!(
+            r#"  - {{name: s, port: {}, rules: [reading]}}
+"#,
+            pty.path.display()
+        ),
+        r#"  reading:
+    json: true
+    publish:
+      - {topic: "t/text", payload: "{t}"}
+      - {topic: "t/json", payload: {t: "{t}", n: "{n}"}}
+"#,
+    );
+    let gw = start_gateway(&yaml);
+    let mut sub = Subscriber::connect(gw.port, &["t/#"], QoS::AtMostOnce).await;
+    gw.wait_log("device online", T).await;
+    pty.write(b"{\"t\": 10.000, \"n\": 7}\n").await;
+    assert_eq!(sub.next_on("t/text", T).await.payload, "10.000");
+    assert_eq!(
+        sub.next_on("t/json", T).await.payload,
+        r#"{"t":10.000,"n":7}"#
+    );
+}
+
 /// A second gateway whose broker port is taken by the first used to be told "another MQTT
 /// broker (mosquitto?)"; it is told the holder is serial2mqtt, with its PID.
 #[tokio::test]

@@ -130,7 +130,7 @@ fn types_make_a_capture_text_and_text_payloads_keep_the_devices_digits() {
         "match: '^(?P<id>\\d+):(?P<kwh>[\\d.]+)$'\ntypes: {id: string}\npublish:\n  - {topic: j, payload: {id: '{id}', kwh: '{kwh}'}}\n  - {topic: t, payload: '{kwh}'}",
     )]);
     let (_, msgs) = apply(&set, b"0042:001234.500");
-    assert_eq!(msgs[0].1, r#"{"id":"0042","kwh":1234.5}"#);
+    assert_eq!(msgs[0].1, r#"{"id":"0042","kwh":1234.500}"#);
     assert_eq!(
         msgs[1].1, "001234.500",
         "a text payload is what the device sent"
