@@ -51,6 +51,18 @@ impl Locations {
         }
     }
 
+    /// The first position (in file order) of a key named `key`, wherever it is.
+    pub fn find_key(&self, key: &str) -> Option<Position> {
+        self.by_path
+            .iter()
+            .filter(|(path, _)| {
+                path.strip_suffix(key)
+                    .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
+            })
+            .map(|(_, pos)| *pos)
+            .min_by_key(|p| (p.line, p.column))
+    }
+
     /// The position of `path`, or of its nearest ancestor that has one.
     pub fn find(&self, path: &str) -> Option<Position> {
         let mut p = path;

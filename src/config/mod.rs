@@ -55,10 +55,8 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
     };
     // An empty file (an editor that truncated it, a failed copy) is never "no devices": on a
     // reload it would stop every device. Comments only count as empty too.
-    if matches!(
-        serde_yaml::from_str::<serde_yaml::Value>(text),
-        Ok(serde_yaml::Value::Null)
-    ) {
+    let value = serde_yaml::from_str::<serde_yaml::Value>(text);
+    if matches!(value, Ok(serde_yaml::Value::Null)) {
         return Err(fail(vec![Diagnostic {
             position: None,
             message: "the file is empty (no settings, at most comments)".into(),
@@ -88,11 +86,58 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
                 .collect(),
         ));
     }
-    let raw: schema::File = match serde_yaml::from_str(text) {
-        Ok(raw) => raw,
-        Err(e) => return Err(fail(vec![diagnostics::serde_diagnostic(&e)])),
+    let raw: schema::File = match value {
+        // YAML merge keys (`<<: *line`: several devices sharing settings) are resolved first,
+        // the loader leaves them to the application; top-level `x-` keys hold the anchors.
+        Ok(mut value) if has_merge_keys(&value) || has_extension_keys(&value) => {
+            if let serde_yaml::Value::Mapping(m) = &mut value {
+                m.retain(|k, _| !is_extension_key(k));
+            }
+            let merged = value
+                .apply_merge()
+                .and_then(|()| serde::Deserialize::deserialize(value));
+            match merged {
+                Ok(raw) => raw,
+                Err(e) => {
+                    // Merged values carry no positions: point at the key the error names.
+                    let mut d = diagnostics::serde_diagnostic(&e);
+                    d.position = d.position.or_else(|| {
+                        let key = d.message.split('`').nth(1)?;
+                        locations.find_key(key)
+                    });
+                    return Err(fail(vec![d]));
+                }
+            }
+        }
+        _ => match serde_yaml::from_str(text) {
+            Ok(raw) => raw,
+            Err(e) => return Err(fail(vec![diagnostics::serde_diagnostic(&e)])),
+        },
     };
     check::check(raw, file, &locations).map_err(fail)
+}
+
+/// A top-level key that is no setting but a place for anchors (`x-line: &line {...}`), as
+/// in Compose files.
+fn is_extension_key(k: &serde_yaml::Value) -> bool {
+    k.as_str().is_some_and(|k| k.starts_with("x-"))
+}
+
+fn has_extension_keys(v: &serde_yaml::Value) -> bool {
+    v.as_mapping()
+        .is_some_and(|m| m.keys().any(is_extension_key))
+}
+
+/// Whether a mapping anywhere in `v` has a `<<` merge key.
+fn has_merge_keys(v: &serde_yaml::Value) -> bool {
+    match v {
+        serde_yaml::Value::Mapping(m) => m
+            .iter()
+            .any(|(k, v)| k.as_str() == Some("<<") || has_merge_keys(v)),
+        serde_yaml::Value::Sequence(s) => s.iter().any(has_merge_keys),
+        serde_yaml::Value::Tagged(t) => has_merge_keys(&t.value),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -195,6 +195,81 @@ fn a_key_written_twice_is_an_error_at_the_second_naming_the_first() {
     );
 }
 
+/// YAML merge keys (`<<: *defaults`) used to be an "unknown field `<<`" error: two meters on
+/// one adapter share their line settings and register map, and a key written beside the
+/// merge wins over the merged one, as YAML says.
+#[test]
+fn merge_keys_share_settings_between_devices() {
+    let text = r#"
+x-line: &line {port: /dev/ttyUSB-test, baud: 9600, parity: even, offline_after: 2}
+x-map: &map
+  every: 5s
+  points: [{name: volts, input: 0, scale: 0.1}, {name: amps, input: 1, scale: 0.01}]
+devices:
+  - <<: *line
+    name: one
+    modbus: {<<: *map, unit: 1}
+    rules: [meter]
+  - <<: *line
+    name: two
+    port: /dev/ttyUSB-test2
+    baud: 19200
+    modbus: {<<: *map, unit: 2, every: 1s}
+    rules: [meter]
+rules:
+  meter:
+    points: true
+    publish: [{topic: "power/{device}", payload: {v: "{volts}", a: "{amps}"}}]
+"#;
+    let c = load(text).unwrap();
+    assert_eq!(c.devices.len(), 2);
+    assert_eq!(
+        (c.devices[0].serial.baud, c.devices[1].serial.baud),
+        (9600, 19200),
+        "a key beside the merge wins"
+    );
+    assert_eq!(c.devices[1].modbus.as_ref().unwrap().unit, 2);
+    // Anchors may also sit on a first device that the others merge.
+    let text = r#"
+devices:
+  - &one
+    name: one
+    port: /dev/ttyUSB-test
+    baud: 9600
+    parity: even
+    modbus: &map
+      unit: 1
+      every: 5s
+      points: [{name: volts, input: 0, scale: 0.1}, {name: amps, input: 1, scale: 0.01}]
+    rules: [meter]
+  - <<: *one
+    name: two
+    port: /dev/ttyUSB-test2
+    baud: 19200
+    modbus: {<<: *map, unit: 2, every: 1s}
+rules:
+  meter:
+    points: true
+    publish: [{topic: "power/{device}", payload: {v: "{volts}", a: "{amps}"}}]
+"#;
+    let c = load(text).unwrap();
+    let [one, two] = &c.devices[..] else {
+        panic!("two devices: {:?}", c.devices.len())
+    };
+    assert_eq!((one.serial.baud, two.serial.baud), (9600, 19200));
+    assert_eq!(two.name, "two");
+    let (u1, u2) = (one.modbus.as_ref().unwrap(), two.modbus.as_ref().unwrap());
+    assert_eq!((u1.unit, u2.unit), (1, 2));
+    assert_eq!(u2.points.len(), 2);
+    assert_eq!(two.polls[0].every, std::time::Duration::from_secs(1));
+    // A mistake inside a merged mapping is still an error naming the key.
+    let e = error_text(&text.replace("every: 1s", "evry: 1s"));
+    assert!(
+        e.contains("gw.yaml:17:") && e.contains("unknown field `evry`"),
+        "{e}"
+    );
+}
+
 #[test]
 fn unknown_key_points_at_the_line_and_suggests_the_right_key() {
     let text = GOOD.replace("    baud: 115200", "    bauds: 115200");
