@@ -176,6 +176,15 @@ async fn collect_once(s: &Sources) {
         counter!("serial2mqtt_polls_total", "device" => dev.clone()).absolute(g(&d.polls));
         counter!("serial2mqtt_modbus_exceptions_total", "device" => dev.clone())
             .absolute(g(&d.exceptions));
+        let by_point = d
+            .point_exceptions
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        for (point, n) in by_point {
+            counter!("serial2mqtt_modbus_point_exceptions_total", "device" => dev.clone(), "point" => point)
+                .absolute(n);
+        }
         counter!("serial2mqtt_poll_timeouts_total", "device" => dev.clone())
             .absolute(g(&d.timeouts));
         counter!("serial2mqtt_frames_unsolicited_total", "device" => dev.clone())

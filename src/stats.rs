@@ -5,7 +5,9 @@
 //! (the first one at once, then at most one summary per interval), so a device spewing garbage
 //! costs a counter increment per frame, not a log write.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Counters of one device, shared with whoever reports them.
 #[derive(Debug, Default)]
@@ -36,6 +38,9 @@ pub struct DeviceStats {
     pub bad_value: AtomicU64,
     /// Modbus requests answered with an exception (illegal data address, busy, ...).
     pub exceptions: AtomicU64,
+    /// Exception answers by Modbus point: which register of a map is the wrong one. Locked
+    /// only on an exception, never on a reading.
+    pub point_exceptions: Mutex<BTreeMap<String, u64>>,
     /// Times the port was opened.
     pub opens: AtomicU64,
     /// Poll requests written (retries included).
@@ -60,6 +65,22 @@ impl DeviceStats {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one exception answer for each of `points` (the points of the request it
+    /// answered), and one for the device.
+    pub fn exception<'a>(&self, points: impl IntoIterator<Item = &'a str>) {
+        Self::bump(&self.exceptions);
+        if let Ok(mut map) = self.point_exceptions.lock() {
+            for p in points {
+                match map.get_mut(p) {
+                    Some(n) => *n += 1,
+                    None => {
+                        map.insert(p.to_owned(), 1);
+                    }
+                }
+            }
+        }
+    }
+
     /// A copy of the counters, for the stats message, `status` and logs.
     pub fn counts(&self) -> DeviceCounts {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -78,6 +99,11 @@ impl DeviceStats {
             bad_topic: g(&self.bad_topic),
             bad_value: g(&self.bad_value),
             exceptions: g(&self.exceptions),
+            point_exceptions: self
+                .point_exceptions
+                .lock()
+                .map(|m| m.clone())
+                .unwrap_or_default(),
             opens: g(&self.opens),
             polls: g(&self.polls),
             timeouts: g(&self.timeouts),
@@ -129,6 +155,9 @@ pub struct DeviceCounts {
     pub bad_value: u64,
     /// Modbus exception answers.
     pub exceptions: u64,
+    /// Modbus exception answers by point (absent when there were none).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub point_exceptions: BTreeMap<String, u64>,
     /// Times the port was opened.
     pub opens: u64,
     /// Poll requests written.

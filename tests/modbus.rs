@@ -272,6 +272,9 @@ async fn an_exception_is_named_and_counted_and_the_other_points_go_on() {
     .await;
     let d = counters(&mut sub, "m", 6).await;
     assert!(d["exceptions"].as_u64() >= Some(2), "{d}");
+    // Counted per point: the register of the map that is wrong, not the one that reads.
+    assert!(d["point_exceptions"]["missing"].as_u64() >= Some(2), "{d}");
+    assert!(d["point_exceptions"].get("volts").is_none(), "{d}");
     assert_eq!(
         d["timeouts"].as_u64(),
         Some(0),
@@ -470,16 +473,18 @@ devices:
         - {{name: setpoint, holding: 16, type: i16, scale: 0.1}}
         - {{name: limit, holding: 20, type: f32, order: cdab}}
         - {{name: run, coil: 3}}
+        - {{name: relays, coil: 4, length: 4}}
     rules: [vfd]
-    commands: [set_setpoint, set_limit, set_run]
+    commands: [set_setpoint, set_limit, set_run, set_relays]
 rules:
   vfd:
     points: true
-    publish: [{{topic: "vfd/state", payload: {{setpoint: "{{setpoint}}", limit: "{{limit}}", run: "{{run}}"}}}}]
+    publish: [{{topic: "vfd/state", payload: {{setpoint: "{{setpoint}}", limit: "{{limit}}", run: "{{run}}", relays: "{{relays}}"}}}}]
 commands:
   set_setpoint: {{subscribe: "vfd/setpoint/set", point: setpoint, reply_topic: "vfd/setpoint/result"}}
   set_limit: {{subscribe: "vfd/limit/set", point: limit}}
   set_run: {{subscribe: "vfd/run/set", point: run}}
+  set_relays: {{subscribe: "vfd/relays/set", point: relays}}
 "#
     );
     let gw = start_gateway(&yaml);
@@ -511,12 +516,18 @@ commands:
     );
     publish("vfd/run/set", "ON").await;
     assert_eq!(slave.next_write().await, "write 1 co 3 [True]");
+    // Function 15: coils 4..=7 at once, the first coil the number's least significant bit.
+    publish("vfd/relays/set", "0b1101").await;
+    assert_eq!(
+        slave.next_write().await,
+        "write 1 co 4 [True, False, True, True]"
+    );
     // Read back by the next cycles.
     let deadline = std::time::Instant::now() + T;
     loop {
         let state: serde_json::Value =
             serde_json::from_str(&sub.next_on("vfd/state", T).await.payload).unwrap();
-        if state == serde_json::json!({"setpoint": 23.5, "limit": 230.5, "run": 1}) {
+        if state == serde_json::json!({"setpoint": 23.5, "limit": 230.5, "run": 1, "relays": 13}) {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{state}");
@@ -525,7 +536,7 @@ commands:
     let refused = sub.next_on("vfd/setpoint/result", T).await.payload;
     assert!(refused.starts_with("error: 9999 does not fit"), "{refused}");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(slave.writes(), 3, "nothing more written");
+    assert_eq!(slave.writes(), 4, "nothing more written");
 }
 
 /// `serial2mqtt modbus read` asks the unit once and shows every word order side by side: the
@@ -822,5 +833,86 @@ async fn memory_with_8_units_of_50_points() {
         field("VmHWM:"),
         cpu,
         1000.0 * cpu / (cycles as f64 * 8.0 * 50.0) * 1000.0
+    );
+}
+
+/// A point with an `every` of its own is read apart from the map, at its interval: its rule
+/// runs after each of its reads, and a rule naming fast and slow points runs with the fast
+/// ones, the slow point its latest reading.
+#[tokio::test]
+async fn a_point_with_its_own_interval_is_read_at_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cable = Cable::new();
+    let spec = serde_json::json!({"units": {"1": {"ir": [2301, 17], "hr": vec![42; 10]}}});
+    let Some(_slave) = slave(&cable.device_path, &spec, dir.path()) else {
+        return;
+    };
+    let port = cable.gateway_path.display();
+    let yaml = format!(
+        r#"gateway: {{id: testgw}}
+broker: {{listen: "127.0.0.1:{{port}}"}}
+devices:
+  - name: m
+    port: {port}
+    modbus:
+      unit: 1
+      every: 200ms
+      timeout: 150ms
+      points:
+        - {{name: volts, input: 0, scale: 0.1}}
+        - {{name: serial, holding: 5, every: 1500ms}}
+    rules: [volts, serial, both]
+rules:
+  volts:
+    points: true
+    continue: true
+    publish: [{{topic: "modbus/m/volts", payload: "{{volts}}"}}]
+  serial:
+    points: true
+    continue: true
+    publish: [{{topic: "modbus/m/serial", payload: "{{serial}}"}}]
+  both:
+    points: true
+    publish: [{{topic: "modbus/m/state", payload: {{v: "{{volts}}", serial: "{{serial}}"}}}}]
+"#
+    );
+    let gw = start_gateway(&yaml);
+    let mut sub = Subscriber::connect(gw.port, &["modbus/#"], QoS::AtMostOnce).await;
+    // From the first read of the slow point to its fourth: three of its intervals.
+    let mut serial = Vec::new();
+    let (mut volts, mut states) = (0, 0);
+    let deadline = std::time::Instant::now() + 3 * T;
+    while serial.len() < 4 {
+        assert!(std::time::Instant::now() < deadline, "{}", gw.logs());
+        let m = sub.next(T).await;
+        match m.topic.as_str() {
+            "modbus/m/serial" => {
+                assert_eq!(m.payload, "42");
+                serial.push(std::time::Instant::now());
+            }
+            "modbus/m/volts" if !serial.is_empty() => {
+                assert_eq!(m.payload, "230.1");
+                volts += 1;
+            }
+            "modbus/m/state" if !serial.is_empty() => {
+                let state: serde_json::Value = serde_json::from_str(&m.payload).unwrap();
+                assert_eq!(state, serde_json::json!({"v": 230.1, "serial": 42}));
+                states += 1;
+            }
+            _ => {}
+        }
+    }
+    for pair in serial.windows(2) {
+        let apart = pair[1] - pair[0];
+        assert!(
+            apart > Duration::from_millis(1200),
+            "the slow point read {apart:?} after the last"
+        );
+    }
+    // 4.5 s at 200 ms: ~22 fast cycles (at least half of them, on a busy machine).
+    assert!(volts >= 11, "{volts} fast readings in three slow intervals");
+    assert!(
+        states + 2 >= volts && states <= volts + 2,
+        "the rule naming both runs with the fast point: {states} vs {volts}"
     );
 }

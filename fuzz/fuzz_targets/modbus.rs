@@ -14,7 +14,8 @@ use serial2mqtt::modbus::plan::{plan, Limits, Request};
 const MAP: &str = "[{name: a, holding: 0, type: f32}, {name: b, holding: 2, type: u32, order: cdab},
   {name: c, holding: 4, type: i16, scale: 0.1}, {name: d, holding: 5, bit: 15},
   {name: e, holding: 6, type: string, length: 3}, {name: f, holding: 9, type: f64, order: badc},
-  {name: g, coil: 0}, {name: h, coil: 17}, {name: i, discrete: 3}, {name: j, input: 100, type: i64}]";
+  {name: g, coil: 0}, {name: h, coil: 17}, {name: i, discrete: 3}, {name: j, input: 100, type: i64},
+  {name: k, coil: 20, length: 12}, {name: l, discrete: 40, length: 64}]";
 
 fn unit() -> &'static (Vec<Point>, Vec<Request>) {
     static UNIT: OnceLock<(Vec<Point>, Vec<Request>)> = OnceLock::new();

@@ -70,8 +70,15 @@ fn modbus_plan(d: &crate::config::Device, unit: &crate::modbus::Unit) -> String 
         unit.requests.len(),
         humantime::format_duration(every)
     );
-    let mut wire = std::time::Duration::ZERO;
-    for r in &unit.requests {
+    // Time on the line per read group (points with an `every` of their own are read apart).
+    let mut wire = vec![(std::time::Duration::ZERO, every); unit.groups.max(1)];
+    let width = unit
+        .requests
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(0);
+    for (r, poll) in unit.requests.iter().zip(&d.polls) {
         let points: Vec<String> = r
             .points
             .iter()
@@ -86,13 +93,32 @@ fn modbus_plan(d: &crate::config::Device, unit: &crate::modbus::Unit) -> String 
         } else {
             usize::from(r.count) * 2
         };
-        wire += d.serial.wire_time(r.bytes.len() + 5 + data) + d.turnaround;
-        out += &format!("    {:<16} {}\n", r.name, points.join(", "));
+        if let Some(g) = wire.get_mut(r.group) {
+            g.0 += d.serial.wire_time(r.bytes.len() + 5 + data) + d.turnaround;
+            g.1 = poll.every;
+        }
+        out += &format!("    {:<width$}  {}\n", r.name, points.join(", "));
     }
-    out += &format!(
-        "    one cycle: {} on the line at {} baud when the unit answers\n",
-        humantime::format_duration(std::time::Duration::from_millis(wire.as_millis() as u64)),
+    let ms = |t: std::time::Duration| {
+        humantime::format_duration(std::time::Duration::from_millis(t.as_millis() as u64))
+    };
+    let mut line = format!(
+        "    one cycle: {} on the line at {} baud when the unit answers",
+        ms(wire[0].0),
         d.serial.baud
     );
-    out
+    if wire.len() > 1 {
+        line += &format!(
+            " (the points read every {})",
+            humantime::format_duration(wire[0].1)
+        );
+        for (t, every) in &wire[1..] {
+            line += &format!(
+                "; every {}: {} more",
+                humantime::format_duration(*every),
+                ms(*t)
+            );
+        }
+    }
+    out + &line + "\n"
 }

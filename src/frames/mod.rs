@@ -33,8 +33,11 @@ pub struct FrameHandler<'a> {
     problems: Vec<Problem>,
     /// What each report-by-exception topic last published.
     reports: Reports,
-    /// A Modbus device's read cycle in progress.
-    cycle: Option<Cycle>,
+    /// A Modbus device's read cycles in progress, one per read group.
+    cycles: Vec<Option<Cycle>>,
+    /// Each point's latest value, for the rules of a cycle that name points of other groups
+    /// (only kept when the unit has more than one group).
+    latest: Vec<Option<Value<'static>>>,
     limits: [RateLimit; 9],
 }
 
@@ -48,7 +51,8 @@ impl<'a> FrameHandler<'a> {
             messages: Vec::new(),
             problems: Vec::new(),
             reports: Reports::default(),
-            cycle: None,
+            cycles: Vec::new(),
+            latest: Vec::new(),
             limits: std::array::from_fn(|_| RateLimit::new(LOG_EVERY)),
         }
     }
@@ -150,7 +154,7 @@ impl<'a> FrameHandler<'a> {
         let name = &self.device.name;
         match decode::decode(unit.unit, &unit.requests[r], &unit.points, frame) {
             Ok(values) => {
-                let cycle = self.cycle.get_or_insert_with(|| Cycle::new(&unit));
+                let cycle = self.cycle(&unit, unit.requests[r].group);
                 for (i, v) in values {
                     if let Some(slot) = cycle.values.get_mut(i) {
                         *slot = Some(v);
@@ -158,13 +162,15 @@ impl<'a> FrameHandler<'a> {
                 }
             }
             Err(decode::Failure::Exception(why)) => {
-                DeviceStats::bump(&self.stats.exceptions);
-                if let Some(n) = self.limits[8].hit() {
-                    let points: Vec<&str> = unit.requests[r]
+                let points = || {
+                    unit.requests[r]
                         .points
                         .iter()
                         .filter_map(|&i| unit.points.get(i).map(|p| p.name.as_str()))
-                        .collect();
+                };
+                self.stats.exception(points());
+                if let Some(n) = self.limits[8].hit() {
+                    let points: Vec<&str> = points().collect();
                     warn!(device = %name, unit = unit.unit, request, suppressed = n, "Modbus exception: {why}; not read this cycle: {}", points.join(", "));
                 }
             }
@@ -191,25 +197,62 @@ impl<'a> FrameHandler<'a> {
         self.messages.drain(..)
     }
 
-    /// Marks request `r` of the cycle done; when all are, runs the device's rules on the values
-    /// read and starts the next cycle.
+    /// Group `group`'s read cycle in progress (a new one when none is).
+    fn cycle(&mut self, unit: &Unit, group: usize) -> &mut Cycle {
+        if self.cycles.len() <= group {
+            self.cycles.resize_with(group + 1, || None);
+        }
+        self.cycles[group].get_or_insert_with(|| Cycle::new(unit, group))
+    }
+
+    /// Marks request `r` of its group's cycle done; when all are, runs the device's rules on
+    /// the values read and starts the group's next cycle. With several groups, the rules run
+    /// are those whose most often read point is in this group; the points of other groups
+    /// they name are their latest readings.
     fn finish(&mut self, r: usize) {
         let Some(unit) = self.device.modbus.clone() else {
             return;
         };
-        let cycle = self.cycle.get_or_insert_with(|| Cycle::new(&unit));
+        let Some(group) = unit.requests.get(r).map(|q| q.group) else {
+            return;
+        };
+        let cycle = self.cycle(&unit, group);
         if let Some(done) = cycle.done.get_mut(r) {
             *done = true;
         }
         if !cycle.done.iter().all(|d| *d) {
             return;
         }
-        let Some(cycle) = self.cycle.take() else {
+        let Some(mut cycle) = self.cycles[group].take() else {
             return;
         };
+        if unit.groups > 1 {
+            self.latest.resize(unit.points.len(), None);
+            for (i, p) in unit.points.iter().enumerate() {
+                if p.group == group {
+                    if let Some(v) = &cycle.values[i] {
+                        self.latest[i] = Some(v.clone());
+                    }
+                } else {
+                    cycle.values[i] = self.latest[i].clone();
+                }
+            }
+        }
         let table = PointValues {
             unit: &unit,
             values: &cycle.values,
+        };
+        // The group a rule belongs to: its fastest point's (the first group if it names none).
+        let belongs = |rule: &crate::rules::Rule| {
+            unit.groups <= 1
+                || rule
+                    .point_names()
+                    .iter()
+                    .filter_map(|n| unit.points.iter().find(|p| p.name == *n))
+                    .map(|p| p.group)
+                    .min()
+                    .unwrap_or(0)
+                    == group
         };
         let env = Builtins {
             gateway: self.gateway,
@@ -221,6 +264,7 @@ impl<'a> FrameHandler<'a> {
         self.device.rules.apply_points(
             &env,
             &table,
+            &belongs,
             &mut self.messages,
             &mut self.problems,
             &mut self.reports,
@@ -308,17 +352,18 @@ impl<'a> FrameHandler<'a> {
     }
 }
 
-/// A Modbus device's read cycle: the values read so far and which requests are done.
+/// A Modbus read group's cycle: the values read so far and which requests are done (those
+/// of other groups count as done).
 struct Cycle {
     values: Vec<Option<Value<'static>>>,
     done: Vec<bool>,
 }
 
 impl Cycle {
-    fn new(unit: &Unit) -> Self {
+    fn new(unit: &Unit, group: usize) -> Self {
         Self {
             values: vec![None; unit.points.len()],
-            done: vec![false; unit.requests.len()],
+            done: unit.requests.iter().map(|r| r.group != group).collect(),
         }
     }
 }

@@ -112,10 +112,22 @@ pub fn decode(
     Ok(values)
 }
 
+/// Bit `at` of a coils or discretes answer (packed eight to a byte, least significant first).
+fn bit(data: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from((data.get(at / 8)? >> (at % 8)) & 1))
+}
+
 /// One point's value from the response's data, `at` registers (or bits) in.
 fn value(p: &Point, data: &[u8], at: usize) -> Option<Value<'static>> {
     Some(match &p.kind {
-        Kind::Bool => Value::Num(Num::U(u64::from((data.get(at / 8)? >> (at % 8)) & 1))),
+        Kind::Bool => Value::Num(Num::U(bit(data, at)?)),
+        Kind::Bits(n) => {
+            let mut v = 0u64;
+            for i in 0..usize::from(*n) {
+                v |= bit(data, at + i)? << i;
+            }
+            Value::Num(Num::U(v))
+        }
         Kind::Bit(bit) => {
             let word = FieldType::parse("u16be")?.read(data.get(at * 2..)?)?;
             let Num::U(w) = word else { return None };
@@ -221,6 +233,11 @@ mod tests {
         let values = decode(17, &requests[0], &points, &frame).unwrap();
         let bits: Vec<String> = values.iter().map(|(_, v)| text(v)).collect();
         assert_eq!(bits, ["1", "0", "1"]);
+        // A run of ten coils from 0 is one number, coil 0 its least significant bit.
+        let (points, requests) = unit("[{name: relays, coil: 0, length: 10}]");
+        let frame = rtu(&[17, 0x01, 2, 0b0000_0101, 0b0000_0010]);
+        let values = decode(17, &requests[0], &points, &frame).unwrap();
+        assert_eq!(text(&values[0].1), "517");
     }
 
     #[test]

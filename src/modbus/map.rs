@@ -6,6 +6,8 @@
 //! notation (30007 is input register 6, 40001 holding register 0, 10001 discrete input 0,
 //! 1 coil 0; six digits for addresses above 9999: 300001).
 
+use std::time::Duration;
+
 use crate::config::schema::ModbusPoint;
 use crate::rules::binary::{decimals_of, FieldType};
 
@@ -44,6 +46,9 @@ impl Table {
 pub enum Kind {
     /// A coil or discrete input: 0 or 1.
     Bool,
+    /// A run of this many coils or discrete inputs read as one unsigned number, the first
+    /// address the least significant bit (how Modbus packs them): a relay board's channels.
+    Bits(u16),
     /// One bit of a 16-bit register.
     Bit(u8),
     /// A number of 1, 2 or 4 registers.
@@ -71,6 +76,9 @@ pub struct Point {
     pub decimals: u8,
     /// Engineering unit, for the plan `check` prints.
     pub unit: Option<String>,
+    /// Its read group: the index of its interval among the unit's, fastest first (0 when the
+    /// whole map is read at the unit's `every`). Set by [`group`].
+    pub group: usize,
 }
 
 impl Point {
@@ -78,6 +86,7 @@ impl Point {
     pub fn width(&self) -> u16 {
         match &self.kind {
             Kind::Bool | Kind::Bit(_) => 1,
+            Kind::Bits(n) => *n,
             Kind::Number(t) => (t.size() / 2) as u16,
             Kind::Text(n) => *n,
         }
@@ -177,6 +186,7 @@ pub fn compile(raw: &ModbusPoint) -> Result<Point, PointError> {
         add: raw.add,
         decimals,
         unit: raw.unit.clone(),
+        group: 0,
     };
     if point.end() > 65_536 {
         return Err(error(
@@ -193,16 +203,44 @@ pub fn compile(raw: &ModbusPoint) -> Result<Point, PointError> {
     Ok(point)
 }
 
+/// Sorts the points into read groups by their interval (`every`, else the unit's), fastest
+/// first; returns each group's interval.
+pub fn group(
+    points: &mut [Point],
+    intervals: &[Option<Duration>],
+    unit_every: Duration,
+) -> Vec<Duration> {
+    let every = |i: usize| intervals.get(i).copied().flatten().unwrap_or(unit_every);
+    let mut groups: Vec<Duration> = (0..points.len()).map(every).collect();
+    groups.sort();
+    groups.dedup();
+    for (i, p) in points.iter_mut().enumerate() {
+        p.group = groups.iter().position(|&g| g == every(i)).unwrap_or(0);
+    }
+    groups
+}
+
 /// The point's type, order, length and bit, checked against its table.
 fn kind(raw: &ModbusPoint, table: Table) -> Result<Kind, PointError> {
     let ty = raw.type_.as_deref();
     if table.bits() {
         return match (ty, &raw.order, raw.length, raw.bit) {
-            (None | Some("bool"), None, None, None) => Ok(Kind::Bool),
+            (None | Some("bool"), None, None | Some(1), None) => Ok(Kind::Bool),
+            (None | Some("bits"), None, Some(n @ 2..=64), None) => Ok(Kind::Bits(n)),
+            (None | Some("bits"), None, Some(n), None) => Err(error(
+                "length",
+                format!(
+                    "point `{}`: {n} {}s cannot be one value",
+                    raw.name,
+                    table.name()
+                ),
+                "write `length: 2` to `length: 64` (one number, the first address its least \
+                 significant bit), or one point per bit",
+            )),
             _ => Err(error(
                 "type",
                 format!(
-                    "point `{}` is a {} (one bit): it has no type, order, length or bit",
+                    "point `{}` is a {} (one bit, or `length: N` bits): it has no type, order or bit",
                     raw.name,
                     table.name()
                 ),

@@ -35,6 +35,9 @@ pub struct Unit {
     pub points: Vec<Point>,
     /// The read requests, each one of the device's polls (same index).
     pub requests: Vec<Request>,
+    /// Read groups: points with an `every` of their own are read apart, each interval its
+    /// own cycle (1 when the whole map is read at the unit's `every`).
+    pub groups: usize,
 }
 
 impl Unit {

@@ -32,6 +32,8 @@ pub struct Request {
     pub count: u16,
     /// The points it carries (indices into the unit's points).
     pub points: Vec<usize>,
+    /// The read group of its points (they share their interval).
+    pub group: usize,
     /// The request on the wire: unit, function, start, count, CRC.
     pub bytes: Vec<u8>,
 }
@@ -50,10 +52,14 @@ pub fn read_request(unit: u8, table: Table, start: u16, count: u16) -> Vec<u8> {
     bytes
 }
 
-/// The plan for `points` of `unit`: requests in table and address order.
+/// The plan for `points` of `unit`: requests by read group, then in table and address order
+/// (points of different groups never share a request).
 pub fn plan(unit: u8, points: &[Point], limits: Limits) -> Vec<Request> {
     let mut order: Vec<usize> = (0..points.len()).collect();
-    order.sort_by_key(|&i| (points[i].table, points[i].address, points[i].end()));
+    order.sort_by_key(|&i| {
+        let p = &points[i];
+        (p.group, p.table, p.address, p.end())
+    });
     let mut requests: Vec<Request> = Vec::new();
     for i in order {
         let p = &points[i];
@@ -64,7 +70,8 @@ pub fn plan(unit: u8, points: &[Point], limits: Limits) -> Vec<Request> {
         };
         if let Some(r) = requests.last_mut() {
             let end = u32::from(r.start) + u32::from(r.count);
-            let joins = r.table == p.table
+            let joins = r.group == p.group
+                && r.table == p.table
                 && u32::from(p.address) <= end + u32::from(limits.max_gap)
                 && p.end().max(end) - u32::from(r.start) <= u32::from(max);
             if joins {
@@ -79,6 +86,7 @@ pub fn plan(unit: u8, points: &[Point], limits: Limits) -> Vec<Request> {
             start: p.address,
             count: p.width(),
             points: vec![i],
+            group: p.group,
             bytes: Vec::new(),
         });
     }

@@ -225,6 +225,9 @@ impl Lookup for JsonFields<'_> {
     }
 }
 
+/// Which rules of a set a Modbus read cycle runs (those of its read group).
+pub type RuleFilter<'a> = dyn Fn(&Rule) -> bool + 'a;
+
 /// Per-frame state shared by the rules of a set: the frame decoded once, lazily.
 struct FrameView<'a> {
     frame: &'a [u8],
@@ -322,12 +325,13 @@ impl RuleSet {
         )
     }
 
-    /// Runs the `points: true` rules on one read cycle of a Modbus device, whose values
-    /// `points` looks up by name (`env.frame` is empty).
+    /// Runs the `points: true` rules that `belongs` keeps on one read cycle of a Modbus
+    /// device, whose values `points` looks up by name (`env.frame` is empty).
     pub fn apply_points(
         &self,
         env: &Builtins<'_>,
         points: &dyn Lookup,
+        belongs: &RuleFilter<'_>,
         out: &mut Vec<Message>,
         problems: &mut Vec<Problem>,
         reports: &mut report::Reports,
@@ -340,13 +344,14 @@ impl RuleSet {
                 reports,
                 now: None,
             },
-            Some(points),
+            Some((points, belongs)),
         )
     }
 
     /// Tries the rules in order: the frame's rules, or with `points` a Modbus read cycle's
     /// `points: true` rules.
-    fn run(&self, mut ctx: Emit<'_, '_>, points: Option<&dyn Lookup>) -> Verdict {
+    fn run(&self, mut ctx: Emit<'_, '_>, cycle: Option<(&dyn Lookup, &RuleFilter)>) -> Verdict {
+        let points = cycle.map(|(p, _)| p);
         let env = ctx.env;
         let mut view = FrameView {
             frame: env.frame,
@@ -357,7 +362,9 @@ impl RuleSet {
         let mut kept = false;
         let mut text_tried = false;
         for rule in &self.rules {
-            if rule.reads_points() != points.is_some() {
+            if rule.reads_points() != points.is_some()
+                || cycle.is_some_and(|(_, belongs)| !belongs(rule))
+            {
                 continue;
             }
             text_tried |= rule.needs_text();

@@ -3,6 +3,7 @@
 //! RTU's. The rules it uses must be `points: true` rules naming its points.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::Problems;
 use crate::config::diagnostics::suggest;
@@ -57,6 +58,14 @@ pub(super) fn check(d: &schema::Device, path: &str, p: &mut Problems) -> Option<
     let mut points = Vec::with_capacity(m.points.len());
     for (i, raw) in m.points.iter().enumerate() {
         let here = format!("{at}.points[{i}]");
+        if raw.every.is_some_and(|e| e.is_zero()) {
+            p.error(
+                &format!("{here}.every"),
+                format!("point `{}` is read every 0s", raw.name),
+                Some("write how often it is read, e.g. `every: 1h`, or remove `every` to read it with the map (modbus.every)".into()),
+            );
+            ok = false;
+        }
         if points.iter().any(|q: &map::Point| q.name == raw.name) {
             p.error(
                 &format!("{here}.name"),
@@ -86,13 +95,23 @@ pub(super) fn check(d: &schema::Device, path: &str, p: &mut Problems) -> Option<
         max_registers: m.max_registers,
         max_bits: m.max_bits,
     };
-    let requests = plan(m.unit, &points, limits);
+    let intervals: Vec<Option<Duration>> = m.points.iter().map(|p| p.every).collect();
+    let groups = map::group(&mut points, &intervals, m.every);
+    let mut requests = plan(m.unit, &points, limits);
+    if groups.len() > 1 {
+        // Names stay unique (and say so in logs and `check`) when points are read at their
+        // own intervals.
+        for r in &mut requests {
+            let every = groups.get(r.group).copied().unwrap_or(m.every);
+            r.name = format!("{} every {}", r.name, humantime::format_duration(every));
+        }
+    }
     let polls = requests
         .iter()
         .map(|r| Poll {
             name: r.name.clone(),
             bytes: bytes::Bytes::from(r.bytes.clone()),
-            every: m.every,
+            every: groups.get(r.group).copied().unwrap_or(m.every),
             timeout: m.timeout,
             retries: m.retries,
             flush: true,
@@ -103,6 +122,7 @@ pub(super) fn check(d: &schema::Device, path: &str, p: &mut Problems) -> Option<
             unit: m.unit,
             points,
             requests,
+            groups: groups.len(),
         }),
         polls,
         framing: Framing::ModbusRtu(Some(m.unit)),

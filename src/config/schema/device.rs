@@ -118,7 +118,8 @@ pub struct ModbusPoint {
     /// Order of a 32/64-bit value's bytes, A most significant: abcd (default, the Modbus
     /// convention), cdab (low word first), badc, dcba.
     pub order: Option<String>,
-    /// Registers of a `string` (two characters each).
+    /// Registers of a `string` (two characters each), or coils/discrete inputs read as one
+    /// number (2 to 64, the first address its least significant bit).
     pub length: Option<u16>,
     /// One bit (0 = least significant) of a 16-bit register, read as 0 or 1.
     pub bit: Option<u8>,
@@ -130,6 +131,10 @@ pub struct ModbusPoint {
     pub decimals: Option<u8>,
     /// The engineering unit (V, A, kWh), shown by `check`'s request plan.
     pub unit: Option<String>,
+    /// How often this point is read, when not the unit's `every` (a serial number once a
+    /// day, an energy counter every minute, the voltage every second).
+    #[serde(default, with = "humantime_serde")]
+    pub every: Option<Duration>,
 }
 
 fn default_modbus_every() -> Duration {
