@@ -97,12 +97,22 @@ fn config(pty: &std::path::Path, every: &str, port: u16, setup: Setup, baud: u32
 
 /// The meters: answers each request after its wire time, paced per character at `baud`.
 /// Counts answers.
-fn simulate(pty: Pty, answered: Arc<AtomicU64>, baud: u32) -> tokio::task::JoinHandle<()> {
+/// Microseconds from the end of each answer on the simulated line to the next request, as
+/// the simulator sees them: the reader's turnaround plus its reaction time.
+type Gaps = Arc<std::sync::Mutex<Vec<u64>>>;
+
+fn simulate(
+    pty: Pty,
+    answered: Arc<AtomicU64>,
+    baud: u32,
+    gaps: Gaps,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let _keep = pty.path;
         let mut master = pty.master;
         let mut req = [0u8; REQUEST];
         let ct = char_time(baud);
+        let mut answer_end: Option<tokio::time::Instant> = None;
         loop {
             match master.read_exact(&mut req).await {
                 Ok(_) => {}
@@ -118,6 +128,13 @@ fn simulate(pty: Pty, answered: Arc<AtomicU64>, baud: u32) -> tokio::task::JoinH
             }
             // The request's bytes on the wire; the gateway wrote them at once.
             let arrived = tokio::time::Instant::now();
+            if let Some(end) = answer_end.take() {
+                // The reader writes a request at once; the line time is modelled below.
+                let gap = arrived.saturating_duration_since(end);
+                if let Ok(mut g) = gaps.lock() {
+                    g.push(gap.as_micros() as u64);
+                }
+            }
             let mut answer = vec![req[0], 0x04, 20];
             answer.extend_from_slice(&[0x09, 0x01]);
             answer.resize(ANSWER - 2, 0);
@@ -125,14 +142,30 @@ fn simulate(pty: Pty, answered: Arc<AtomicU64>, baud: u32) -> tokio::task::JoinH
             answer.extend_from_slice(&crc);
             let start = arrived + ct * REQUEST as u32;
             for (i, b) in answer.iter().enumerate() {
-                tokio::time::sleep_until(start + ct * i as u32).await;
+                wire_time(start + ct * i as u32).await;
                 if master.write_all(&[*b]).await.is_err() {
                     return;
                 }
             }
+            // The last character is on the line for one more character time.
+            answer_end = Some(tokio::time::Instant::now() + ct);
             answered.fetch_add(1, Ordering::Relaxed);
         }
     })
+}
+
+/// Waits until `at` to within tens of microseconds, as a line's characters arrive: tokio's
+/// timer rounds up to whole milliseconds, two characters at 19200 baud.
+async fn wire_time(at: tokio::time::Instant) {
+    let rest = at.saturating_duration_since(tokio::time::Instant::now());
+    // The coarse timer may be 2 ms late (tokio's tick, then epoll's millisecond).
+    if rest > Duration::from_millis(3) {
+        tokio::time::sleep_until(at - Duration::from_millis(3)).await;
+    }
+    let rest = at.saturating_duration_since(tokio::time::Instant::now());
+    if !rest.is_zero() {
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
+    }
 }
 
 /// Context switches (voluntary + involuntary) of every thread of `pid`.
@@ -161,16 +194,17 @@ fn phase(
     seconds: u64,
     setup: Setup,
     baud: u32,
-) -> (f64, f64, u64) {
+) -> (f64, f64, u64, f64) {
     let pty = rt.block_on(async { pty() });
     let port = free_port();
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("bus.yaml");
     std::fs::write(&cfg, config(&pty.path, every, port, setup, baud)).expect("config");
     let answered = Arc::new(AtomicU64::new(0));
+    let gaps = Gaps::default();
     let _sim = {
         let _in_runtime = rt.enter();
-        simulate(pty, answered.clone(), baud)
+        simulate(pty, answered.clone(), baud, gaps.clone())
     };
     let mut child = Command::new(gateway_bin())
         .args(["run", "--config"])
@@ -185,6 +219,9 @@ fn phase(
         "gateway did not start"
     );
     std::thread::sleep(Duration::from_secs(1));
+    if let Ok(mut g) = gaps.lock() {
+        g.clear();
+    }
     let (a0, c0, s0) = (
         answered.load(Ordering::Relaxed),
         cpu_seconds(child.id()),
@@ -204,7 +241,11 @@ fn phase(
         let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
         eprintln!("no transactions; the gateway said:\n{log}");
     }
-    ((a1 - a0) as f64 / elapsed, c1 - c0, s1 - s0)
+    let gap_ms = gaps
+        .lock()
+        .map(|g| median(g.iter().map(|&us| us as f64 / 1000.0).collect()))
+        .unwrap_or(0.0);
+    ((a1 - a0) as f64 / elapsed, c1 - c0, s1 - s0, gap_ms)
 }
 
 /// The peer, written the obvious way: a pymodbus client polling the four meters in turn as
@@ -224,7 +265,7 @@ fn peer(rt: &tokio::runtime::Runtime, seconds: u64, baud: u32) -> Option<f64> {
     let path = pty.path.clone();
     let _sim = {
         let _in_runtime = rt.enter();
-        simulate(pty, answered.clone(), baud)
+        simulate(pty, answered.clone(), baud, Gaps::default())
     };
     let out = Command::new("python3")
         .arg(script)
@@ -257,9 +298,11 @@ fn main() {
             if setup == Setup::Polls && baud != 9600 {
                 continue;
             }
-            let rates: Vec<f64> = (0..runs)
-                .map(|_| phase(&rt, "10ms", seconds, setup, baud).0)
+            let measured: Vec<(f64, f64, u64, f64)> = (0..runs)
+                .map(|_| phase(&rt, "10ms", seconds, setup, baud))
                 .collect();
+            let rates: Vec<f64> = measured.iter().map(|m| m.0).collect();
+            let gap = median(measured.iter().map(|m| m.3).collect());
             let rate = median(rates.clone());
             let peer_rate = if setup == Setup::Modbus {
                 let p: Vec<f64> = (0..runs).filter_map(|_| peer(&rt, seconds, baud)).collect();
@@ -276,11 +319,12 @@ fn main() {
                 None => String::new(),
             };
             println!(
-                "  {label} at {baud}: {rate:.2} transactions/s ({:.0} points/s) of a limit of {:.2}: {:.1} % (runs: {}){peer_text}",
+                "  {label} at {baud}: {rate:.2} transactions/s ({:.0} points/s) of a limit of {:.2}: {:.1} % (runs: {}); answer end to next request {gap:.2} ms (turnaround {:.2} ms){peer_text}",
                 rate * POINTS as f64,
                 limit(baud),
                 100.0 * rate / limit(baud),
-                rates.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ")
+                rates.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", "),
+                3.5 * char_time(baud).as_secs_f64() * 1000.0
             );
         }
     }
@@ -289,14 +333,14 @@ fn main() {
         idle.push(phase(&rt, "1s", seconds, Setup::Modbus, 9600));
     }
     idle.sort_by(|a, b| a.1.total_cmp(&b.1));
-    let (tx, cpu, sw) = idle[runs / 2];
+    let (tx, cpu, sw, _) = idle[runs / 2];
     // The same gateway asking nothing (one poll an hour): what the process costs by itself.
     let mut quiet = Vec::new();
     for _ in 0..runs {
         quiet.push(phase(&rt, "1h", seconds, Setup::Modbus, 9600));
     }
     quiet.sort_by(|a, b| a.1.total_cmp(&b.1));
-    let (_, cpu0, sw0) = quiet[runs / 2];
+    let (_, cpu0, sw0, _) = quiet[runs / 2];
     let s = seconds as f64;
     let n = tx * s;
     println!("idle, {METERS} Modbus units read once a second ({POINTS} points each), against the same gateway reading nothing:");

@@ -7,7 +7,7 @@
 //!
 //! Run: `cargo bench --bench pipeline` (needs mosquitto, python3, pyserial, paho-mqtt 1.6 for the
 //! peer; without them only serial2mqtt is measured). BENCH_COMMANDS=1 gives every device a
-//! command (MQTT → serial) too.
+//! command (MQTT → serial) too; BENCH_FRAMES=json reads JSON frames with a `json: true` rule.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -60,6 +60,22 @@ impl Drop for Running {
     }
 }
 
+/// BENCH_FRAMES=json: JSON frames (`{"seq":N,"t":21.50,"h":40}`, a `json: true` rule) instead
+/// of `seq=N` lines and a regex; serial2mqtt only (the peer script reads lines).
+fn json_frames() -> bool {
+    static JSON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *JSON.get_or_init(|| std::env::var("BENCH_FRAMES").is_ok_and(|v| v == "json"))
+}
+
+/// Frame number `seq` as the device writes it.
+fn frame(seq: u64) -> String {
+    if json_frames() {
+        format!("{{\"seq\":{seq},\"t\":21.50,\"h\":40}}\n")
+    } else {
+        format!("seq={seq}\n")
+    }
+}
+
 fn start_serial2mqtt(ports: &[PathBuf]) -> Running {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
@@ -77,7 +93,11 @@ fn start_serial2mqtt(ports: &[PathBuf]) -> Running {
             if commands { ", commands: [set]" } else { "" }
         );
     }
-    yaml += "rules:\n  seq:\n    match: '^seq=(?P<n>\\d+)$'\n    publish: [{topic: 'bench/{device}', payload: '{n}'}]\n";
+    if json_frames() {
+        yaml += "rules:\n  seq:\n    json: true\n    publish: [{topic: 'bench/{device}', payload: '{seq}'}]\n";
+    } else {
+        yaml += "rules:\n  seq:\n    match: '^seq=(?P<n>\\d+)$'\n    publish: [{topic: 'bench/{device}', payload: '{n}'}]\n";
+    }
     if commands {
         yaml += "commands:\n  set:\n    subscribe: 'cmd/{device}/set'\n    write: '{payload}'\n";
     }
@@ -106,6 +126,9 @@ fn start_serial2mqtt(ports: &[PathBuf]) -> Running {
 }
 
 fn peer_available() -> Result<(), String> {
+    if json_frames() {
+        return Err("BENCH_FRAMES=json: the peer script reads lines only".into());
+    }
     let py = Command::new("python3")
         .args(["-c", "import serial, paho.mqtt.client"])
         .stderr(Stdio::null())
@@ -272,7 +295,7 @@ async fn throughput(
         }
         let end = seq.saturating_add(chunk).min(frames);
         while buf.len() < 60 * 1024 && seq < end {
-            buf.extend_from_slice(format!("seq={seq}\n").as_bytes());
+            buf.extend_from_slice(frame(seq).as_bytes());
             seq += 1;
         }
         master.write_all(&buf).await.expect("pty write");
@@ -314,7 +337,7 @@ async fn latency(
         tick.tick().await;
         sent.push(Instant::now());
         master
-            .write_all(format!("seq={seq}\n").as_bytes())
+            .write_all(frame(seq).as_bytes())
             .await
             .expect("write");
     }
