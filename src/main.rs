@@ -46,6 +46,24 @@ enum Command {
         /// TLS listener: host name in its certificate (default: the listen address).
         #[arg(long)]
         host: Option<String>,
+        /// Log in as this user, the password in SERIAL2MQTT_PASSWORD (default: the users
+        /// file's first plain-text login, if any).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Set a local broker login in the users file (a salted hash; prompts for the password,
+    /// or reads it from stdin).
+    Passwd {
+        /// The users file (broker.users_file).
+        file: PathBuf,
+        /// The user name.
+        user: String,
+        /// Remove the user instead.
+        #[arg(short = 'D', long)]
+        delete: bool,
+        /// PBKDF2 rounds (more is slower to log in and to brute-force).
+        #[arg(long, default_value_t = serial2mqtt::broker::passwords::ITERATIONS)]
+        iterations: u32,
     },
     /// Talk to a Modbus RTU unit directly (explore a device before writing its map).
     Modbus {
@@ -120,6 +138,17 @@ fn main() -> ExitCode {
             cli::check::main(file.or(config).unwrap_or_else(|| DEFAULT_PATH.into()))
         }
         Command::Ports => cli::ports::main(),
+        Command::Passwd {
+            file,
+            user,
+            delete,
+            iterations,
+        } => cli::passwd::main(&cli::passwd::Request {
+            file: &file,
+            user: &user,
+            delete,
+            iterations,
+        }),
         Command::Modbus {
             action:
                 ModbusAction::Read {
@@ -183,6 +212,14 @@ fn main() -> ExitCode {
             config,
             ca_file,
             host,
-        } => cli::status::main(config, &cli::status::TlsTarget { ca_file, host }),
+            user,
+        } => cli::status::main(
+            config,
+            &cli::status::TlsTarget {
+                ca_file,
+                host,
+                user,
+            },
+        ),
     }
 }

@@ -862,6 +862,126 @@ async fn a_users_file_makes_local_clients_log_in_and_its_passwords_never_show() 
     );
 }
 
+/// Passwords used to be stored in plain text. `serial2mqtt passwd` writes a salted PBKDF2 hash
+/// (mosquitto_passwd's `$7$` format), mosquitto_passwd's own hashes work too (an independent
+/// implementation), and an old plain-text line keeps working with a warning naming its line.
+#[tokio::test]
+async fn hashed_logins_from_passwd_and_mosquitto_passwd_are_verified() {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("broker.users");
+    let passwd = |user: &str, password: &str| {
+        let mut child = serial2mqtt_command()
+            .arg("passwd")
+            .arg(&users)
+            .arg(user)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(passwd("dash", "first-pass").contains("added `dash`"));
+    assert!(passwd("dash", "s3cret-pass").contains("changed the password of `dash`"));
+    let mode = std::fs::metadata(&users).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640, "a new users file is not world-readable");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&users)
+        .unwrap()
+        .write_all(b"old:plain-pass\n")
+        .unwrap();
+    let mosquitto = have_tool("mosquitto_passwd");
+    if mosquitto {
+        let ok = std::process::Command::new("mosquitto_passwd")
+            .arg("-b")
+            .arg(&users)
+            .args(["ha", "mosq-pass"])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    let text = std::fs::read_to_string(&users).unwrap();
+    assert!(
+        text.contains("dash:$7$20000$") && !text.contains("s3cret-pass"),
+        "{text}"
+    );
+    assert_eq!(text.matches("dash:").count(), 1, "{text}");
+
+    let mut pty = Pty::new();
+    let config = climate_config(&pty.path, "").replace(
+        "broker:\n  listen: 127.0.0.1:{port}",
+        &format!(
+            "broker:\n  listen: 127.0.0.1:{{port}}\n  users_file: {}",
+            users.display()
+        ),
+    );
+    let gw = start_gateway(&config);
+    gw.wait_log("device online", T).await;
+    assert!(can_log_in(gw.port, Some(("dash", "s3cret-pass"))).await);
+    assert!(
+        !can_log_in(gw.port, Some(("dash", "first-pass"))).await,
+        "the old password"
+    );
+    assert!(!can_log_in(gw.port, Some(("dash", "s3cret-pasS"))).await);
+    assert!(!can_log_in(gw.port, Some(("nobody", "s3cret-pass"))).await);
+    assert!(!can_log_in(gw.port, None).await, "anonymous refused");
+    assert!(
+        can_log_in(gw.port, Some(("old", "plain-pass"))).await,
+        "plain text still works"
+    );
+    if mosquitto {
+        assert!(can_log_in(gw.port, Some(("ha", "mosq-pass"))).await);
+        assert!(!can_log_in(gw.port, Some(("ha", "mosq-pasS"))).await);
+    }
+    // The logged-in client gets readings.
+    let mut opts = rumqttc::MqttOptions::new("dash-sub", "127.0.0.1", gw.port);
+    opts.set_credentials("dash", "s3cret-pass");
+    let mut sub = Subscriber::connect_with(opts, &["sensors/#"], rumqttc::QoS::AtMostOnce).await;
+    pty.write(b"T=23.5;H=45\n").await;
+    assert_eq!(sub.next(T).await.payload, "23.5");
+
+    let out = serial2mqtt_command()
+        .arg("check")
+        .arg(gw.config_path())
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("plain-text passwords (deprecated: anyone who reads the file can log in) at {}:2 (`old`)", users.display())),
+        "{said}"
+    );
+    assert!(said.contains("serial2mqtt passwd"), "{said}");
+    let logs = gw.logs();
+    for secret in ["s3cret-pass", "plain-pass", "mosq-pass", "$7$"] {
+        assert!(
+            !logs.contains(secret) && !said.contains(secret),
+            "{secret} shown"
+        );
+    }
+    // `status` logs in with a hashed login given on the command line.
+    let out = serial2mqtt_command()
+        .args(["status", "--user", "dash", "--config"])
+        .arg(gw.config_path())
+        .env("SERIAL2MQTT_PASSWORD", "s3cret-pass")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("testgw"),
+        "{out:?}"
+    );
+}
+
 #[test]
 fn a_malformed_users_file_names_the_line_but_not_its_content() {
     let dir = tempfile::tempdir().unwrap();

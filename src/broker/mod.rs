@@ -19,6 +19,7 @@
 
 mod bridge;
 mod link;
+pub mod passwords;
 mod port;
 mod publisher;
 mod recent;

@@ -12,14 +12,49 @@ use crate::config::schema;
 /// `broker.window` is split across them, and the oldest segment is dropped as a whole.
 const SEGMENTS: usize = 4;
 
+/// rumqttd's login check for our users: a hash is verified on the blocking pool (PBKDF2 takes
+/// milliseconds, too long for the connection's task); an unknown user costs a verification too,
+/// so timing does not tell which names exist.
+fn authenticator(users: schema::Users) -> rumqttd::AuthHandler {
+    let users = std::sync::Arc::new(users);
+    std::sync::Arc::new(move |_client_id, user, password| {
+        let users = std::sync::Arc::clone(&users);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || match users.0.get(&user) {
+                Some(secret) => secret.verify(&password),
+                None => {
+                    decoy().verify(&password);
+                    false
+                }
+            })
+            .await
+            .unwrap_or(false)
+        })
+    })
+}
+
+/// A hash to verify against for unknown user names (same cost as a real one).
+fn decoy() -> &'static crate::broker::passwords::Secret {
+    static DECOY: std::sync::OnceLock<crate::broker::passwords::Secret> =
+        std::sync::OnceLock::new();
+    DECOY.get_or_init(|| {
+        let iterations = std::num::NonZeroU32::new(crate::broker::passwords::ITERATIONS)
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        crate::broker::passwords::hash("decoy", iterations)
+            .ok()
+            .and_then(|h| crate::broker::passwords::Secret::parse(&h).ok())
+            .unwrap_or(crate::broker::passwords::Secret::Plain(String::new()))
+    })
+}
+
 /// The rumqttd configuration built from ours.
 pub fn rumqttd_config(settings: &schema::Broker) -> RumqttdConfig {
     let connections = ConnectionSettings {
         connection_timeout_ms: settings.connect_timeout.as_millis().min(u16::MAX as u128) as u16,
         max_payload_size: settings.max_payload.as_u64() as usize,
         max_inflight_count: settings.max_inflight,
-        auth: settings.users.as_ref().map(|u| u.0.clone()),
-        external_auth: None,
+        auth: None,
+        external_auth: settings.users.clone().map(authenticator),
         dynamic_filters: false,
     };
     let server = ServerSettings {

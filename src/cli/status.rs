@@ -63,6 +63,35 @@ pub struct TlsTarget {
     pub ca_file: Option<std::path::PathBuf>,
     /// Host name to connect to and verify; default: the listen address.
     pub host: Option<String>,
+    /// The login, its password in `SERIAL2MQTT_PASSWORD`; default: the users file's first
+    /// plain-text one.
+    pub user: Option<String>,
+}
+
+/// The login `status` uses: `--user` with SERIAL2MQTT_PASSWORD, else the users file's first
+/// plain-text login; hashed logins cannot be read back, so they need `--user`.
+fn credentials(config: &Config, target: &TlsTarget) -> Result<Option<(String, String)>, String> {
+    let Some(users) = &config.broker.users else {
+        return Ok(None);
+    };
+    if let Some(user) = &target.user {
+        let password = std::env::var("SERIAL2MQTT_PASSWORD").map_err(|_| {
+            format!(
+                "--user {user}: put its password in the SERIAL2MQTT_PASSWORD environment variable"
+            )
+        })?;
+        return Ok(Some((user.clone(), password)));
+    }
+    let mut plain: Vec<(&String, &str)> = users
+        .0
+        .iter()
+        .filter_map(|(u, s)| s.plain().map(|p| (u, p)))
+        .collect();
+    plain.sort();
+    match plain.first() {
+        Some((u, p)) => Ok(Some(((*u).clone(), (*p).to_owned()))),
+        None => Err("the broker's logins are hashed: run `SERIAL2MQTT_PASSWORD=... serial2mqtt status --user NAME`".into()),
+    }
 }
 
 /// Fetches the daemon's latest summary from its broker.
@@ -74,13 +103,8 @@ pub async fn fetch(config: &Config, target: &TlsTarget) -> Result<Summary, Strin
     let mut opts = MqttOptions::new(id, host, addr.port());
     opts.set_keep_alive(Duration::from_secs(10));
     opts.set_max_packet_size(1 << 20, 1 << 20);
-    if let Some((user, password)) = config
-        .broker
-        .users
-        .as_ref()
-        .and_then(|u| u.0.iter().min_by(|a, b| a.0.cmp(b.0)))
-    {
-        opts.set_credentials(user.clone(), password.clone());
+    if let Some((user, password)) = credentials(config, target)? {
+        opts.set_credentials(user, password);
     }
     if let Some(tls) = &config.broker.tls {
         let trust = Tls {

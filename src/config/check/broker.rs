@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use super::{warn_if_world_readable, Problems};
+use crate::broker::passwords::Secret;
 use crate::config::schema;
 
 /// Checks `broker:` and reads its users file.
@@ -64,7 +65,8 @@ pub(super) fn check(raw: schema::Broker, p: &mut Problems) -> schema::Broker {
     broker
 }
 
-/// Reads `broker.users_file`: `user:password` per line; blank lines and `#` comments skipped.
+/// Reads `broker.users_file`: `user:hash` per line (plain-text passwords still work, with a
+/// warning naming their line); blank lines and `#` comments skipped.
 fn read_users(file: &Path, p: &mut Problems) -> Option<schema::Users> {
     let key = "broker.users_file";
     let text = match std::fs::read_to_string(file) {
@@ -73,21 +75,44 @@ fn read_users(file: &Path, p: &mut Problems) -> Option<schema::Users> {
             p.error(
                 key,
                 format!("cannot read {}: {e}", file.display()),
-                Some("create it with one `user:password` per line (chmod 640)".into()),
+                Some(format!(
+                    "create it with `serial2mqtt passwd {} USER` (one line per user, chmod 640)",
+                    file.display()
+                )),
             );
             return None;
         }
     };
     warn_if_world_readable(key, file, p);
     let mut users = std::collections::HashMap::new();
+    let mut plain = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
         if line.trim().is_empty() || line.trim_start().starts_with('#') {
             continue;
         }
         match line.split_once(':') {
-            Some((user, pass)) if !user.is_empty() && !pass.is_empty() => {
-                users.insert(user.to_owned(), pass.to_owned());
+            Some((user, stored)) if !user.is_empty() && !stored.is_empty() => {
+                match Secret::parse(stored) {
+                    Ok(secret) => {
+                        if secret.is_plain() {
+                            plain.push(format!("{}:{} (`{user}`)", file.display(), i + 1));
+                        }
+                        users.insert(user.to_owned(), secret);
+                    }
+                    Err(why) => p.error(
+                        key,
+                        format!(
+                            "{}:{}: user `{user}`'s password hash: {why}",
+                            file.display(),
+                            i + 1
+                        ),
+                        Some(format!(
+                            "write it again with `serial2mqtt passwd {} {user}`",
+                            file.display()
+                        )),
+                    ),
+                }
             }
             // The line may hold a password: say where, never what.
             _ => p.error(
@@ -96,6 +121,19 @@ fn read_users(file: &Path, p: &mut Problems) -> Option<schema::Users> {
                 Some("write one `user:password` per line".into()),
             ),
         }
+    }
+    if !plain.is_empty() {
+        p.warn(
+            key,
+            format!(
+                "plain-text passwords (deprecated: anyone who reads the file can log in) at {}",
+                plain.join(", ")
+            ),
+            Some(format!(
+                "hash each one: `serial2mqtt passwd {} USER` (it prompts, or reads the password from stdin)",
+                file.display()
+            )),
+        );
     }
     if users.is_empty() {
         p.error(

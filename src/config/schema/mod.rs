@@ -305,7 +305,8 @@ pub struct Broker {
     /// behind or are offline with a persistent session; memory grows with it.
     #[serde(default = "default_window")]
     pub window: ByteSize,
-    /// A file of `user:password` lines: when set, local clients must log in with one of them.
+    /// A file of `user:hash` lines (`serial2mqtt passwd`, or mosquitto_passwd's): when set,
+    /// local clients must log in with one of them.
     pub users_file: Option<PathBuf>,
     /// The users read from `users_file` (filled in by validation).
     #[serde(skip)]
@@ -329,9 +330,10 @@ pub struct BrokerTls {
     pub key_file: PathBuf,
 }
 
-/// Local broker logins, user name → password. `Debug` shows the names only.
+/// Local broker logins, user name → stored secret (a hash, or a deprecated plain-text
+/// password). `Debug` shows the names only.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Users(pub std::collections::HashMap<String, String>);
+pub struct Users(pub std::collections::HashMap<String, crate::broker::passwords::Secret>);
 
 impl std::fmt::Debug for Users {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
