@@ -420,3 +420,39 @@ async fn commands_on_two_topics_of_one_device_are_written_in_the_order_they_were
         .expect("the other relay got every message")
         .expect("read pty");
 }
+
+/// A broker on the network without logins used to take commands from anyone who reached it
+/// (a guest Wi-Fi, a compromised plug). Such a gateway now takes none, says why, and keeps
+/// reading; `broker.allow_anonymous_commands: true` is the explicit opt-in.
+#[tokio::test]
+async fn an_open_network_listener_takes_no_commands_unless_allowed() {
+    let open = |extra: &str, pty: &Pty| {
+        relay_config(&pty.path, extra).replace(
+            "broker: {listen: \"127.0.0.1:{port}\"}",
+            "broker: {listen: \"0.0.0.0:{port}\"}",
+        )
+    };
+    let mut pty = Pty::new();
+    let yaml = open("", &pty);
+    assert!(yaml.contains("0.0.0.0:{port}"), "{yaml}");
+    let gw = start_gateway(&yaml);
+    gw.wait_log("the commands of relay are off", T).await;
+    gw.wait_log("device online", T).await;
+    for _ in 0..5 {
+        publish(gw.port, "cmd/gw/relay/set", b"ON").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_nothing_written(&mut pty, Duration::from_millis(500)).await;
+    drop(gw);
+
+    let mut pty = Pty::new();
+    let yaml = open("", &pty).replace(
+        "listen: \"0.0.0.0:{port}\"}",
+        "listen: \"0.0.0.0:{port}\", allow_anonymous_commands: true}",
+    );
+    assert!(yaml.contains("allow_anonymous_commands"), "{yaml}");
+    let gw = start_gateway(&yaml);
+    gw.wait_log("anyone on the network can write to relay", T)
+        .await;
+    wait_commands_ready(&gw, &mut pty).await;
+}

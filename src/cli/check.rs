@@ -46,6 +46,7 @@ pub fn main(path: PathBuf) -> ExitCode {
                 c.devices.len(),
                 c.broker.listen
             );
+            println!("  {}", security(&c));
             for d in &c.devices {
                 if let Some(unit) = &d.modbus {
                     print!("{}", modbus_plan(d, unit));
@@ -55,6 +56,57 @@ pub fn main(path: PathBuf) -> ExitCode {
         }
         None => ExitCode::FAILURE,
     }
+}
+
+/// One line on who can reach the broker from where, and who can command which device.
+fn security(c: &crate::config::Config) -> String {
+    let b = &c.broker;
+    let from = if b.listen.ip().is_loopback() {
+        "this host only"
+    } else {
+        "the network"
+    };
+    let who = match &b.users {
+        Some(u) => format!(
+            "{} login(s) from {}",
+            u.0.len(),
+            b.users_file
+                .as_ref()
+                .map(|f| f.display().to_string())
+                .unwrap_or_default()
+        ),
+        None => "no login".to_owned(),
+    };
+    let tls = if b.tls.is_some() { ", TLS" } else { "" };
+    let commanded: Vec<&str> = c
+        .devices
+        .iter()
+        .filter(|d| !d.commands.is_empty())
+        .map(|d| d.name.as_str())
+        .collect();
+    let by = if b.users.is_some() {
+        "logged-in users"
+    } else if b.listen.ip().is_loopback() {
+        "any client on this host"
+    } else {
+        "anyone on the network"
+    };
+    // Turned off by config::check (its warning says so) when the broker is open to anyone.
+    let off = c
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("so the commands of"));
+    let commands = if off {
+        "commands off (a network listener without logins)".to_owned()
+    } else if commanded.is_empty() {
+        "no device takes commands".to_owned()
+    } else {
+        format!("{} commanded by {by}", commanded.join(", "))
+    };
+    format!(
+        "security: broker on {} ({from}, {who}{tls}); {commands}",
+        b.listen
+    )
 }
 
 /// A Modbus device's request plan: each request with the points it reads, and the time one

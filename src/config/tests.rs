@@ -704,7 +704,7 @@ fn every_validation_error_has_its_message() {
         (
             "  listen: 127.0.0.1:1884",
             "  listen: 127.0.0.1:1884\n  users_file: /nonexistent/users",
-            &["broker.users_file", "cannot read", "user:password"],
+            &["broker.users_file", "cannot read", "serial2mqtt passwd /nonexistent/users USER"],
         ),
         (
             "devices:",
@@ -985,6 +985,16 @@ fn every_validation_error_has_its_message() {
             "    framing: lines",
             "    framing: lines\n    modbus: {unit: 1, points: [{name: v, input: 0}, {name: v, input: 1}]}",
             &["devices[0].modbus.points[1].name", "used twice"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: lines\n    modbus: {unit: 1, points: [{name: v, input: 0, every: 0s}]}",
+            &["devices[0].modbus.points[0].every", "read every 0s", "every: 1h"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: lines\n    modbus: {unit: 1, points: [{name: v, coil: 0, length: 80}]}",
+            &["devices[0].modbus.points[0].length", "80 coils cannot be one value", "length: 64"],
         ),
         (
             "    framing: lines",

@@ -230,9 +230,9 @@ fn kind(raw: &ModbusPoint, table: Table) -> Result<Kind, PointError> {
             (None | Some("bits"), None, Some(n), None) => Err(error(
                 "length",
                 format!(
-                    "point `{}`: {n} {}s cannot be one value",
+                    "point `{}`: {n} {} cannot be one value",
                     raw.name,
-                    table.name()
+                    if table == Table::Coils { "coils" } else { "discrete inputs" }
                 ),
                 "write `length: 2` to `length: 64` (one number, the first address its least \
                  significant bit), or one point per bit",

@@ -65,6 +65,47 @@ pub(super) fn check(raw: schema::Broker, p: &mut Problems) -> schema::Broker {
     broker
 }
 
+/// A listener on the network without logins lets anyone there connect: `check` says so, and
+/// commands (which write to the devices) are off unless `allow_anonymous_commands` says
+/// otherwise. Readings go on either way.
+pub(super) fn anonymous_network(
+    broker: &schema::Broker,
+    devices: &mut [crate::config::Device],
+    p: &mut Problems,
+) {
+    if broker.listen.ip().is_loopback() || broker.users.is_some() || broker.users_file.is_some() {
+        return;
+    }
+    let listen = broker.listen;
+    let commanded: Vec<&str> = devices
+        .iter()
+        .filter(|d| !d.commands.is_empty())
+        .map(|d| d.name.as_str())
+        .collect();
+    if commanded.is_empty() {
+        p.warn(
+            "broker.listen",
+            format!("the broker listens on {listen} without logins: anyone on the network can connect, read every reading and publish"),
+            Some("set broker.users_file (serial2mqtt passwd FILE USER), or listen on 127.0.0.1:1883".into()),
+        );
+    } else if broker.allow_anonymous_commands {
+        p.warn(
+            "broker.allow_anonymous_commands",
+            format!("the broker listens on {listen} without logins and takes commands: anyone on the network can write to {}", commanded.join(", ")),
+            Some("set broker.users_file (serial2mqtt passwd FILE USER), or listen on 127.0.0.1:1883".into()),
+        );
+    } else {
+        p.warn(
+            "broker.listen",
+            format!("the broker listens on {listen} without logins, so the commands of {} are off: anyone on the network could write to the devices", commanded.join(", ")),
+            Some("set broker.users_file (serial2mqtt passwd FILE USER), listen on 127.0.0.1:1883, or accept the risk with broker.allow_anonymous_commands: true".into()),
+        );
+        for d in devices.iter_mut() {
+            d.commands.clear();
+        }
+    }
+}
+
 /// Reads `broker.users_file`: `user:hash` per line (plain-text passwords still work, with a
 /// warning naming their line); blank lines and `#` comments skipped.
 fn read_users(file: &Path, p: &mut Problems) -> Option<schema::Users> {

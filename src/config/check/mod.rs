@@ -36,7 +36,8 @@ pub fn check(
     let broker = broker::check(raw.broker, &mut p);
     let mut library = rules::compile(&raw.rules, &raw.commands, &mut p);
     let names: Vec<String> = raw.devices.iter().map(|d| d.name.clone()).collect();
-    let devices = devices::check(raw.devices, &gw, &mut library, &mut p);
+    let mut devices = devices::check(raw.devices, &gw, &mut library, &mut p);
+    broker::anonymous_network(&broker, &mut devices, &mut p);
     buses::check(&devices, &names, &mut p);
     library.warn_unused(&mut p);
     rules::reply_loops(&devices, &mut p);

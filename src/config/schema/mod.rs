@@ -313,6 +313,10 @@ pub struct Broker {
     pub users: Option<Users>,
     /// TLS on the listener instead of plain TCP.
     pub tls: Option<BrokerTls>,
+    /// Take commands although anyone who reaches a network listener without logins may send
+    /// them (default false: such a gateway takes no commands).
+    #[serde(default)]
+    pub allow_anonymous_commands: bool,
     /// How many nice steps below the serial path and the uplink the threads serving local
     /// clients run, so a flooding client cannot take the CPU the readings need (0 = equal).
     #[serde(default = "default_nice")]
@@ -355,13 +359,15 @@ impl Default for Broker {
             users_file: None,
             users: None,
             tls: None,
+            allow_anonymous_commands: false,
             nice: default_nice(),
         }
     }
 }
 
 fn default_listen() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 1883))
+    // This host only until the user opts into the network (as mosquitto 2.0 does).
+    SocketAddr::from(([127, 0, 0, 1], 1883))
 }
 fn default_max_connections() -> usize {
     64
