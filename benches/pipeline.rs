@@ -127,7 +127,7 @@ fn start_serial2mqtt(ports: &[PathBuf]) -> Running {
 
 fn peer_available() -> Result<(), String> {
     if json_frames() {
-        return Err("BENCH_FRAMES=json: the peer script reads lines only".into());
+        return Err("line frames (BENCH_FRAMES=json measures serial2mqtt only)".into());
     }
     let py = Command::new("python3")
         .args(["-c", "import serial, paho.mqtt.client"])
