@@ -804,6 +804,31 @@ fn fastrand_id() -> u64 {
     N.fetch_add(1, Ordering::Relaxed) + u64::from(std::process::id()) * 1000
 }
 
+/// `check` on `config`: it must pass; what it printed (stdout and stderr).
+fn check_passes(config: &std::path::Path) -> String {
+    let out = serial2mqtt_command()
+        .arg("check")
+        .arg(config)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    said
+}
+
+/// A subscriber logged in as `user` gets the next reading written to `pty`.
+async fn reads_as(gw: &Gateway, pty: &mut Pty, user: &str, password: &str) {
+    let mut opts = rumqttc::MqttOptions::new(format!("{user}-sub"), "127.0.0.1", gw.port);
+    opts.set_credentials(user, password);
+    let mut sub = Subscriber::connect_with(opts, &["sensors/#"], rumqttc::QoS::AtMostOnce).await;
+    pty.write(b"T=23.5;H=45\n").await;
+    assert_eq!(sub.next(T).await.payload, "23.5");
+}
+
 #[tokio::test]
 async fn a_users_file_makes_local_clients_log_in_and_its_passwords_never_show() {
     use std::os::unix::fs::PermissionsExt;
@@ -835,26 +860,12 @@ async fn a_users_file_makes_local_clients_log_in_and_its_passwords_never_show() 
     assert!(can_log_in(gw.port, Some(("nodered", "other-pass"))).await);
 
     // A logged-in subscriber gets the readings.
-    let mut opts = rumqttc::MqttOptions::new("dash-sub", "127.0.0.1", gw.port);
-    opts.set_credentials("dash", "s3cret-pass");
-    let mut sub = Subscriber::connect_with(opts, &["sensors/#"], rumqttc::QoS::AtMostOnce).await;
-    pty.write(b"T=23.5;H=45\n").await;
-    assert_eq!(sub.next(T).await.payload, "23.5");
+    reads_as(&gw, &mut pty, "dash", "s3cret-pass").await;
 
     // Never in the logs, never in `check`; a world-readable file gets a warning.
     assert!(!gw.logs().contains("s3cret-pass") && !gw.logs().contains("other-pass"));
     std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = serial2mqtt_command()
-        .arg("check")
-        .arg(gw.config_path())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
+    let text = check_passes(&gw.config_path());
     assert!(text.contains("readable by every user"), "{text}");
     assert!(
         !text.contains("s3cret-pass") && !text.contains("other-pass"),
@@ -939,23 +950,9 @@ async fn hashed_logins_from_passwd_and_mosquitto_passwd_are_verified() {
         assert!(!can_log_in(gw.port, Some(("ha", "mosq-pasS"))).await);
     }
     // The logged-in client gets readings.
-    let mut opts = rumqttc::MqttOptions::new("dash-sub", "127.0.0.1", gw.port);
-    opts.set_credentials("dash", "s3cret-pass");
-    let mut sub = Subscriber::connect_with(opts, &["sensors/#"], rumqttc::QoS::AtMostOnce).await;
-    pty.write(b"T=23.5;H=45\n").await;
-    assert_eq!(sub.next(T).await.payload, "23.5");
+    reads_as(&gw, &mut pty, "dash", "s3cret-pass").await;
 
-    let out = serial2mqtt_command()
-        .arg("check")
-        .arg(gw.config_path())
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{said}");
+    let said = check_passes(&gw.config_path());
     assert!(
         said.contains(&format!("plain-text passwords (deprecated: anyone who reads the file can log in) at {}:2 (`old`)", users.display())),
         "{said}"
