@@ -27,7 +27,11 @@ setpriv --reuid=serial2mqtt --regid=serial2mqtt --init-groups \
 # it says it is running; then a clean stop.
 tmp=$(mktemp -d)
 chmod 755 "$tmp"
-sed 's/listen: 0.0.0.0:1883/listen: 127.0.0.1:18883/' /etc/serial2mqtt/config.yaml > "$tmp/config.yaml"
+# Secure by default: the installed broker serves this host only.
+grep -q '^  listen: 127.0.0.1:1883$' /etc/serial2mqtt/config.yaml \
+  || fail "the installed config does not listen on 127.0.0.1:1883"
+sed 's/listen: 127.0.0.1:1883$/listen: 127.0.0.1:18883/' /etc/serial2mqtt/config.yaml > "$tmp/config.yaml"
+grep -q 'listen: 127.0.0.1:18883' "$tmp/config.yaml" || fail "could not move the test broker to 18883"
 chmod 644 "$tmp/config.yaml"
 setpriv --reuid=serial2mqtt --regid=serial2mqtt --init-groups \
   /usr/bin/serial2mqtt run --config "$tmp/config.yaml" 2> "$tmp/log" &
