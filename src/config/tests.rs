@@ -487,6 +487,46 @@ fn missing_file_says_what_to_do() {
     assert!(e.contains("--config"), "{e}");
 }
 
+/// A network listener without logins is named for what it is: anyone can connect; with
+/// commands they are switched off unless allowed; a loopback listener or logins say nothing.
+#[test]
+fn an_open_network_listener_is_a_warning_and_turns_commands_off() {
+    let open = GOOD.replace("listen: 127.0.0.1:1884", "listen: 0.0.0.0:1884");
+    let c = load(&open).unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.message.contains("anyone on the network can connect")),
+        "{:?}",
+        c.warnings
+    );
+    assert!(!load(GOOD)
+        .unwrap()
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("without logins")));
+    let commanded = open.replace(
+        "    rules: [climate]",
+        "    rules: [climate]\n    commands: [vent]",
+    )
+        + "commands:\n  vent: {subscribe: \"cmd/{device}/vent\", write: \"V={payload}\\n\"}\n";
+    let c = load(&commanded).unwrap();
+    assert!(c.devices[0].commands.is_empty(), "commands off");
+    assert!(c
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("so the commands of greenhouse are off")));
+    let allowed = commanded.replace(
+        "listen: 0.0.0.0:1884",
+        "listen: 0.0.0.0:1884\n  allow_anonymous_commands: true",
+    );
+    let c = load(&allowed).unwrap();
+    assert_eq!(c.devices[0].commands.len(), 1);
+    assert!(c.warnings.iter().any(|w| w
+        .message
+        .contains("anyone on the network can write to greenhouse")));
+}
+
 #[test]
 fn shipped_configs_pass_check() {
     for f in [
@@ -644,6 +684,11 @@ fn every_validation_error_has_its_message() {
         (
             "        payload: \"{temp}\"",
             "        payload: \"{temp}\"\n        retain: yes",
+            &["expected a boolean", "write true or false"],
+        ),
+        (
+            "  listen: 127.0.0.1:1884",
+            "  listen: 127.0.0.1:1884\n  allow_anonymous_commands: yes",
             &["expected a boolean", "write true or false"],
         ),
         (
