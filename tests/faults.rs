@@ -804,6 +804,17 @@ fn fastrand_id() -> u64 {
     N.fetch_add(1, Ordering::Relaxed) + u64::from(std::process::id()) * 1000
 }
 
+/// The climate config on `pty` with `users` as its broker's users file.
+fn with_users_file(pty: &Pty, users: &std::path::Path) -> String {
+    climate_config(&pty.path, "").replace(
+        "broker:\n  listen: 127.0.0.1:{port}",
+        &format!(
+            "broker:\n  listen: 127.0.0.1:{{port}}\n  users_file: {}",
+            users.display()
+        ),
+    )
+}
+
 /// `check` on `config`: it must pass; what it printed (stdout and stderr).
 fn check_passes(config: &std::path::Path) -> String {
     let out = serial2mqtt_command()
@@ -841,13 +852,7 @@ async fn a_users_file_makes_local_clients_log_in_and_its_passwords_never_show() 
     .unwrap();
     std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o640)).unwrap();
     let mut pty = Pty::new();
-    let config = climate_config(&pty.path, "").replace(
-        "broker:\n  listen: 127.0.0.1:{port}",
-        &format!(
-            "broker:\n  listen: 127.0.0.1:{{port}}\n  users_file: {}",
-            users.display()
-        ),
-    );
+    let config = with_users_file(&pty, &users);
     assert!(config.contains("users_file"));
     let gw = start_gateway(&config);
     gw.wait_log("device online", T).await;
@@ -924,13 +929,7 @@ async fn hashed_logins_from_passwd_and_mosquitto_passwd_are_verified() {
     assert_eq!(text.matches("dash:").count(), 1, "{text}");
 
     let mut pty = Pty::new();
-    let config = climate_config(&pty.path, "").replace(
-        "broker:\n  listen: 127.0.0.1:{port}",
-        &format!(
-            "broker:\n  listen: 127.0.0.1:{{port}}\n  users_file: {}",
-            users.display()
-        ),
-    );
+    let config = with_users_file(&pty, &users);
     let gw = start_gateway(&config);
     gw.wait_log("device online", T).await;
     assert!(can_log_in(gw.port, Some(("dash", "s3cret-pass"))).await);

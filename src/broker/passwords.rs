@@ -124,11 +124,6 @@ impl Secret {
         }
     }
 
-    /// Whether the password is stored in plain text.
-    pub fn is_plain(&self) -> bool {
-        matches!(self, Secret::Plain(_))
-    }
-
     /// The plain-text password, if that is how it is stored (for `status` logging in).
     pub fn plain(&self) -> Option<&str> {
         match self {
@@ -225,7 +220,7 @@ mod tests {
         assert!(Secret::parse("a-long-password")
             .unwrap()
             .verify("a-long-password"));
-        assert!(Secret::parse("a-long-password").unwrap().is_plain());
+        assert!(Secret::parse("a-long-password").unwrap().plain().is_some());
         let salt = b"0123456789ab";
         let mut ctx = digest::Context::new(&digest::SHA512);
         ctx.update(b"pw");

@@ -6,6 +6,7 @@ use rumqttd::{
     Config as RumqttdConfig, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig,
 };
 
+use crate::broker::passwords::{self, Secret};
 use crate::config::schema;
 
 /// rumqttd keeps each subscription filter's recent messages in a log of this many segments;
@@ -34,16 +35,15 @@ fn authenticator(users: schema::Users) -> rumqttd::AuthHandler {
 }
 
 /// A hash to verify against for unknown user names (same cost as a real one).
-fn decoy() -> &'static crate::broker::passwords::Secret {
-    static DECOY: std::sync::OnceLock<crate::broker::passwords::Secret> =
-        std::sync::OnceLock::new();
+fn decoy() -> &'static Secret {
+    static DECOY: std::sync::OnceLock<Secret> = std::sync::OnceLock::new();
     DECOY.get_or_init(|| {
-        let iterations = std::num::NonZeroU32::new(crate::broker::passwords::ITERATIONS)
-            .unwrap_or(std::num::NonZeroU32::MIN);
-        crate::broker::passwords::hash("decoy", iterations)
+        let iterations =
+            std::num::NonZeroU32::new(passwords::ITERATIONS).unwrap_or(std::num::NonZeroU32::MIN);
+        passwords::hash("decoy", iterations)
             .ok()
-            .and_then(|h| crate::broker::passwords::Secret::parse(&h).ok())
-            .unwrap_or(crate::broker::passwords::Secret::Plain(String::new()))
+            .and_then(|h| Secret::parse(&h).ok())
+            .unwrap_or(Secret::Plain(String::new()))
     })
 }
 

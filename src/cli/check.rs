@@ -91,11 +91,7 @@ fn security(c: &crate::config::Config) -> String {
     } else {
         "anyone on the network"
     };
-    // Turned off by config::check (its warning says so) when the broker is open to anyone.
-    let off = c
-        .warnings
-        .iter()
-        .any(|w| w.message.contains("so the commands of"));
+    let off = crate::config::check::open_to_the_network(b) && !b.allow_anonymous_commands;
     let commands = if off {
         "commands off (a network listener without logins)".to_owned()
     } else if commanded.is_empty() {

@@ -65,6 +65,12 @@ pub(super) fn check(raw: schema::Broker, p: &mut Problems) -> schema::Broker {
     broker
 }
 
+/// Whether anyone who reaches the broker may connect from another host: a listener off
+/// loopback with no users file.
+pub fn open_to_the_network(broker: &schema::Broker) -> bool {
+    !broker.listen.ip().is_loopback() && broker.users_file.is_none()
+}
+
 /// A listener on the network without logins lets anyone there connect: `check` says so, and
 /// commands (which write to the devices) are off unless `allow_anonymous_commands` says
 /// otherwise. Readings go on either way.
@@ -73,7 +79,7 @@ pub(super) fn anonymous_network(
     devices: &mut [crate::config::Device],
     p: &mut Problems,
 ) {
-    if broker.listen.ip().is_loopback() || broker.users.is_some() || broker.users_file.is_some() {
+    if !open_to_the_network(broker) {
         return;
     }
     let listen = broker.listen;
@@ -136,7 +142,7 @@ fn read_users(file: &Path, p: &mut Problems) -> Option<schema::Users> {
             Some((user, stored)) if !user.is_empty() && !stored.is_empty() => {
                 match Secret::parse(stored) {
                     Ok(secret) => {
-                        if secret.is_plain() {
+                        if secret.plain().is_some() {
                             plain.push(format!("{}:{} (`{user}`)", file.display(), i + 1));
                         }
                         users.insert(user.to_owned(), secret);

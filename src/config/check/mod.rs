@@ -5,6 +5,7 @@
 //! checks.
 
 mod broker;
+pub use broker::open_to_the_network;
 mod buses;
 mod devices;
 mod gateway;
