@@ -17,7 +17,9 @@
 //! gets the QoS it subscribed with; the rule's `retain` flag is honoured here, and the rule's
 //! `qos` matters on the uplink. Nothing is lost on this hop: it is a blocking in-process channel.
 
+pub mod acl;
 mod bridge;
+pub mod gate;
 mod link;
 pub mod passwords;
 mod port;
@@ -97,8 +99,14 @@ pub fn start(
     bridge: Option<Bridge>,
     downlink: Arc<dyn Downlink>,
 ) -> Result<(LocalBroker, Outbox), BrokerError> {
-    port::check_free(settings.listen)?;
-    let mut broker = rumqttd::Broker::new(settings::rumqttd_config(settings));
+    let gate = if gate::needed(settings) {
+        Some(start_gate(settings)?)
+    } else {
+        port::check_free(settings.listen)?;
+        None
+    };
+    let inner = gate.as_ref().map(|(g, _)| (g.inner, g.secret.clone()));
+    let mut broker = rumqttd::Broker::new(settings::rumqttd_config(settings, inner));
     // rumqttd lets a new connection with the same client id take over an existing one, our
     // link included: an id no local client will guess keeps the gateway's link its own.
     let link_id = format!("serial2mqtt-internal-{:016x}", fastrand::u64(..));
@@ -107,6 +115,7 @@ pub fn start(
         .map_err(|e| BrokerError::Link(e.to_string()))?;
 
     let broker_failed = failed.clone();
+    let gate_failed = failed.clone();
     let nice = settings.nice;
     thread::Builder::new()
         .name("broker".into())
@@ -159,13 +168,50 @@ pub fn start(
         .name("broker-publish".into())
         .spawn(move || handle.block_on(publisher.run()))?;
 
-    wait_listening(settings.listen)?;
+    match gate {
+        Some((gate, listener)) => {
+            wait_listening(gate.inner)?;
+            let gate = Arc::new(gate);
+            thread::Builder::new()
+                .name("broker-gate".into())
+                .spawn(move || {
+                    lower_priority(nice);
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build();
+                    match runtime.and_then(|rt| {
+                        rt.block_on(async {
+                            let listener = tokio::net::TcpListener::from_std(listener)?;
+                            gate.run(listener).await;
+                            Ok::<(), io::Error>(())
+                        })
+                    }) {
+                        Ok(()) => error!("local broker listener stopped"),
+                        Err(e) => error!("local broker listener stopped: {e}"),
+                    }
+                    gate_failed.cancel();
+                })?;
+        }
+        None => wait_listening(settings.listen)?,
+    }
     Ok((
         LocalBroker {
             publisher: Some(publisher),
         },
         tx,
     ))
+}
+
+/// Binds the local clients' listener for the gatekeeper and picks rumqttd's loopback port
+/// behind it (a free one, found by binding port 0).
+fn start_gate(
+    settings: &schema::Broker,
+) -> Result<(gate::Gate, std::net::TcpListener), BrokerError> {
+    let listener = port::bind(settings.listen)?;
+    listener.set_nonblocking(true)?;
+    let inner = port::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?.local_addr()?;
+    let secret = gate::new_secret().map_err(BrokerError::Link)?;
+    Ok((gate::Gate::new(settings, inner, secret), listener))
 }
 
 /// Lowers the calling thread's CPU priority by `steps` nice steps (capped at 19); threads it

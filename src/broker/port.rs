@@ -8,6 +8,11 @@ use super::BrokerError;
 
 /// Binds `listen` once to see that it is free; a taken port is an error naming its holder.
 pub(super) fn check_free(listen: SocketAddr) -> Result<(), BrokerError> {
+    bind(listen).map(drop)
+}
+
+/// Binds `listen`; a taken port is an error naming its holder.
+pub(super) fn bind(listen: SocketAddr) -> Result<TcpListener, BrokerError> {
     TcpListener::bind(listen).map_err(|source| BrokerError::Listen {
         addr: listen,
         holder: match listener_holder(listen.port()) {
@@ -21,8 +26,7 @@ pub(super) fn check_free(listen: SocketAddr) -> Result<(), BrokerError> {
             None => "The address may not be one of this machine's".to_string(),
         },
         source,
-    })?;
-    Ok(())
+    })
 }
 
 /// The process listening on TCP `port` (PID and command name), from /proc: for an error

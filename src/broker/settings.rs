@@ -35,7 +35,7 @@ fn authenticator(users: schema::Users) -> rumqttd::AuthHandler {
 }
 
 /// A hash to verify against for unknown user names (same cost as a real one).
-fn decoy() -> &'static Secret {
+pub(super) fn decoy() -> &'static Secret {
     static DECOY: std::sync::OnceLock<Secret> = std::sync::OnceLock::new();
     DECOY.get_or_init(|| {
         let iterations =
@@ -47,24 +47,35 @@ fn decoy() -> &'static Secret {
     })
 }
 
-/// The rumqttd configuration built from ours.
-pub fn rumqttd_config(settings: &schema::Broker) -> RumqttdConfig {
+/// The rumqttd configuration built from ours. With `gate` (its loopback address and the secret
+/// the gatekeeper logs in with), rumqttd listens there, without TLS, for the gatekeeper only.
+pub fn rumqttd_config(
+    settings: &schema::Broker,
+    gate: Option<(std::net::SocketAddr, String)>,
+) -> RumqttdConfig {
     let connections = ConnectionSettings {
         connection_timeout_ms: settings.connect_timeout.as_millis().min(u16::MAX as u128) as u16,
         max_payload_size: settings.max_payload.as_u64() as usize,
         max_inflight_count: settings.max_inflight,
         auth: None,
-        external_auth: settings.users.clone().map(authenticator),
+        external_auth: match &gate {
+            Some((_, secret)) => Some(super::gate::inner_auth(secret.clone())),
+            None => settings.users.clone().map(authenticator),
+        },
         dynamic_filters: false,
     };
     let server = ServerSettings {
         name: "local".to_owned(),
-        listen: settings.listen,
-        tls: settings.tls.as_ref().map(|t| TlsConfig::Rustls {
-            capath: None,
-            certpath: t.cert_file.to_string_lossy().into_owned(),
-            keypath: t.key_file.to_string_lossy().into_owned(),
-        }),
+        listen: gate.as_ref().map(|(a, _)| *a).unwrap_or(settings.listen),
+        tls: settings
+            .tls
+            .as_ref()
+            .filter(|_| gate.is_none())
+            .map(|t| TlsConfig::Rustls {
+                capath: None,
+                certpath: t.cert_file.to_string_lossy().into_owned(),
+                keypath: t.key_file.to_string_lossy().into_owned(),
+            }),
         next_connection_delay_ms: 1,
         connections,
     };

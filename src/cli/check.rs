@@ -66,43 +66,89 @@ fn security(c: &crate::config::Config) -> String {
     } else {
         "the network"
     };
-    let who = match &b.users {
-        Some(u) => format!(
+    let mut logins = Vec::new();
+    if let Some(u) = &b.users {
+        logins.push(format!(
             "{} login(s) from {}",
             u.0.len(),
             b.users_file
                 .as_ref()
                 .map(|f| f.display().to_string())
                 .unwrap_or_default()
-        ),
-        None => "no login".to_owned(),
-    };
+        ));
+    }
+    if let Some(ca) = b.tls.as_ref().and_then(|t| t.client_ca_file.as_ref()) {
+        logins.push(format!(
+            "client certificates from {} (CN = user)",
+            ca.display()
+        ));
+    }
+    if crate::config::check::anonymous_allowed(b) {
+        logins.push("anonymous".to_owned());
+    }
     let tls = if b.tls.is_some() { ", TLS" } else { "" };
-    let commanded: Vec<&str> = c
+    let acl = b
+        .acl_file
+        .as_ref()
+        .map(|f| format!(", access rules from {}", f.display()))
+        .unwrap_or_default();
+    let off = crate::config::check::open_to_the_network(b) && !b.allow_anonymous_commands;
+    let commanded: Vec<&crate::config::Device> = c
         .devices
         .iter()
         .filter(|d| !d.commands.is_empty())
-        .map(|d| d.name.as_str())
         .collect();
-    let by = if b.users.is_some() {
-        "logged-in users"
-    } else if b.listen.ip().is_loopback() {
-        "any client on this host"
-    } else {
-        "anyone on the network"
-    };
-    let off = crate::config::check::open_to_the_network(b) && !b.allow_anonymous_commands;
     let commands = if off {
         "commands off (a network listener without logins)".to_owned()
     } else if commanded.is_empty() {
         "no device takes commands".to_owned()
     } else {
-        format!("{} commanded by {by}", commanded.join(", "))
+        let parts: Vec<String> = commanded
+            .iter()
+            .map(|d| format!("{} commanded by {}", d.name, commanders(b, d)))
+            .collect();
+        parts.join(", ")
     };
     format!(
-        "security: broker on {} ({from}, {who}{tls}); {commands}",
-        b.listen
+        "security: broker on {} ({from}; {}{tls}{acl}); {commands}",
+        b.listen,
+        logins.join(", ")
     )
+}
+
+/// Who may publish on a device's command topics.
+fn commanders(b: &crate::config::schema::Broker, d: &crate::config::Device) -> String {
+    let anonymous = crate::config::check::anonymous_allowed(b);
+    let Some(acl) = &b.acl else {
+        return if b.users.is_none() && b.listen.ip().is_loopback() {
+            "any client on this host".to_owned()
+        } else if !anonymous {
+            "logged-in users".to_owned()
+        } else {
+            "anyone on the network".to_owned()
+        };
+    };
+    let may = |user: Option<&str>| {
+        let rights = acl.rights(user, "");
+        d.commands.iter().any(|c| rights.may_write_into(&c.filter))
+    };
+    let mut who: Vec<String> = acl
+        .users()
+        .filter(|u| may(Some(u)))
+        .map(str::to_owned)
+        .collect();
+    who.sort();
+    if anonymous && may(None) {
+        who.insert(0, "anonymous clients".to_owned());
+    }
+    if acl.has_patterns() {
+        who.push("users their `pattern` lines allow".to_owned());
+    }
+    if who.is_empty() {
+        "nobody (broker.acl_file grants no one its command topics)".to_owned()
+    } else {
+        who.join(" and ")
+    }
 }
 
 /// A Modbus device's request plan: each request with the points it reads, and the time one

@@ -60,15 +60,102 @@ pub(super) fn check(raw: schema::Broker, p: &mut Problems) -> schema::Broker {
                 ),
             );
         }
+        match &tls.client_ca_file {
+            Some(ca) => {
+                if let Err(why) = crate::tls::client_roots(ca) {
+                    p.error(
+                        "broker.tls.client_ca_file",
+                        why,
+                        Some("give the PEM certificate of the CA that signs your clients' certificates".into()),
+                    );
+                }
+            }
+            None if tls.require_client_cert => p.error(
+                "broker.tls.require_client_cert",
+                "requires client_ca_file: which CA's certificates would be accepted?",
+                Some("add client_ca_file: /etc/serial2mqtt/clients-ca.pem".into()),
+            ),
+            None => {}
+        }
     }
 
     broker
 }
 
-/// Whether anyone who reaches the broker may connect from another host: a listener off
-/// loopback with no users file.
+/// Whether anyone who reaches the broker may connect from another host and publish anywhere:
+/// a listener off loopback that takes anonymous clients, with no access rules to limit them.
 pub fn open_to_the_network(broker: &schema::Broker) -> bool {
-    !broker.listen.ip().is_loopback() && broker.users_file.is_none()
+    !broker.listen.ip().is_loopback() && anonymous_allowed(broker) && broker.acl_file.is_none()
+}
+
+/// Whether a client may connect without a login (no users file, and no client certificate
+/// required).
+pub fn anonymous_allowed(broker: &schema::Broker) -> bool {
+    broker.users_file.is_none() && !broker.tls.as_ref().is_some_and(|t| t.require_client_cert)
+}
+
+/// Reads `broker.acl_file` with `{gateway}` and `{device}` expanded; each bad line is an error
+/// naming file and line.
+pub(super) fn read_acl(
+    broker: &mut schema::Broker,
+    gateway: &str,
+    devices: &[String],
+    p: &mut Problems,
+) {
+    let Some(file) = broker.acl_file.clone() else {
+        return;
+    };
+    let key = "broker.acl_file";
+    let text = match std::fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) => {
+            p.error(
+                key,
+                format!("cannot read {}: {e}", file.display()),
+                Some("create it: e.g. `user homeassistant` then `topic readwrite #` (mosquitto's acl_file format)".into()),
+            );
+            return;
+        }
+    };
+    match crate::broker::acl::Acl::parse(&text, gateway, devices) {
+        Ok(acl) => {
+            if let Some(users) = &broker.users {
+                let certs = broker
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.client_ca_file.is_some());
+                let mut unknown: Vec<&str> =
+                    acl.users().filter(|u| !users.0.contains_key(*u)).collect();
+                unknown.sort();
+                if !unknown.is_empty() && !certs {
+                    p.warn(
+                        key,
+                        format!(
+                            "{}: user(s) {} have rules but no login in {}",
+                            file.display(),
+                            unknown.join(", "),
+                            broker
+                                .users_file
+                                .as_ref()
+                                .map(|f| f.display().to_string())
+                                .unwrap_or_default()
+                        ),
+                        Some("add their logins with `serial2mqtt passwd FILE USER`, or fix the names".into()),
+                    );
+                }
+            }
+            broker.acl = Some(acl);
+        }
+        Err(errors) => {
+            for e in errors {
+                p.error(
+                    key,
+                    format!("{}:{}: {}", file.display(), e.line, e.message),
+                    Some(e.hint),
+                );
+            }
+        }
+    }
 }
 
 /// A listener on the network without logins lets anyone there connect: `check` says so, and

@@ -5,7 +5,7 @@
 //! checks.
 
 mod broker;
-pub use broker::open_to_the_network;
+pub use broker::{anonymous_allowed, open_to_the_network};
 mod buses;
 mod devices;
 mod gateway;
@@ -34,10 +34,11 @@ pub fn check(
     let mut p = Problems::new(locations);
     let gw = gateway::check(raw.gateway, &mut p);
     gateway::log_level(&raw.log, &mut p);
-    let broker = broker::check(raw.broker, &mut p);
+    let mut broker = broker::check(raw.broker, &mut p);
     let mut library = rules::compile(&raw.rules, &raw.commands, &mut p);
     let names: Vec<String> = raw.devices.iter().map(|d| d.name.clone()).collect();
     let mut devices = devices::check(raw.devices, &gw, &mut library, &mut p);
+    broker::read_acl(&mut broker, &gw.gateway.id, &names, &mut p);
     broker::anonymous_network(&broker, &mut devices, &mut p);
     buses::check(&devices, &names, &mut p);
     library.warn_unused(&mut p);

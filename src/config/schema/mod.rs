@@ -311,6 +311,12 @@ pub struct Broker {
     /// The users read from `users_file` (filled in by validation).
     #[serde(skip)]
     pub users: Option<Users>,
+    /// Access rules per user and topic (mosquitto's `acl_file` format): when set, a client
+    /// may read and write only what the file grants it.
+    pub acl_file: Option<PathBuf>,
+    /// The rules read from `acl_file` (filled in by validation).
+    #[serde(skip)]
+    pub acl: Option<crate::broker::acl::Acl>,
     /// TLS on the listener instead of plain TCP.
     pub tls: Option<BrokerTls>,
     /// Take commands although anyone who reaches a network listener without logins may send
@@ -332,6 +338,13 @@ pub struct BrokerTls {
     pub cert_file: PathBuf,
     /// Its private key (PEM).
     pub key_file: PathBuf,
+    /// CA certificate(s) (PEM) whose client certificates are a login: the certificate's
+    /// common name (CN) is the user name, for `acl_file` too.
+    pub client_ca_file: Option<PathBuf>,
+    /// Refuse clients without such a certificate (default false: they log in with a password,
+    /// or connect anonymously when there is no users file).
+    #[serde(default)]
+    pub require_client_cert: bool,
 }
 
 /// Local broker logins, user name → stored secret (a hash, or a deprecated plain-text
@@ -358,6 +371,8 @@ impl Default for Broker {
             window: default_window(),
             users_file: None,
             users: None,
+            acl_file: None,
+            acl: None,
             tls: None,
             allow_anonymous_commands: false,
             nice: default_nice(),
