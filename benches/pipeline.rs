@@ -8,6 +8,8 @@
 //! Run: `cargo bench --bench pipeline` (needs mosquitto, python3, pyserial, paho-mqtt 1.6 for the
 //! peer; without them only serial2mqtt is measured). BENCH_COMMANDS=1 gives every device a
 //! command (MQTT → serial) too; BENCH_FRAMES=json reads JSON frames with a `json: true` rule.
+//! BENCH_ACL=1 adds a third system, serial2mqtt with `broker.acl_file` (its subscriber relayed
+//! by the gatekeeper, every delivery checked), and gives mosquitto the same acl_file.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -76,11 +78,34 @@ fn frame(seq: u64) -> String {
     }
 }
 
+/// The access rules of BENCH_ACL=1 (mosquitto's format, read by both brokers): the anonymous
+/// subscriber may read the readings, plus a dashboard and a commander as a real file has.
+const BENCH_ACL: &str = "topic read bench/#\ntopic deny bench/secret/#\nuser dashboard\ntopic read #\nuser homeassistant\ntopic readwrite cmd/#\n";
+
+fn acl_bench() -> bool {
+    std::env::var("BENCH_ACL").is_ok_and(|v| v == "1")
+}
+
 fn start_serial2mqtt(ports: &[PathBuf]) -> Running {
+    start_gateway(ports, false)
+}
+
+fn start_serial2mqtt_acl(ports: &[PathBuf]) -> Running {
+    start_gateway(ports, true)
+}
+
+fn start_gateway(ports: &[PathBuf], acl: bool) -> Running {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
+    let acl_file = dir.path().join("acl");
+    std::fs::write(&acl_file, BENCH_ACL).expect("acl file");
+    let acl = if acl {
+        format!(", acl_file: {}", acl_file.display())
+    } else {
+        String::new()
+    };
     let mut yaml = format!(
-        "gateway: {{id: bench, state_dir: {}}}\nbroker: {{listen: \"127.0.0.1:{port}\"}}\nlog: {{level: warn}}\ndevices:\n",
+        "gateway: {{id: bench, state_dir: {}}}\nbroker: {{listen: \"127.0.0.1:{port}\"{acl}}}\nlog: {{level: warn}}\ndevices:\n",
         dir.path().display()
     );
     // BENCH_COMMANDS=1: every device also takes a command, so the broker hands the gateway
@@ -155,9 +180,16 @@ fn start_peer(ports: &[PathBuf]) -> Running {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let t0 = Instant::now();
+    let acl_file = dir.path().join("acl");
+    std::fs::write(&acl_file, BENCH_ACL).expect("acl file");
+    let acl = if acl_bench() {
+        format!("acl_file {}\n", acl_file.display())
+    } else {
+        String::new()
+    };
     let mosq = spawn_mosquitto(
         &dir.path().join("mosquitto.conf"),
-        &format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n"),
+        &format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n{acl}"),
         port,
     );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer/pyserial_paho.py");
@@ -455,6 +487,11 @@ fn main() {
     let rt = runtime();
     rt.block_on(async {
         let ours = measure("serial2mqtt", &ours_load, start_serial2mqtt, runs).await;
+        let gated = if acl_bench() {
+            Some(measure("serial2mqtt+acl_file", &ours_load, start_serial2mqtt_acl, runs).await)
+        } else {
+            None
+        };
         let peer = match peer_available() {
             Ok(()) if std::env::var("BENCH_PEER").as_deref() != Ok("0") => Some(measure("python+mosquitto", &peer_load, start_peer, runs).await),
             Ok(()) => None,
@@ -464,30 +501,40 @@ fn main() {
             }
         };
         println!("\nmedians of {runs} runs ({DEVICES} devices configured, 1 active; latency at 200 frames/s)\n");
-        println!("| metric | serial2mqtt | pyserial+paho+mosquitto | ratio |");
-        println!("|---|---|---|---|");
-        let row = |name: &str, a: &[f64], b: Option<&Vec<f64>>, fmt: &dyn Fn(f64) -> String, higher_better: bool| {
-            let ma = median(a.to_vec());
-            match b {
-                Some(b) => {
-                    let mb = median(b.clone());
-                    let ratio = if higher_better { ma / mb } else { mb / ma };
-                    println!("| {name} | {} | {} | {ratio:.1}× better |", fmt(ma), fmt(mb));
+        if gated.is_some() {
+            println!("| metric | serial2mqtt | serial2mqtt, acl_file | ratio (acl_file / none) | pyserial+paho+mosquitto, acl_file | ratio (ours / peer, both with acl_file) |");
+            println!("|---|---|---|---|---|---|");
+        } else {
+            println!("| metric | serial2mqtt | pyserial+paho+mosquitto | ratio |");
+            println!("|---|---|---|---|");
+        }
+        type Metric = fn(&Figures) -> &Vec<f64>;
+        let row = |name: &str, metric: Metric, fmt: &dyn Fn(f64) -> String, higher_better: bool| {
+            let ma = median(metric(&ours).clone());
+            let mb = peer.as_ref().map(|p| median(metric(p).clone()));
+            let better = |x: f64, y: f64| if higher_better { x / y } else { y / x };
+            match (&gated, mb) {
+                (Some(g), mb) => {
+                    let mg = median(metric(g).clone());
+                    let (pb, pr) = mb
+                        .map(|mb| (fmt(mb), format!("{:.1}× better", better(mg, mb))))
+                        .unwrap_or(("–".into(), "–".into()));
+                    println!("| {name} | {} | {} | {:.2} | {pb} | {pr} |", fmt(ma), fmt(mg), mg / ma);
                 }
-                None => println!("| {name} | {} | – | – |", fmt(ma)),
+                (None, Some(mb)) => println!("| {name} | {} | {} | {:.1}× better |", fmt(ma), fmt(mb), better(ma, mb)),
+                (None, None) => println!("| {name} | {} | – | – |", fmt(ma)),
             }
         };
-        let p = peer.as_ref();
-        row("sustained throughput, frames/s (highest paced rate delivered in full and on time)", &ours.lossless, p.map(|f| &f.lossless), &|v| format!("{v:.0}"), true);
-        row("CPU seconds per 1000 frames at that rate", &ours.lossless_cpu, p.map(|f| &f.lossless_cpu), &|v| format!("{v:.4}"), false);
-        row("burst: frames/s delivered when 300k (peer 20k) frames are written at once", &ours.max_fps, p.map(|f| &f.max_fps), &|v| format!("{v:.0}"), true);
-        row("burst: frames lost by the QoS 0 subscriber", &ours.max_lost, p.map(|f| &f.max_lost), &|v| format!("{v:.0}"), false);
-        row(&format!("CPU seconds per 1000 frames at {CPU_RATE} frames/s"), &ours.cpu, p.map(|f| &f.cpu), &|v| format!("{v:.4}"), false);
-        row("latency p50 at 200 frames/s, ms", &ours.p50, p.map(|f| &f.p50), &|v| format!("{v:.2}"), false);
-        row("latency p99 at 200 frames/s, ms", &ours.p99, p.map(|f| &f.p99), &|v| format!("{v:.2}"), false);
-        row("startup until the broker listens, ms", &ours.startup, p.map(|f| &f.startup), &|v| format!("{v:.1}"), false);
-        row("RSS idle with 4 devices, MiB (all processes)", &ours.idle_rss, p.map(|f| &f.idle_rss), &|v| format!("{v:.1}"), false);
-        row("peak RSS after all runs, MiB (all processes)", &ours.rss, p.map(|f| &f.rss), &|v| format!("{v:.1}"), false);
-        row("idle CPU, % of one core", &ours.idle, p.map(|f| &f.idle), &|v| format!("{v:.2}"), false);
+        row("sustained throughput, frames/s (highest paced rate delivered in full and on time)", |f| &f.lossless, &|v| format!("{v:.0}"), true);
+        row("CPU seconds per 1000 frames at that rate", |f| &f.lossless_cpu, &|v| format!("{v:.4}"), false);
+        row("burst: frames/s delivered when 300k (peer 20k) frames are written at once", |f| &f.max_fps, &|v| format!("{v:.0}"), true);
+        row("burst: frames lost by the QoS 0 subscriber", |f| &f.max_lost, &|v| format!("{v:.0}"), false);
+        row(&format!("CPU seconds per 1000 frames at {CPU_RATE} frames/s"), |f| &f.cpu, &|v| format!("{v:.4}"), false);
+        row("latency p50 at 200 frames/s, ms", |f| &f.p50, &|v| format!("{v:.2}"), false);
+        row("latency p99 at 200 frames/s, ms", |f| &f.p99, &|v| format!("{v:.2}"), false);
+        row("startup until the broker listens, ms", |f| &f.startup, &|v| format!("{v:.1}"), false);
+        row("RSS idle with 4 devices, MiB (all processes)", |f| &f.idle_rss, &|v| format!("{v:.1}"), false);
+        row("peak RSS after all runs, MiB (all processes)", |f| &f.rss, &|v| format!("{v:.1}"), false);
+        row("idle CPU, % of one core", |f| &f.idle, &|v| format!("{v:.2}"), false);
     });
 }

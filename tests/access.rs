@@ -423,3 +423,46 @@ async fn a_client_certificate_is_a_login_and_its_cn_the_user() {
         .logs()
         .contains("(dashboard): publish to `cmd/gw/relay/set` denied"));
 }
+
+#[tokio::test]
+async fn check_names_bad_rule_lines_and_who_commands_each_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let users = users_file(d, &[("dashboard", "a"), ("homeassistant", "b")]);
+    let acl = write_temp(d, "acl", ACL);
+    let pty = Pty::new();
+    let with_acl = |acl: &Path| {
+        config(
+            &pty.path,
+            &format!(
+                "  users_file: {}\n  acl_file: {}",
+                users.display(),
+                acl.display()
+            ),
+        )
+        .replace("{port}", "1883")
+        .replace("{dir}", &d.display().to_string())
+    };
+    let file = write_temp(d, "good.yaml", &with_acl(&acl));
+    let out = serial2mqtt_command().arg("check").arg(&file).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("access rules from ") && said.contains("relay commanded by homeassistant;")
+            || said.contains("relay commanded by homeassistant\n"),
+        "{said}"
+    );
+
+    let bad = write_temp(d, "bad-acl", "user dashboard\ntopic read sensors/#/x\ntopics read #\n");
+    let file = write_temp(d, "bad.yaml", &with_acl(&bad));
+    let out = serial2mqtt_command().arg("check").arg(&file).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    for needle in [
+        format!("{}:2: `sensors/#/x` is not a valid MQTT topic filter", bad.display()),
+        "`#` only as the last level".to_owned(),
+        format!("{}:3: unknown keyword `topics`", bad.display()),
+    ] {
+        assert!(said.contains(&needle), "{needle} in {said}");
+    }
+}

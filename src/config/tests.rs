@@ -752,6 +752,16 @@ fn every_validation_error_has_its_message() {
             &["broker.users_file", "cannot read", "serial2mqtt passwd /nonexistent/users USER"],
         ),
         (
+            "  listen: 127.0.0.1:1884",
+            "  listen: 127.0.0.1:1884\n  acl_file: /nonexistent/acl",
+            &["broker.acl_file", "cannot read /nonexistent/acl", "user homeassistant"],
+        ),
+        (
+            "  listen: 127.0.0.1:1884",
+            "  listen: 127.0.0.1:1884\n  tls: {cert_file: /nonexistent/c, key_file: /nonexistent/k, require_client_cert: true}",
+            &["broker.tls.require_client_cert", "requires client_ca_file"],
+        ),
+        (
             "devices:",
             "log: {level: \"info,[\"}\ndevices:",
             &["log.level", "not a log filter"],
