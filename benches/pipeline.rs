@@ -78,9 +78,10 @@ fn frame(seq: u64) -> String {
     }
 }
 
-/// The access rules of BENCH_ACL=1 (mosquitto's format, read by both brokers): the anonymous
-/// subscriber may read the readings, plus a dashboard and a commander as a real file has.
-const BENCH_ACL: &str = "topic read bench/#\ntopic deny bench/secret/#\nuser dashboard\ntopic read #\nuser homeassistant\ntopic readwrite cmd/#\n";
+/// The access rules of BENCH_ACL=1 (mosquitto's format, read by both brokers): anonymous clients
+/// (the subscriber, and the peer's publishing script) may use the readings' topics, plus a
+/// dashboard and a commander as a real file has.
+const BENCH_ACL: &str = "topic readwrite bench/#\ntopic deny bench/secret/#\nuser dashboard\ntopic read #\nuser homeassistant\ntopic readwrite cmd/#\n";
 
 fn acl_bench() -> bool {
     std::env::var("BENCH_ACL").is_ok_and(|v| v == "1")

@@ -85,6 +85,13 @@ async fn publish_as(opts: MqttOptions, topic: &str, payload: &[u8]) {
         .publish(topic, QoS::AtLeastOnce, false, payload.to_vec())
         .await
         .unwrap();
+    puback(&mut events).await;
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_millis(300), events.poll()).await;
+}
+
+/// Polls until a PUBACK comes.
+async fn puback(events: &mut rumqttc::EventLoop) {
     tokio::time::timeout(T, async {
         loop {
             match events.poll().await {
@@ -95,9 +102,7 @@ async fn publish_as(opts: MqttOptions, topic: &str, payload: &[u8]) {
         }
     })
     .await
-    .expect("PUBACK");
-    let _ = client.disconnect().await;
-    let _ = tokio::time::timeout(Duration::from_millis(300), events.poll()).await;
+    .expect("PUBACK")
 }
 
 /// Reads what the gateway writes to the device, up to `want` bytes or `quiet` of silence.
@@ -444,7 +449,11 @@ async fn check_names_bad_rule_lines_and_who_commands_each_device() {
         .replace("{dir}", &d.display().to_string())
     };
     let file = write_temp(d, "good.yaml", &with_acl(&acl));
-    let out = serial2mqtt_command().arg("check").arg(&file).output().unwrap();
+    let out = serial2mqtt_command()
+        .arg("check")
+        .arg(&file)
+        .output()
+        .unwrap();
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{said}");
     assert!(
@@ -453,16 +462,140 @@ async fn check_names_bad_rule_lines_and_who_commands_each_device() {
         "{said}"
     );
 
-    let bad = write_temp(d, "bad-acl", "user dashboard\ntopic read sensors/#/x\ntopics read #\n");
+    let bad = write_temp(
+        d,
+        "bad-acl",
+        "user dashboard\ntopic read sensors/#/x\ntopics read #\n",
+    );
     let file = write_temp(d, "bad.yaml", &with_acl(&bad));
-    let out = serial2mqtt_command().arg("check").arg(&file).output().unwrap();
+    let out = serial2mqtt_command()
+        .arg("check")
+        .arg(&file)
+        .output()
+        .unwrap();
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success());
     for needle in [
-        format!("{}:2: `sensors/#/x` is not a valid MQTT topic filter", bad.display()),
+        format!(
+            "{}:2: `sensors/#/x` is not a valid MQTT topic filter",
+            bad.display()
+        ),
         "`#` only as the last level".to_owned(),
         format!("{}:3: unknown keyword `topics`", bad.display()),
     ] {
         assert!(said.contains(&needle), "{needle} in {said}");
     }
+}
+
+#[tokio::test]
+async fn a_reload_puts_new_logins_and_rules_in_force_for_connected_clients_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path(), &[("dashboard", "dash-pass")]);
+    let acl = write_temp(dir.path(), "acl", ACL);
+    let mut pty = Pty::new();
+    let gw = start_gateway(&config(
+        &pty.path,
+        &format!(
+            "  users_file: {}\n  acl_file: {}",
+            users.display(),
+            acl.display()
+        ),
+    ));
+    gw.wait_log("device online", T).await;
+
+    // The dashboard stays connected across the reload.
+    let (dash, mut events) = AsyncClient::new(login("dash", gw.port, "dashboard", "dash-pass"), 10);
+    dash.publish("cmd/gw/relay/set", QoS::AtLeastOnce, false, "ON")
+        .await
+        .unwrap();
+    puback(&mut events).await;
+    assert_eq!(written(&mut pty, Duration::from_millis(500)).await, "");
+
+    // Now the dashboard may command, and a new login exists.
+    std::fs::write(
+        &acl,
+        format!("{ACL}user dashboard\ntopic write cmd/{{gateway}}/{{device}}/set\n"),
+    )
+    .unwrap();
+    users_file(dir.path(), &[("homeassistant", "ha-pass")]);
+    gw.signal("HUP");
+    gw.wait_log("logins and access rules are in force", T).await;
+    assert!(
+        !gw.logs().contains("`broker` settings changed"),
+        "no restart needed: {}",
+        gw.logs()
+    );
+
+    dash.publish("cmd/gw/relay/set", QoS::AtLeastOnce, false, "ON")
+        .await
+        .unwrap();
+    puback(&mut events).await;
+    assert_eq!(
+        written(&mut pty, Duration::from_millis(800)).await,
+        "R1=ON\r\n"
+    );
+    publish_as(
+        login("ha-pub", gw.port, "homeassistant", "ha-pass"),
+        "cmd/gw/relay/set",
+        b"OFF",
+    )
+    .await;
+    assert_eq!(
+        written(&mut pty, Duration::from_millis(800)).await,
+        "R1=OFF\r\n"
+    );
+}
+
+/// Whether a client logging in as `user` gets a successful CONNACK.
+async fn logs_in(port: u16, user: &str, password: &str) -> bool {
+    let (_c, mut events) = AsyncClient::new(login("try", port, user, password), 10);
+    tokio::time::timeout(T, async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(a))) => {
+                    return a.code == rumqttc::ConnectReturnCode::Success
+                }
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn without_access_rules_a_reload_still_takes_new_logins() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path(), &[("dashboard", "dash-pass")]);
+    let pty = Pty::new();
+    let gw = start_gateway(&config(
+        &pty.path,
+        &format!("  users_file: {}", users.display()),
+    ));
+    gw.wait_log("device online", T).await;
+    assert!(logs_in(gw.port, "dashboard", "dash-pass").await);
+    assert!(!logs_in(gw.port, "homeassistant", "ha-pass").await);
+    users_file(dir.path(), &[("homeassistant", "ha-pass")]);
+    gw.signal("HUP");
+    gw.wait_log("logins and access rules are in force", T).await;
+    assert!(logs_in(gw.port, "homeassistant", "ha-pass").await);
+
+    // Access rules need the gatekeeper, which starts with the gateway: the log says so.
+    let acl = write_temp(dir.path(), "acl", ACL);
+    let text = std::fs::read_to_string(gw.config_path()).unwrap().replace(
+        &format!("  users_file: {}", users.display()),
+        &format!(
+            "  users_file: {}\n  acl_file: {}",
+            users.display(),
+            acl.display()
+        ),
+    );
+    std::fs::write(gw.config_path(), text).unwrap();
+    gw.signal("HUP");
+    gw.wait_log(
+        "access rules (acl_file) on a broker started without them needs a restart",
+        T,
+    )
+    .await;
 }

@@ -37,7 +37,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::acl::{Acl, Rights};
+use super::access::Access;
+use super::acl::Rights;
 use crate::config::schema;
 use crate::pacing::{RateLimit, LOG_EVERY};
 
@@ -62,10 +63,9 @@ pub struct Gate {
     pub inner: SocketAddr,
     /// The password for [`INNER_USER`] there.
     pub secret: String,
-    /// Logins (None: no users file, clients are anonymous unless they show a certificate).
-    pub users: Option<Arc<schema::Users>>,
-    /// Access rules (None: a logged-in client may do anything).
-    pub acl: Option<Arc<Acl>>,
+    /// Logins (none: clients are anonymous unless they show a certificate) and access rules
+    /// (none: a client may do anything), swapped on reload.
+    pub access: Arc<Access>,
     /// TLS files (re-read per connection, as rumqttd does).
     pub tls: Option<TlsFiles>,
     /// Time a new connection has for its TLS handshake and CONNECT.
@@ -87,12 +87,16 @@ pub struct TlsFiles {
 
 impl Gate {
     /// The gatekeeper for `settings`, relaying to rumqttd on `inner` with `secret`.
-    pub fn new(settings: &schema::Broker, inner: SocketAddr, secret: String) -> Gate {
+    pub fn new(
+        settings: &schema::Broker,
+        access: Arc<Access>,
+        inner: SocketAddr,
+        secret: String,
+    ) -> Gate {
         Gate {
             inner,
             secret,
-            users: settings.users.clone().map(Arc::new),
-            acl: settings.acl.clone().map(Arc::new),
+            access,
             tls: settings.tls.as_ref().map(|t| TlsFiles {
                 cert: t.cert_file.clone(),
                 key: t.key_file.clone(),
@@ -186,7 +190,8 @@ impl Gate {
         let Packet::Connect(mut connect) = first else {
             return Err("the first packet is not CONNECT".into());
         };
-        let user = match (cn, &self.users) {
+        let access = self.access.snapshot();
+        let user = match (cn, &access.users) {
             (Some(cn), _) => Some(cn),
             (None, Some(users)) => {
                 let login = connect.login.take();
@@ -208,7 +213,7 @@ impl Gate {
             // No users file: a login names nobody (anyone could claim any name).
             (None, None) => None,
         };
-        let rights = self
+        let rights = access
             .acl
             .as_ref()
             .map(|acl| acl.rights(user.as_deref(), &connect.client_id));
@@ -227,6 +232,7 @@ impl Gate {
             }
         }
         connect.login = Some(Login::new(INNER_USER, self.secret.clone()));
+        let connect_id = connect.client_id.clone();
         let mut broker = TcpStream::connect(self.inner)
             .await
             .map_err(|e| format!("cannot reach the embedded broker: {e}"))?;
@@ -239,17 +245,19 @@ impl Gate {
         out.extend_from_slice(&buf);
         broker.write_all(&out).await.map_err(|e| e.to_string())?;
         debug!(%peer, user = name(&user), "local client relayed");
-        match rights {
-            None => tokio::io::copy_bidirectional(&mut client, &mut broker)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            Some(rights) => {
-                Relay::new(rights, self.max_packet, peer, user)
-                    .run(client, broker)
-                    .await
-            }
+        Relay {
+            access: Arc::clone(&self.access),
+            generation: self.access.generation(),
+            rights,
+            client_id: connect_id,
+            max: self.max_packet,
+            peer,
+            user,
+            pending: Mutex::new(HashMap::new()),
+            denied: Mutex::new(RateLimit::new(LOG_EVERY)),
         }
+        .run(client, broker)
+        .await
     }
 
     fn refuse(&self, peer: SocketAddr, why: &str) {
@@ -375,9 +383,14 @@ fn encode(packet: Packet) -> Bytes {
     out.freeze()
 }
 
-/// One relayed client under access rules.
+/// One relayed client.
 struct Relay {
-    rights: Rights,
+    access: Arc<Access>,
+    /// The generation of `access` that `rights` were made from.
+    generation: u64,
+    /// What the client may do (None: everything; no access rules).
+    rights: Option<Rights>,
+    client_id: String,
     max: usize,
     peer: SocketAddr,
     user: Option<String>,
@@ -387,18 +400,13 @@ struct Relay {
     denied: Mutex<RateLimit>,
 }
 
-impl Relay {
-    fn new(rights: Rights, max: usize, peer: SocketAddr, user: Option<String>) -> Relay {
-        Relay {
-            rights,
-            max,
-            peer,
-            user,
-            pending: Mutex::new(HashMap::new()),
-            denied: Mutex::new(RateLimit::new(LOG_EVERY)),
-        }
-    }
+/// A pump's view of the client's rights, renewed when the rules are reloaded.
+struct Current {
+    generation: u64,
+    rights: Option<Rights>,
+}
 
+impl Relay {
     fn denied(&self, what: &str) {
         let n = self.denied.lock().ok().and_then(|mut r| r.hit());
         if let Some(n) = n {
@@ -453,6 +461,10 @@ impl Relay {
     {
         let mut inb = BytesMut::with_capacity(8192);
         let mut out = BytesMut::with_capacity(8192);
+        let mut current = Current {
+            generation: self.generation,
+            rights: self.rights.clone(),
+        };
         // QoS 2 exchanges answered here, whose PUBREL is answered here too.
         let mut answered: HashSet<u16> = HashSet::new();
         // The client's packets are limited by broker.max_payload; rumqttd's are not ours to
@@ -468,9 +480,18 @@ impl Relay {
                         let _ = to.shutdown().await;
                         return Ok(());
                     }
+                    let generation = self.access.generation();
+                    if generation != current.generation {
+                        current = Current {
+                            generation,
+                            rights: self.access.snapshot().acl.map(|acl| {
+                                acl.rights(self.user.as_deref(), &self.client_id)
+                            }),
+                        };
+                    }
                     while let Some(len) = frame(&inb, max)? {
                         let packet = inb.split_to(len);
-                        self.handle(packet, &mut out, &back, &mut answered, dir)?;
+                        self.handle(packet, &current.rights, &mut out, &back, &mut answered, dir)?;
                     }
                     if !out.is_empty() {
                         to.write_all(&out).await.map_err(|e| e.to_string())?;
@@ -485,9 +506,11 @@ impl Relay {
     }
 
     /// One packet: into `out` (on its way), or answered through `back`.
+    #[allow(clippy::too_many_arguments)]
     fn handle(
         &self,
         packet: BytesMut,
+        rights: &Option<Rights>,
         out: &mut BytesMut,
         back: &mpsc::Sender<Bytes>,
         answered: &mut HashSet<u16>,
@@ -501,9 +524,10 @@ impl Relay {
             (3, _) => {
                 let (qos, topic, pkid) =
                     publish_parts(&packet).ok_or_else(|| "bad PUBLISH".to_owned())?;
-                let allowed = match dir {
-                    Direction::Up => self.rights.may_write(topic),
-                    Direction::Down => self.rights.may_read(topic),
+                let allowed = match (rights, dir) {
+                    (None, _) => true,
+                    (Some(r), Direction::Up) => r.may_write(topic),
+                    (Some(r), Direction::Down) => r.may_read(topic),
                 };
                 if allowed {
                     out.extend_from_slice(&packet);
@@ -538,7 +562,7 @@ impl Relay {
                 let granted: Vec<bool> = sub
                     .filters
                     .iter()
-                    .map(|f| self.rights.may_subscribe(&f.path))
+                    .map(|f| rights.as_ref().is_none_or(|r| r.may_subscribe(&f.path)))
                     .collect();
                 for (f, ok) in sub.filters.iter().zip(&granted) {
                     if !ok {

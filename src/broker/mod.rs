@@ -10,13 +10,17 @@
 //!
 //! The files: [`settings`] (rumqttd's configuration), `port` (the listen port and who holds
 //! it), `publisher` (our messages into the link), `link` (the link's receiving half, to the
-//! [`Downlink`] and the `bridge`), `recent` (buffers compared by address).
+//! [`Downlink`] and the `bridge`), `recent` (buffers compared by address), [`passwords`] (the
+//! users file's hashes), [`acl`] (access rules), [`gate`] (the listener that enforces them and
+//! takes client certificates, in front of rumqttd) and `access` (the logins and rules in force,
+//! swapped on reload).
 //!
 //! Delivery QoS: rumqttd's in-process links publish at QoS 0 (its `Publish::new`), and rumqttd
 //! forwards every message at the QoS of each subscriber's subscription. So a local subscriber
 //! gets the QoS it subscribed with; the rule's `retain` flag is honoured here, and the rule's
 //! `qos` matters on the uplink. Nothing is lost on this hop: it is a blocking in-process channel.
 
+mod access;
 pub mod acl;
 mod bridge;
 pub mod gate;
@@ -40,6 +44,7 @@ use tracing::{debug, error, warn};
 
 use crate::config::schema;
 use crate::message::{Message, Outbox};
+pub use access::AccessControl;
 pub use bridge::{Bridge, Sink};
 
 /// Messages that may wait between the devices and the broker link.
@@ -87,6 +92,8 @@ pub enum BrokerError {
 /// process), but joining the publisher flushes what devices handed over.
 pub struct LocalBroker {
     publisher: Option<thread::JoinHandle<()>>,
+    /// Logins and access rules, for reloads.
+    pub access: AccessControl,
 }
 
 /// Starts the broker, waits until it accepts TCP connections, and returns the outbox that feeds
@@ -99,14 +106,20 @@ pub fn start(
     bridge: Option<Bridge>,
     downlink: Arc<dyn Downlink>,
 ) -> Result<(LocalBroker, Outbox), BrokerError> {
+    let access = access::Access::new(settings);
+    let control = AccessControl::new(
+        Arc::clone(&access),
+        gate::needed(settings),
+        settings.users.is_some(),
+    );
     let gate = if gate::needed(settings) {
-        Some(start_gate(settings)?)
+        Some(start_gate(settings, Arc::clone(&access))?)
     } else {
         port::check_free(settings.listen)?;
         None
     };
     let inner = gate.as_ref().map(|(g, _)| (g.inner, g.secret.clone()));
-    let mut broker = rumqttd::Broker::new(settings::rumqttd_config(settings, inner));
+    let mut broker = rumqttd::Broker::new(settings::rumqttd_config(settings, access, inner));
     // rumqttd lets a new connection with the same client id take over an existing one, our
     // link included: an id no local client will guess keeps the gateway's link its own.
     let link_id = format!("serial2mqtt-internal-{:016x}", fastrand::u64(..));
@@ -197,6 +210,7 @@ pub fn start(
     Ok((
         LocalBroker {
             publisher: Some(publisher),
+            access: control,
         },
         tx,
     ))
@@ -206,12 +220,13 @@ pub fn start(
 /// behind it (a free one, found by binding port 0).
 fn start_gate(
     settings: &schema::Broker,
+    access: Arc<access::Access>,
 ) -> Result<(gate::Gate, std::net::TcpListener), BrokerError> {
     let listener = port::bind(settings.listen)?;
     listener.set_nonblocking(true)?;
     let inner = port::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?.local_addr()?;
     let secret = gate::new_secret().map_err(BrokerError::Link)?;
-    Ok((gate::Gate::new(settings, inner, secret), listener))
+    Ok((gate::Gate::new(settings, access, inner, secret), listener))
 }
 
 /// Lowers the calling thread's CPU priority by `steps` nice steps (capped at 19); threads it

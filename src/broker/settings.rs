@@ -6,6 +6,9 @@ use rumqttd::{
     Config as RumqttdConfig, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig,
 };
 
+use std::sync::Arc;
+
+use super::access::Access;
 use crate::broker::passwords::{self, Secret};
 use crate::config::schema;
 
@@ -16,11 +19,14 @@ const SEGMENTS: usize = 4;
 /// rumqttd's login check for our users: a hash is verified on the blocking pool (PBKDF2 takes
 /// milliseconds, too long for the connection's task); an unknown user costs a verification too,
 /// so timing does not tell which names exist.
-fn authenticator(users: schema::Users) -> rumqttd::AuthHandler {
-    let users = std::sync::Arc::new(users);
-    std::sync::Arc::new(move |_client_id, user, password| {
-        let users = std::sync::Arc::clone(&users);
+fn authenticator(access: Arc<Access>) -> rumqttd::AuthHandler {
+    Arc::new(move |_client_id, user, password| {
+        // The users of now: a reload may have replaced them.
+        let users = access.snapshot().users;
         Box::pin(async move {
+            let Some(users) = users else {
+                return false;
+            };
             tokio::task::spawn_blocking(move || match users.0.get(&user) {
                 Some(secret) => secret.verify(&password),
                 None => {
@@ -51,6 +57,7 @@ pub(super) fn decoy() -> &'static Secret {
 /// the gatekeeper logs in with), rumqttd listens there, without TLS, for the gatekeeper only.
 pub fn rumqttd_config(
     settings: &schema::Broker,
+    access: Arc<Access>,
     gate: Option<(std::net::SocketAddr, String)>,
 ) -> RumqttdConfig {
     let connections = ConnectionSettings {
@@ -60,7 +67,7 @@ pub fn rumqttd_config(
         auth: None,
         external_auth: match &gate {
             Some((_, secret)) => Some(super::gate::inner_auth(secret.clone())),
-            None => settings.users.clone().map(authenticator),
+            None => settings.users.is_some().then(|| authenticator(access)),
         },
         dynamic_filters: false,
     };

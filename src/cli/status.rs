@@ -132,6 +132,14 @@ pub async fn fetch(config: &Config, target: &TlsTarget) -> Result<Summary, Strin
                     return serde_json::from_slice::<Summary>(&p.payload)
                         .map_err(|e| format!("the summary on {topic} is not a gateway summary: {e}"));
                 }
+                Ok(Event::Incoming(Packet::SubAck(a)))
+                    if a.return_codes.contains(&rumqttc::SubscribeReasonCode::Failure) =>
+                {
+                    return Err(format!(
+                        "the broker refused the subscription to {topic}: broker.acl_file must let this login read it (e.g. `topic read serial2mqtt/{}/#` in its section)",
+                        config.gateway.id
+                    ));
+                }
                 Ok(_) => {}
                 Err(e) => {
                     return Err(format!(

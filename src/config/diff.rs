@@ -15,6 +15,20 @@ pub struct ConfigDiff {
     pub removed: Vec<String>,
     /// Sections that differ and take effect only at the next start.
     pub restart: Vec<&'static str>,
+    /// The broker's logins or access rules differ (files' contents included): the running
+    /// broker may take them over (`broker::AccessControl::reload`).
+    pub access: bool,
+}
+
+/// The broker settings without its logins and access rules.
+fn without_access(b: &super::schema::Broker) -> super::schema::Broker {
+    super::schema::Broker {
+        users_file: None,
+        users: None,
+        acl_file: None,
+        acl: None,
+        ..b.clone()
+    }
 }
 
 impl ConfigDiff {
@@ -35,13 +49,25 @@ impl ConfigDiff {
         }
         let sections = [
             ("gateway", old.gateway != new.gateway),
-            ("broker", old.broker != new.broker),
+            (
+                "broker",
+                without_access(&old.broker) != without_access(&new.broker),
+            ),
             ("uplink", old.uplink != new.uplink),
             ("queue", old.queue != new.queue),
             ("log", old.log_level != new.log_level),
             ("metrics", old.metrics != new.metrics),
             ("homeassistant", old.homeassistant != new.homeassistant),
         ];
+        diff.access = (
+            &old.broker.users_file,
+            &old.broker.users,
+            &old.broker.acl_file,
+        ) != (
+            &new.broker.users_file,
+            &new.broker.users,
+            &new.broker.acl_file,
+        ) || old.broker.acl != new.broker.acl;
         diff.restart = sections
             .into_iter()
             .filter(|(_, changed)| *changed)
@@ -56,5 +82,6 @@ impl ConfigDiff {
             && self.changed.is_empty()
             && self.removed.is_empty()
             && self.restart.is_empty()
+            && !self.access
     }
 }

@@ -360,6 +360,7 @@ pub async fn run(
         queue,
         uplink_state,
         systemd,
+        access: local.access.clone(),
     };
     let (serving, task_failed) = serving
         .serve(shutdown, broker_failed.clone(), &mut reloads, device_failed)
@@ -386,6 +387,8 @@ struct Serving {
     queue: Option<QueueHandle>,
     uplink_state: Option<Arc<UplinkState>>,
     systemd: Systemd,
+    /// The broker's logins and access rules, which a reload may replace.
+    access: broker::AccessControl,
 }
 
 impl Serving {
@@ -446,6 +449,18 @@ impl Serving {
         let diff = ConfigDiff::between(&self.running, &new);
         for what in &diff.restart {
             warn!("reload: `{what}` settings changed; they take effect at the next restart (systemctl restart serial2mqtt)");
+        }
+        if diff.access {
+            match self.access.reload(&new.broker) {
+                Ok(()) => {
+                    info!("reload: the broker's logins and access rules are in force (new connections, and every later packet of the connected clients)");
+                    self.running.broker.users_file = new.broker.users_file.clone();
+                    self.running.broker.users = new.broker.users.clone();
+                    self.running.broker.acl_file = new.broker.acl_file.clone();
+                    self.running.broker.acl = new.broker.acl.clone();
+                }
+                Err(why) => warn!("reload: {why} needs a restart (systemctl restart serial2mqtt)"),
+            }
         }
         self.running.devices = new.devices.clone();
         match self.devices.reload(&diff, new.devices).await {
