@@ -5,7 +5,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use std::num::NonZeroU32;
+
 use super::acl::Acl;
+use super::passwords::{self, Secret, ITERATIONS};
 use crate::config::schema;
 
 /// The current logins and rules, with a generation number that changes with them (a relayed
@@ -103,4 +106,31 @@ impl AccessControl {
         self.access.replace(new);
         Ok(())
     }
+}
+
+/// Checks a login against the users on the blocking pool (PBKDF2 takes milliseconds, too long
+/// for a connection's task); an unknown user costs a verification too, so timing does not
+/// tell which names exist.
+pub async fn check_login(users: Arc<schema::Users>, user: String, password: String) -> bool {
+    tokio::task::spawn_blocking(move || match users.0.get(&user) {
+        Some(secret) => secret.verify(&password),
+        None => {
+            decoy().verify(&password);
+            false
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// A hash to verify against for unknown user names (same cost as a real one).
+fn decoy() -> &'static Secret {
+    static DECOY: std::sync::OnceLock<Secret> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| {
+        let iterations = NonZeroU32::new(ITERATIONS).unwrap_or(NonZeroU32::MIN);
+        passwords::hash("decoy", iterations)
+            .ok()
+            .and_then(|h| Secret::parse(&h).ok())
+            .unwrap_or(Secret::Plain(String::new()))
+    })
 }

@@ -31,7 +31,6 @@ use rumqttc::mqttbytes::v4::{
     ConnAck, ConnectReturnCode, Login, Packet, PubAck, PubComp, PubRec, SubAck, Subscribe,
     SubscribeReasonCode,
 };
-use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -43,7 +42,7 @@ use crate::config::schema;
 use crate::pacing::{RateLimit, LOG_EVERY};
 
 /// The user name this process logs in to rumqttd's loopback listener with.
-const INNER_USER: &str = "serial2mqtt-gate";
+pub(super) const INNER_USER: &str = "serial2mqtt-gate";
 /// Acknowledgements made here that may wait for a client (or rumqttd) to read them: a well
 /// behaved peer has far fewer in flight; one that never reads is disconnected.
 const INJECTED: usize = 1024;
@@ -197,7 +196,12 @@ impl Gate {
                 let login = connect.login.take();
                 let ok = match &login {
                     Some(l) => {
-                        verify(Arc::clone(users), l.username.clone(), l.password.clone()).await
+                        super::access::check_login(
+                            Arc::clone(users),
+                            l.username.clone(),
+                            l.password.clone(),
+                        )
+                        .await
                     }
                     None => false,
                 };
@@ -275,31 +279,6 @@ impl Gate {
 
 fn name(user: &Option<String>) -> &str {
     user.as_deref().unwrap_or("anonymous")
-}
-
-/// Checks a login on the blocking pool (PBKDF2 takes milliseconds); an unknown user costs the
-/// same as a known one.
-async fn verify(users: Arc<schema::Users>, user: String, password: String) -> bool {
-    tokio::task::spawn_blocking(move || match users.0.get(&user) {
-        Some(secret) => secret.verify(&password),
-        None => {
-            super::settings::decoy().verify(&password);
-            false
-        }
-    })
-    .await
-    .unwrap_or(false)
-}
-
-/// rumqttd's login check on the loopback listener: only this process knows the secret.
-pub fn inner_auth(secret: String) -> rumqttd::AuthHandler {
-    let secret = Arc::new(secret);
-    Arc::new(move |_client_id, user, password| {
-        let secret = Arc::clone(&secret);
-        Box::pin(async move {
-            user == INNER_USER && bool::from(password.as_bytes().ct_eq(secret.as_bytes()))
-        })
-    })
 }
 
 /// A fresh random secret (hex) for the loopback login.

@@ -1,55 +1,43 @@
 //! rumqttd's configuration, built from the `broker:` section.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use rumqttd::{
     Config as RumqttdConfig, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig,
 };
 
-use std::sync::Arc;
-
-use super::access::Access;
-use crate::broker::passwords::{self, Secret};
+use super::access::{check_login, Access};
 use crate::config::schema;
 
 /// rumqttd keeps each subscription filter's recent messages in a log of this many segments;
 /// `broker.window` is split across them, and the oldest segment is dropped as a whole.
 const SEGMENTS: usize = 4;
 
-/// rumqttd's login check for our users: a hash is verified on the blocking pool (PBKDF2 takes
-/// milliseconds, too long for the connection's task); an unknown user costs a verification too,
-/// so timing does not tell which names exist.
+/// rumqttd's login check for our users (the users of now: a reload may replace them).
 fn authenticator(access: Arc<Access>) -> rumqttd::AuthHandler {
     Arc::new(move |_client_id, user, password| {
-        // The users of now: a reload may have replaced them.
         let users = access.snapshot().users;
         Box::pin(async move {
-            let Some(users) = users else {
-                return false;
-            };
-            tokio::task::spawn_blocking(move || match users.0.get(&user) {
-                Some(secret) => secret.verify(&password),
-                None => {
-                    decoy().verify(&password);
-                    false
-                }
-            })
-            .await
-            .unwrap_or(false)
+            match users {
+                Some(users) => check_login(users, user, password).await,
+                None => false,
+            }
         })
     })
 }
 
-/// A hash to verify against for unknown user names (same cost as a real one).
-pub(super) fn decoy() -> &'static Secret {
-    static DECOY: std::sync::OnceLock<Secret> = std::sync::OnceLock::new();
-    DECOY.get_or_init(|| {
-        let iterations =
-            std::num::NonZeroU32::new(passwords::ITERATIONS).unwrap_or(std::num::NonZeroU32::MIN);
-        passwords::hash("decoy", iterations)
-            .ok()
-            .and_then(|h| Secret::parse(&h).ok())
-            .unwrap_or(Secret::Plain(String::new()))
+/// rumqttd's login check on the gatekeeper's loopback listener: only this process knows the
+/// secret.
+fn inner_auth(secret: String) -> rumqttd::AuthHandler {
+    use subtle::ConstantTimeEq as _;
+    let secret = Arc::new(secret);
+    Arc::new(move |_client_id, user, password| {
+        let secret = Arc::clone(&secret);
+        Box::pin(async move {
+            user == super::gate::INNER_USER
+                && bool::from(password.as_bytes().ct_eq(secret.as_bytes()))
+        })
     })
 }
 
@@ -66,7 +54,7 @@ pub fn rumqttd_config(
         max_inflight_count: settings.max_inflight,
         auth: None,
         external_auth: match &gate {
-            Some((_, secret)) => Some(super::gate::inner_auth(secret.clone())),
+            Some((_, secret)) => Some(inner_auth(secret.clone())),
             None => settings.users.is_some().then(|| authenticator(access)),
         },
         dynamic_filters: false,
