@@ -427,6 +427,47 @@ async fn a_client_certificate_is_a_login_and_its_cn_the_user() {
     assert!(gw
         .logs()
         .contains("(dashboard): publish to `cmd/gw/relay/set` denied"));
+
+    // mosquitto_sub: CN=dashboard reads the readings; CN=homeassistant's subscription to what
+    // it may not read is refused.
+    let sub = |cn: &str, filter: &str| {
+        tokio::process::Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "localhost",
+                "-p",
+                &gw.port.to_string(),
+                "-C",
+                "1",
+                "-W",
+                "5",
+            ])
+            .arg("--cafile")
+            .arg(d.join("good-ca.pem"))
+            .arg("--cert")
+            .arg(d.join(format!("good-{cn}.pem")))
+            .arg("--key")
+            .arg(d.join(format!("good-{cn}.key")))
+            .args(["-t", filter])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let reader = sub("dashboard", "sensors/#");
+    let refused = sub("homeassistant", "serial2mqtt/#");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pty.write(b"T=19.5;H=40\n").await;
+    let read = reader.wait_with_output().await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&read.stdout).trim(), "19.5");
+    let refused = refused.wait_with_output().await.unwrap();
+    assert!(refused.stdout.is_empty(), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("denied"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 }
 
 #[tokio::test]
