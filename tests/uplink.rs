@@ -75,6 +75,42 @@ async fn outage(broker_port: u16, uplink_extra: &str) {
     );
 }
 
+/// After a long outage the backoff has grown to seconds; the uplink still delivers within
+/// about a second of the network's return, because it checks the broker's port while it waits.
+#[tokio::test]
+async fn after_a_long_outage_delivery_resumes_about_a_second_after_the_network_returns() {
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    let upstream = Upstream::subscribe(broker.port, "sites/#").await;
+    let proxy = Proxy::start(broker.port).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut pty = Pty::new();
+    let gw = start_gateway(&uplink_config(&pty.path, proxy.port, state.path(), ""));
+    gw.wait_log("uplink connected", T).await;
+
+    proxy.down();
+    gw.wait_log("uplink down", T).await;
+    write_frames(&mut pty, 1..=20, Duration::from_millis(5)).await;
+    // Attempts after about 1, 2, 4 and 8 s fail: the next one is 8 to 16 s away.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    proxy.up().await;
+    let back = Instant::now();
+    upstream.wait_all(TOPIC, 20, Duration::from_secs(20)).await;
+    let took = back.elapsed();
+    assert!(
+        gw.logs().contains("the broker answers again; reconnecting"),
+        "{}",
+        gw.logs()
+    );
+    // 250 ms probe period + up to 500 ms spread + connect; the backoff alone would wait seconds.
+    assert!(
+        took < Duration::from_secs(3),
+        "took {took:?}: {}",
+        gw.logs()
+    );
+}
+
 #[tokio::test]
 async fn a_gateway_killed_with_sigkill_during_an_outage_loses_nothing_once_flushed() {
     sigkill_during_an_outage("").await;

@@ -232,6 +232,8 @@ pub struct UplinkSettings {
     pub keep_alive: Duration,
     /// Time allowed from TCP connect to CONNACK.
     pub connect_timeout: Duration,
+    /// Longest random delay before reconnecting once the broker's port answers again.
+    pub reconnect_spread: Duration,
     /// Local filters forwarded upstream.
     pub forward: Vec<String>,
     /// Prefix of every upstream topic ("" for none).

@@ -874,6 +874,11 @@ fn every_validation_error_has_its_message() {
         ),
         (
             "devices:",
+            "uplink: {url: \"mqtt://h\", reconnect_spread: 1h}\ndevices:",
+            &["uplink.reconnect_spread", "reconnect_spread: 500ms"],
+        ),
+        (
+            "devices:",
             "uplink: {url: \"ftp://h\"}\ndevices:",
             &["uplink.url"],
         ),

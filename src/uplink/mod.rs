@@ -37,6 +37,9 @@ use crate::queue::Record;
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest delay between connection attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How often, while waiting to reconnect, the uplink checks whether the broker's TCP port
+/// answers (a connect and a close: no TLS, no MQTT).
+const PROBE_EVERY: Duration = Duration::from_millis(250);
 
 /// Name of the uplink's publish → PUBACK latency histogram, in seconds.
 pub const PUBLISH_LATENCY: &str = "serial2mqtt_uplink_publish_seconds";
@@ -84,6 +87,20 @@ enum End {
     Refused(String),
 }
 
+/// Why a pause between connection attempts ended.
+enum Woke {
+    /// The backoff delay passed.
+    Elapsed,
+    /// The broker's port answers again after it did not.
+    Reachable,
+}
+
+/// Whether a TCP connection to the broker's port opens within [`PROBE_EVERY`] (closed at once).
+async fn reachable(endpoint: &Endpoint) -> bool {
+    let connect = tokio::net::TcpStream::connect((endpoint.host.as_str(), endpoint.port));
+    matches!(tokio::time::timeout(PROBE_EVERY, connect).await, Ok(Ok(_)))
+}
+
 type ReadFuture = Pin<Box<dyn Future<Output = Result<Vec<Record>, Closed>> + Send>>;
 
 impl Uplink {
@@ -122,14 +139,56 @@ impl Uplink {
                     } else {
                         debug!(broker = %endpoint, "uplink still down: {why}");
                     }
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(delay) => {}
+                    let next = &self.settings.endpoints[index % self.settings.endpoints.len()];
+                    match self.pause(delay, next).await {
+                        None => break,
+                        Some(Woke::Reachable) => {
+                            info!(broker = %next, "uplink: the broker answers again; reconnecting");
+                            delays = crate::pacing::backoff(BACKOFF_MIN, BACKOFF_MAX);
+                        }
+                        Some(Woke::Elapsed) => {}
                     }
                 }
             }
         }
         self.state.connected.store(false, Ordering::Relaxed);
+    }
+
+    /// Waits out `delay` before the next attempt on `endpoint`, or less: when the broker's TCP
+    /// port stops answering and then answers again (the network, or the broker, is back), only a
+    /// random part of `reconnect_spread` more, so delivery resumes within about a second of the
+    /// outage's end, however long the backoff had grown, and a fleet spreads its reconnects. A
+    /// broker whose port answers all along (it refuses the session, TLS fails, it hangs before
+    /// CONNACK) gets the whole backoff: the probe only shortens a wait for a network that came
+    /// back. None at shutdown.
+    async fn pause(&self, delay: Duration, endpoint: &Endpoint) -> Option<Woke> {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        let mut tick = tokio::time::interval(PROBE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut was_down = false;
+        loop {
+            let probe = async {
+                tick.tick().await;
+                reachable(endpoint).await
+            };
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return None,
+                _ = &mut sleep => return Some(Woke::Elapsed),
+                up = probe => {
+                    if !up {
+                        was_down = true;
+                    } else if was_down {
+                        let spread = self.settings.reconnect_spread.mul_f64(fastrand::f64());
+                        tokio::select! {
+                            _ = self.shutdown.cancelled() => return None,
+                            _ = &mut sleep => return Some(Woke::Elapsed),
+                            _ = tokio::time::sleep(spread) => return Some(Woke::Reachable),
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Connects to `endpoint` and waits for its CONNACK.

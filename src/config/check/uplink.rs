@@ -41,6 +41,7 @@ pub(super) fn check(
         tls: raw.tls,
         keep_alive: raw.keep_alive,
         connect_timeout: raw.connect_timeout,
+        reconnect_spread: raw.reconnect_spread,
         forward: raw.forward,
         topic_prefix: topics.topic_prefix,
         subscribe: topics.subscribe,
@@ -271,6 +272,13 @@ fn limits(raw: &schema::Uplink, p: &mut Problems) -> (u8, usize) {
             "uplink.connect_timeout",
             "must be between 100ms and 10m",
             Some("write e.g. connect_timeout: 10s".into()),
+        );
+    }
+    if raw.reconnect_spread > Duration::from_secs(600) {
+        p.error(
+            "uplink.reconnect_spread",
+            "must be at most 10m",
+            Some("write e.g. reconnect_spread: 500ms (a fleet of N gateways then reconnects at about N / 0.75 per second)".into()),
         );
     }
     let protocol = match raw.protocol {

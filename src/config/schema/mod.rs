@@ -143,6 +143,10 @@ pub struct Uplink {
     /// as failed and the next one is scheduled.
     #[serde(default = "default_uplink_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// When the broker's port answers again after an outage, the uplink reconnects after a
+    /// random delay up to this long, so a fleet of gateways does not reconnect at one instant.
+    #[serde(default = "default_reconnect_spread", with = "humantime_serde")]
+    pub reconnect_spread: Duration,
     /// MQTT version upstream: 3 (3.1.1, the default) or 5.
     #[serde(default = "default_protocol")]
     pub protocol: u8,
@@ -178,6 +182,9 @@ fn default_keep_alive() -> Duration {
 }
 fn default_uplink_connect_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_reconnect_spread() -> Duration {
+    Duration::from_millis(500)
 }
 fn default_forward() -> Vec<String> {
     vec!["#".to_owned()]
