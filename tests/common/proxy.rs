@@ -24,6 +24,9 @@ pub struct Proxy {
     /// True while replies from the broker are held back.
     stalled: watch::Sender<bool>,
     accepted: Arc<AtomicUsize>,
+    /// When each forwarded connection sent its MQTT CONNECT (probes that open and close a
+    /// connection send nothing and are not in it).
+    connects: Arc<Mutex<Vec<Instant>>>,
 }
 
 impl Proxy {
@@ -41,6 +44,7 @@ impl Proxy {
             mode: Arc::new(AtomicU8::new(FORWARD)),
             stalled: watch::channel(false).0,
             accepted: Arc::new(AtomicUsize::new(0)),
+            connects: Arc::new(Mutex::new(Vec::new())),
         };
         p.up().await;
         p
@@ -49,6 +53,11 @@ impl Proxy {
     /// Connections accepted so far (connection attempts that reached the proxy).
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// When forwarded connections sent their MQTT CONNECT, in order.
+    pub fn connects(&self) -> Vec<Instant> {
+        self.connects.lock().unwrap().clone()
     }
 
     /// New connections are accepted and then ignored: nothing is forwarded, nothing answered.
@@ -83,17 +92,19 @@ impl Proxy {
         let tasks = Arc::clone(&self.tasks);
         let mode = Arc::clone(&self.mode);
         let accepted = Arc::clone(&self.accepted);
+        let connects = Arc::clone(&self.connects);
         let stalled = self.stalled.subscribe();
         let accept = tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 accepted.fetch_add(1, Ordering::Relaxed);
                 let blackhole = mode.load(Ordering::Relaxed) == BLACKHOLE;
                 let stalled = stalled.clone();
+                let connects = Arc::clone(&connects);
                 let conn = tokio::spawn(async move {
                     if blackhole {
                         swallow(inbound).await;
                     } else {
-                        pump(inbound, upstream, stalled).await;
+                        pump(inbound, upstream, stalled, connects).await;
                     }
                 });
                 tasks.lock().unwrap().push(conn.abort_handle());
@@ -117,7 +128,12 @@ async fn swallow(mut inbound: tokio::net::TcpStream) {
 }
 
 /// Forwards both ways; the broker-to-gateway direction pauses while `stalled` is true.
-async fn pump(inbound: tokio::net::TcpStream, upstream: u16, mut stalled: watch::Receiver<bool>) {
+async fn pump(
+    inbound: tokio::net::TcpStream,
+    upstream: u16,
+    mut stalled: watch::Receiver<bool>,
+    connects: Arc<Mutex<Vec<Instant>>>,
+) {
     let Ok(out) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
         return;
     };
@@ -126,7 +142,16 @@ async fn pump(inbound: tokio::net::TcpStream, upstream: u16, mut stalled: watch:
     let (mut in_r, mut in_w) = inbound.into_split();
     let (mut out_r, mut out_w) = out.into_split();
     let up = async move {
-        let _ = tokio::io::copy(&mut in_r, &mut out_w).await;
+        let mut first = vec![0u8; 4096];
+        if let Ok(n @ 1..) = in_r.read(&mut first).await {
+            // Packet type 1: CONNECT.
+            if first[0] >> 4 == 1 {
+                connects.lock().unwrap().push(Instant::now());
+            }
+            if out_w.write_all(&first[..n]).await.is_ok() {
+                let _ = tokio::io::copy(&mut in_r, &mut out_w).await;
+            }
+        }
         let _ = out_w.shutdown().await;
     };
     let down = async move {
