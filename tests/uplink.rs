@@ -111,6 +111,56 @@ async fn after_a_long_outage_delivery_resumes_about_a_second_after_the_network_r
     );
 }
 
+/// A fleet whose broker comes back does not reconnect at one instant: each gateway waits a
+/// random part of `reconnect_spread` after its probe finds the port open again, and all are
+/// back within about a second (`cargo bench --bench reconnect` measures 100 of them).
+#[tokio::test]
+async fn a_fleet_spreads_its_reconnects_when_the_broker_comes_back() {
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    let proxy = Proxy::start(broker.port).await;
+    const FLEET: usize = 12;
+    let gateways: Vec<Gateway> = (0..FLEET)
+        .map(|i| {
+            start_gateway(&format!(
+                "gateway: {{id: fleet{i}, state_dir: \"{{dir}}/state\", stats_interval: 0s}}\nbroker: {{listen: \"127.0.0.1:{{port}}\"}}\nuplink: {{url: \"mqtt://127.0.0.1:{}\"}}\ndevices: []\n",
+                proxy.port
+            ))
+        })
+        .collect();
+    for gw in &gateways {
+        gw.wait_log("uplink connected", T).await;
+    }
+    proxy.down();
+    for gw in &gateways {
+        gw.wait_log("uplink down", T).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = proxy.connects().len();
+    proxy.up().await;
+    let back = Instant::now();
+    let deadline = back + Duration::from_secs(20);
+    while proxy.connects().len() < before + FLEET {
+        assert!(
+            Instant::now() < deadline,
+            "not all reconnected: {:?}",
+            proxy.connects().len() - before
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let offsets: Vec<Duration> = proxy.connects()[before..]
+        .iter()
+        .map(|t| t.saturating_duration_since(back))
+        .collect();
+    let first = offsets.iter().min().copied().unwrap_or_default();
+    let last = offsets.iter().max().copied().unwrap_or_default();
+    // Spread: not one burst (12 uniform draws over 500 ms all within 50 ms: about 1e-11).
+    assert!(last - first > Duration::from_millis(50), "{offsets:?}");
+    // And soon: probe period + spread + connect, far below the backoff of a 5 s outage.
+    assert!(last < Duration::from_secs(3), "{offsets:?}");
+}
+
 #[tokio::test]
 async fn a_gateway_killed_with_sigkill_during_an_outage_loses_nothing_once_flushed() {
     sigkill_during_an_outage("").await;
