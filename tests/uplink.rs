@@ -42,18 +42,33 @@ async fn an_outage_against_a_rumqttd_upstream_loses_nothing_either() {
     outage(upstream.port, "").await;
 }
 
+/// The same over MQTT-over-WebSockets (`ws://`, mosquitto's websockets listener): for networks
+/// that only let HTTP(S) out.
+#[tokio::test]
+async fn an_outage_over_websockets_loses_nothing_and_the_backlog_drains_in_order() {
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    outage_via(broker.port, broker.ws_port, "", true).await;
+}
+
 /// Frames keep coming during a 1 s network outage; afterwards every one arrives, in order.
 async fn outage(broker_port: u16, uplink_extra: &str) {
+    outage_via(broker_port, broker_port, uplink_extra, false).await;
+}
+
+/// [`outage`] with the uplink to `uplink_port` (over WebSockets when `ws`), the subscriber on
+/// `broker_port`.
+async fn outage_via(broker_port: u16, uplink_port: u16, uplink_extra: &str, ws: bool) {
     let upstream = Upstream::subscribe(broker_port, "sites/#").await;
-    let proxy = Proxy::start(broker_port).await;
+    let proxy = Proxy::start(uplink_port).await;
     let state = tempfile::tempdir().unwrap();
     let mut pty = Pty::new();
-    let gw = start_gateway(&uplink_config(
-        &pty.path,
-        proxy.port,
-        state.path(),
-        uplink_extra,
-    ));
+    let mut config = uplink_config(&pty.path, proxy.port, state.path(), uplink_extra);
+    if ws {
+        config = over_websockets(&config);
+    }
+    let gw = start_gateway(&config);
     gw.wait_log("uplink connected", T).await;
 
     write_frames(&mut pty, 1..=50, Duration::from_millis(5)).await;
@@ -68,6 +83,10 @@ async fn outage(broker_port: u16, uplink_extra: &str) {
 
     let got = upstream.wait_all(TOPIC, 300, Duration::from_secs(30)).await;
     assert_in_order(&got);
+    if ws {
+        let url = format!("broker=ws://127.0.0.1:{}/mqtt", proxy.port);
+        assert!(gw.logs().contains(&url), "{url} in {}", gw.logs());
+    }
     assert!(
         gw.logs().matches("uplink connected").count() >= 2,
         "{}",
@@ -172,14 +191,26 @@ async fn a_sigkill_during_an_outage_loses_nothing_over_mqtt5_either() {
 }
 
 async fn sigkill_during_an_outage(uplink_extra: &str) {
+    sigkill_during_an_outage_via(uplink_extra, false).await;
+}
+
+#[tokio::test]
+async fn a_sigkill_during_an_outage_over_websockets_loses_nothing_either() {
+    sigkill_during_an_outage_via("", true).await;
+}
+
+async fn sigkill_during_an_outage_via(uplink_extra: &str, ws: bool) {
     let Some(broker) = Mosquitto::start() else {
         return;
     };
     let upstream = Upstream::subscribe(broker.port, "sites/#").await;
-    let proxy = Proxy::start(broker.port).await;
+    let proxy = Proxy::start(if ws { broker.ws_port } else { broker.port }).await;
     let state = tempfile::tempdir().unwrap();
     let mut pty = Pty::new();
-    let config = uplink_config(&pty.path, proxy.port, state.path(), uplink_extra);
+    let mut config = uplink_config(&pty.path, proxy.port, state.path(), uplink_extra);
+    if ws {
+        config = over_websockets(&config);
+    }
     let mut gw = start_gateway(&config);
     gw.wait_log("uplink connected", T).await;
     write_frames(&mut pty, 1..=20, Duration::from_millis(5)).await;

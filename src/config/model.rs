@@ -200,18 +200,36 @@ impl fmt::Debug for Secret {
 /// One upstream broker address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
-    /// `mqtts://`.
+    /// `mqtts://` or `wss://`.
     pub tls: bool,
     /// Host name or address.
     pub host: String,
     /// TCP port.
     pub port: u16,
+    /// `ws://` or `wss://`: MQTT over WebSockets, on this HTTP path (e.g. `/mqtt`).
+    pub websocket: Option<String>,
 }
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.tls { "mqtts" } else { "mqtt" };
-        write!(f, "{scheme}://{}:{}", self.host, self.port)
+        let scheme = match (self.tls, self.websocket.is_some()) {
+            (false, false) => "mqtt",
+            (true, false) => "mqtts",
+            (false, true) => "ws",
+            (true, true) => "wss",
+        };
+        // An IPv6 address in brackets, as in a URL.
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        write!(
+            f,
+            "{scheme}://{host}:{}{}",
+            self.port,
+            self.websocket.as_deref().unwrap_or("")
+        )
     }
 }
 

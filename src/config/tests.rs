@@ -587,7 +587,7 @@ fn an_uplink_is_validated_and_rendered() {
 fn uplink_mistakes_are_explained() {
     let e = error_text(&format!("{GOOD}uplink:\n  url: http://x\n"));
     assert!(
-        e.contains("scheme `http` is not mqtt:// or mqtts://"),
+        e.contains("scheme `http` is not mqtt://, mqtts://, ws:// or wss://"),
         "{e}"
     );
     let e = error_text(&format!(

@@ -63,13 +63,17 @@ pub fn new(
     endpoint: &Endpoint,
     capacity: usize,
 ) -> Result<(Client, Events), String> {
-    let transport = if endpoint.tls {
-        let config = tls::client_config(s.tls.as_ref())?;
-        Some(rumqttc::Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Rustls(config),
-        ))
-    } else {
-        None
+    let rustls = || tls::client_config(s.tls.as_ref()).map(rumqttc::TlsConfiguration::Rustls);
+    let transport = match (endpoint.tls, endpoint.websocket.is_some()) {
+        (false, false) => None,
+        (true, false) => Some(rumqttc::Transport::tls_with_config(rustls()?)),
+        (false, true) => Some(rumqttc::Transport::Ws),
+        (true, true) => Some(rumqttc::Transport::wss_with_config(rustls()?)),
+    };
+    // Over WebSockets rumqttc takes the whole URL as the broker address (and the port from it).
+    let host = match &endpoint.websocket {
+        Some(_) => endpoint.to_string(),
+        None => endpoint.host.clone(),
     };
     let password = || {
         s.password
@@ -78,11 +82,7 @@ pub fn new(
             .unwrap_or_default()
     };
     if s.protocol == 5 {
-        let mut o = rumqttc::v5::MqttOptions::new(
-            s.client_id.clone(),
-            endpoint.host.clone(),
-            endpoint.port,
-        );
+        let mut o = rumqttc::v5::MqttOptions::new(s.client_id.clone(), host, endpoint.port);
         o.set_keep_alive(s.keep_alive);
         // A fresh session each time: the queue, not the broker, holds what is not yet acked.
         o.set_clean_start(true);
@@ -105,8 +105,7 @@ pub fn new(
         let (c, e) = rumqttc::v5::AsyncClient::new(o, capacity);
         Ok((Client::V5(c), Events::V5(Box::new(e))))
     } else {
-        let mut o =
-            rumqttc::MqttOptions::new(s.client_id.clone(), endpoint.host.clone(), endpoint.port);
+        let mut o = rumqttc::MqttOptions::new(s.client_id.clone(), host, endpoint.port);
         o.set_keep_alive(s.keep_alive);
         o.set_clean_session(true);
         o.set_max_packet_size(s.max_packet, s.max_packet);

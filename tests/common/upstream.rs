@@ -17,6 +17,8 @@ use super::{free_port, have_tool, Pty};
 pub struct Mosquitto {
     pub child: Option<Child>,
     pub port: u16,
+    /// Its MQTT-over-WebSockets listener.
+    pub ws_port: u16,
     pub dir: tempfile::TempDir,
 }
 
@@ -29,6 +31,7 @@ impl Mosquitto {
         let mut m = Self {
             child: None,
             port: free_port(),
+            ws_port: free_port(),
             dir,
         };
         m.restart();
@@ -40,8 +43,9 @@ impl Mosquitto {
         let child = spawn_mosquitto(
             &conf,
             &format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nautosave_interval 1\nlog_dest file {}/mosquitto.log\nlog_type all\n",
+                "listener {} 127.0.0.1\nlistener {} 127.0.0.1\nprotocol websockets\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nautosave_interval 1\nlog_dest file {}/mosquitto.log\nlog_type all\n",
                 self.port,
+                self.ws_port,
                 self.dir.path().display(),
                 self.dir.path().display()
             ),
@@ -180,6 +184,13 @@ pub async fn write_frames(pty: &mut Pty, range: std::ops::RangeInclusive<u64>, g
             tokio::time::sleep(gap).await;
         }
     }
+}
+
+/// `config` (from [`uplink_config`]) with its uplink over MQTT-over-WebSockets (`ws://`).
+pub fn over_websockets(config: &str) -> String {
+    let out = config.replacen("url: mqtt://", "url: ws://", 1);
+    assert_ne!(out, config, "no mqtt:// url in {config}");
+    out
 }
 
 pub const TOPIC: &str = "sites/gw1/sensors/d/seq";

@@ -52,7 +52,7 @@ pub(super) fn check(
     })
 }
 
-/// `url`: one broker or a failover list, each `mqtt://` or `mqtts://`.
+/// `url`: one broker or a failover list, each `mqtt://`, `mqtts://`, `ws://` or `wss://`.
 fn endpoints(raw: &schema::Uplink, p: &mut Problems) -> Vec<Endpoint> {
     let mut endpoints = Vec::new();
     let mut ok = true;
@@ -68,7 +68,7 @@ fn endpoints(raw: &schema::Uplink, p: &mut Problems) -> Vec<Endpoint> {
                     &path,
                     why,
                     Some(
-                        "write e.g. mqtts://iot.example.com:8883 or mqtt://192.168.1.10:1883"
+                        "write e.g. mqtts://iot.example.com:8883, mqtt://192.168.1.10:1883 or wss://iot.example.com/mqtt"
                             .into(),
                     ),
                 );
@@ -92,8 +92,8 @@ fn tls(raw: &schema::Uplink, endpoints: &[Endpoint], p: &mut Problems) {
     if !endpoints.iter().any(|e| e.tls) && !endpoints.is_empty() {
         p.error(
             "uplink.tls",
-            "TLS files are set but no url is mqtts://",
-            Some("use mqtts:// urls, or remove `tls:`".into()),
+            "TLS files are set but no url is mqtts:// or wss://",
+            Some("use mqtts:// (or wss://) urls, or remove `tls:`".into()),
         );
     }
     if tls.cert_file.is_some() != tls.key_file.is_some() {
@@ -313,12 +313,14 @@ fn limits(raw: &schema::Uplink, p: &mut Problems) -> (u8, usize) {
 
 fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
     let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
-    let tls = match url.scheme() {
-        "mqtt" | "tcp" => false,
-        "mqtts" | "ssl" => true,
+    let (tls, websocket) = match url.scheme() {
+        "mqtt" | "tcp" => (false, false),
+        "mqtts" | "ssl" => (true, false),
+        "ws" => (false, true),
+        "wss" => (true, true),
         other => {
             return Err(format!(
-                "`{text}`: scheme `{other}` is not mqtt:// or mqtts://"
+                "`{text}`: scheme `{other}` is not mqtt://, mqtts://, ws:// or wss://"
             ))
         }
     };
@@ -328,11 +330,36 @@ fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
         .ok_or_else(|| format!("`{text}` has no host"))?
         .trim_matches(['[', ']'])
         .to_owned();
-    if !url.path().is_empty() && url.path() != "/" {
-        return Err(format!("`{text}`: a broker URL has no path"));
-    }
-    let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
-    Ok(Endpoint { tls, host, port })
+    let path = url.path();
+    let websocket = if websocket {
+        // The path brokers serve MQTT over WebSockets on, when the URL names none.
+        let path = if path.is_empty() || path == "/" {
+            "/mqtt"
+        } else {
+            path
+        };
+        let query = url.query().map(|q| format!("?{q}")).unwrap_or_default();
+        Some(format!("{path}{query}"))
+    } else {
+        if !path.is_empty() && path != "/" {
+            return Err(format!(
+                "`{text}`: an mqtt:// URL has no path (ws:// and wss:// URLs have one)"
+            ));
+        }
+        None
+    };
+    let port = url.port().unwrap_or(match (tls, websocket.is_some()) {
+        (false, false) => 1883,
+        (true, false) => 8883,
+        (false, true) => 80,
+        (true, true) => 443,
+    });
+    Ok(Endpoint {
+        tls,
+        host,
+        port,
+        websocket,
+    })
 }
 
 #[cfg(test)]
@@ -346,7 +373,8 @@ mod tests {
             Endpoint {
                 tls: false,
                 host: "broker.local".into(),
-                port: 1883
+                port: 1883,
+                websocket: None,
             }
         );
         assert_eq!(
@@ -359,6 +387,15 @@ mod tests {
             .contains("scheme `http`"));
         assert!(parse_endpoint("broker:1883").is_err());
         assert!(parse_endpoint("mqtt://x/y").is_err());
+        let ws = parse_endpoint("wss://iot.example.com").unwrap();
+        assert_eq!(
+            (ws.tls, ws.port, ws.websocket.as_deref()),
+            (true, 443, Some("/mqtt"))
+        );
+        assert_eq!(ws.to_string(), "wss://iot.example.com:443/mqtt");
+        let ws = parse_endpoint("ws://[::1]:8080/$iothub/websocket?x=1").unwrap();
+        assert_eq!((ws.tls, ws.port), (false, 8080));
+        assert_eq!(ws.to_string(), "ws://[::1]:8080/$iothub/websocket?x=1");
     }
 
     #[test]
