@@ -738,3 +738,48 @@ async fn mqtt5_a_message_the_broker_refuses_stays_queued_until_it_is_taken() {
     let _ = open.kill();
     let _ = open.wait();
 }
+
+/// `wss://`: MQTT over WebSockets over TLS, to mosquitto's TLS websockets listener, with the
+/// uplink's CA file.
+#[tokio::test]
+async fn the_uplink_speaks_mqtt_over_websockets_over_tls() {
+    if !have_tool("mosquitto") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_certs(d);
+    let plain = free_port();
+    let wss = free_port();
+    let mut broker = spawn_mosquitto(
+        &d.join("mosquitto.conf"),
+        &format!(
+            "listener {plain} 127.0.0.1\nlistener {wss} 127.0.0.1\nprotocol websockets\ncertfile {d}/server.pem\nkeyfile {d}/server.key\nallow_anonymous true\nuser root\n",
+            d = d.display()
+        ),
+        plain,
+    );
+    let upstream = Upstream::subscribe(plain, "sites/#").await;
+    let state = tempfile::tempdir().unwrap();
+    let mut pty = Pty::new();
+    let cfg = uplink_config(
+        &pty.path,
+        wss,
+        state.path(),
+        &format!("  tls: {{ca_file: {}/ca.pem}}", d.display()),
+    )
+    .replace("mqtt://127.0.0.1", "wss://localhost");
+    let gw = start_gateway(&cfg);
+    gw.wait_log("uplink connected", T).await;
+    assert!(
+        gw.logs()
+            .contains(&format!("broker=wss://localhost:{wss}/mqtt")),
+        "{}",
+        gw.logs()
+    );
+    write_frames(&mut pty, 1..=20, Duration::from_millis(5)).await;
+    let got = upstream.wait_all(TOPIC, 20, T).await;
+    assert_in_order(&got);
+    let _ = broker.kill();
+    let _ = broker.wait();
+}
