@@ -266,6 +266,26 @@ impl RuleSet {
     }
 
     /// The messages announced to Home Assistant: their topic for this device, and the entity.
+    /// Every message a rule may make: the rule's name, its topic with `{gateway}` and
+    /// `{device}` filled in (other placeholders left as `{name}`: their values never hold a
+    /// `/`, so the topic's levels are final), and its retain flag. For `check`'s look at what
+    /// a cloud broker would refuse.
+    pub fn topics<'a>(
+        &'a self,
+        gateway: &'a str,
+        device: &'a str,
+    ) -> impl Iterator<Item = (&'a str, String, bool)> + 'a {
+        self.rules.iter().flat_map(move |r| {
+            r.outputs.iter().map(move |o| {
+                (
+                    r.name.as_str(),
+                    o.topic.render_shape(gateway, device),
+                    o.retain,
+                )
+            })
+        })
+    }
+
     pub fn entities<'a>(
         &'a self,
         gateway: &'a str,

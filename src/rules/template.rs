@@ -457,6 +457,32 @@ impl Template {
         Some(out)
     }
 
+    /// The template with `{gateway}` and `{device}` filled in and every other placeholder
+    /// kept as written (`{temp}`): a topic's shape, for checks made before any frame.
+    pub fn render_shape(&self, gateway: &str, device: &str) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Lit(s) => out.push_str(s),
+                Part::Var(Var::Builtin(Builtin::Gateway)) => out.push_str(gateway),
+                Part::Var(Var::Builtin(Builtin::Device)) => out.push_str(device),
+                Part::Var(Var::Builtin(b)) => {
+                    out.push('{');
+                    out.push_str(b.name());
+                    out.push('}');
+                }
+                Part::Var(Var::Path(p)) => {
+                    out.push('{');
+                    out.push_str(&p.join("."));
+                    out.push('}');
+                }
+                // Captures and computed values are resolved to positions: their names are gone.
+                Part::Var(Var::Slot(_) | Var::Computed(_)) => out.push_str("{…}"),
+            }
+        }
+        out
+    }
+
     /// Renders a template that may only use `{gateway}` and `{device}` (state topics).
     pub fn render_static(&self, gateway: &str, device: &str) -> String {
         let env = Builtins {

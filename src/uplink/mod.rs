@@ -15,6 +15,7 @@
 //! adds user properties and brokers that refuse a message by reason code (kept, retried).
 
 pub mod client;
+pub mod profile;
 
 use std::collections::VecDeque;
 use std::future::Future;
