@@ -229,5 +229,6 @@ async fn collect_once(s: &Sources) {
         counter!("serial2mqtt_uplink_connects_total").absolute(connects);
         counter!("serial2mqtt_uplink_reconnects_total").absolute(connects.saturating_sub(1));
         counter!("serial2mqtt_uplink_delivered_total").absolute(g(&u.delivered));
+        counter!("serial2mqtt_uplink_refused_by_profile_total").absolute(g(&u.refused_by_profile));
     }
 }

@@ -252,6 +252,10 @@ pub struct UplinkSettings {
     pub connect_timeout: Duration,
     /// Longest random delay before reconnecting once the broker's port answers again.
     pub reconnect_spread: Duration,
+    /// What the broker accepts (`uplink.profile`).
+    pub limits: crate::uplink::profile::Limits,
+    /// Azure IoT Hub: the device, its user name and SAS tokens.
+    pub azure: Option<crate::uplink::profile::AzureDevice>,
     /// Local filters forwarded upstream.
     pub forward: Vec<String>,
     /// Prefix of every upstream topic ("" for none).

@@ -76,6 +76,9 @@ pub struct UplinkSummary {
     pub connects: u64,
     /// Messages acknowledged upstream.
     pub delivered: u64,
+    /// Messages not sent because the broker's profile would refuse them (topic, size).
+    #[serde(default)]
+    pub refused_by_profile: u64,
 }
 
 /// Where a summary's parts come from.
@@ -119,6 +122,7 @@ impl Summary {
             connected: u.connected.load(Ordering::Relaxed),
             connects: u.connects.load(Ordering::Relaxed),
             delivered: u.delivered.load(Ordering::Relaxed),
+            refused_by_profile: u.refused_by_profile.load(Ordering::Relaxed),
         });
         Self {
             at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),

@@ -75,11 +75,14 @@ pub fn new(
         Some(_) => endpoint.to_string(),
         None => endpoint.host.clone(),
     };
-    let password = || {
-        s.password
+    // Azure IoT Hub: a fresh SAS token for each connection.
+    let password = || match &s.azure {
+        Some(device) => device.fresh_token().0,
+        None => s
+            .password
             .as_ref()
             .map(|p| p.expose().to_owned())
-            .unwrap_or_default()
+            .unwrap_or_default(),
     };
     if s.protocol == 5 {
         let mut o = rumqttc::v5::MqttOptions::new(s.client_id.clone(), host, endpoint.port);
@@ -93,7 +96,7 @@ pub fn new(
             &s.status_topic,
             "offline",
             QoS5::AtLeastOnce,
-            true,
+            s.limits.retain,
             None,
         ));
         if let Some(user) = &s.username {
@@ -115,7 +118,7 @@ pub fn new(
             &s.status_topic,
             "offline",
             QoS::AtLeastOnce,
-            true,
+            s.limits.retain,
         ));
         if let Some(user) = &s.username {
             o.set_credentials(user.clone(), password());

@@ -60,6 +60,8 @@ pub struct UplinkState {
     pub connects: AtomicU64,
     /// Messages acknowledged upstream.
     pub delivered: AtomicU64,
+    /// Messages not sent because the broker (`uplink.profile`) would refuse them.
+    pub refused_by_profile: AtomicU64,
 }
 
 /// The uplink task's inputs.
@@ -86,6 +88,8 @@ enum End {
     /// MQTT 5: the broker refused a message. Same broker again, but the backoff keeps growing:
     /// a broker that refuses it now will likely refuse it a second from now.
     Refused(String),
+    /// Azure IoT Hub: the SAS token is about to expire; reconnect with a new one at once.
+    Renew,
 }
 
 /// Why a pause between connection attempts ended.
@@ -110,9 +114,23 @@ impl Uplink {
         let mut delays = crate::pacing::backoff(BACKOFF_MIN, BACKOFF_MAX);
         let mut index = 0usize;
         let mut last_error = String::new();
+        let mut last_attempt: Option<Instant> = None;
         loop {
             let endpoint = &self.settings.endpoints[index % self.settings.endpoints.len()];
+            // Brokers that allow one CONNECT per second per client id (AWS IoT).
+            let min = self.settings.limits.min_connect_interval;
+            if let Some(wait) = last_attempt.and_then(|t| min.checked_sub(t.elapsed())) {
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            last_attempt = Some(Instant::now());
             let ended = self.session(endpoint).await;
+            if let End::Renew = ended {
+                info!(broker = %endpoint, "uplink: reconnecting with a new SAS token");
+                continue;
+            }
             if let End::Refused(why) = &ended {
                 self.state.connected.store(false, Ordering::Relaxed);
                 let delay = delays.next().unwrap_or(BACKOFF_MAX);
@@ -124,7 +142,7 @@ impl Uplink {
                 continue;
             }
             match ended {
-                End::Shutdown | End::Refused(_) => break,
+                End::Shutdown | End::Refused(_) | End::Renew => break,
                 End::Failed { why, was_connected } => {
                     self.state.connected.store(false, Ordering::Relaxed);
                     if was_connected {
@@ -237,7 +255,13 @@ impl Uplink {
         let mut inflight: VecDeque<(u16, Option<u64>, Instant)> = VecDeque::new();
         let status = self.settings.status_topic.clone();
         if client
-            .publish(status, true, Bytes::from_static(b"online"), None, None)
+            .publish(
+                status,
+                self.settings.limits.retain,
+                Bytes::from_static(b"online"),
+                None,
+                None,
+            )
             .is_ok()
         {
             unsent.push_back(None);
@@ -251,6 +275,14 @@ impl Uplink {
         let window = self.settings.inflight as usize;
         let mut reading: Option<ReadFuture> = None;
         let mut pace: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        // Azure IoT Hub closes a connection when its SAS token expires: a new session with a
+        // new token starts a little before (a tenth of the token's life, at most a minute).
+        let renew = self.settings.azure.as_ref().map(|a| {
+            let margin = (a.token_ttl / 10).min(Duration::from_secs(60));
+            Box::pin(tokio::time::sleep(a.token_ttl.saturating_sub(margin)))
+        });
+        let mut renew = renew;
+        let mut skipped = crate::pacing::RateLimit::new(crate::pacing::LOG_EVERY);
         loop {
             let room = window.saturating_sub(unsent.len() + inflight.len());
             // Refill in batches (a quarter of the window), not one message per PUBACK: each
@@ -274,6 +306,15 @@ impl Uplink {
                         None => std::future::pending().await,
                     }
                 } => pace = None,
+                _ = async {
+                    match renew.as_mut() {
+                        Some(r) => r.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.goodbye_quietly(&client, &mut events).await;
+                    return End::Renew;
+                }
                 records = async {
                     match reading.as_mut() {
                         Some(r) => r.await,
@@ -283,10 +324,26 @@ impl Uplink {
                     reading = None;
                     let Ok(records) = records else { return End::Shutdown };
                     let count = records.len();
+                    let mut bytes = 0usize;
                     for r in records {
-                        let topic = format!("{}{}", self.settings.topic_prefix, r.message.topic);
+                        let mut topic = format!("{}{}", self.settings.topic_prefix, r.message.topic);
+                        if let Some(why) = self.settings.limits.refuses(&topic, r.message.payload.len()) {
+                            // The broker would refuse it (and drop the connection): skipped, so
+                            // it does not block the queue forever; counted, logged.
+                            self.state.refused_by_profile.fetch_add(1, Ordering::Relaxed);
+                            if let Some(more) = skipped.hit() {
+                                warn!(seq = r.seq, "uplink: a message is not sent: {why}{}", if more > 0 { format!(" ({more} more since the last line)") } else { String::new() });
+                            }
+                            next = r.seq + 1;
+                            continue;
+                        }
+                        if let Some(azure) = &self.settings.azure {
+                            topic = azure.events_topic(&topic);
+                        }
+                        bytes += r.message.payload.len();
+                        let retain = r.message.retain && self.settings.limits.retain;
                         let tag = client::Tag { gateway: &self.settings.gateway, seq: r.seq };
-                        match client.publish(topic, r.message.retain, r.message.payload, Some(tag), self.settings.message_expiry) {
+                        match client.publish(topic, retain, r.message.payload, Some(tag), self.settings.message_expiry) {
                             Ok(()) => {
                                 unsent.push_back(Some(r.seq));
                                 next = r.seq + 1;
@@ -294,8 +351,9 @@ impl Uplink {
                             Err(e) => return failed(format!("client request failed: {e}"), true),
                         }
                     }
-                    if let Some(rate) = self.settings.max_rate {
-                        let secs = count as f64 / f64::from(rate);
+                    let by_count = self.settings.max_rate.map(|r| count as f64 / f64::from(r));
+                    let by_bytes = self.settings.limits.max_bytes_rate.map(|r| bytes as f64 / f64::from(r));
+                    if let Some(secs) = by_count.into_iter().chain(by_bytes).reduce(f64::max) {
                         pace = Some(Box::pin(tokio::time::sleep(Duration::from_secs_f64(secs))));
                     }
                 }
@@ -338,11 +396,18 @@ impl Uplink {
         }
     }
 
+    /// A clean DISCONNECT without `offline` (the gateway is up; a new session follows at once).
+    async fn goodbye_quietly(&self, client: &client::Client, events: &mut Events) {
+        client.disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(1), events.poll()).await;
+    }
+
     /// Announces `offline` (retained) and disconnects, within a couple of seconds.
     async fn goodbye(&self, client: &client::Client, events: &mut Events) {
         let status = self.settings.status_topic.clone();
+        let retain = self.settings.limits.retain;
         if client
-            .publish(status, true, Bytes::from_static(b"offline"), None, None)
+            .publish(status, retain, Bytes::from_static(b"offline"), None, None)
             .is_err()
         {
             return;

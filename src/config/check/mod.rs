@@ -12,6 +12,7 @@ mod gateway;
 mod homeassistant;
 mod modbus;
 mod polls;
+mod profile;
 mod queue;
 mod rules;
 mod uplink;
@@ -47,6 +48,9 @@ pub fn check(
     let uplink = raw
         .uplink
         .and_then(|u| uplink::check(u, &gw.gateway.id, &mut p));
+    if let Some(u) = &uplink {
+        profile::topics(u, &devices, &gw.gateway.id, &mut p);
+    }
     let queue = queue::check(&raw.queue, &gw.gateway.state_dir, &mut p);
 
     if !p.errors.is_empty() {

@@ -22,7 +22,16 @@ pub(super) fn check(
     p: &mut Problems,
 ) -> Option<UplinkSettings> {
     let before = p.errors.len();
-    let endpoints = endpoints(&raw, p);
+    let azure = super::profile::azure_device(&raw, p);
+    let endpoints = match (&raw.url, &azure) {
+        (None, Some(device)) => vec![Endpoint {
+            tls: true,
+            host: device.host.clone(),
+            port: 8883,
+            websocket: None,
+        }],
+        _ => endpoints(&raw, p),
+    };
     tls(&raw, &endpoints, p);
     let password = password(&raw, p);
     let topics = topics(&raw, gateway, p)?;
@@ -30,36 +39,41 @@ pub(super) fn check(
     if p.errors.len() > before {
         return None;
     }
-    Some(UplinkSettings {
+    let mut settings = UplinkSettings {
         protocol,
         message_expiry: raw.message_expiry,
         gateway: gateway.to_owned(),
         endpoints,
         client_id: topics.client_id,
-        username: raw.username,
+        username: raw.username.clone(),
         password,
-        tls: raw.tls,
+        tls: raw.tls.clone(),
         keep_alive: raw.keep_alive,
         connect_timeout: raw.connect_timeout,
         reconnect_spread: raw.reconnect_spread,
-        forward: raw.forward,
+        forward: raw.forward.clone(),
         topic_prefix: topics.topic_prefix,
         subscribe: topics.subscribe,
         status_topic: topics.status_topic,
         inflight: raw.inflight,
         max_packet,
         max_rate: raw.max_rate,
-    })
+        limits: raw.profile.limits(),
+        azure,
+    };
+    super::profile::apply(&raw, &mut settings, p);
+    (p.errors.len() == before).then_some(settings)
 }
 
 /// `url`: one broker or a failover list, each `mqtt://`, `mqtts://`, `ws://` or `wss://`.
 fn endpoints(raw: &schema::Uplink, p: &mut Problems) -> Vec<Endpoint> {
     let mut endpoints = Vec::new();
     let mut ok = true;
-    for (i, u) in raw.url.to_vec().iter().enumerate() {
+    let urls = raw.url.as_ref().map(|u| u.to_vec()).unwrap_or_default();
+    for (i, u) in urls.iter().enumerate() {
         let path = match raw.url {
-            schema::OneOrMany::One(_) => "uplink.url".to_owned(),
-            schema::OneOrMany::Many(_) => format!("uplink.url[{i}]"),
+            Some(schema::OneOrMany::Many(_)) => format!("uplink.url[{i}]"),
+            _ => "uplink.url".to_owned(),
         };
         match parse_endpoint(u) {
             Ok(e) => endpoints.push(e),

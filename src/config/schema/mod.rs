@@ -125,8 +125,19 @@ impl OneOrMany {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Uplink {
-    /// `mqtt://host:port` or `mqtts://host:port`; a list is a failover list, tried in order.
-    pub url: OneOrMany,
+    /// `mqtt://`, `mqtts://`, `ws://` or `wss://` URL; a list is a failover list, tried in order.
+    /// Optional only with `profile: azure_iot_hub` (the hub of the connection string).
+    pub url: Option<OneOrMany>,
+    /// The broker's dialect and limits: generic, aws_iot, azure_iot_hub, emqx_serverless.
+    #[serde(default)]
+    pub profile: crate::uplink::profile::Profile,
+    /// Azure IoT Hub: a file holding the device's connection string
+    /// (`HostName=...;DeviceId=...;SharedAccessKey=...`).
+    pub connection_string_file: Option<PathBuf>,
+    /// Azure IoT Hub: how long each SAS token made from the connection string is valid; the
+    /// uplink reconnects with a new one before it expires.
+    #[serde(default = "default_token_ttl", with = "humantime_serde")]
+    pub token_ttl: Duration,
     /// MQTT client id upstream; `{gateway}` allowed.
     #[serde(default = "default_client_id")]
     pub client_id: String,
@@ -182,6 +193,9 @@ fn default_keep_alive() -> Duration {
 }
 fn default_uplink_connect_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_token_ttl() -> Duration {
+    Duration::from_secs(3600)
 }
 fn default_reconnect_spread() -> Duration {
     Duration::from_millis(500)
