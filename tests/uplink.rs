@@ -783,3 +783,172 @@ async fn the_uplink_speaks_mqtt_over_websockets_over_tls() {
     let _ = broker.kill();
     let _ = broker.wait();
 }
+
+/// `profile: aws_iot`: a message over AWS IoT's 128 KiB payload limit is skipped and counted
+/// instead of being sent (a broker that enforces the limit, here mosquitto's
+/// `max_packet_size`, drops the connection, and the same message would come back after each
+/// reconnect, holding up the queue forever); the messages after it flow.
+#[tokio::test]
+async fn a_profile_skips_what_its_broker_would_refuse_and_the_rest_flows() {
+    if !have_tool("mosquitto") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = spawn_mosquitto(
+        &dir.path().join("mosquitto.conf"),
+        &format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nmax_packet_size 132000\n"
+        ),
+        port,
+    );
+    let upstream = Upstream::subscribe(port, "sites/#").await;
+    let state = tempfile::tempdir().unwrap();
+    let mut pty = Pty::new();
+    let config = uplink_config(&pty.path, port, state.path(), "  profile: aws_iot")
+        .replace(
+            "  - {name: d, port:",
+            "  - {name: d, max_frame: 262144, rules: [seq, big], port:",
+        )
+        .replace(", rules: [seq]}", "}")
+        .replace(
+            "rules:\n  seq:",
+            "rules:\n  big:\n    match: '^big=(?P<v>x+)$'\n    publish: [{topic: \"sensors/{device}/seq\", payload: \"{v}\", qos: 1}]\n  seq:",
+        );
+    let gw = start_gateway(&config);
+    gw.wait_log("uplink connected", T).await;
+    write_frames(&mut pty, 1..=5, Duration::from_millis(5)).await;
+    let big = format!("big={}\n", "x".repeat(130 * 1024));
+    pty.write(big.as_bytes()).await;
+    write_frames(&mut pty, 6..=10, Duration::from_millis(5)).await;
+    let got = upstream.wait_all(TOPIC, 10, T).await;
+    assert_in_order(&got);
+    gw.wait_log(
+        "a message is not sent: its payload (133120 bytes) is over aws_iot's 131072",
+        T,
+    )
+    .await;
+    assert_eq!(
+        gw.logs().matches("uplink connected").count(),
+        1,
+        "never disconnected: {}",
+        gw.logs()
+    );
+    let _ = broker.kill();
+    let _ = broker.wait();
+}
+
+/// `profile: azure_iot_hub` against a mosquitto that mimics IoT Hub: TLS only, and an ACL that
+/// lets the device's IoT Hub user name write nothing but `devices/dev1/messages/events/#` (a
+/// publish elsewhere is dropped). The readings arrive there with their topic as a property;
+/// the user name is the one IoT Hub expects (mosquitto's log shows it).
+#[tokio::test]
+async fn the_azure_profile_speaks_iot_hubs_topics_and_user_name() {
+    if !have_tool("mosquitto") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_certs(d);
+    let (tls_port, plain) = (free_port(), free_port());
+    let user = "localhost/dev1/?api-version=2021-04-12";
+    std::fs::write(
+        d.join("acl"),
+        format!("user {user}\ntopic write devices/dev1/messages/events/#\ntopic read devices/dev1/messages/devicebound/#\nuser checker\ntopic read #\n"),
+    )
+    .unwrap();
+    let mut broker = spawn_mosquitto(
+        &d.join("mosquitto.conf"),
+        &format!(
+            "listener {plain} 127.0.0.1\nlistener {tls_port} 127.0.0.1\ncertfile {d}/server.pem\nkeyfile {d}/server.key\nallow_anonymous true\nacl_file {d}/acl\nuser root\nlog_dest file {d}/mosquitto.log\nlog_type all\n",
+            d = d.display()
+        ),
+        plain,
+    );
+    // The checker logs in as `checker` (it may read everything).
+    let mut opts = MqttOptions::new("checker", "127.0.0.1", plain);
+    opts.set_credentials("checker", "x");
+    let (client, mut events) = AsyncClient::new(opts, 100);
+    client.subscribe("#", QoS::AtLeastOnce).await.unwrap();
+    let got: Arc<Mutex<Vec<(String, String, bool)>>> = Arc::default();
+    let g = Arc::clone(&got);
+    tokio::spawn(async move {
+        let _client = client;
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => g.lock().unwrap().push((
+                    p.topic.clone(),
+                    String::from_utf8_lossy(&p.payload).into_owned(),
+                    p.retain,
+                )),
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    std::fs::write(
+        d.join("azure.connection"),
+        "HostName=localhost;DeviceId=dev1;SharedAccessKey=c2VjcmV0LWtleS1mb3ItdGVzdHM=\n",
+    )
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mut pty = Pty::new();
+    let config = uplink_config(
+        &pty.path,
+        tls_port,
+        state.path(),
+        &format!(
+            "  profile: azure_iot_hub\n  connection_string_file: {d}/azure.connection\n  tls: {{ca_file: {d}/ca.pem}}",
+            d = d.display()
+        ),
+    )
+    .replace("mqtt://127.0.0.1", "mqtts://localhost");
+    let gw = start_gateway(&config);
+    gw.wait_log("uplink connected", T).await;
+    write_frames(&mut pty, 1..=5, Duration::from_millis(5)).await;
+
+    let events_topic = "devices/dev1/messages/events/topic=sites%2Fgw1%2Fsensors%2Fd%2Fseq";
+    let deadline = Instant::now() + T;
+    loop {
+        let readings: Vec<String> = got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _, _)| t == events_topic)
+            .map(|(_, p, _)| p.clone())
+            .collect();
+        if readings.len() == 5 {
+            assert_eq!(readings, ["1", "2", "3", "4", "5"]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{:?}\n{}",
+            got.lock().unwrap(),
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all = got.lock().unwrap().clone();
+    assert!(
+        all.iter()
+            .all(|(t, _, retain)| t.starts_with("devices/dev1/messages/events/") && !retain),
+        "only IoT Hub's telemetry topic, never retained: {all:?}"
+    );
+    assert!(
+        all.iter().any(|(t, p, _)| t
+            == "devices/dev1/messages/events/topic=serial2mqtt%2Fgw1%2Fstatus"
+            && p == "online"),
+        "{all:?}"
+    );
+    let log = std::fs::read_to_string(d.join("mosquitto.log")).unwrap();
+    assert!(
+        log.contains(&format!("as dev1 (")) && log.contains(&format!("u'{user}'")),
+        "{log}"
+    );
+    assert!(!gw.logs().contains("SharedAccessSignature") && !gw.logs().contains("c2Vj"));
+    let _ = broker.kill();
+    let _ = broker.wait();
+}

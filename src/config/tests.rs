@@ -1170,3 +1170,72 @@ fn check_warns_when_a_ports_polls_cannot_keep_their_intervals() {
         c.warnings
     );
 }
+
+#[test]
+fn broker_profiles_check_every_forwarded_topic_and_cap_the_limits() {
+    // AWS IoT: 7 slashes at most, after the prefix; the error names the rule and the topic.
+    let e = error_text(&format!(
+        "{GOOD}uplink:\n  url: mqtts://a.iot.example.com\n  profile: aws_iot\n  topic_prefix: 'a/b/c/d/e/{{gateway}}/'\n"
+    ));
+    assert!(e.contains("rules.climate"), "{e}");
+    assert!(
+        e.contains("device greenhouse: topic `a/b/c/d/e/greenhouse-pi/sensors/greenhouse/temperature` has 8 slashes, aws_iot allows 7"),
+        "{e}"
+    );
+    // Within the limits: rate and window capped, with a warning for an explicit excess.
+    let c = load(&format!(
+        "{GOOD}uplink:\n  url: mqtts://a.iot.example.com\n  profile: aws_iot\n  inflight: 500\n"
+    ))
+    .unwrap();
+    let u = c.uplink.as_ref().unwrap();
+    assert_eq!((u.inflight, u.max_rate), (100, Some(100)));
+    assert!(c
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("aws_iot accepts 100 unacknowledged")));
+    // EMQX Serverless: 10 levels.
+    let e = error_text(&format!(
+        "{GOOD}uplink:\n  url: mqtts://x.emqxsl.com\n  profile: emqx_serverless\n  topic_prefix: '1/2/3/4/5/6/7/8/'\n"
+    ));
+    assert!(e.contains("11 levels, emqx_serverless allows 10"), "{e}");
+    // Azure IoT Hub needs its connection string, speaks 3.1.1 only.
+    let e = error_text(&format!("{GOOD}uplink:\n  profile: azure_iot_hub\n"));
+    assert!(e.contains("needs the device's connection string"), "{e}");
+    let e = error_text(&format!(
+        "{GOOD}uplink:\n  url: mqtt://h\n  connection_string_file: /x\n"
+    ));
+    assert!(
+        e.contains("a connection string is for profile: azure_iot_hub"),
+        "{e}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cs = dir.path().join("cs");
+    std::fs::write(
+        &cs,
+        "HostName=hub.azure-devices.net;DeviceId=dev1;SharedAccessKey=c2VjcmV0\n",
+    )
+    .unwrap();
+    let azure = format!(
+        "{GOOD}uplink:\n  profile: azure_iot_hub\n  connection_string_file: {}\n",
+        cs.display()
+    );
+    let c = load(&azure).unwrap();
+    let u = c.uplink.as_ref().unwrap();
+    assert_eq!(
+        u.endpoints[0].to_string(),
+        "mqtts://hub.azure-devices.net:8883"
+    );
+    assert_eq!(u.client_id, "dev1");
+    assert_eq!(
+        u.username.as_deref(),
+        Some("hub.azure-devices.net/dev1/?api-version=2021-04-12")
+    );
+    assert_eq!(
+        u.status_topic,
+        "devices/dev1/messages/events/topic=serial2mqtt%2Fgreenhouse-pi%2Fstatus"
+    );
+    let e = error_text(&format!("{azure}  protocol: 5\n"));
+    assert!(e.contains("azure_iot_hub speaks MQTT 3.1.1 only"), "{e}");
+    let e = error_text(&format!("{azure}  subscribe: ['cmd/#']\n"));
+    assert!(e.contains("devices/dev1/messages/devicebound/#"), "{e}");
+}
