@@ -945,7 +945,7 @@ async fn the_azure_profile_speaks_iot_hubs_topics_and_user_name() {
     );
     let log = std::fs::read_to_string(d.join("mosquitto.log")).unwrap();
     assert!(
-        log.contains(&format!("as dev1 (")) && log.contains(&format!("u'{user}'")),
+        log.contains("as dev1 (") && log.contains(&format!("u'{user}'")),
         "{log}"
     );
     assert!(!gw.logs().contains("SharedAccessSignature") && !gw.logs().contains("c2Vj"));
