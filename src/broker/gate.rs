@@ -1,5 +1,5 @@
-//! The gatekeeper: the local clients' listener when access rules (`broker.acl_file`) or client
-//! certificates (`broker.tls.client_ca_file`) are configured, in front of rumqttd.
+//! The gatekeeper: the local clients' listener when access rules (`broker.acl_file`) or TLS
+//! (`broker.tls`, with or without client certificates) are configured, in front of rumqttd.
 //!
 //! rumqttd 0.20 checks a login at CONNECT and nothing after: it has no hook on PUBLISH or
 //! SUBSCRIBE, does not tell its auth handler the peer or its certificate, and its own
@@ -17,7 +17,7 @@
 //!   acknowledged to rumqttd here, so its inflight window does not fill);
 //! - the PUBRELs of the QoS 2 exchanges answered here, answered here.
 //!
-//! Without either setting, local clients connect to rumqttd directly, as before.
+//! Without either setting, local clients connect to rumqttd directly.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -47,13 +47,11 @@ pub(super) const INNER_USER: &str = "serial2mqtt-gate";
 /// behaved peer has far fewer in flight; one that never reads is disconnected.
 const INJECTED: usize = 1024;
 
-/// Whether local clients go through the gatekeeper.
+/// Whether local clients go through the gatekeeper: with access rules, and with TLS (the
+/// gatekeeper terminates it, with rustls 0.23 as the uplink does, so rumqttd is built without
+/// TLS and its older rustls is not in the binary).
 pub fn needed(settings: &schema::Broker) -> bool {
-    settings.acl.is_some()
-        || settings
-            .tls
-            .as_ref()
-            .is_some_and(|t| t.client_ca_file.is_some())
+    settings.acl.is_some() || settings.tls.is_some()
 }
 
 /// What the gatekeeper needs to accept and relay clients.

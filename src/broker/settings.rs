@@ -3,9 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rumqttd::{
-    Config as RumqttdConfig, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig,
-};
+use rumqttd::{Config as RumqttdConfig, ConnectionSettings, RouterConfig, ServerSettings};
 
 use super::access::{check_login, Access};
 use crate::config::schema;
@@ -62,15 +60,8 @@ pub fn rumqttd_config(
     let server = ServerSettings {
         name: "local".to_owned(),
         listen: gate.as_ref().map(|(a, _)| *a).unwrap_or(settings.listen),
-        tls: settings
-            .tls
-            .as_ref()
-            .filter(|_| gate.is_none())
-            .map(|t| TlsConfig::Rustls {
-                capath: None,
-                certpath: t.cert_file.to_string_lossy().into_owned(),
-                keypath: t.key_file.to_string_lossy().into_owned(),
-            }),
+        // TLS is the gatekeeper's (see `gate::needed`): rumqttd only ever listens in plain TCP.
+        tls: None,
         next_connection_delay_ms: 1,
         connections,
     };

@@ -50,7 +50,8 @@ impl Proxy {
         p
     }
 
-    /// Connections accepted so far (connection attempts that reached the proxy).
+    /// Connections accepted so far (connection attempts that reached the proxy, the uplink's
+    /// reachability probes included; [`Proxy::connects`] counts MQTT sessions).
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::Relaxed)
     }
@@ -102,7 +103,7 @@ impl Proxy {
                 let connects = Arc::clone(&connects);
                 let conn = tokio::spawn(async move {
                     if blackhole {
-                        swallow(inbound).await;
+                        swallow(inbound, connects).await;
                     } else {
                         pump(inbound, upstream, stalled, connects).await;
                     }
@@ -121,9 +122,14 @@ impl Proxy {
     }
 }
 
-/// Reads and discards until the peer closes.
-async fn swallow(mut inbound: tokio::net::TcpStream) {
+/// Reads and discards until the peer closes (noting a CONNECT, as [`pump`] does).
+async fn swallow(mut inbound: tokio::net::TcpStream, connects: Arc<Mutex<Vec<Instant>>>) {
     let mut buf = [0u8; 4096];
+    if let Ok(1..) = inbound.read(&mut buf).await {
+        if buf[0] >> 4 == 1 {
+            connects.lock().unwrap().push(Instant::now());
+        }
+    }
     while matches!(inbound.read(&mut buf).await, Ok(n) if n > 0) {}
 }
 
