@@ -13,7 +13,8 @@
 //! the time until all N are back).
 //!
 //! Run: `cargo bench --bench reconnect` (needs mosquitto; the peers python3, pyserial and
-//! paho-mqtt 1.6). BENCH_RUNS scales the repetitions (default 5 for 5 s, 3 for 60 s).
+//! paho-mqtt 1.6). BENCH_RUNS scales the repetitions (default 5 for 5 s, 3 for 60 s);
+//! BENCH_OUTAGES=0 measures the fleet only, BENCH_FLEET=0 the outages only.
 
 mod common;
 #[path = "../tests/common/mosquitto.rs"]
@@ -128,25 +129,37 @@ async fn fleet(n: usize, down: Duration) -> Vec<f64> {
     for (i, d) in dirs.iter().enumerate() {
         let local = free_port();
         let yaml = format!(
-            "gateway: {{id: gw{i}, state_dir: {dir}, stats_interval: 0s}}\nbroker: {{listen: \"127.0.0.1:{local}\"}}\nlog: {{level: error}}\n\
+            "gateway: {{id: gw{i}, state_dir: {dir}, stats_interval: 0s}}\nbroker: {{listen: \"127.0.0.1:{local}\"}}\nlog: {{level: warn}}\n\
              uplink: {{url: \"mqtt://127.0.0.1:{port}\", keep_alive: 30s}}\ndevices: []\n",
             dir = d.path().display(),
             port = proxy.port
         );
         let config = d.path().join("gw.yaml");
         std::fs::write(&config, yaml).expect("config");
+        let log = std::fs::File::create(d.path().join("stderr")).expect("log file");
         procs.push(
             Command::new(gateway_bin())
                 .args(["run", "--config"])
                 .arg(&config)
-                .stderr(Stdio::null())
+                .stderr(Stdio::from(log))
                 .spawn()
                 .expect("serial2mqtt"),
         );
     }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (i, c) in procs.iter_mut().enumerate() {
+        if let Ok(Some(status)) = c.try_wait() {
+            let log = std::fs::read_to_string(dirs[i].path().join("stderr")).unwrap_or_default();
+            panic!("gateway {i} exited ({status}): {log}");
+        }
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     while proxy.connects().len() < n {
-        assert!(Instant::now() < deadline, "the fleet did not connect");
+        assert!(
+            Instant::now() < deadline,
+            "the fleet did not connect: {} of {n} after 60 s",
+            proxy.connects().len()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -188,8 +201,12 @@ fn main() {
         let mut ours = Ours {
             state: tempfile::tempdir().expect("tempdir"),
         };
-        let mut rows = vec![("serial2mqtt", outages(&mut ours, &ours_plan).await)];
-        if peer_available() && env_or("BENCH_PEER", 1u8) == 1 {
+        let outages_on = env_or("BENCH_OUTAGES", 1u8) == 1;
+        let mut rows = Vec::new();
+        if outages_on {
+            rows.push(("serial2mqtt", outages(&mut ours, &ours_plan).await));
+        }
+        if outages_on && peer_available() && env_or("BENCH_PEER", 1u8) == 1 {
             rows.push(("pyserial+paho direct", outages(&mut Python, &plan).await));
             let mut bridge = MosquittoBridge {
                 dir: tempfile::tempdir().expect("tempdir"),
