@@ -640,3 +640,55 @@ async fn without_access_rules_a_reload_still_takes_new_logins() {
     )
     .await;
 }
+
+/// A client that sends its PUBLISH in the same segment as its CONNECT (pipelined, before the
+/// CONNACK) is checked like any other: a denied command still never reaches the device.
+#[tokio::test]
+async fn a_publish_pipelined_with_connect_is_checked_too() {
+    use rumqttc::mqttbytes::v4::{Connect, Packet as Raw, Publish};
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(
+        dir.path(),
+        &[("dashboard", "dash-pass"), ("homeassistant", "ha-pass")],
+    );
+    let acl = write_temp(dir.path(), "acl", ACL);
+    let mut pty = Pty::new();
+    let gw = start_gateway(&config(
+        &pty.path,
+        &format!(
+            "  users_file: {}\n  acl_file: {}",
+            users.display(),
+            acl.display()
+        ),
+    ));
+    gw.wait_log("device online", T).await;
+    let pipelined = |user: &str, password: &str, payload: &str| {
+        let mut connect = Connect::new(format!("raw-{user}"));
+        connect.set_login(user, password);
+        let mut publish = Publish::new("cmd/gw/relay/set", rumqttc::QoS::AtLeastOnce, payload);
+        publish.pkid = 1;
+        let mut bytes = bytes::BytesMut::new();
+        Raw::Connect(connect).write(&mut bytes, 1 << 20).unwrap();
+        Raw::Publish(publish).write(&mut bytes, 1 << 20).unwrap();
+        bytes
+    };
+    for (user, password, payload) in [
+        ("dashboard", "dash-pass", "ON"),
+        ("homeassistant", "ha-pass", "OFF"),
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+            .await
+            .unwrap();
+        tcp.write_all(&pipelined(user, password, payload))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(tcp);
+    }
+    // Only Home Assistant's OFF: the dashboard's ON was dropped.
+    assert_eq!(
+        written(&mut pty, Duration::from_millis(800)).await,
+        "R1=OFF\r\n"
+    );
+}

@@ -243,8 +243,6 @@ impl Gate {
         Packet::Connect(connect)
             .write(&mut out, usize::MAX)
             .map_err(|e| e.to_string())?;
-        // What the client sent after CONNECT goes after it.
-        out.extend_from_slice(&buf);
         broker.write_all(&out).await.map_err(|e| e.to_string())?;
         debug!(%peer, user = name(&user), "local client relayed");
         Relay {
@@ -258,7 +256,9 @@ impl Gate {
             pending: Mutex::new(HashMap::new()),
             denied: Mutex::new(RateLimit::new(LOG_EVERY)),
         }
-        .run(client, broker)
+        // What the client sent right after its CONNECT (pipelined, in the same segment) goes
+        // through the same checks as the rest.
+        .run(client, broker, buf)
         .await
     }
 
@@ -400,7 +400,9 @@ impl Relay {
         }
     }
 
-    async fn run<S>(self, client: S, broker: TcpStream) -> Result<(), String>
+    /// Relays until either side closes; `early` is what the client sent right after its
+    /// CONNECT (checked like everything else).
+    async fn run<S>(self, client: S, broker: TcpStream, early: BytesMut) -> Result<(), String>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -408,13 +410,21 @@ impl Relay {
         let (broker_rx, broker_tx) = broker.into_split();
         let (to_client, to_client_rx) = mpsc::channel(INJECTED);
         let (to_broker, to_broker_rx) = mpsc::channel(INJECTED);
-        let up = self.pump(client_rx, broker_tx, to_broker_rx, to_client, Direction::Up);
+        let up = self.pump(
+            client_rx,
+            broker_tx,
+            to_broker_rx,
+            to_client,
+            Direction::Up,
+            early,
+        );
         let down = self.pump(
             broker_rx,
             client_tx,
             to_client_rx,
             to_broker,
             Direction::Down,
+            BytesMut::new(),
         );
         tokio::select! {
             r = up => r,
@@ -424,6 +434,7 @@ impl Relay {
 
     /// Moves packets from `from` to `to`, with the packets made for `to` elsewhere (`made`),
     /// sending the answers it makes itself back through `back`.
+    #[allow(clippy::too_many_arguments)]
     async fn pump<R, W>(
         &self,
         mut from: R,
@@ -431,12 +442,13 @@ impl Relay {
         mut made: mpsc::Receiver<Bytes>,
         back: mpsc::Sender<Bytes>,
         dir: Direction,
+        mut inb: BytesMut,
     ) -> Result<(), String>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let mut inb = BytesMut::with_capacity(8192);
+        inb.reserve(8192);
         let mut out = BytesMut::with_capacity(8192);
         let mut current = Current {
             generation: self.generation,
@@ -451,28 +463,31 @@ impl Relay {
             Direction::Down => usize::MAX >> 4,
         };
         loop {
+            // Whole packets first: what came with the CONNECT, then what each read brought.
+            let generation = self.access.generation();
+            if generation != current.generation {
+                current = Current {
+                    generation,
+                    rights: self
+                        .access
+                        .snapshot()
+                        .acl
+                        .map(|acl| acl.rights(self.user.as_deref(), &self.client_id)),
+                };
+            }
+            while let Some(len) = frame(&inb, max)? {
+                let packet = inb.split_to(len);
+                self.handle(packet, &current.rights, &mut out, &back, &mut answered, dir)?;
+            }
+            if !out.is_empty() {
+                to.write_all(&out).await.map_err(|e| e.to_string())?;
+                out.clear();
+            }
             tokio::select! {
                 read = from.read_buf(&mut inb) => {
                     if read.map_err(|e| e.to_string())? == 0 {
                         let _ = to.shutdown().await;
                         return Ok(());
-                    }
-                    let generation = self.access.generation();
-                    if generation != current.generation {
-                        current = Current {
-                            generation,
-                            rights: self.access.snapshot().acl.map(|acl| {
-                                acl.rights(self.user.as_deref(), &self.client_id)
-                            }),
-                        };
-                    }
-                    while let Some(len) = frame(&inb, max)? {
-                        let packet = inb.split_to(len);
-                        self.handle(packet, &current.rights, &mut out, &back, &mut answered, dir)?;
-                    }
-                    if !out.is_empty() {
-                        to.write_all(&out).await.map_err(|e| e.to_string())?;
-                        out.clear();
                     }
                 }
                 Some(packet) = made.recv() => {
