@@ -72,6 +72,23 @@ fn users_file(dir: &Path, logins: &[(&str, &str)]) -> std::path::PathBuf {
     file
 }
 
+/// A gateway with `logins` in a users file and [`ACL`] as its access rules, its device online.
+async fn with_rules(dir: &Path, logins: &[(&str, &str)]) -> (Gateway, Pty) {
+    let users = users_file(dir, logins);
+    let acl = write_temp(dir, "acl", ACL);
+    let pty = Pty::new();
+    let gw = start_gateway(&config(
+        &pty.path,
+        &format!(
+            "  users_file: {}\n  acl_file: {}",
+            users.display(),
+            acl.display()
+        ),
+    ));
+    gw.wait_log("device online", T).await;
+    (gw, pty)
+}
+
 fn login(id: &str, port: u16, user: &str, password: &str) -> MqttOptions {
     let mut opts = MqttOptions::new(format!("{id}-{}", std::process::id()), "127.0.0.1", port);
     opts.set_credentials(user, password);
@@ -163,21 +180,11 @@ async fn topics_within(events: &mut rumqttc::EventLoop, period: Duration) -> Vec
 #[tokio::test]
 async fn access_rules_let_only_named_users_command_and_read() {
     let dir = tempfile::tempdir().unwrap();
-    let users = users_file(
+    let (gw, mut pty) = with_rules(
         dir.path(),
         &[("dashboard", "dash-pass"), ("homeassistant", "ha-pass")],
-    );
-    let acl = write_temp(dir.path(), "acl", ACL);
-    let mut pty = Pty::new();
-    let gw = start_gateway(&config(
-        &pty.path,
-        &format!(
-            "  users_file: {}\n  acl_file: {}",
-            users.display(),
-            acl.display()
-        ),
-    ));
-    gw.wait_log("device online", T).await;
+    )
+    .await;
 
     // The dashboard reads everything, the device's retained state included...
     let (_d, mut dash, codes) =
@@ -283,18 +290,7 @@ async fn paho_gets_its_mixed_subscription_answered_in_order() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let users = users_file(dir.path(), &[("homeassistant", "ha-pass")]);
-    let acl = write_temp(dir.path(), "acl", ACL);
-    let pty = Pty::new();
-    let gw = start_gateway(&config(
-        &pty.path,
-        &format!(
-            "  users_file: {}\n  acl_file: {}",
-            users.display(),
-            acl.display()
-        ),
-    ));
-    gw.wait_log("device online", T).await;
+    let (gw, _pty) = with_rules(dir.path(), &[("homeassistant", "ha-pass")]).await;
     let script = r#"
 import sys, paho.mqtt.client as mqtt
 def on_connect(c, u, f, rc):
@@ -531,18 +527,7 @@ async fn check_names_bad_rule_lines_and_who_commands_each_device() {
 #[tokio::test]
 async fn a_reload_puts_new_logins_and_rules_in_force_for_connected_clients_too() {
     let dir = tempfile::tempdir().unwrap();
-    let users = users_file(dir.path(), &[("dashboard", "dash-pass")]);
-    let acl = write_temp(dir.path(), "acl", ACL);
-    let mut pty = Pty::new();
-    let gw = start_gateway(&config(
-        &pty.path,
-        &format!(
-            "  users_file: {}\n  acl_file: {}",
-            users.display(),
-            acl.display()
-        ),
-    ));
-    gw.wait_log("device online", T).await;
+    let (gw, mut pty) = with_rules(dir.path(), &[("dashboard", "dash-pass")]).await;
 
     // The dashboard stays connected across the reload.
     let (dash, mut events) = AsyncClient::new(login("dash", gw.port, "dashboard", "dash-pass"), 10);
@@ -554,7 +539,7 @@ async fn a_reload_puts_new_logins_and_rules_in_force_for_connected_clients_too()
 
     // Now the dashboard may command, and a new login exists.
     std::fs::write(
-        &acl,
+        dir.path().join("acl"),
         format!("{ACL}user dashboard\ntopic write cmd/{{gateway}}/{{device}}/set\n"),
     )
     .unwrap();
@@ -648,21 +633,11 @@ async fn a_publish_pipelined_with_connect_is_checked_too() {
     use rumqttc::mqttbytes::v4::{Connect, Packet as Raw, Publish};
     use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().unwrap();
-    let users = users_file(
+    let (gw, mut pty) = with_rules(
         dir.path(),
         &[("dashboard", "dash-pass"), ("homeassistant", "ha-pass")],
-    );
-    let acl = write_temp(dir.path(), "acl", ACL);
-    let mut pty = Pty::new();
-    let gw = start_gateway(&config(
-        &pty.path,
-        &format!(
-            "  users_file: {}\n  acl_file: {}",
-            users.display(),
-            acl.display()
-        ),
-    ));
-    gw.wait_log("device online", T).await;
+    )
+    .await;
     let pipelined = |user: &str, password: &str, payload: &str| {
         let mut connect = Connect::new(format!("raw-{user}"));
         connect.set_login(user, password);

@@ -4,7 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use serial2mqtt::broker::acl::{matches, valid_filter, Acl};
+use serial2mqtt::broker::acl::{valid_filter, Acl};
+use serial2mqtt::message::topic_matches as matches;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

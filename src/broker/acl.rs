@@ -10,10 +10,12 @@
 //! left out) or denies; `pattern ...` lines apply to every client, with `%u` (user name) and
 //! `%c` (client id) substituted. `{gateway}` and `{device}` (one line per device) are expanded
 //! in both. `deny` wins over any grant. Blank lines and lines starting with `#` are skipped.
-//! The matching is written here, not taken from rumqttc: its `matches` never matches a `$`
-//! topic, and access rules need filter-against-filter overlap too.
+//! Topics match filters as everywhere in the gateway (`message::topic_matches`; rumqttc's
+//! `matches` never matches a `$` topic); filter-against-filter overlap and cover are here.
 
 use std::collections::HashMap;
+
+use crate::message::topic_matches as matches;
 
 /// What a line allows or forbids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,24 +301,6 @@ pub fn valid_filter(filter: &str) -> bool {
             !l.contains('+') || *l == "+"
         }
     })
-}
-
-/// Whether `topic` (no wildcards) matches `filter`; a wildcard in the first level does not
-/// match a topic starting with `$` (MQTT 3.1.1 section 4.7.2).
-pub fn matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let mut topic = topic.split('/');
-    for f in filter.split('/') {
-        match (f, topic.next()) {
-            ("#", _) => return true,
-            ("+", Some(_)) => {}
-            (f, Some(t)) if f == t => {}
-            _ => return false,
-        }
-    }
-    topic.next().is_none()
 }
 
 /// Whether some topic matches both filters.

@@ -265,13 +265,17 @@ impl Gate {
     fn refuse(&self, peer: SocketAddr, why: &str) {
         let n = self.refused.lock().ok().and_then(|mut r| r.hit());
         if let Some(n) = n {
-            let more = if n > 0 {
-                format!(" ({n} more refused since the last line)")
-            } else {
-                String::new()
-            };
-            warn!("local client from {peer} refused: {why}{more}");
+            warn!("local client from {peer} refused: {why}{}", more(n));
         }
+    }
+}
+
+/// The end of a rate-limited line: how many were not logged since the last one.
+fn more(n: u64) -> String {
+    if n > 0 {
+        format!(" ({n} more since the last line)")
+    } else {
+        String::new()
     }
 }
 
@@ -387,15 +391,11 @@ impl Relay {
     fn denied(&self, what: &str) {
         let n = self.denied.lock().ok().and_then(|mut r| r.hit());
         if let Some(n) = n {
-            let more = if n > 0 {
-                format!(" ({n} more since the last line)")
-            } else {
-                String::new()
-            };
             info!(
-                "local client {} ({}): {what} denied by broker.acl_file{more}",
+                "local client {} ({}): {what} denied by broker.acl_file{}",
                 self.peer,
-                name(&self.user)
+                name(&self.user),
+                more(n)
             );
         }
     }
