@@ -739,6 +739,23 @@ async fn mqtt5_a_message_the_broker_refuses_stays_queued_until_it_is_taken() {
     let _ = open.wait();
 }
 
+/// A mosquitto with a plain listener and a TLS one (the certificates of [`make_certs`] in `d`;
+/// `tls_extra` are more lines for the TLS listener, `extra` for the broker): the child and
+/// both ports, plain first.
+fn tls_mosquitto(d: &Path, tls_extra: &str, extra: &str) -> (std::process::Child, u16, u16) {
+    make_certs(d);
+    let (plain, tls) = (free_port(), free_port());
+    let broker = spawn_mosquitto(
+        &d.join("mosquitto.conf"),
+        &format!(
+            "listener {plain} 127.0.0.1\nlistener {tls} 127.0.0.1\n{tls_extra}certfile {d}/server.pem\nkeyfile {d}/server.key\nallow_anonymous true\nuser root\n{extra}",
+            d = d.display()
+        ),
+        plain,
+    );
+    (broker, plain, tls)
+}
+
 /// `wss://`: MQTT over WebSockets over TLS, to mosquitto's TLS websockets listener, with the
 /// uplink's CA file.
 #[tokio::test]
@@ -748,17 +765,7 @@ async fn the_uplink_speaks_mqtt_over_websockets_over_tls() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    make_certs(d);
-    let plain = free_port();
-    let wss = free_port();
-    let mut broker = spawn_mosquitto(
-        &d.join("mosquitto.conf"),
-        &format!(
-            "listener {plain} 127.0.0.1\nlistener {wss} 127.0.0.1\nprotocol websockets\ncertfile {d}/server.pem\nkeyfile {d}/server.key\nallow_anonymous true\nuser root\n",
-            d = d.display()
-        ),
-        plain,
-    );
+    let (mut broker, plain, wss) = tls_mosquitto(d, "protocol websockets\n", "");
     let upstream = Upstream::subscribe(plain, "sites/#").await;
     let state = tempfile::tempdir().unwrap();
     let mut pty = Pty::new();
@@ -849,21 +856,19 @@ async fn the_azure_profile_speaks_iot_hubs_topics_and_user_name() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    make_certs(d);
-    let (tls_port, plain) = (free_port(), free_port());
     let user = "localhost/dev1/?api-version=2021-04-12";
     std::fs::write(
         d.join("acl"),
         format!("user {user}\ntopic write devices/dev1/messages/events/#\ntopic read devices/dev1/messages/devicebound/#\nuser checker\ntopic read #\n"),
     )
     .unwrap();
-    let mut broker = spawn_mosquitto(
-        &d.join("mosquitto.conf"),
+    let (mut broker, plain, tls_port) = tls_mosquitto(
+        d,
+        "",
         &format!(
-            "listener {plain} 127.0.0.1\nlistener {tls_port} 127.0.0.1\ncertfile {d}/server.pem\nkeyfile {d}/server.key\nallow_anonymous true\nacl_file {d}/acl\nuser root\nlog_dest file {d}/mosquitto.log\nlog_type all\n",
+            "acl_file {d}/acl\nlog_dest file {d}/mosquitto.log\nlog_type all\n",
             d = d.display()
         ),
-        plain,
     );
     // The checker logs in as `checker` (it may read everything).
     let mut opts = MqttOptions::new("checker", "127.0.0.1", plain);
