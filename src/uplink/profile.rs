@@ -138,6 +138,13 @@ impl Limits {
 
     /// Why a topic of `bytes` bytes shaped like `topic` breaks the limits, if it does.
     pub fn topic_problem(&self, topic: &str, bytes: usize) -> Option<String> {
+        // The generic profile has no topic limits: nothing to count per message.
+        if self.max_topic_bytes.is_none()
+            && self.max_topic_slashes.is_none()
+            && self.max_topic_levels.is_none()
+        {
+            return None;
+        }
         if let Some(max) = self.max_topic_bytes {
             if bytes > max {
                 return Some(format!(
