@@ -879,6 +879,16 @@ fn every_validation_error_has_its_message() {
         ),
         (
             "devices:",
+            "uplink: {url: \"mqtt://h\", profile: aws}\ndevices:",
+            &["uplink.profile", "aws_iot"],
+        ),
+        (
+            "  listen: 127.0.0.1:1884",
+            "  listen: 127.0.0.1:1884\n  tls: {cert_file: /nonexistent/c, key_file: /nonexistent/k, client_ca_file: /nonexistent/ca}",
+            &["broker.tls.client_ca_file", "/nonexistent/ca"],
+        ),
+        (
+            "devices:",
             "uplink: {url: \"ftp://h\"}\ndevices:",
             &["uplink.url"],
         ),
@@ -1233,6 +1243,11 @@ fn broker_profiles_check_every_forwarded_topic_and_cap_the_limits() {
     assert_eq!(
         u.status_topic,
         "devices/dev1/messages/events/topic=serial2mqtt%2Fgreenhouse-pi%2Fstatus"
+    );
+    let e = error_text(&format!("{azure}  token_ttl: 0s\n"));
+    assert!(
+        e.contains("uplink.token_ttl") && e.contains("token_ttl: 1h"),
+        "{e}"
     );
     let e = error_text(&format!("{azure}  protocol: 5\n"));
     assert!(e.contains("azure_iot_hub speaks MQTT 3.1.1 only"), "{e}");

@@ -26,6 +26,15 @@ pub(super) fn azure_device(raw: &schema::Uplink, p: &mut Problems) -> Option<Azu
                 }
             };
             warn_if_world_readable(key, file, p);
+            let day = std::time::Duration::from_secs(86_400);
+            if raw.token_ttl < std::time::Duration::from_secs(60) || raw.token_ttl > 30 * day {
+                p.error(
+                    "uplink.token_ttl",
+                    "must be between 1m and 30d (each token renews the connection before it expires)",
+                    Some("write e.g. token_ttl: 1h".into()),
+                );
+                return None;
+            }
             match AzureDevice::parse(&text, raw.token_ttl) {
                 Ok(d) => Some(d),
                 Err(why) => {
