@@ -77,7 +77,7 @@ pub fn new(
     };
     // Azure IoT Hub: a fresh SAS token for each connection.
     let password = || match &s.azure {
-        Some(device) => device.fresh_token().0,
+        Some(device) => device.fresh_token(),
         None => s
             .password
             .as_ref()

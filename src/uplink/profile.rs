@@ -265,15 +265,13 @@ impl AzureDevice {
         format!("SharedAccessSignature sr={resource}&sig={sig}&se={expiry}")
     }
 
-    /// A fresh token and when it expires.
-    pub fn fresh_token(&self) -> (String, SystemTime) {
-        let now = SystemTime::now();
-        let expiry = now + self.token_ttl;
-        let se = expiry
+    /// A token valid for `token_ttl` from now.
+    pub fn fresh_token(&self) -> String {
+        let se = (SystemTime::now() + self.token_ttl)
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        (self.sas_token(se), expiry)
+        self.sas_token(se)
     }
 }
 
