@@ -5,7 +5,8 @@
 //! and [`queue`] (the on-disk store-and-forward log that [`uplink`] drains). Back the other way,
 //! [`downlink`] routes MQTT messages on command topics to the devices that write them to their
 //! ports ([`rules::command`] says what bytes). [`gateway`] wires it together from a checked
-//! [`config`]; [`cli`] is the command line; [`homeassistant`], [`prometheus`], [`systemd`],
+//! [`config`]; [`cli`] is the command line; [`web`] is the dashboard, which reads what
+//! [`recent`] samples on the way; [`homeassistant`], [`prometheus`], [`systemd`],
 //! [`statedir`], [`tls`], [`stats`] and [`pacing`] serve around them.
 
 pub mod broker;
@@ -21,6 +22,7 @@ pub mod outlet;
 pub mod pacing;
 pub mod prometheus;
 pub mod queue;
+pub mod recent;
 pub mod rules;
 pub mod serial;
 pub mod statedir;
@@ -28,3 +30,4 @@ pub mod stats;
 pub mod systemd;
 pub mod tls;
 pub mod uplink;
+pub mod web;

@@ -5,6 +5,7 @@
 //! daemon behaves the same when run by hand.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
@@ -14,6 +15,8 @@ use tracing::{warn, Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
+
+use crate::recent::Recent;
 
 /// The name the journal files our lines under (`journalctl -t serial2mqtt`).
 pub const SYSLOG_IDENTIFIER: &str = "serial2mqtt";
@@ -39,10 +42,11 @@ pub fn log_filter(level: &str) -> String {
 }
 
 /// Installs the global logger: the journal when stderr is systemd's journal stream, stderr
-/// otherwise (ANSI colours only on a terminal). `log` records (rumqttc's) pass through the same
-/// filter.
-pub fn init_logging(level: &str) {
+/// otherwise (ANSI colours only on a terminal); and, with a dashboard, its ring of the last
+/// lines. `log` records (rumqttc's) pass through the same filter.
+pub fn init_logging(level: &str, recent: Option<Arc<Recent>>) {
     let filter = EnvFilter::new(log_filter(level));
+    let ring = recent.map(|recent| RecentLayer { recent });
     if systemd_journal_logger::connected_to_journal() {
         match JournalLog::new() {
             Ok(journal) => {
@@ -50,17 +54,45 @@ pub fn init_logging(level: &str) {
                 tracing_subscriber::registry()
                     .with(filter)
                     .with(JournalLayer { journal })
+                    .with(ring)
                     .init();
                 return;
             }
             Err(e) => eprintln!("serial2mqtt: cannot log to the journal ({e}); logging to stderr"),
         }
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .with(ring)
         .init();
+}
+
+/// Keeps each log line in the dashboard's ring, with its level and device.
+struct RecentLayer {
+    recent: Arc<Recent>,
+}
+
+impl<S: Subscriber> Layer<S> for RecentLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let mut text = fields.message;
+        let mut device = None;
+        for (k, v) in fields.pairs {
+            if k == "device" && device.is_none() {
+                device = Some(v);
+            } else {
+                let _ = write!(text, " {k}={v}");
+            }
+        }
+        self.recent
+            .log(event.metadata().level().as_str(), device, text);
+    }
 }
 
 /// Sends tracing events to the journal: the message plus `key=value` text in `MESSAGE` (what

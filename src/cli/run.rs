@@ -4,12 +4,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::load_or_report;
 use crate::config::{self, Config};
+use crate::recent::Recent;
 use crate::{gateway, systemd};
 
 /// Runs the gateway from the config at `path`.
@@ -17,7 +19,9 @@ pub fn main(path: PathBuf) -> ExitCode {
     let Some(config) = load_or_report(&path) else {
         return ExitCode::FAILURE;
     };
-    systemd::init_logging(&config.log_level);
+    // The dashboard's record exists before the log, so that it keeps the first lines too.
+    let recent = config.web.as_ref().map(|_| Arc::new(Recent::default()));
+    systemd::init_logging(&config.log_level, recent.clone());
     let systemd = systemd::Systemd::from_env();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -41,7 +45,7 @@ pub fn main(path: PathBuf) -> ExitCode {
         let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
         tokio::spawn(watch_reloads(path.clone(), reload_tx, systemd));
         info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "serial2mqtt starting");
-        gateway::run(config, shutdown, reloads, systemd).await
+        gateway::run(config, shutdown, reloads, systemd, recent).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,16 +1,12 @@
 //! `serial2mqtt test-rule`: the messages one frame would produce on a device, through the very
-//! frame handler the device task uses.
-
-use std::path::PathBuf;
-use std::process::ExitCode;
-use std::sync::atomic::Ordering;
-
-use bytes::Bytes;
+//! frame handler the device task uses ([`crate::frames::trial`], which the dashboard's rule
+//! tester runs too).
 
 use super::load_or_report;
-use crate::frames::FrameHandler;
+use crate::frames::trial::try_frame;
 use crate::rules::Problem;
-use crate::stats::DeviceStats;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// Applies the rules of `device` to `frame` (text, or hex with `is_hex`).
 pub fn main(path: PathBuf, device: &str, is_hex: bool, frame: &str) -> ExitCode {
@@ -28,50 +24,40 @@ pub fn main(path: PathBuf, device: &str, is_hex: bool, frame: &str) -> ExitCode 
     };
     let bytes = if is_hex {
         match hex::decode(frame.replace([' ', ':'], "")) {
-            Ok(b) => Bytes::from(b),
+            Ok(b) => b,
             Err(e) => {
                 eprintln!("--hex: `{frame}` is not hex: {e}");
                 return ExitCode::FAILURE;
             }
         }
     } else {
-        Bytes::copy_from_slice(frame.as_bytes())
+        frame.as_bytes().to_vec()
     };
-    if let Some(checksum) = &dev.checksum {
-        match checksum.verify(&bytes) {
-            Ok(v) => println!("(checksum {}: ok, 0x{v:X})", checksum.spec().name()),
-            Err(failure) => {
-                eprintln!(
-                    "the frame fails device `{device}`'s checksum {}: {failure}; on the line it \
-                     is dropped and counted as bad_checksum, never published",
-                    checksum.spec().name()
-                );
-                return ExitCode::FAILURE;
-            }
+    let trial = try_frame(dev, &config.gateway.id, &bytes);
+    match &trial.checksum {
+        Some((name, Ok(v))) => println!("(checksum {name}: ok, 0x{v:X})"),
+        Some((name, Err(failure))) => {
+            eprintln!(
+                "the frame fails device `{device}`'s checksum {name}: {failure}; on the line it \
+                 is dropped and counted as bad_checksum, never published"
+            );
+            return ExitCode::FAILURE;
         }
+        None => {}
     }
-    let stats = DeviceStats::default();
-    let mut handler = FrameHandler::new(dev, &config.gateway.id, &stats);
-    let messages: Vec<_> = handler.handle(&bytes).collect();
-    let matched = stats.unmatched.load(Ordering::Relaxed) == 0
-        && stats.invalid_utf8.load(Ordering::Relaxed) == 0;
-    let mut failed = false;
-    for problem in handler.problems() {
+    for problem in &trial.problems {
         match problem {
             Problem::Topic(why) => eprintln!("not published: {why}"),
-            Problem::Value(why) => {
-                failed = true;
-                eprintln!(
-                    "a value cannot be computed from this frame: {why}; on the line the rule's \
-                     messages are left out and counted as bad_value"
-                );
-            }
+            Problem::Value(why) => eprintln!(
+                "a value cannot be computed from this frame: {why}; on the line the rule's \
+                 messages are left out and counted as bad_value"
+            ),
         }
     }
-    if stats.dropped.load(Ordering::Relaxed) > 0 {
+    if trial.dropped {
         println!("(dropped by a `drop: true` rule: nothing published)");
     }
-    for m in &messages {
+    for m in &trial.messages {
         let flags = match (m.qos, m.retain) {
             (q, true) => format!("qos={q} retain"),
             (q, false) => format!("qos={q}"),
@@ -82,14 +68,14 @@ pub fn main(path: PathBuf, device: &str, is_hex: bool, frame: &str) -> ExitCode 
             String::from_utf8_lossy(&m.payload)
         );
     }
-    if failed {
+    if trial.bad_value() {
         ExitCode::FAILURE
-    } else if matched {
+    } else if trial.matched {
         ExitCode::SUCCESS
     } else {
         eprintln!(
             "no rule of device `{device}` matched this frame ({})",
-            stats.summary()
+            trial.counts
         );
         ExitCode::FAILURE
     }

@@ -57,6 +57,7 @@ impl ConfigDiff {
             ("queue", old.queue != new.queue),
             ("log", old.log_level != new.log_level),
             ("metrics", old.metrics != new.metrics),
+            ("web", old.web != new.web),
             ("homeassistant", old.homeassistant != new.homeassistant),
         ];
         diff.access = (

@@ -21,7 +21,7 @@ pub use diagnostics::{ConfigError, Diagnostic};
 
 pub use model::{
     Config, Device, DeviceSpec, Endpoint, Gateway, PortSource, QueueSettings, Secret,
-    SerialSettings, UplinkSettings,
+    SerialSettings, UplinkSettings, WebSettings,
 };
 
 pub use diff::ConfigDiff;

@@ -33,8 +33,29 @@ pub struct Config {
     pub metrics: Option<std::net::SocketAddr>,
     /// Home Assistant discovery prefix and birth topic.
     pub homeassistant: schema::HomeAssistantSettings,
+    /// The web dashboard, if it is on.
+    pub web: Option<WebSettings>,
     /// Things that are legal but probably not meant (an unused rule, a missing port).
     pub warnings: Vec<Diagnostic>,
+}
+
+/// The dashboard's listener, checked: a token wherever it is not loopback.
+#[derive(Clone, PartialEq)]
+pub struct WebSettings {
+    /// Where it listens.
+    pub listen: std::net::SocketAddr,
+    /// The access token (from `web.token_file`), if one is set.
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for WebSettings {
+    // The token never reaches a log line, not even a debug one.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSettings")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "(set)"))
+            .finish()
+    }
 }
 
 /// Identity of this gateway.

@@ -12,11 +12,13 @@ use bytes::Bytes;
 use tracing::warn;
 
 pub mod checksum;
+pub mod trial;
 
 use crate::config::Device;
 use crate::message::Message;
 use crate::modbus::{decode, Unit};
 use crate::pacing::{RateLimit, LOG_EVERY};
+use crate::recent::{Outcome, Shown, Tap};
 use crate::rules::report::Reports;
 use crate::rules::template::Builtins;
 use crate::rules::template::{Lookup, Value, Var};
@@ -39,6 +41,8 @@ pub struct FrameHandler<'a> {
     /// (only kept when the unit has more than one group).
     latest: Vec<Option<Value<'static>>>,
     limits: [RateLimit; 9],
+    /// The dashboard's sample of this device's frames, when there is a dashboard.
+    tap: Option<Tap>,
 }
 
 impl<'a> FrameHandler<'a> {
@@ -54,6 +58,39 @@ impl<'a> FrameHandler<'a> {
             cycles: Vec::new(),
             latest: Vec::new(),
             limits: std::array::from_fn(|_| RateLimit::new(LOG_EVERY)),
+            tap: None,
+        }
+    }
+
+    /// The same handler, also keeping a sample of its frames for the dashboard.
+    pub fn with_tap(mut self, tap: Option<Tap>) -> Self {
+        self.tap = tap;
+        self
+    }
+
+    /// Gives the dashboard `frame` and what became of it, if the tap wants one of its kind
+    /// now (the outcome is only built then).
+    fn show(&mut self, frame: &[u8], rejected: bool, outcome: impl FnOnce(&Self) -> Outcome) {
+        let Some(mut tap) = self.tap.take() else {
+            return;
+        };
+        if tap.wants(rejected) {
+            tap.keep(frame, outcome(self));
+        }
+        self.tap = Some(tap);
+    }
+
+    /// The outcome of the frame just handled, from its messages and problems.
+    fn outcome(&self) -> Outcome {
+        let messages = self.messages.iter().map(Shown::of).collect();
+        if self.problems.is_empty() {
+            Outcome::Published { messages }
+        } else {
+            let why: Vec<&str> = self.problems.iter().map(|p| p.text()).collect();
+            Outcome::BadMessage {
+                why: why.join("; "),
+                messages,
+            }
         }
     }
 
@@ -117,6 +154,15 @@ impl<'a> FrameHandler<'a> {
                 }
             }
         }
+        match verdict {
+            Verdict::Matched => {
+                let rejected = !self.problems.is_empty();
+                self.show(frame, rejected, Self::outcome);
+            }
+            Verdict::Dropped => self.show(frame, false, |_| Outcome::Dropped),
+            Verdict::Unmatched => self.show(frame, true, |_| Outcome::Unmatched),
+            Verdict::InvalidUtf8 => self.show(frame, true, |_| Outcome::InvalidUtf8),
+        }
         if matches!(verdict, Verdict::Unmatched | Verdict::InvalidUtf8) {
             if let Some(topic) = &self.device.unmatched_topic {
                 self.messages.push(Message {
@@ -173,16 +219,24 @@ impl<'a> FrameHandler<'a> {
                     let points: Vec<&str> = points().collect();
                     warn!(device = %name, unit = unit.unit, request, suppressed = n, "Modbus exception: {why}; not read this cycle: {}", points.join(", "));
                 }
+                let why = why.to_string();
+                self.show(frame, true, |_| Outcome::Exception { why });
             }
             Err(decode::Failure::Broken) => {
                 DeviceStats::bump(&self.stats.corrupt);
                 if let Some(n) = self.limits[4].hit() {
                     warn!(device = %name, unit = unit.unit, request, suppressed = n, frame_hex = %hex::encode(&frame[..frame.len().min(64)]), "not an answer to the request (another unit or function?)");
                 }
+                self.show(frame, true, |_| Outcome::Corrupt {
+                    why: "not an answer to the request (another unit or function?)".into(),
+                });
                 return None;
             }
         }
         self.finish(r);
+        // The answer, with the messages of the cycle it completed (none while it goes on).
+        let rejected = !self.problems.is_empty();
+        self.show(frame, rejected, Self::outcome);
         Some(self.messages.drain(..))
     }
 
@@ -314,6 +368,11 @@ impl<'a> FrameHandler<'a> {
         if let Some(n) = self.limits[6].hit() {
             warn!(device = %self.device.name, checksum = %checksum.spec().name(), suppressed = n, frame_hex = %hex::encode(&frame[..frame.len().min(64)]), "frame dropped: bad checksum ({failure})");
         }
+        let checksum = checksum.spec().name().to_string();
+        self.show(frame, true, |_| Outcome::BadChecksum {
+            checksum,
+            why: failure.to_string(),
+        });
         false
     }
 
@@ -325,10 +384,20 @@ impl<'a> FrameHandler<'a> {
         if let Some(n) = self.limits[5].hit() {
             warn!(device = %self.device.name, bytes, suppressed = n, "skipped {bytes} bytes to find the next frame (its start/end bytes did not match: a lost or extra byte on the line, or the wrong framing)");
         }
+        self.show(&[], true, |_| Outcome::Resync { bytes });
     }
 
     /// Counts and logs (rate-limited) bytes the framer dropped.
     pub fn dropped(&mut self, reason: DropReason) {
+        let max_frame = self.device.max_frame;
+        let framing = self.device.framing.name();
+        self.show(&[], true, |_| match reason {
+            DropReason::TooLong => Outcome::TooLong { max_frame },
+            DropReason::Corrupt => Outcome::Corrupt {
+                why: format!("{framing} decoding failed"),
+            },
+            DropReason::Incomplete => Outcome::Incomplete,
+        });
         let name = &self.device.name;
         match reason {
             DropReason::TooLong => {

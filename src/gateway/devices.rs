@@ -41,6 +41,8 @@ pub(super) struct Devices {
     pub failed: mpsc::UnboundedSender<String>,
     /// Where the broker link sends the devices' commands.
     pub routes: Routes,
+    /// The dashboard's record of the devices, when there is a dashboard.
+    pub recent: Option<Arc<crate::recent::Recent>>,
 }
 
 /// The devices grouped by the port they share, in the order each port first appears.
@@ -94,6 +96,10 @@ impl Devices {
         for (m, d) in devices.iter().enumerate() {
             self.routes.register(&d.name, m, &d.commands, inbox.clone());
         }
+        let recent = match &self.recent {
+            Some(r) => devices.iter().map(|d| r.device(&d.name)).collect(),
+            None => Vec::new(),
+        };
         let task = PortTask {
             devices,
             stats: stats.clone(),
@@ -101,6 +107,7 @@ impl Devices {
             gateway: Arc::clone(&self.gateway),
             outlet: self.outlet.clone(),
             shutdown: stop.clone(),
+            recent,
         };
         let handle = tokio::spawn(task.run(requests));
         let failed = self.failed.clone();

@@ -30,6 +30,7 @@ use crate::message::{Filters, Message, Outbox};
 use crate::outlet::{Outlet, Upstream};
 use crate::prometheus;
 use crate::queue::{self, thread::QueueHandle};
+use crate::recent::Recent;
 use crate::stats::DeviceList;
 use crate::systemd::Systemd;
 use crate::uplink::{Uplink, UplinkState};
@@ -79,6 +80,9 @@ pub enum GatewayError {
     /// The Prometheus endpoint did not start.
     #[error(transparent)]
     Metrics(#[from] prometheus::MetricsError),
+    /// The web dashboard did not start.
+    #[error(transparent)]
+    Web(#[from] crate::web::WebError),
     /// A simulated device could not get a pseudo-terminal.
     #[error("device `{device}`: cannot create a pseudo-terminal for the simulator: {source}")]
     Simulator {
@@ -263,12 +267,14 @@ impl Announcer {
 }
 
 /// Runs the gateway until `shutdown` is cancelled, applying each config that arrives on
-/// `reloads` (already validated) to the devices and rules.
+/// `reloads` (already validated) to the devices and rules; `recent` is the dashboard's record
+/// (with `web:`), which the log already writes into.
 pub async fn run(
     config: Config,
     shutdown: CancellationToken,
     mut reloads: mpsc::Receiver<Config>,
     systemd: Systemd,
+    recent: Option<Arc<Recent>>,
 ) -> Result<(), GatewayError> {
     let started = Instant::now();
     // Before anything is bound or opened: a second gateway on this state_dir stops here, with
@@ -279,6 +285,10 @@ pub async fn run(
         prometheus::start(listen)?;
         info!(listen = %listen, "Prometheus metrics on http://{listen}/metrics");
     }
+    let web = match &config.web {
+        Some(settings) => Some(crate::web::bind(settings).await?),
+        None => None,
+    };
     // The queue first: it must be open (and repaired) before anything produces messages.
     let queue = match &config.uplink {
         Some(_) => Some(open_queue(&config.queue).await?),
@@ -328,6 +338,7 @@ pub async fn run(
         list: DeviceList::default(),
         failed: failed_tx,
         routes,
+        recent: recent.clone(),
     };
     devices.start_all(config.devices.clone())?;
     let uplink_state = uplink.as_ref().map(|u| Arc::clone(&u.state));
@@ -351,6 +362,20 @@ pub async fn run(
             shutdown.clone(),
         )));
     }
+    let (web_devices, web_devices_rx) =
+        tokio::sync::watch::channel(Arc::new(config.devices.clone()));
+    if let (Some(bound), Some(recent)) = (web, recent) {
+        let sources = crate::web::view::Sources {
+            gateway: config.gateway.id.clone(),
+            recent,
+            list: Arc::clone(&devices.list),
+            devices: web_devices_rx,
+            queue: queue.clone(),
+            uplink: uplink_state.clone(),
+            rates: Default::default(),
+        };
+        helpers.push(bound.serve(sources, shutdown.clone()));
+    }
     info!(gateway = %devices.gateway, devices = config.devices.len(), "gateway running");
     let serving = Serving {
         started,
@@ -361,6 +386,7 @@ pub async fn run(
         uplink_state,
         systemd,
         access: local.access.clone(),
+        web_devices,
     };
     let (serving, task_failed) = serving
         .serve(shutdown, broker_failed.clone(), &mut reloads, device_failed)
@@ -389,6 +415,8 @@ struct Serving {
     systemd: Systemd,
     /// The broker's logins and access rules, which a reload may replace.
     access: broker::AccessControl,
+    /// The devices the dashboard shows (and its rule tester runs), replaced on reload.
+    web_devices: tokio::sync::watch::Sender<Arc<Vec<Device>>>,
 }
 
 impl Serving {
@@ -463,6 +491,7 @@ impl Serving {
             }
         }
         self.running.devices = new.devices.clone();
+        self.web_devices.send_replace(Arc::new(new.devices.clone()));
         match self.devices.reload(&diff, new.devices).await {
             Ok(()) => info!(
                 added = diff.added.len(),

@@ -171,7 +171,11 @@ impl<'t, 'a> Bus<'t, 'a> {
             handlers: devices
                 .iter()
                 .zip(&task.stats)
-                .map(|(d, s)| FrameHandler::new(d, &task.gateway, s))
+                .enumerate()
+                .map(|(i, (d, s))| {
+                    let tap = task.recent.get(i).cloned().map(crate::recent::Tap::new);
+                    FrameHandler::new(d, &task.gateway, s).with_tap(tap)
+                })
                 .collect(),
             schedule: Schedule::new(&refs, Instant::now()),
             gaps: devices.iter().map(gap).collect(),

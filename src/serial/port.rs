@@ -49,6 +49,8 @@ pub struct PortTask {
     pub outlet: Outlet,
     /// Stops the task.
     pub shutdown: CancellationToken,
+    /// Their records for the dashboard, in the same order, when there is a dashboard.
+    pub recent: Vec<Arc<crate::recent::DeviceRecent>>,
 }
 
 /// Why serving an open port stopped.

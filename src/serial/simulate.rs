@@ -114,6 +114,7 @@ pub fn start(
         .ok_or_else(|| io::Error::other("the pseudo-terminal has no name"))?;
     let mut sensor = Sensor::new(sim.profile, device.bytes().map(u64::from).sum());
     let interval = sim.interval.max(Duration::from_millis(1));
+    let sim_noise = sim.noise;
     let framing = framing.clone();
     let device = device.to_owned();
     tokio::spawn(async move {
@@ -122,13 +123,21 @@ pub fn start(
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut buf = Vec::new();
+        let mut noise = fastrand::Rng::with_seed(7);
+        let share = sim_noise;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
             buf.clear();
-            encode_frame(&framing, &sensor.next_payload(), &mut buf);
+            let mut payload = sensor.next_payload();
+            if share > 0.0 && noise.f64() < share && !payload.is_empty() {
+                // One byte hit by line noise: what a real sensor's cable does now and then.
+                let i = noise.usize(..payload.len());
+                payload[i] ^= 1 << noise.u8(0..8);
+            }
+            encode_frame(&framing, &payload, &mut buf);
             if let Err(e) = master.write_all(&buf).await {
                 warn!(device = %device, "simulator write failed: {e}");
             }

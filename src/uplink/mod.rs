@@ -62,6 +62,33 @@ pub struct UplinkState {
     pub delivered: AtomicU64,
     /// Messages not sent because the broker (`uplink.profile`) would refuse them.
     pub refused_by_profile: AtomicU64,
+    /// When `connected` last changed (Unix milliseconds; 0: never connected).
+    pub since_ms: AtomicU64,
+    /// Why the last session failed or was refused (empty: none has).
+    pub last_error: std::sync::Mutex<String>,
+}
+
+impl UplinkState {
+    /// Sets `connected`, noting when it changed.
+    fn set_connected(&self, now: bool) {
+        if self.connected.swap(now, Ordering::Relaxed) != now {
+            let ms = crate::recent::unix_ms(std::time::SystemTime::now());
+            self.since_ms.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// Notes why a session ended.
+    fn failed(&self, why: &str) {
+        if let Ok(mut last) = self.last_error.lock() {
+            why.clone_into(&mut last);
+        }
+    }
+
+    /// Why the last session failed, if one has.
+    pub fn last_error(&self) -> Option<String> {
+        let last = self.last_error.lock().ok()?;
+        (!last.is_empty()).then(|| last.clone())
+    }
 }
 
 /// The uplink task's inputs.
@@ -132,7 +159,8 @@ impl Uplink {
                 continue;
             }
             if let End::Refused(why) = &ended {
-                self.state.connected.store(false, Ordering::Relaxed);
+                self.state.set_connected(false);
+                self.state.failed(why);
                 let delay = delays.next().unwrap_or(BACKOFF_MAX);
                 warn!(broker = %endpoint, "uplink: {why}; retrying in {:.1}s", delay.as_secs_f64());
                 tokio::select! {
@@ -144,7 +172,8 @@ impl Uplink {
             match ended {
                 End::Shutdown | End::Refused(_) | End::Renew => break,
                 End::Failed { why, was_connected } => {
-                    self.state.connected.store(false, Ordering::Relaxed);
+                    self.state.set_connected(false);
+                    self.state.failed(&why);
                     if was_connected {
                         delays = crate::pacing::backoff(BACKOFF_MIN, BACKOFF_MAX);
                     } else {
@@ -170,7 +199,7 @@ impl Uplink {
                 }
             }
         }
-        self.state.connected.store(false, Ordering::Relaxed);
+        self.state.set_connected(false);
     }
 
     /// Waits out `delay` before the next attempt on `endpoint`, or less: when the broker's TCP
@@ -245,7 +274,7 @@ impl Uplink {
             Ok(st) => st.acked + 1,
             Err(_) => return End::Shutdown,
         };
-        self.state.connected.store(true, Ordering::Relaxed);
+        self.state.set_connected(true);
         let n = self.state.connects.fetch_add(1, Ordering::Relaxed) + 1;
         info!(broker = %endpoint, client_id = %self.settings.client_id, connects = n, resume_at = next, "uplink connected");
 

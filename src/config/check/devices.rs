@@ -151,7 +151,17 @@ fn source(d: &schema::Device, path: &str, p: &mut Problems) -> Option<PortSource
             check_port(port, &format!("{path}.port"), p);
             Some(PortSource::Path(port.clone()))
         }
-        (None, Some(sim)) => Some(PortSource::Simulated(sim.clone())),
+        (None, Some(sim)) => {
+            if !(0.0..=1.0).contains(&sim.noise) {
+                p.error(
+                    &format!("{path}.simulate.noise"),
+                    format!("noise {} is not a share of frames", sim.noise),
+                    Some("write a number from 0 (a clean line) to 1 (every frame garbled), e.g. 0.05".into()),
+                );
+                return None;
+            }
+            Some(PortSource::Simulated(sim.clone()))
+        }
         (Some(_), Some(_)) => {
             p.error(
                 path,

@@ -16,6 +16,7 @@ mod profile;
 mod queue;
 mod rules;
 mod uplink;
+mod web;
 
 use std::path::Path;
 
@@ -52,6 +53,9 @@ pub fn check(
         profile::topics(u, &devices, &gw.gateway.id, &mut p);
     }
     let queue = queue::check(&raw.queue, &gw.gateway.state_dir, &mut p);
+    let mut listeners = vec![("broker.listen", broker.listen)];
+    listeners.extend(raw.metrics.as_ref().map(|m| ("metrics.listen", m.listen)));
+    let web = raw.web.and_then(|w| web::check(w, &listeners, &mut p));
 
     if !p.errors.is_empty() {
         return Err(p.errors);
@@ -66,6 +70,7 @@ pub fn check(
         queue,
         metrics: raw.metrics.map(|m| m.listen),
         homeassistant: raw.homeassistant,
+        web,
         warnings: p.warnings,
     })
 }

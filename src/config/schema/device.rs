@@ -257,6 +257,10 @@ pub struct Simulate {
     /// Time between frames.
     #[serde(default = "default_sim_interval", with = "humantime_serde")]
     pub interval: Duration,
+    /// The share of frames (0 to 1) with one byte garbled, as on a noisy line: what the
+    /// dashboard's frames page shows rejected.
+    #[serde(default)]
+    pub noise: f64,
 }
 
 fn default_sim_interval() -> Duration {

@@ -47,6 +47,8 @@ pub struct File {
     /// Home Assistant discovery settings (discovery itself is on when an entity is announced).
     #[serde(default)]
     pub homeassistant: HomeAssistantSettings,
+    /// The web dashboard; off when omitted.
+    pub web: Option<Web>,
 }
 
 /// `homeassistant:` — where Home Assistant listens for discovery and announces itself.
@@ -99,6 +101,17 @@ fn default_protocol() -> u8 {
 pub struct Metrics {
     /// Address of the HTTP listener serving `/metrics`.
     pub listen: SocketAddr,
+}
+
+/// `web:` — the dashboard: devices, frames and why they were rejected, a rule tester, the
+/// queue and the uplink, the log, in a browser.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Web {
+    /// Address of the HTTP listener (loopback unless a token is set).
+    pub listen: SocketAddr,
+    /// A file whose first line is the access token; required on any address but loopback.
+    pub token_file: Option<PathBuf>,
 }
 
 /// One value or a list of them (`url: mqtt://a` or `url: [mqtt://a, mqtt://b]`).

@@ -1,0 +1,99 @@
+//! `web:` — the dashboard's listener: loopback is open to the machine's own users (as `status`
+//! is); any other address needs a token, read here from `token_file` so that a missing or weak
+//! one stops the gateway at start with the line to fix, not at the first browser's visit.
+
+use std::net::SocketAddr;
+
+use super::warn_if_world_readable;
+use crate::config::diagnostics::Problems;
+use crate::config::model::WebSettings;
+use crate::config::schema;
+
+/// Shorter tokens are refused: a dashboard on the LAN is guessed at by whoever is on it.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Checks `web:`; `taken` are the other listeners' addresses, with their keys.
+pub(super) fn check(
+    raw: schema::Web,
+    taken: &[(&str, SocketAddr)],
+    p: &mut Problems,
+) -> Option<WebSettings> {
+    for (key, addr) in taken {
+        if *addr == raw.listen {
+            p.error(
+                "web.listen",
+                format!(
+                    "{} is {key}'s address too: one port, one listener",
+                    raw.listen
+                ),
+                Some(format!(
+                    "give the dashboard another port, e.g. {}:8080",
+                    raw.listen.ip()
+                )),
+            );
+            return None;
+        }
+    }
+    let token = match &raw.token_file {
+        Some(file) => Some(read_token(file, p)?),
+        None if !raw.listen.ip().is_loopback() => {
+            p.error(
+                "web.listen",
+                format!(
+                    "the dashboard on {} would show every device and reading to anyone on the network",
+                    raw.listen
+                ),
+                Some(format!(
+                    "set web.token_file to a file holding a token of {MIN_TOKEN_LEN}+ characters \
+                     (e.g. `head -c 24 /dev/urandom | base64 > /etc/serial2mqtt/web-token`), \
+                     or listen on 127.0.0.1:{}",
+                    raw.listen.port()
+                )),
+            );
+            return None;
+        }
+        None => None,
+    };
+    Some(WebSettings {
+        listen: raw.listen,
+        token,
+    })
+}
+
+/// The token: the file's first line, trimmed, long enough to resist guessing.
+fn read_token(file: &std::path::Path, p: &mut Problems) -> Option<String> {
+    let key = "web.token_file";
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            p.error(
+                key,
+                format!("cannot read {}: {e}", file.display()),
+                Some(format!(
+                    "create it: `head -c 24 /dev/urandom | base64 > {0} && chmod 640 {0}`",
+                    file.display()
+                )),
+            );
+            return None;
+        }
+    };
+    warn_if_world_readable(key, file, p);
+    let token = text.lines().next().unwrap_or("").trim().to_owned();
+    // Never the token itself in a message: only its length.
+    if token.chars().count() < MIN_TOKEN_LEN {
+        p.error(
+            key,
+            format!(
+                "the token in {} has {} characters; at least {MIN_TOKEN_LEN} are needed",
+                file.display(),
+                token.chars().count()
+            ),
+            Some(format!(
+                "write a longer one: `head -c 24 /dev/urandom | base64 > {}`",
+                file.display()
+            )),
+        );
+        return None;
+    }
+    Some(token)
+}
