@@ -1,6 +1,490 @@
-//! placeholder
-#[test]
-fn compiles() {
-    let _ =
-        fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+//! The web dashboard, in a real browser: headless Chromium driven through WebDriver
+//! (chromedriver) against the real binary reading real pseudo-terminals. A screenshot of each
+//! page is kept under target/dashboard-screenshots/ (CI keeps them as artifacts).
+//!
+//! Also over raw HTTP: the token off loopback, the host check on loopback, and the event
+//! stream's pace under a flood of frames.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::devices::nmea;
+use common::{free_port, have_tool, start_gateway, Pty};
+use fantoccini::{Client, ClientBuilder, Locator};
+
+const T: Duration = Duration::from_secs(15);
+
+/// chromedriver on a free port and a headless Chromium session through it.
+struct Browser {
+    client: Client,
+    driver: Child,
+}
+
+impl Browser {
+    async fn start() -> Option<Self> {
+        if !have_tool("chromedriver") || !have_tool("chromium") {
+            return None;
+        }
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let deadline = Instant::now() + T;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not listen");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1280,1000"],
+            }),
+        );
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a WebDriver session with headless Chromium");
+        Some(Self { client, driver })
+    }
+
+    /// Waits until the element at `css` has text containing `needle`; returns that text.
+    async fn wait_text(&self, css: &str, needle: &str) -> String {
+        let deadline = Instant::now() + T;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if let Ok(e) = self.client.find(Locator::Css(css)).await {
+                if let Ok(text) = e.text().await {
+                    if text.contains(needle) {
+                        return text;
+                    }
+                    last = text;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("`{css}` never showed {needle:?}; it showed:\n{last}");
+    }
+
+    /// Waits until `css` matches at least one element.
+    async fn wait_for(&self, css: &str) {
+        let deadline = Instant::now() + T;
+        while Instant::now() < deadline {
+            if self.client.find(Locator::Css(css)).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("`{css}` never appeared");
+    }
+
+    /// Keeps a screenshot of the page as target/dashboard-screenshots/`name`.png.
+    async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.expect("screenshot");
+        let dir = screenshots();
+        std::fs::create_dir_all(&dir).expect("screenshot dir");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
+    }
+
+    async fn close(mut self) {
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn screenshots() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("dashboard-screenshots")
+}
+
+fn config(climate: &Pty, gps: &Pty, web: &str, token_file: Option<&str>) -> String {
+    let token = token_file
+        .map(|f| format!("\n  token_file: {f}"))
+        .unwrap_or_default();
+    format!(
+        r#"gateway:
+  id: webtest
+  state_dir: "{{dir}}/state"
+broker:
+  listen: 127.0.0.1:{{port}}
+web:
+  listen: {web}{token}
+devices:
+  - name: climate
+    port: {}
+    framing: lines
+    rules: [climate]
+  - name: gps
+    port: {}
+    framing: lines
+    checksum: nmea
+    rules: [gps]
+rules:
+  climate:
+    match: '^T=(?P<t>-?[0-9.]+)$'
+    publish:
+      - {{topic: "sensors/{{device}}/t", payload: "{{t}}"}}
+  gps:
+    match: '^\$GPGGA,(?P<time>[0-9.]+),'
+    publish:
+      - {{topic: "sensors/{{device}}/time", payload: "{{time}}"}}
+"#,
+        climate.path.display(),
+        gps.path.display()
+    )
+}
+
+/// A plain HTTP/1.1 request on loopback; (status, headers and body as text).
+fn http(port: u16, request: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the dashboard");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request.as_bytes()).expect("send");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+fn get(port: u16, path: &str, extra: &str) -> (u16, String) {
+    http(
+        port,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}Connection: close\r\n\r\n"
+        ),
+    )
+}
+
+/// Everything the dashboard is for, watched in a browser as it happens: the device's row and
+/// its latest value change as frames arrive, the value gets a plot, a frame no rule matched and
+/// one with a bad checksum show why they were rejected, the rule tester answers as `test-rule`
+/// does, and unplugging the device turns it offline on the page.
+#[tokio::test]
+async fn a_browser_sees_devices_values_rejected_frames_the_rule_tester_and_an_unplug_live() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let mut climate = Pty::new();
+    let mut gps = Pty::new();
+    let web = free_port();
+    let gw = start_gateway(&config(&climate, &gps, &format!("127.0.0.1:{web}"), None));
+    gw.wait_log("web dashboard on", T).await;
+    let c = &browser.client;
+    c.goto(&format!("http://127.0.0.1:{web}/#devices"))
+        .await
+        .expect("open the dashboard");
+    browser.wait_text("#live", "live").await;
+
+    // Values over three seconds: the row shows the latest, the plot gets its points.
+    for v in ["21.5", "21.7", "22.0", "22.4"] {
+        climate.write(format!("T={v}\n").as_bytes()).await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    let card = "[data-device=climate]";
+    browser
+        .wait_text(&format!("{card} .topics"), "sensors/climate/t")
+        .await;
+    browser.wait_text(&format!("{card} .topics"), "22.4").await;
+    browser.wait_text(&format!("{card} .state"), "online").await;
+    browser.wait_for(&format!("{card} svg.plot path")).await;
+    // Live: a new value replaces the old one on the page without a reload.
+    climate.write(b"T=23.9\n").await;
+    browser.wait_text(&format!("{card} .topics"), "23.9").await;
+    browser
+        .wait_text(&format!("{card} .counts"), "5 read")
+        .await;
+    browser.screenshot("devices").await;
+
+    // Rejected frames, with their reasons.
+    climate.write(b"T=oops\n").await;
+    // A checksum one off from the sentence's own.
+    let good = nmea("GPGGA,123519.00,4807.038,N");
+    let sum = u8::from_str_radix(&good[good.len() - 4..good.len() - 2], 16).unwrap();
+    let bad = format!("{}{:02X}\r\n", &good[..good.len() - 4], sum ^ 1);
+    gps.write(bad.as_bytes()).await;
+    gps.write(nmea("GPGGA,123520.00,4807.038,N").as_bytes())
+        .await;
+    c.goto(&format!("http://127.0.0.1:{web}/#frames"))
+        .await
+        .expect("frames page");
+    let rows = browser.wait_text("#frame-rows", "no rule matched").await;
+    assert!(
+        rows.contains("T=oops"),
+        "the frame is shown as text:\n{rows}"
+    );
+    let rows = browser.wait_text("#frame-rows", "bad checksum nmea").await;
+    assert!(
+        rows.contains("expected 0x"),
+        "expected/received shown:\n{rows}"
+    );
+    let rows = browser
+        .wait_text("#frame-rows", "sensors/gps/time 123520.00")
+        .await;
+    assert!(rows.contains("sensors/climate/t 23.9"), "{rows}");
+    // Filter by outcome: only the rejected ones stay.
+    c.find(Locator::Css("#frames-outcome"))
+        .await
+        .unwrap()
+        .select_by_value("rejected")
+        .await
+        .unwrap();
+    let rows = browser.wait_text("#frame-rows", "no rule matched").await;
+    assert!(!rows.contains("sensors/gps/time"), "filtered:\n{rows}");
+    browser.screenshot("frames").await;
+
+    // The rule tester: a frame that matches, then one that does not.
+    c.goto(&format!("http://127.0.0.1:{web}/#tester"))
+        .await
+        .expect("tester page");
+    browser.wait_text("#tester-device", "climate").await;
+    c.find(Locator::Css("#tester-device"))
+        .await
+        .unwrap()
+        .select_by_value("climate")
+        .await
+        .unwrap();
+    let input = c.find(Locator::Css("#tester-frame")).await.unwrap();
+    input.send_keys("T=30.1").await.unwrap();
+    c.find(Locator::Css("#tester-run"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_text("#tester-result", "sensors/climate/t 30.1")
+        .await;
+    browser.screenshot("tester").await;
+    input.clear().await.unwrap();
+    input.send_keys("H=40").await.unwrap();
+    c.find(Locator::Css("#tester-run"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_text("#tester-result", "no rule of this device matched")
+        .await;
+    // Nothing the tester ran reached the device's counters.
+    let (_, state) = get(web, "/api/state", "");
+    assert!(
+        !state.contains("30.1"),
+        "the tester published nothing:\n{state}"
+    );
+
+    c.goto(&format!("http://127.0.0.1:{web}/#uplink"))
+        .await
+        .expect("uplink page");
+    browser
+        .wait_text("#uplink-card", "No uplink configured")
+        .await;
+    browser.screenshot("uplink").await;
+    c.goto(&format!("http://127.0.0.1:{web}/#log"))
+        .await
+        .expect("log page");
+    browser.wait_text("#log-rows", "device online").await;
+    browser.screenshot("log").await;
+
+    // Unplugged: the page says offline.
+    drop(climate);
+    c.goto(&format!("http://127.0.0.1:{web}/#devices"))
+        .await
+        .expect("devices page");
+    browser
+        .wait_text(&format!("{card} .state"), "offline")
+        .await;
+    browser.screenshot("devices-offline").await;
+    browser.close().await;
+    drop(gps);
+    drop(gw);
+}
+
+/// Off loopback the token is required for the page, the API and the event stream; a browser
+/// logs in with it once (a wrong one is refused) and then sees the dashboard. On loopback with
+/// no token, only a local host name is answered (a rebinding site's name is refused).
+#[tokio::test]
+async fn without_the_token_the_page_and_the_event_stream_are_refused() {
+    let climate = Pty::new();
+    let gps = Pty::new();
+    let dir = tempfile::tempdir().unwrap();
+    let token = "correct-horse-battery-staple-42";
+    let file = dir.path().join("web-token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let web = free_port();
+    let gw = start_gateway(&config(
+        &climate,
+        &gps,
+        &format!("0.0.0.0:{web}"),
+        Some(&file.display().to_string()),
+    ));
+    gw.wait_log("web dashboard on", T).await;
+    for path in ["/", "/events", "/api/state", "/api/history", "/app.js"] {
+        let (status, text) = get(web, path, "");
+        assert_eq!(status, 401, "{path} without the token:\n{text}");
+        assert!(!text.contains("sensors/"), "{path} leaks nothing:\n{text}");
+    }
+    let (_, login) = get(web, "/", "");
+    assert!(login.contains("name=\"token\""), "a login form:\n{login}");
+    let (status, _) = get(
+        web,
+        "/api/state",
+        "Authorization: Bearer wrong-token-wrong-token\r\n",
+    );
+    assert_eq!(status, 401);
+    let (status, text) = get(
+        web,
+        "/api/state",
+        &format!("Authorization: Bearer {token}\r\n"),
+    );
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"climate\""), "{text}");
+    let (status, text) = get(
+        web,
+        "/",
+        &format!("Cookie: serial2mqtt_token=00{}\r\n", &token[2..]),
+    );
+    assert_eq!(status, 401, "a cookie that is not the login's:\n{text}");
+    assert!(!gw.logs().contains(token), "the token is never logged");
+
+    if let Some(browser) = Browser::start().await {
+        let c = &browser.client;
+        c.goto(&format!("http://127.0.0.1:{web}/")).await.unwrap();
+        let field = c.find(Locator::Css("#token")).await.expect("login form");
+        field.send_keys("not-the-token-at-all").await.unwrap();
+        c.find(Locator::Css("#login"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        browser.wait_text("body", "Wrong token").await;
+        browser.screenshot("login-refused").await;
+        let field = c.find(Locator::Css("#token")).await.unwrap();
+        field.send_keys(token).await.unwrap();
+        c.find(Locator::Css("#login"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        browser.wait_text("#live", "live").await;
+        browser
+            .wait_text("[data-device=climate] h2", "climate")
+            .await;
+        browser.close().await;
+    }
+    drop(gw);
+
+    // Loopback, no token: local names only.
+    let climate = Pty::new();
+    let gps = Pty::new();
+    let web = free_port();
+    let gw = start_gateway(&config(&climate, &gps, &format!("127.0.0.1:{web}"), None));
+    gw.wait_log("web dashboard on", T).await;
+    let (status, _) = get(web, "/api/state", "");
+    assert_eq!(status, 200);
+    let (status, text) = http(
+        web,
+        "GET /api/state HTTP/1.1\r\nHost: attacker.example:80\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 403, "a foreign host name:\n{text}");
+    assert!(!text.contains("climate"), "{text}");
+    let (_, text) = get(web, "/", "");
+    assert!(
+        text.contains("Content-Security-Policy: default-src 'none'")
+            || text
+                .to_ascii_lowercase()
+                .contains("content-security-policy: default-src 'none'"),
+        "{text}"
+    );
+}
+
+/// A device flooding its line does not flood the browser: the stream carries about one update
+/// a second, with at most a bounded sample of the frames in each.
+// Two workers: the flood writes while this test reads the stream with blocking reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_frames_reaches_the_browser_as_one_bounded_update_a_second() {
+    let mut climate = Pty::new();
+    let gps = Pty::new();
+    let web = free_port();
+    let gw = start_gateway(&config(&climate, &gps, &format!("127.0.0.1:{web}"), None));
+    gw.wait_log("web dashboard on", T).await;
+    let flood = tokio::spawn(async move {
+        let chunk: Vec<u8> = (0..200)
+            .flat_map(|i| format!("T={i}.5\n").into_bytes())
+            .collect();
+        let end = Instant::now() + Duration::from_secs(4);
+        let mut sent = 0u64;
+        while Instant::now() < end {
+            climate.write(&chunk).await;
+            sent += 200;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        sent
+    });
+    let mut s = TcpStream::connect(("127.0.0.1", web)).unwrap();
+    s.write_all(
+        format!("GET /events HTTP/1.1\r\nHost: 127.0.0.1:{web}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let start = Instant::now();
+    let mut text = Vec::new();
+    let mut buf = [0u8; 65536];
+    while start.elapsed() < Duration::from_millis(3500) {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    let sent = flood.await.unwrap();
+    let text = String::from_utf8_lossy(&text);
+    let updates: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    // One at once, then one a second: 3 or 4 in 3.5 s.
+    assert!(
+        (3..=5).contains(&updates.len()),
+        "{} updates in 3.5 s",
+        updates.len()
+    );
+    let mut shown = 0;
+    for u in &updates {
+        let v: serde_json::Value = serde_json::from_str(u).expect("an update is JSON");
+        for group in v["frames"].as_array().unwrap() {
+            let n = group["frames"].as_array().unwrap().len();
+            assert!(n <= 100, "{n} frames of one device in one update");
+            shown += n;
+        }
+    }
+    assert!(sent > 10_000, "the flood was a flood: {sent} frames");
+    assert!(
+        shown > 0 && shown <= 400,
+        "{shown} of {sent} frames sent to the browser; the last update: {}",
+        updates.last().map_or("", |u| &u[..u.len().min(3000)])
+    );
+    drop(gw);
 }

@@ -1254,3 +1254,64 @@ fn broker_profiles_check_every_forwarded_topic_and_cap_the_limits() {
     let e = error_text(&format!("{azure}  subscribe: ['cmd/#']\n"));
     assert!(e.contains("devices/dev1/messages/devicebound/#"), "{e}");
 }
+
+#[test]
+fn the_dashboard_off_loopback_needs_a_long_token_that_is_never_shown() {
+    use std::os::unix::fs::PermissionsExt;
+    // Loopback: no token needed.
+    let c = load(&format!("{GOOD}web:\n  listen: 127.0.0.1:8080\n")).unwrap();
+    let web = c.web.as_ref().unwrap();
+    assert_eq!(web.token, None);
+    // Any other address without a token: an error saying how to make one.
+    let e = error_text(&format!("{GOOD}web:\n  listen: 0.0.0.0:8080\n"));
+    assert!(e.contains("anyone on the network"), "{e}");
+    assert!(e.contains("web.token_file"), "{e}");
+    assert!(e.contains("gw.yaml:"), "the line is named: {e}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("web-token");
+    std::fs::write(&file, "short\n").unwrap();
+    let with_file = format!(
+        "{GOOD}web:\n  listen: 0.0.0.0:8080\n  token_file: {}\n",
+        file.display()
+    );
+    let e = error_text(&with_file);
+    assert!(e.contains("has 5 characters; at least 16"), "{e}");
+    assert!(!e.contains("short"), "the token itself is never shown: {e}");
+    std::fs::write(&file, "a-token-long-enough-to-guess-never\n# comment\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let c = load(&with_file).unwrap();
+    assert_eq!(
+        c.web.as_ref().unwrap().token.as_deref(),
+        Some("a-token-long-enough-to-guess-never")
+    );
+    assert!(!format!("{c:?}").contains("guess-never"), "not in Debug");
+    assert!(c
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("readable by every user")));
+    let e = error_text(&format!(
+        "{GOOD}web:\n  listen: 0.0.0.0:8080\n  token_file: {}/missing\n",
+        dir.path().display()
+    ));
+    assert!(
+        e.contains("cannot read") && e.contains("/dev/urandom"),
+        "{e}"
+    );
+    // One port, one listener.
+    let e = error_text(&format!("{GOOD}web:\n  listen: 127.0.0.1:1884\n"));
+    assert!(e.contains("broker.listen's address too"), "{e}");
+    let e = error_text(&format!(
+        "{GOOD}web:\n  listen: 127.0.0.1:8080\n  tokenfile: x\n"
+    ));
+    assert!(e.contains("did you mean `token_file`"), "{e}");
+}
+
+#[test]
+fn a_simulated_line_noise_outside_0_to_1_is_an_error() {
+    let sim = GOOD.replace(
+        "port: /dev/ttyUSB-test",
+        "simulate: {profile: climate, noise: 1.5}",
+    );
+    let e = error_text(&sim);
+    assert!(e.contains("noise 1.5 is not a share of frames"), "{e}");
+}
