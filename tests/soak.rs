@@ -5,8 +5,11 @@
 //! ```sh
 //! SOAK_MINUTES=30 cargo test --release --test soak -- --ignored --nocapture
 //! ```
-//! CI runs a 2-minute one. Needs mosquitto (the upstream broker). `SOAK_STALLS=1` also freezes
+//! CI runs a 1-minute one. Needs mosquitto (the upstream broker). `SOAK_STALLS=1` also freezes
 //! the gateway for 3 s every minute (a starved Pi), to show memory stays bounded after bursts.
+//! `SOAK_WEB=1` turns the dashboard on with a browser's worth of readers attached all along
+//! (its event stream, and the plots' history every 10 s): memory stays bounded with the page
+//! open.
 
 mod common;
 
@@ -56,6 +59,9 @@ async fn soak() {
     // "Start" is then measured after the first stall: what counts is whether memory keeps
     // growing with each one.
     let stalls = std::env::var("SOAK_STALLS").is_ok_and(|v| v == "1");
+    let web = std::env::var("SOAK_WEB")
+        .is_ok_and(|v| v == "1")
+        .then(free_port);
     let Some(broker) = Mosquitto::start() else {
         return;
     };
@@ -116,7 +122,7 @@ uplink:
   forward: ["sensors/#"]
   topic_prefix: "sites/{{gateway}}/"
   keep_alive: 5s
-devices:
+{web}devices:
 {devices}rules:
   seq:
     match: '^seq=(?P<n>\d+)$'
@@ -124,11 +130,15 @@ devices:
 "#,
         state = state.path().display(),
         up = proxy.port,
+        web = web
+            .map(|p| format!("web: {{listen: \"127.0.0.1:{p}\"}}\n"))
+            .unwrap_or_default(),
     );
     let gw = start_gateway(&config);
     gw.wait_log("uplink connected", Duration::from_secs(10))
         .await;
     let pid = gw.child.id();
+    let updates = web.map(watch_dashboard);
     let cpu_start = cpu_seconds(pid);
     // "Start" is measured once warm: 20 s into the load, before the first outage.
     let mut rss_start = 0;
@@ -210,13 +220,26 @@ devices:
     }
     let duplicates: u64 = seen.values().map(|&c| u64::from(c.saturating_sub(1))).sum();
     let growth = (rss_end as f64 - rss_start as f64) / rss_start as f64 * 100.0;
+    if let Some(updates) = &updates {
+        let n = updates.load(std::sync::atomic::Ordering::Relaxed);
+        println!("  the dashboard's event stream: {n} updates received");
+        assert!(
+            n as f64 >= elapsed * 0.8,
+            "{n} dashboard updates in {elapsed:.0} s"
+        );
+    }
     println!(
         "soak {minutes} min, {DEVICES} devices x {RATE} frames/s, uplink cut 20 s every minute{}:\n  \
          frames sent {want}, delivered {}, lost {lost}, duplicates {duplicates}\n  \
          RSS at {} s {:.1} MiB, end {:.1} MiB ({growth:+.1} %), peak {:.1} MiB, at outages {:?} KiB\n  \
          of which anonymous (heap, stacks) {anon_start} -> {anon_end} KiB, file-backed (code) {file_end} KiB\n  \
          CPU {:.1} % of one core over {elapsed:.0} s",
-        if stalls { ", gateway frozen 3 s every minute" } else { "" },
+        match (stalls, web.is_some()) {
+            (true, true) => ", gateway frozen 3 s every minute, dashboard open",
+            (true, false) => ", gateway frozen 3 s every minute",
+            (false, true) => ", dashboard open",
+            (false, false) => "",
+        },
         seen.len(),
         start_at.as_secs(),
         rss_start as f64 / 1024.0,
@@ -228,4 +251,47 @@ devices:
     assert_eq!(lost, 0, "frames lost");
     assert!(growth <= 10.0, "RSS grew {growth:.1} %");
     drop(broker);
+}
+
+/// A browser's load on the dashboard, from threads of its own: the event stream read as it comes
+/// (its updates counted), and the plots' history fetched every 10 s.
+fn watch_dashboard(port: u16) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+    use std::io::{Read, Write};
+    let updates = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = std::sync::Arc::clone(&updates);
+    std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("dashboard");
+        let request = format!("GET /events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+        s.write_all(request.as_bytes()).expect("ask for the stream");
+        let mut buf = vec![0u8; 1 << 16];
+        let mut tail = Vec::new();
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            tail.extend_from_slice(&buf[..n]);
+            const MARK: &[u8] = b"event: update";
+            let mut at = 0;
+            while let Some(i) = tail[at..].windows(MARK.len()).position(|w| w == MARK) {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                at += i + MARK.len();
+            }
+            // Keep only what may hold the start of the next marker.
+            let keep = at.max(tail.len().saturating_sub(MARK.len() - 1));
+            tail.drain(..keep);
+        }
+    });
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_secs(10));
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let request = format!(
+                "GET /api/history HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+            );
+            let _ = s.write_all(request.as_bytes());
+            let _ = s.read_to_end(&mut Vec::new());
+        } else {
+            return;
+        }
+    });
+    updates
 }
