@@ -299,7 +299,7 @@ impl DeviceRecent {
         };
         let second = hub.seconds();
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Outcome::Published { messages } = &record.outcome {
+        if let Outcome::Published { messages, .. } = &record.outcome {
             for m in messages {
                 inner.topic(&m.topic, &m.payload, record.at_ms, second);
             }
@@ -412,13 +412,18 @@ impl Shown {
 pub enum Outcome {
     /// Rules matched and made these messages.
     Published {
+        /// The first rule that matched.
+        rule: Option<String>,
         /// The messages.
         messages: Vec<Shown>,
     },
     /// Only `drop: true` rules matched.
     Dropped,
-    /// No rule matched (the dashboard says which rule came closest).
-    Unmatched,
+    /// No rule matched.
+    Unmatched {
+        /// The rule that came closest, and where it parted from the frame.
+        closest: Option<crate::rules::explain::Closest>,
+    },
     /// Not UTF-8 where text rules needed text.
     InvalidUtf8,
     /// Failed the device's checksum.
@@ -430,6 +435,8 @@ pub enum Outcome {
     },
     /// Matched, but a value could not be computed or a topic was not publishable.
     BadMessage {
+        /// The first rule that matched.
+        rule: Option<String>,
         /// What went wrong.
         why: String,
         /// The messages that were made anyway.
@@ -545,19 +552,20 @@ mod tests {
     fn rings_and_topics_stay_bounded_and_good_frames_do_not_push_out_rejected_ones() {
         let hub = Arc::new(Recent::default());
         let d = hub.device("d");
-        d.keep(b"bad", Outcome::Unmatched);
+        d.keep(b"bad", Outcome::Unmatched { closest: None });
         for i in 0..(FRAMES_KEPT + 10) {
             let topic = format!("t/{i}");
             d.keep(
                 b"21.5",
                 Outcome::Published {
+                    rule: None,
                     messages: vec![shown(&topic, "21.5")],
                 },
             );
         }
         let frames = d.frames_since(0);
         assert_eq!(frames.len(), FRAMES_KEPT + 1);
-        assert!(matches!(frames[0].outcome, Outcome::Unmatched));
+        assert!(matches!(frames[0].outcome, Outcome::Unmatched { .. }));
         let (topics, untracked) = d.topics();
         assert_eq!(topics.len(), MAX_TOPICS);
         assert_eq!(untracked, (FRAMES_KEPT + 10 - MAX_TOPICS) as u64);
@@ -572,6 +580,7 @@ mod tests {
             d.keep(
                 v.as_bytes(),
                 Outcome::Published {
+                    rule: None,
                     messages: vec![shown("n", v), shown("s", "on")],
                 },
             );

@@ -184,6 +184,12 @@ fn test_rule_says_when_nothing_matches_and_names_unknown_devices() {
         "{}",
         text(&o)
     );
+    // ... and which rule came closest, and where it parted from the frame.
+    assert!(
+        text(&o).contains("closest: rule `climate`: matches the first 2 bytes"),
+        "{}",
+        text(&o)
+    );
     let o = s2m(&["test-rule", "-c", f.to_str().unwrap(), "-d", "cellar", "x"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(

@@ -230,6 +230,10 @@ async fn a_browser_sees_devices_values_rejected_frames_the_rule_tester_and_an_un
         rows.contains("T=oops"),
         "the frame is shown as text:\n{rows}"
     );
+    assert!(
+        rows.contains("closest: rule `climate`: matches the first 2 bytes"),
+        "and the rule that came closest:\n{rows}"
+    );
     let rows = browser.wait_text("#frame-rows", "bad checksum nmea").await;
     assert!(
         rows.contains("expected 0x"),
@@ -239,6 +243,10 @@ async fn a_browser_sees_devices_values_rejected_frames_the_rule_tester_and_an_un
         .wait_text("#frame-rows", "sensors/gps/time 123520.00")
         .await;
     assert!(rows.contains("sensors/climate/t 23.9"), "{rows}");
+    assert!(
+        rows.contains("rule `gps`"),
+        "the rule that matched:\n{rows}"
+    );
     // Filter by outcome: only the rejected ones stay.
     c.find(Locator::Css("#frames-outcome"))
         .await
@@ -281,9 +289,13 @@ async fn a_browser_sees_devices_values_rejected_frames_the_rule_tester_and_an_un
         .click()
         .await
         .unwrap();
-    browser
+    let answer = browser
         .wait_text("#tester-result", "no rule of this device matched")
         .await;
+    assert!(
+        answer.contains("closest: rule `climate`: its pattern"),
+        "{answer}"
+    );
     // Nothing the tester ran reached the device's counters.
     let (_, state) = get(web, "/api/state", "");
     assert!(

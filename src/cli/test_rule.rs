@@ -77,6 +77,9 @@ pub fn main(path: PathBuf, device: &str, is_hex: bool, frame: &str) -> ExitCode 
             "no rule of device `{device}` matched this frame ({})",
             trial.counts
         );
+        if let Some(c) = &trial.closest {
+            eprintln!("closest: rule `{}`: {}", c.rule, c.why);
+        }
         ExitCode::FAILURE
     }
 }

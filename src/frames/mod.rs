@@ -80,14 +80,17 @@ impl<'a> FrameHandler<'a> {
         self.tap = Some(tap);
     }
 
-    /// The outcome of the frame just handled, from its messages and problems.
-    fn outcome(&self) -> Outcome {
+    /// The outcome of the frame just handled, from its messages and problems; `rule` is the
+    /// first that matched.
+    fn outcome(&self, rule: Option<&str>) -> Outcome {
         let messages = self.messages.iter().map(Shown::of).collect();
+        let rule = rule.map(str::to_owned);
         if self.problems.is_empty() {
-            Outcome::Published { messages }
+            Outcome::Published { rule, messages }
         } else {
             let why: Vec<&str> = self.problems.iter().map(|p| p.text()).collect();
             Outcome::BadMessage {
+                rule,
                 why: why.join("; "),
                 messages,
             }
@@ -130,7 +133,7 @@ impl<'a> FrameHandler<'a> {
             now: SystemTime::now(),
             request,
         };
-        let verdict = self.device.rules.apply(
+        let (verdict, first) = self.device.rules.apply_traced(
             &env,
             &mut self.messages,
             &mut self.problems,
@@ -157,10 +160,12 @@ impl<'a> FrameHandler<'a> {
         match verdict {
             Verdict::Matched => {
                 let rejected = !self.problems.is_empty();
-                self.show(frame, rejected, Self::outcome);
+                self.show(frame, rejected, |h| h.outcome(first));
             }
             Verdict::Dropped => self.show(frame, false, |_| Outcome::Dropped),
-            Verdict::Unmatched => self.show(frame, true, |_| Outcome::Unmatched),
+            Verdict::Unmatched => self.show(frame, true, |h| Outcome::Unmatched {
+                closest: h.device.rules.closest(frame),
+            }),
             Verdict::InvalidUtf8 => self.show(frame, true, |_| Outcome::InvalidUtf8),
         }
         if matches!(verdict, Verdict::Unmatched | Verdict::InvalidUtf8) {
@@ -236,7 +241,7 @@ impl<'a> FrameHandler<'a> {
         self.finish(r);
         // The answer, with the messages of the cycle it completed (none while it goes on).
         let rejected = !self.problems.is_empty();
-        self.show(frame, rejected, Self::outcome);
+        self.show(frame, rejected, |h| h.outcome(None));
         Some(self.messages.drain(..))
     }
 

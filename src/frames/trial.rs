@@ -10,6 +10,7 @@ use bytes::Bytes;
 use super::FrameHandler;
 use crate::config::Device;
 use crate::message::Message;
+use crate::rules::explain::Closest;
 use crate::rules::Problem;
 use crate::stats::{DeviceCounts, DeviceStats};
 
@@ -29,6 +30,8 @@ pub struct Trial {
     pub dropped: bool,
     /// The counters the frame moved (which reason, when it was rejected).
     pub counts: DeviceCounts,
+    /// When no rule matched: the one that came closest, and where it parted from the frame.
+    pub closest: Option<Closest>,
 }
 
 impl Trial {
@@ -56,6 +59,7 @@ pub fn try_frame(device: &Device, gateway: &str, frame: &[u8]) -> Trial {
             matched: false,
             dropped: false,
             counts: stats.counts(),
+            closest: None,
         };
     }
     let mut handler = FrameHandler::new(device, gateway, &stats);
@@ -70,5 +74,6 @@ pub fn try_frame(device: &Device, gateway: &str, frame: &[u8]) -> Trial {
         matched,
         dropped: stats.dropped.load(Ordering::Relaxed) > 0,
         counts: stats.counts(),
+        closest: (!matched).then(|| device.rules.closest(frame)).flatten(),
     }
 }

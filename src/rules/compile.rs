@@ -79,6 +79,7 @@ impl Rule {
                 continue_: raw.continue_,
                 drop: raw.drop,
                 values,
+                probe: Default::default(),
             })
         } else {
             Err(errors)

@@ -12,6 +12,7 @@
 pub mod binary;
 pub mod command;
 mod compile;
+pub mod explain;
 pub mod expr;
 pub mod report;
 pub mod template;
@@ -86,6 +87,9 @@ pub struct Rule {
     drop: bool,
     /// Computed `values:`, in the order written (each may use the ones before it).
     values: Vec<expr::Expr>,
+    /// Its regex as a prefix matcher, built the first time a frame it did not match is
+    /// explained ([`explain`]); never on the way of a frame.
+    probe: std::sync::OnceLock<Option<regex_automata::hybrid::dfa::DFA>>,
 }
 
 /// Something wrong with one matched frame's messages, counted by its kind.
@@ -311,7 +315,18 @@ impl RuleSet {
         problems: &mut Vec<Problem>,
         reports: &mut report::Reports,
     ) -> Verdict {
-        self.run(
+        self.apply_traced(env, out, problems, reports).0
+    }
+
+    /// [`Self::apply`], also naming the first rule that matched (for the dashboard).
+    pub fn apply_traced(
+        &self,
+        env: &Builtins<'_>,
+        out: &mut Vec<Message>,
+        problems: &mut Vec<Problem>,
+        reports: &mut report::Reports,
+    ) -> (Verdict, Option<&str>) {
+        let (verdict, first) = self.run(
             Emit {
                 env,
                 out,
@@ -320,7 +335,8 @@ impl RuleSet {
                 now: None,
             },
             None,
-        )
+        );
+        (verdict, first.map(|i| self.rules[i].name.as_str()))
     }
 
     /// [`Self::apply`] with report-by-exception timing at `now` instead of the clock's (for a
@@ -343,6 +359,7 @@ impl RuleSet {
             },
             None,
         )
+        .0
     }
 
     /// Runs the `points: true` rules that `belongs` keeps on one read cycle of a Modbus
@@ -366,11 +383,16 @@ impl RuleSet {
             },
             Some((points, belongs)),
         )
+        .0
     }
 
     /// Tries the rules in order: the frame's rules, or with `points` a Modbus read cycle's
-    /// `points: true` rules.
-    fn run(&self, mut ctx: Emit<'_, '_>, cycle: Option<(&dyn Lookup, &RuleFilter)>) -> Verdict {
+    /// `points: true` rules. Also says which rule matched first, by index.
+    fn run(
+        &self,
+        mut ctx: Emit<'_, '_>,
+        cycle: Option<(&dyn Lookup, &RuleFilter)>,
+    ) -> (Verdict, Option<usize>) {
         let points = cycle.map(|(p, _)| p);
         let env = ctx.env;
         let mut view = FrameView {
@@ -381,7 +403,8 @@ impl RuleSet {
         let mut matched = false;
         let mut kept = false;
         let mut text_tried = false;
-        for rule in &self.rules {
+        let mut first = None;
+        for (i, rule) in self.rules.iter().enumerate() {
             if rule.reads_points() != points.is_some()
                 || cycle.is_some_and(|(_, belongs)| !belongs(rule))
             {
@@ -414,6 +437,7 @@ impl RuleSet {
                 }
             };
             if hit {
+                first = first.or(Some(i));
                 matched = true;
                 kept |= !rule.drop;
                 if !rule.continue_ {
@@ -421,7 +445,7 @@ impl RuleSet {
                 }
             }
         }
-        if kept {
+        let verdict = if kept {
             Verdict::Matched
         } else if matched {
             Verdict::Dropped
@@ -429,7 +453,8 @@ impl RuleSet {
             Verdict::InvalidUtf8
         } else {
             Verdict::Unmatched
-        }
+        };
+        (verdict, first)
     }
 }
 

@@ -336,6 +336,8 @@ pub struct TrialView {
     pub problems: Vec<String>,
     /// The counter the frame would move on the line when it is rejected (`unmatched`, ...).
     pub rejected_as: Option<&'static str>,
+    /// When no rule matched: the closest one and where it parted from the frame.
+    pub closest: Option<crate::rules::explain::Closest>,
 }
 
 /// A checksum's verdict.
@@ -401,6 +403,7 @@ impl From<Trial> for TrialView {
                 .map(|p| Problem::text(p).to_owned())
                 .collect(),
             rejected_as,
+            closest: t.closest,
         }
     }
 }

@@ -99,12 +99,14 @@ function plot(points, now, big) {
 
 function outcomeText(o) {
   switch (o.kind) {
-    case "published": return o.messages.length ? null : "matched, nothing published (report by exception, or a Modbus cycle in progress)";
+    case "published": return (o.rule ? "rule `" + o.rule + "`" : "") +
+      (o.messages.length ? "" : (o.rule ? ": " : "") + "matched, nothing published (report by exception, or a Modbus cycle in progress)");
     case "dropped": return "dropped by a drop: true rule";
-    case "unmatched": return "no rule matched";
+    case "unmatched": return "no rule matched" +
+      (o.closest ? "; closest: rule `" + o.closest.rule + "`: " + o.closest.why : "");
     case "invalid_utf8": return "not UTF-8 text (wrong baud rate?)";
     case "bad_checksum": return "bad checksum " + o.checksum + ": " + o.why;
-    case "bad_message": return "not published: " + o.why;
+    case "bad_message": return (o.rule ? "rule `" + o.rule + "`: " : "") + "not published: " + o.why;
     case "too_long": return "longer than max_frame (" + o.max_frame + " bytes): dropped";
     case "corrupt": return "corrupt: " + o.why;
     case "incomplete": return "cut short by the port going away";
@@ -367,6 +369,7 @@ async function tryRule(ev) {
   } else if (!t.matched && !(t.checksum && !t.checksum.ok)) {
     parts.push(el("p", { class: "bad" }, "no rule of this device matched the frame" +
       (t.rejected_as ? " (on the line: counted as " + t.rejected_as + ")" : "")));
+    if (t.closest) parts.push(el("p", { class: "closest" }, "closest: rule `" + t.closest.rule + "`: " + t.closest.why));
   }
   out.replaceChildren(...parts);
 }
