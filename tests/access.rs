@@ -324,28 +324,6 @@ c.loop_forever()
     assert_eq!(said.trim(), "[128, 1, 0]");
 }
 
-/// A CA, a server certificate for localhost and client certificates (by CN), as PEM files
-/// `<tag>-ca.pem`, `<tag>-server.pem/.key`, `<tag>-<cn>.pem/.key`.
-fn certificates(dir: &Path, tag: &str, clients: &[&str]) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, format!("test CA {tag}"));
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    std::fs::write(dir.join(format!("{tag}-ca.pem")), ca.pem()).unwrap();
-    let server = std::iter::once(("server", vec!["localhost".to_owned()]));
-    let clients = clients.iter().map(|cn| (*cn, Vec::new()));
-    for (name, sans) in server.chain(clients) {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(sans).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.signed_by(&key, &ca).unwrap();
-        std::fs::write(dir.join(format!("{tag}-{name}.pem")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{tag}-{name}.key")), key.serialize_pem()).unwrap();
-    }
-}
-
 /// mosquitto_pub over TLS with a client certificate (`None`: without one); whether it
 /// succeeded.
 fn mosquitto_pub_tls(dir: &Path, port: u16, cert: Option<(&str, &str)>, payload: &str) -> bool {
@@ -371,8 +349,8 @@ async fn a_client_certificate_is_a_login_and_its_cn_the_user() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    certificates(d, "good", &["homeassistant", "dashboard"]);
-    certificates(d, "other", &["homeassistant"]);
+    common::certs::certificates(d, "good-", &["homeassistant", "dashboard"]);
+    common::certs::certificates(d, "other-", &["homeassistant"]);
     let acl = write_temp(d, "acl", ACL);
     let mut pty = Pty::new();
     let gw = start_gateway(&config(

@@ -333,29 +333,6 @@ async fn status_is_online_while_connected_and_offline_after_a_graceful_stop() {
 
 const T: Duration = Duration::from_secs(10);
 
-/// A test CA, a server certificate for `localhost` and a client certificate, as PEM files.
-fn make_certs(dir: &Path) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "serial2mqtt test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    for (name, sans) in [
-        ("server", vec!["localhost".to_owned()]),
-        ("client", vec!["gw1".to_owned()]),
-    ] {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(sans).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.signed_by(&key, &ca).unwrap();
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-    }
-}
-
 #[tokio::test]
 async fn mutual_tls_and_a_password_against_mosquitto() {
     if !have_tool("mosquitto") || !have_tool("mosquitto_passwd") {
@@ -363,7 +340,7 @@ async fn mutual_tls_and_a_password_against_mosquitto() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    make_certs(d);
+    common::certs::certificates(d, "", &["client"]);
     let ok = Command::new("mosquitto_passwd")
         .args(["-c", "-b"])
         .arg(d.join("passwd"))
@@ -739,11 +716,11 @@ async fn mqtt5_a_message_the_broker_refuses_stays_queued_until_it_is_taken() {
     let _ = open.wait();
 }
 
-/// A mosquitto with a plain listener and a TLS one (the certificates of [`make_certs`] in `d`;
+/// A mosquitto with a plain listener and a TLS one (the certificates of [`common::certs::certificates`] in `d`;
 /// `tls_extra` are more lines for the TLS listener, `extra` for the broker): the child and
 /// both ports, plain first.
 fn tls_mosquitto(d: &Path, tls_extra: &str, extra: &str) -> (std::process::Child, u16, u16) {
-    make_certs(d);
+    common::certs::certificates(d, "", &["client"]);
     let (plain, tls) = (free_port(), free_port());
     let broker = spawn_mosquitto(
         &d.join("mosquitto.conf"),

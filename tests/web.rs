@@ -500,3 +500,102 @@ async fn a_flood_of_frames_reaches_the_browser_as_one_bounded_update_a_second() 
     );
     drop(gw);
 }
+
+/// A request over TLS, trusting the CA in `ca` for `localhost`; (status, response text).
+fn https(port: u16, ca: &std::path::Path, request: &str) -> (u16, String) {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(request.as_bytes()).expect("TLS request");
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// `web.tls`: the dashboard speaks HTTPS with the configured certificate (the token still
+/// required, the login cookie then `Secure`), and plain HTTP on its port gets no page.
+#[tokio::test]
+async fn with_web_tls_the_dashboard_is_served_over_https_only() {
+    let climate = Pty::new();
+    let gps = Pty::new();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    common::certs::certificates(d, "web-", &[]);
+    let token = "a-token-for-the-https-dashboard";
+    std::fs::write(d.join("web-token"), token).unwrap();
+    let web = free_port();
+    let yaml = config(
+        &climate,
+        &gps,
+        &format!("0.0.0.0:{web}"),
+        Some(&d.join("web-token").display().to_string()),
+    )
+    .replace(
+        "\ndevices:",
+        &format!(
+            "\n  tls: {{cert_file: {0}/web-server.pem, key_file: {0}/web-server.key}}\ndevices:",
+            d.display()
+        ),
+    );
+    let gw = start_gateway(&yaml);
+    gw.wait_log(&format!("web dashboard on https://0.0.0.0:{web}/"), T)
+        .await;
+    let ca = d.join("web-ca.pem");
+    let ask = |extra: &str| {
+        format!(
+            "GET /api/state HTTP/1.1\r\nHost: localhost:{web}\r\n{extra}Connection: close\r\n\r\n"
+        )
+    };
+    let (status, text) = https(
+        web,
+        &ca,
+        &ask(&format!("Authorization: Bearer {token}\r\n")),
+    );
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"climate\""), "{text}");
+    let (status, _) = https(web, &ca, &ask(""));
+    assert_eq!(status, 401, "the token is still required over TLS");
+    let login = format!("token={token}");
+    let (status, text) = https(
+        web,
+        &ca,
+        &format!(
+            "POST /login HTTP/1.1\r\nHost: localhost:{web}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{login}",
+            login.len()
+        ),
+    );
+    assert_eq!(status, 303, "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("set-cookie: serial2mqtt_token=")
+            && text.contains("HttpOnly; SameSite=Strict; Secure"),
+        "{text}"
+    );
+    // Plain HTTP on the TLS port: no page.
+    let (status, text) = get(
+        web,
+        "/api/state",
+        &format!("Authorization: Bearer {token}\r\n"),
+    );
+    assert_ne!(status, 200, "{text}");
+    assert!(!text.contains("climate"), "{text}");
+}

@@ -46,6 +46,9 @@ pub struct WebSettings {
     pub listen: std::net::SocketAddr,
     /// The access token (from `web.token_file`), if one is set.
     pub token: Option<String>,
+    /// HTTPS: the certificate chain and key files (read again for each connection, so a
+    /// renewed certificate is served without a restart).
+    pub tls: Option<schema::WebTls>,
 }
 
 impl fmt::Debug for WebSettings {
@@ -54,6 +57,7 @@ impl fmt::Debug for WebSettings {
         f.debug_struct("WebSettings")
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "(set)"))
+            .field("tls", &self.tls)
             .finish()
     }
 }

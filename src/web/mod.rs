@@ -90,6 +90,8 @@ struct App {
     token_digest: Option<[u8; 32]>,
     streams: AtomicUsize,
     shutdown: CancellationToken,
+    /// Served over TLS: the cookie is then `Secure`.
+    https: bool,
 }
 
 fn digest(text: &str) -> [u8; 32] {
@@ -112,6 +114,7 @@ impl Bound {
             token_digest: self.settings.token.as_deref().map(digest),
             streams: AtomicUsize::new(0),
             shutdown: shutdown.clone(),
+            https: self.settings.tls.is_some(),
         });
         let listen = self.settings.listen;
         let secured = if app.token_digest.is_some() {
@@ -119,18 +122,86 @@ impl Bound {
         } else {
             "loopback, no token"
         };
-        info!(listen = %listen, "web dashboard on http://{listen}/ ({secured})");
+        let scheme = if self.settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        info!(listen = %listen, "web dashboard on {scheme}://{listen}/ ({secured})");
         let ticker = tokio::spawn(tick(Arc::clone(&app)));
         let router = router(app);
+        let tls = self.settings.tls.clone();
         tokio::spawn(async move {
-            let served = axum::serve(self.listener, router)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                warn!(listen = %listen, "web dashboard stopped: {e}");
+            match tls {
+                None => {
+                    let served = axum::serve(self.listener, router)
+                        .with_graceful_shutdown(shutdown.cancelled_owned())
+                        .await;
+                    if let Err(e) = served {
+                        warn!(listen = %listen, "web dashboard stopped: {e}");
+                    }
+                }
+                Some(tls) => serve_tls(self.listener, router, tls, shutdown).await,
             }
             ticker.abort();
         })
+    }
+}
+
+/// HTTPS: each connection's TLS handshake (certificate and key read again, as the broker's
+/// listener does, so a renewed certificate needs no restart), then HTTP/1.1 on it.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    tls: crate::config::schema::WebTls,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!("web dashboard: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let router = router.clone();
+        let tls = tls.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let config = match crate::tls::server_config(&tls.cert_file, &tls.key_file, None, false)
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!("web dashboard TLS: {e}");
+                    return;
+                }
+            };
+            let acceptor = rumqttc::tokio_rustls::TlsAcceptor::from(config);
+            let stream =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, "web dashboard: TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let service = hyper_util::service::TowerToHyperService::new(router);
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
     }
 }
 
@@ -275,8 +346,9 @@ async fn login(State(app): State<Arc<App>>, Form(form): Form<Login>) -> Response
         return Redirect::to("/").into_response();
     };
     if bool::from(digest(form.token.trim()).ct_eq(want)) {
+        let secure = if app.https { "; Secure" } else { "" };
         let cookie = format!(
-            "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+            "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict{secure}",
             hex::encode(want)
         );
         let mut r = Redirect::to("/").into_response();

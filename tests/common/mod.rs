@@ -1,6 +1,7 @@
 //! Shared test harness: the real binary, real pseudo-terminals, a real MQTT client over TCP.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod devices;
 pub mod line;
 pub mod mosquitto;

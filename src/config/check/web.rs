@@ -54,9 +54,24 @@ pub(super) fn check(
         }
         None => None,
     };
+    if let Some(tls) = &raw.tls {
+        if let Err(why) = crate::tls::check_server_identity(&tls.cert_file, &tls.key_file) {
+            p.error(
+                "web.tls",
+                why,
+                Some(
+                    "give a PEM certificate chain in cert_file and its PEM private key in key_file (the broker's may serve here too)"
+                        .into(),
+                ),
+            );
+            return None;
+        }
+        warn_if_world_readable("web.tls.key_file", &tls.key_file, p);
+    }
     Some(WebSettings {
         listen: raw.listen,
         token,
+        tls: raw.tls,
     })
 }
 

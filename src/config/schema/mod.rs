@@ -112,6 +112,18 @@ pub struct Web {
     pub listen: SocketAddr,
     /// A file whose first line is the access token; required on any address but loopback.
     pub token_file: Option<PathBuf>,
+    /// HTTPS instead of HTTP: the certificate and key, as for the broker's listener.
+    pub tls: Option<WebTls>,
+}
+
+/// `web.tls:` — the dashboard's certificate.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebTls {
+    /// Certificate chain (PEM), the server's certificate first.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM).
+    pub key_file: PathBuf,
 }
 
 /// One value or a list of them (`url: mqtt://a` or `url: [mqtt://a, mqtt://b]`).
