@@ -3,7 +3,8 @@
 //! The gateway already counts everything it reports in atomics (per device, queue, uplink,
 //! downlink) for the stats message and the status line. Rather than counting a second time on
 //! the hot path, a collector copies those counters into the `metrics` facade once a second; the
-//! exporter (`metrics-exporter-prometheus`, which rumqttd links anyway) serves them over HTTP.
+//! exporter (`metrics-exporter-prometheus`, which rumqttd links anyway) serves them over HTTP,
+//! on its own listener, or from the dashboard's when `metrics.listen` is `web.listen`.
 //! Values are therefore at most a second old. The one metric made on the hot path is the
 //! uplink's publish latency histogram, recorded per acknowledged message.
 
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{counter, gauge};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::downlink::Routes;
@@ -48,6 +49,20 @@ pub fn start(listen: SocketAddr) -> Result<(), MetricsError> {
         .map_err(|e| fail(&e))?;
     describe();
     Ok(())
+}
+
+/// Installs the global recorder without a listener of its own: the dashboard serves
+/// `/metrics` from what the returned handle renders (`metrics.listen` = `web.listen`).
+pub fn install() -> Result<PrometheusHandle, MetricsError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(PUBLISH_LATENCY.into()), &LATENCY_BUCKETS)
+        .and_then(|b| b.install_recorder())
+        .map_err(|e| MetricsError {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            reason: e.to_string(),
+        })?;
+    describe();
+    Ok(handle)
 }
 
 /// The `# HELP` lines.

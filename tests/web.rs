@@ -599,3 +599,32 @@ async fn with_web_tls_the_dashboard_is_served_over_https_only() {
     assert_ne!(status, 200, "{text}");
     assert!(!text.contains("climate"), "{text}");
 }
+
+/// `metrics.listen` set to `web.listen`: one listener serves the dashboard and Prometheus's
+/// `/metrics` (behind the same token off loopback).
+#[tokio::test]
+async fn metrics_can_share_the_dashboards_listener() {
+    let mut climate = Pty::new();
+    let gps = Pty::new();
+    let web = free_port();
+    let yaml = config(&climate, &gps, &format!("127.0.0.1:{web}"), None).replace(
+        "\ndevices:",
+        &format!("\nmetrics:\n  listen: 127.0.0.1:{web}\ndevices:"),
+    );
+    let gw = start_gateway(&yaml);
+    gw.wait_log("Prometheus metrics on the dashboard's listener", T)
+        .await;
+    climate.write(b"T=20.5\n").await;
+    let deadline = Instant::now() + T;
+    loop {
+        let (status, text) = get(web, "/metrics", "");
+        assert_eq!(status, 200, "{text}");
+        if text.contains("serial2mqtt_frames_total{device=\"climate\"} 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no frame counted:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, text) = get(web, "/api/state", "");
+    assert_eq!(status, 200, "and the dashboard on the same port:\n{text}");
+}

@@ -281,9 +281,16 @@ pub async fn run(
     // a message naming the first. Without an uplink nothing is stored there: the state_dir is
     // claimed if it exists (a second copy of the service still stops here), never created.
     let _claim = crate::statedir::lock(&config.gateway.state_dir, config.uplink.is_some())?;
+    let web_listen = config.web.as_ref().map(|w| w.listen);
+    let mut metrics_on_web = None;
     if let Some(listen) = config.metrics {
-        prometheus::start(listen)?;
-        info!(listen = %listen, "Prometheus metrics on http://{listen}/metrics");
+        if Some(listen) == web_listen {
+            metrics_on_web = Some(prometheus::install()?);
+            info!(listen = %listen, "Prometheus metrics on the dashboard's listener, /metrics");
+        } else {
+            prometheus::start(listen)?;
+            info!(listen = %listen, "Prometheus metrics on http://{listen}/metrics");
+        }
     }
     let web = match &config.web {
         Some(settings) => Some(crate::web::bind(settings).await?),
@@ -373,6 +380,7 @@ pub async fn run(
             queue: queue.clone(),
             uplink: uplink_state.clone(),
             rates: Default::default(),
+            metrics: metrics_on_web,
         };
         helpers.push(bound.serve(sources, shutdown.clone()));
     }

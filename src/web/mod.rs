@@ -237,6 +237,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/history", get(history))
         .route("/api/test-rule", post(test_rule))
         .route("/events", get(events))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&app),
@@ -329,6 +330,23 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     response
+}
+
+/// Prometheus's scrape, when `metrics.listen` is this listener (the token applies here too:
+/// Prometheus sends it with `authorization: {credentials_file: ...}`).
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    match &app.sources.metrics {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "no metrics here: set metrics.listen to web.listen to serve them on the dashboard",
+        )
+            .into_response(),
+    }
 }
 
 async fn index() -> Html<&'static str> {

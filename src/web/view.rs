@@ -186,6 +186,8 @@ pub struct Sources {
     pub uplink: Option<Arc<UplinkState>>,
     /// Counter rates, updated by the sampler.
     pub rates: std::sync::Mutex<Rates>,
+    /// The Prometheus metrics, when `/metrics` is served here too.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl Sources {

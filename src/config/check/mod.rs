@@ -53,8 +53,8 @@ pub fn check(
         profile::topics(u, &devices, &gw.gateway.id, &mut p);
     }
     let queue = queue::check(&raw.queue, &gw.gateway.state_dir, &mut p);
-    let mut listeners = vec![("broker.listen", broker.listen)];
-    listeners.extend(raw.metrics.as_ref().map(|m| ("metrics.listen", m.listen)));
+    let listeners = [("broker.listen", broker.listen)];
+    // metrics.listen may be the dashboard's own address: one listener serves both.
     let web = raw.web.and_then(|w| web::check(w, &listeners, &mut p));
 
     if !p.errors.is_empty() {
