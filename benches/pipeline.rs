@@ -10,6 +10,8 @@
 //! command (MQTT → serial) too; BENCH_FRAMES=json reads JSON frames with a `json: true` rule.
 //! BENCH_ACL=1 adds a third system, serial2mqtt with `broker.acl_file` (its subscriber relayed
 //! by the gatekeeper, every delivery checked), and gives mosquitto the same acl_file.
+//! BENCH_WEB=1 turns the web dashboard on (no browser connected: what it costs the readings
+//! to be sampled for it).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -105,8 +107,13 @@ fn start_gateway(ports: &[PathBuf], acl: bool) -> Running {
     } else {
         String::new()
     };
+    let web = if env_or("BENCH_WEB", 0u8) == 1 {
+        format!("web: {{listen: \"127.0.0.1:{}\"}}\n", free_port())
+    } else {
+        String::new()
+    };
     let mut yaml = format!(
-        "gateway: {{id: bench, state_dir: {}}}\nbroker: {{listen: \"127.0.0.1:{port}\"{acl}}}\nlog: {{level: warn}}\ndevices:\n",
+        "gateway: {{id: bench, state_dir: {}}}\nbroker: {{listen: \"127.0.0.1:{port}\"{acl}}}\nlog: {{level: warn}}\n{web}devices:\n",
         dir.path().display()
     );
     // BENCH_COMMANDS=1: every device also takes a command, so the broker hands the gateway

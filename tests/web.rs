@@ -628,3 +628,210 @@ async fn metrics_can_share_the_dashboards_listener() {
     let (status, text) = get(web, "/api/state", "");
     assert_eq!(status, 200, "and the dashboard on the same port:\n{text}");
 }
+
+/// Four devices, 16 values each in one frame, for the figures.
+fn figures_config(ptys: &[Pty], web: Option<u16>) -> String {
+    let devices: String = ptys
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            format!(
+                "  - {{name: d{i}, port: {}, rules: [sixteen]}}\n",
+                p.path.display()
+            )
+        })
+        .collect();
+    let pattern: Vec<String> = (0..16).map(|k| format!("v{k}=(?P<v{k}>[0-9.]+)")).collect();
+    let publish: Vec<String> = (0..16)
+        .map(|k| format!("{{topic: \"s/{{device}}/v{k}\", payload: \"{{v{k}}}\"}}"))
+        .collect();
+    format!(
+        "gateway: {{id: figures, state_dir: \"{{dir}}/state\"}}\nbroker: {{listen: \"127.0.0.1:{{port}}\"}}\nlog: {{level: warn}}\n{}devices:\n{devices}rules:\n  sixteen:\n    match: '^{}$'\n    publish: [{}]\n",
+        web.map(|p| format!("web: {{listen: \"127.0.0.1:{p}\"}}\n")).unwrap_or_default(),
+        pattern.join(";"),
+        publish.join(", ")
+    )
+}
+
+/// Writes `rate` frames/s in all over `ptys` (16 values each) until `stop`.
+fn feed(
+    mut ptys: Vec<Pty>,
+    rate: u64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let t0 = Instant::now();
+        let mut sent = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            tick.tick().await;
+            let due = rate * t0.elapsed().as_millis() as u64 / 1000;
+            while sent < due {
+                let i = (sent % ptys.len() as u64) as usize;
+                let values: Vec<String> = (0..16)
+                    .map(|k| format!("v{k}={}.{}", (sent / 4 + k) % 50, sent % 10))
+                    .collect();
+                ptys[i]
+                    .write(format!("{}\n", values.join(";")).as_bytes())
+                    .await;
+                sent += 1;
+            }
+        }
+    })
+}
+
+/// The dashboard's figures for BENCHMARKS.md (run in release, a machine otherwise idle):
+/// page weight, time to first render in headless Chromium, the gateway's CPU at 1000 frames/s
+/// with the dashboard off, on with no browser, and with 1 and 5 browsers, and its RSS.
+/// `DASHBOARD_FILL_MINUTES=61` also runs that long with one browser open and reports the RSS
+/// once the hour-long history rings are full.
+///
+/// `cargo test --release --test web -- --ignored --nocapture dashboard_figures`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "figures for BENCHMARKS.md: a minute or more"]
+async fn dashboard_figures() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const RATE: u64 = 1000;
+    const PHASE: Duration = Duration::from_secs(20);
+    let cpu_over = |pid: u32| async move {
+        let c0 = common::cpu_seconds(pid);
+        let t0 = Instant::now();
+        tokio::time::sleep(PHASE).await;
+        (common::cpu_seconds(pid) - c0) / t0.elapsed().as_secs_f64() * 100.0
+    };
+
+    // Without the dashboard.
+    let ptys: Vec<Pty> = (0..4).map(|_| Pty::new()).collect();
+    let gw = start_gateway(&figures_config(&ptys, None));
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeder = feed(ptys, RATE, Arc::clone(&stop));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let off = cpu_over(gw.child.id()).await;
+    let rss_off = common::status_kib(gw.child.id(), "VmRSS:");
+    stop.store(true, Ordering::Relaxed);
+    let _ = feeder.await;
+    drop(gw);
+
+    // With it.
+    let ptys: Vec<Pty> = (0..4).map(|_| Pty::new()).collect();
+    let web = free_port();
+    let gw = start_gateway(&figures_config(&ptys, Some(web)));
+    let pid = gw.child.id();
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeder = feed(ptys, RATE, Arc::clone(&stop));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let no_browser = cpu_over(pid).await;
+
+    // Page weight: what a first load fetches (headers included), the first update of the stream.
+    let mut weight = Vec::new();
+    for path in ["/", "/app.js", "/style.css", "/api/history"] {
+        let (status, text) = get(web, path, "");
+        assert_eq!(status, 200, "{path}");
+        weight.push((path, text.len()));
+    }
+    let mut s = TcpStream::connect(("127.0.0.1", web)).unwrap();
+    s.write_all(format!("GET /events HTTP/1.1\r\nHost: 127.0.0.1:{web}\r\n\r\n").as_bytes())
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut first = Vec::new();
+    let mut buf = [0u8; 65536];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        first.extend_from_slice(&buf[..n]);
+    }
+    drop(s);
+    weight.push(("/events (first update)", first.len()));
+
+    let Some(one) = Browser::start().await else {
+        return;
+    };
+    // Time to first render: five loads, the page's own clock.
+    let mut fcp = Vec::new();
+    let mut live = Vec::new();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        one.client
+            .goto(&format!("http://127.0.0.1:{web}/#devices"))
+            .await
+            .unwrap();
+        one.wait_for("[data-device=d3] .topics").await;
+        live.push(t0.elapsed().as_secs_f64() * 1000.0);
+        let paint = one
+            .client
+            .execute(
+                "const e = performance.getEntriesByName('first-contentful-paint')[0]; return e ? e.startTime : -1;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        fcp.push(paint.as_f64().unwrap_or(-1.0));
+    }
+    one.screenshot("figures-devices").await;
+    let with_one = cpu_over(pid).await;
+    let mut more = Vec::new();
+    for _ in 0..4 {
+        let b = Browser::start().await.unwrap();
+        b.client
+            .goto(&format!("http://127.0.0.1:{web}/#frames"))
+            .await
+            .unwrap();
+        more.push(b);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let with_five = cpu_over(pid).await;
+    for b in more {
+        b.close().await;
+    }
+    let rss_on = common::status_kib(pid, "VmRSS:");
+    let fill: u64 = std::env::var("DASHBOARD_FILL_MINUTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut fill_rss = Vec::new();
+    for minute in 1..=fill {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        if minute % 10 == 0 || minute == fill {
+            fill_rss.push((minute, common::status_kib(pid, "VmRSS:")));
+        }
+    }
+    one.close().await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = feeder.await;
+    let mid = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!("dashboard figures ({RATE} frames/s over 4 devices, 16 values a frame, 64 topics):");
+    let total: usize = weight.iter().map(|(_, n)| n).sum();
+    for (path, n) in &weight {
+        println!("  {path}: {n} bytes");
+    }
+    println!(
+        "  first load, all of it: {total} bytes ({:.1} KB)",
+        total as f64 / 1000.0
+    );
+    println!(
+        "  first contentful paint: {:.0} ms (median of 5; {fcp:?})",
+        mid(fcp.clone())
+    );
+    println!(
+        "  navigation to the devices' values on the page: {:.0} ms (median of 5; {live:.0?})",
+        mid(live.clone())
+    );
+    println!("  gateway CPU, % of one core: dashboard off {off:.1}, on without a browser {no_browser:.1}, 1 browser {with_one:.1}, 5 browsers {with_five:.1}");
+    println!(
+        "  gateway RSS: dashboard off {:.1} MiB, on (after the browsers) {:.1} MiB",
+        rss_off as f64 / 1024.0,
+        rss_on as f64 / 1024.0
+    );
+    for (minute, kib) in fill_rss {
+        println!(
+            "  RSS after {minute} min with one browser open: {:.1} MiB",
+            kib as f64 / 1024.0
+        );
+    }
+}

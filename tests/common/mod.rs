@@ -44,6 +44,31 @@ pub fn have_tool(tool: &str) -> bool {
     found
 }
 
+/// A figure of /proc/PID/status in KiB (`"VmRSS:"`, `"VmHWM:"`, `"RssAnon:"`); 0 if absent.
+pub fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU seconds (user + system) a process has used.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    // After ")": state is field 0, utime 11, stime 12 (clock ticks of 1/100 s).
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+    });
+    ticks / 100.0
+}
+
 /// A pseudo-terminal pair: the test writes to `master`; the gateway opens `path` by name.
 pub struct Pty {
     pub master: tokio_serial::SerialStream,
