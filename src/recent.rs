@@ -32,6 +32,9 @@ pub const FRAME_BYTES_KEPT: usize = 256;
 pub const PAYLOAD_CHARS_KEPT: usize = 200;
 /// Topics tracked per device (latest value and history); more are counted, not kept.
 pub const MAX_TOPICS: usize = 64;
+/// Topics with a history, gateway-wide (about 32 KiB each when full): others show their
+/// latest value only. The bound on the plots' memory, whatever the number of devices.
+pub const MAX_PLOTTED: usize = 128;
 /// History points per topic and of the queue's depth: an hour at one a second.
 pub const HISTORY_POINTS: usize = 3600;
 /// Log lines kept.
@@ -53,6 +56,8 @@ pub struct Recent {
     devices: Mutex<IndexMap<String, Arc<DeviceRecent>>>,
     log: Mutex<VecDeque<LogLine>>,
     queue: Mutex<QueueHistory>,
+    /// Topics given a history so far (at most [`MAX_PLOTTED`]).
+    plotted: AtomicU64,
 }
 
 impl Default for Recent {
@@ -64,6 +69,7 @@ impl Default for Recent {
             devices: Mutex::default(),
             log: Mutex::default(),
             queue: Mutex::default(),
+            plotted: AtomicU64::new(0),
         }
     }
 }
@@ -104,10 +110,27 @@ impl Recent {
         }))
     }
 
-    /// Forgets the devices not in `keep` (removed by a reload).
+    /// Forgets the devices not in `keep` (removed by a reload), and their plots.
     pub fn retain(&self, keep: &[String]) {
         let mut devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
-        devices.retain(|name, _| keep.contains(name));
+        devices.retain(|name, d| {
+            let stays = keep.contains(name);
+            if !stays {
+                let inner = d.inner.lock().unwrap_or_else(|e| e.into_inner());
+                let plots = inner.topics.values().filter(|t| t.plotted).count() as u64;
+                self.plotted.fetch_sub(plots, Ordering::Relaxed);
+            }
+            stays
+        });
+    }
+
+    /// Takes one of the [`MAX_PLOTTED`] histories, if one is left.
+    fn take_plot(&self) -> bool {
+        self.plotted
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < MAX_PLOTTED as u64).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     /// Every device's record, in the order they were first seen.
@@ -301,7 +324,7 @@ impl DeviceRecent {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if let Outcome::Published { messages, .. } = &record.outcome {
             for m in messages {
-                inner.topic(&m.topic, &m.payload, record.at_ms, second);
+                inner.topic(&hub, &m.topic, &m.payload, record.at_ms, second);
             }
         }
         let ring = if record.outcome.rejected() {
@@ -322,7 +345,7 @@ impl DeviceRecent {
 }
 
 impl DeviceInner {
-    fn topic(&mut self, topic: &str, payload: &str, at_ms: u64, second: u32) {
+    fn topic(&mut self, hub: &Recent, topic: &str, payload: &str, at_ms: u64, second: u32) {
         if !self.topics.contains_key(topic) && self.topics.len() >= MAX_TOPICS {
             self.topics_untracked += 1;
             return;
@@ -332,7 +355,14 @@ impl DeviceInner {
         series.payload.push_str(payload);
         series.at_ms = at_ms;
         if let Ok(v) = payload.trim().parse::<f32>() {
-            if v.is_finite() && series.history.back().is_none_or(|&(s, _)| s != second) {
+            if !series.plotted && !series.unplotted {
+                series.plotted = hub.take_plot();
+                series.unplotted = !series.plotted;
+            }
+            if series.plotted
+                && v.is_finite()
+                && series.history.back().is_none_or(|&(s, _)| s != second)
+            {
                 if series.history.len() == HISTORY_POINTS {
                     series.history.pop_front();
                 }
@@ -347,6 +377,10 @@ struct TopicSeries {
     payload: String,
     at_ms: u64,
     history: VecDeque<(u32, f32)>,
+    /// It holds one of the gateway's [`MAX_PLOTTED`] histories.
+    plotted: bool,
+    /// It is numeric, but none was left for it.
+    unplotted: bool,
 }
 
 /// A topic's latest value.
@@ -607,6 +641,40 @@ mod tests {
         // Before any sample: as old as the gateway.
         let fresh = Recent::default();
         assert_eq!(fresh.oldest_unsent_s(0, 5), Some(0));
+    }
+
+    #[test]
+    fn plots_are_bounded_gateway_wide_and_freed_with_their_device() {
+        let hub = Arc::new(Recent::default());
+        let keep = |d: &DeviceRecent, t: &str| {
+            d.keep(
+                b"1",
+                Outcome::Published {
+                    rule: None,
+                    messages: vec![shown(t, "1")],
+                },
+            )
+        };
+        let a = hub.device("a");
+        for i in 0..MAX_TOPICS {
+            keep(&a, &format!("t/{i}"));
+        }
+        let b = hub.device("b");
+        for i in 0..MAX_TOPICS {
+            keep(&b, &format!("t/{i}"));
+        }
+        let c = hub.device("c");
+        keep(&c, "late");
+        assert_eq!(a.histories().len() + b.histories().len(), MAX_PLOTTED);
+        assert!(c.histories().is_empty(), "none left for c");
+        assert_eq!(
+            c.topics().0[0].payload,
+            "1",
+            "its latest value is still shown"
+        );
+        hub.retain(&["b".into(), "c".into()]);
+        keep(&c, "later");
+        assert_eq!(c.histories().len(), 1, "a's plots were freed");
     }
 
     #[test]
