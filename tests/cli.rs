@@ -186,7 +186,8 @@ fn test_rule_says_when_nothing_matches_and_names_unknown_devices() {
     );
     // ... and which rule came closest, and where it parted from the frame.
     assert!(
-        text(&o).contains("closest: rule `climate`: matches the first 2 bytes"),
+        text(&o)
+            .contains("closest: rule `climate`: matches `T=` (2 bytes), then not `h` at byte 3"),
         "{}",
         text(&o)
     );

@@ -231,7 +231,7 @@ async fn a_browser_sees_devices_values_rejected_frames_the_rule_tester_and_an_un
         "the frame is shown as text:\n{rows}"
     );
     assert!(
-        rows.contains("closest: rule `climate`: matches the first 2 bytes"),
+        rows.contains("closest: rule `climate`: matches `T=` (2 bytes), then not `o` at byte 3"),
         "and the rule that came closest:\n{rows}"
     );
     let rows = browser.wait_text("#frame-rows", "bad checksum nmea").await;

@@ -41,16 +41,18 @@ fn parted_at(dfa: &DFA, text: &str) -> Option<usize> {
     None
 }
 
-/// A short, printable view of `text` up to and including byte `at`.
-fn shown(text: &str, at: usize) -> String {
-    let start = floor_boundary(text, at.saturating_sub(12));
-    let end = floor_boundary(text, at + 1);
-    let end = if end <= at {
-        ceil_boundary(text, at + 1)
-    } else {
-        end
-    };
-    text[start..end].escape_debug().to_string()
+/// What a rule read of `text` before byte `at` (its last 16 bytes at most), and the byte it
+/// stopped at, both printable.
+fn parted(text: &str, at: usize) -> (String, String) {
+    let from = floor_boundary(text, at.saturating_sub(16));
+    let at = floor_boundary(text, at);
+    let read = text[from..at].escape_debug().to_string();
+    let read = if from > 0 { format!("…{read}") } else { read };
+    let next = text[at..]
+        .chars()
+        .next()
+        .map(|c| c.escape_debug().to_string());
+    (read, next.unwrap_or_default())
 }
 
 /// The char boundary at or before `i` (`str::floor_char_boundary`, not in every supported
@@ -59,15 +61,6 @@ fn floor_boundary(text: &str, i: usize) -> usize {
     let mut i = i.min(text.len());
     while !text.is_char_boundary(i) {
         i -= 1;
-    }
-    i
-}
-
-/// The char boundary at or after `i`.
-fn ceil_boundary(text: &str, i: usize) -> usize {
-    let mut i = i.min(text.len());
-    while !text.is_char_boundary(i) {
-        i += 1;
     }
     i
 }
@@ -108,12 +101,11 @@ impl RuleSet {
                         )),
                         Some(n) => candidates.push((n + 1,
                             rule,
-                            format!(
-                                "matches the first {}, then expects something else at byte {} (`{}` ends there)",
-                                if n == 1 { "byte".to_string() } else { format!("{n} bytes") },
-                                n + 1,
-                                shown(text, n)
-                            ),
+                            {
+                                let (read, next) = parted(text, n);
+                                let bytes = if n == 1 { "1 byte".to_string() } else { format!("{n} bytes") };
+                                format!("matches `{read}` ({bytes}), then not `{next}` at byte {}", n + 1)
+                            },
                         )),
                         None if re.is_match(text) => candidates.push((text.len() + 1,
                             rule,
@@ -190,19 +182,10 @@ mod tests {
         ]);
         let c = s.closest(b"T=21.5;X=40").unwrap();
         assert_eq!(c.rule, "climate");
-        assert!(
-            c.why.contains("first 7 bytes") && c.why.contains("byte 8"),
-            "{}",
-            c.why
-        );
-        assert!(c.why.contains("T=21.5;X"), "{}", c.why);
+        assert_eq!(c.why, "matches `T=21.5;` (7 bytes), then not `X` at byte 8");
         let c = s.closest(b"T:21.5").unwrap();
         assert_eq!(c.rule, "climate");
-        assert!(
-            c.why.contains("first byte,") && c.why.contains("T:"),
-            "{}",
-            c.why
-        );
+        assert_eq!(c.why, "matches `T` (1 byte), then not `:` at byte 2");
         let c = s.closest(b"T=21.5;H=").unwrap();
         assert!(c.why.contains("ends before"), "{}", c.why);
         let c = s.closest(b"\xff\xfe").unwrap();

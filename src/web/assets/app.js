@@ -126,14 +126,15 @@ function messagesList(messages) {
 
 // ---- tabs -------------------------------------------------------------------------------
 
+// The hash names the tab (#frames); its section is #tab-frames, so that no anchor scrolls.
 function currentTab() {
   const t = location.hash.slice(1);
-  return document.getElementById(t) ? t : "devices";
+  return document.getElementById("tab-" + t) ? t : "devices";
 }
 
 function showTab() {
   const t = currentTab();
-  for (const s of document.querySelectorAll(".tab")) s.classList.toggle("active", s.id === t);
+  for (const s of document.querySelectorAll(".tab")) s.classList.toggle("active", s.id === "tab-" + t);
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.tab === t);
   render();
 }
@@ -176,10 +177,10 @@ function renderDevices() {
     const rows = d.topics.map(t => {
       const key = d.name + "\u0000" + t.topic;
       return el("tr", {},
-        el("td", {}, el("code", {}, t.topic)),
+        el("td", { class: "topic" }, el("code", {}, t.topic)),
         el("td", { class: "value" }, t.payload),
-        el("td", { class: "muted" }, ago(t.at_ms)),
-        el("td", { style: "width: 35%" }, t.numeric ? plot(store.series.get(key) || [], now) : ""));
+        el("td", { class: "age muted" }, ago(t.at_ms)),
+        el("td", { class: "plot" }, t.numeric ? plot(store.series.get(key) || [], now) : ""));
     });
     return el("div", { class: "card device", "data-device": d.name },
       el("h2", {}, d.name, el("span", { class: badge + " state" }, d.state)),
