@@ -20,8 +20,11 @@ use serde::Serialize;
 
 /// The coarse clock's step: frames are sampled per tick.
 pub const TICK: Duration = Duration::from_millis(100);
-/// Frames recorded per device per tick (50 a second), and as many rejected ones.
+/// Frames recorded per device per tick while a browser watches (50 a second), and as many
+/// rejected ones.
 pub const FRAMES_PER_TICK: u32 = 5;
+/// ... and while none does (10 a second: the latest values and the plots stay current).
+pub const FRAMES_PER_TICK_UNWATCHED: u32 = 1;
 /// Frames kept per device, of all outcomes.
 pub const FRAMES_KEPT: usize = 100;
 /// Rejected frames kept per device, apart from the others.
@@ -58,6 +61,8 @@ pub struct Recent {
     queue: Mutex<QueueHistory>,
     /// Topics given a history so far (at most [`MAX_PLOTTED`]).
     plotted: AtomicU64,
+    /// Browsers watching now (event streams open).
+    watchers: AtomicU64,
 }
 
 impl Default for Recent {
@@ -70,6 +75,7 @@ impl Default for Recent {
             log: Mutex::default(),
             queue: Mutex::default(),
             plotted: AtomicU64::new(0),
+            watchers: AtomicU64::new(0),
         }
     }
 }
@@ -79,6 +85,25 @@ impl Recent {
     pub fn advance(&self) {
         let ticks = (self.started.elapsed().as_millis() / TICK.as_millis()) as u64 + 1;
         self.tick.store(ticks, Ordering::Relaxed);
+    }
+
+    /// A browser started (`true`) or stopped watching: the frames are sampled more while one
+    /// does.
+    pub fn watching(&self, started: bool) {
+        if started {
+            self.watchers.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.watchers.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The frames a device may record per tick now.
+    fn budget(&self) -> u32 {
+        if self.watchers.load(Ordering::Relaxed) > 0 {
+            FRAMES_PER_TICK
+        } else {
+            FRAMES_PER_TICK_UNWATCHED
+        }
     }
 
     /// The coarse clock now.
@@ -545,7 +570,7 @@ impl Tap {
         } else {
             &mut self.taken
         };
-        if *taken < FRAMES_PER_TICK {
+        if *taken < hub.budget() {
             *taken += 1;
             true
         } else {
@@ -574,6 +599,10 @@ mod tests {
     fn a_device_at_any_rate_is_sampled_within_its_budget_per_tick() {
         let hub = Arc::new(Recent::default());
         let mut tap = Tap::new(hub.device("d"));
+        let kept = (0..1000).filter(|_| tap.wants(false)).count();
+        assert_eq!(kept, FRAMES_PER_TICK_UNWATCHED as usize, "nobody watches");
+        hub.watching(true);
+        hub.tick.fetch_add(1, Ordering::Relaxed);
         let kept = (0..1000).filter(|_| tap.wants(false)).count();
         assert_eq!(kept, FRAMES_PER_TICK as usize, "one tick, one budget");
         // Rejected frames have a budget of their own: a flood of good frames never hides them.

@@ -488,13 +488,13 @@ async fn a_flood_of_frames_reaches_the_browser_as_one_bounded_update_a_second() 
         let v: serde_json::Value = serde_json::from_str(u).expect("an update is JSON");
         for group in v["frames"].as_array().unwrap() {
             let n = group["frames"].as_array().unwrap().len();
-            assert!(n <= 100, "{n} frames of one device in one update");
+            assert!(n <= 20, "{n} frames of one device in one update");
             shown += n;
         }
     }
     assert!(sent > 10_000, "the flood was a flood: {sent} frames");
     assert!(
-        shown > 0 && shown <= 400,
+        shown > 0 && shown <= 100,
         "{shown} of {sent} frames sent to the browser; the last update: {}",
         updates.last().map_or("", |u| &u[..u.len().min(3000)])
     );
@@ -753,6 +753,8 @@ async fn dashboard_figures() {
     let mut fcp = Vec::new();
     let mut live = Vec::new();
     for _ in 0..5 {
+        // From a blank page each time: a whole load, not a change of the fragment.
+        one.client.goto("about:blank").await.unwrap();
         let t0 = Instant::now();
         one.client
             .goto(&format!("http://127.0.0.1:{web}/#devices"))

@@ -42,8 +42,9 @@ use view::{Sources, State as Snapshot, TrialView};
 pub const UPDATE_EVERY: Duration = Duration::from_secs(1);
 /// Browsers (event streams) served at once; more are told to come back later.
 pub const MAX_STREAMS: usize = 16;
-/// Frames per device in one update (the newest).
-const FRAMES_PER_UPDATE: usize = 100;
+/// Frames per device in one update (the newest), of which at most half rejected ones: enough
+/// for the frames page, light enough for a phone.
+const FRAMES_PER_UPDATE: usize = 20;
 /// History points per series sent to a browser (the plots are a few hundred pixels wide).
 const HISTORY_POINTS_SENT: usize = 720;
 /// The cookie a login sets.
@@ -495,7 +496,26 @@ struct Cursor {
 impl Drop for Cursor {
     fn drop(&mut self) {
         self.app.streams.fetch_sub(1, Ordering::Relaxed);
+        self.app.sources.recent.watching(false);
     }
+}
+
+/// The newest [`FRAMES_PER_UPDATE`] of `frames` (oldest first), the rejected ones first
+/// among them (up to half), so that a stream of good frames never hides a bad one.
+fn newest(frames: Vec<FrameRecord>) -> Vec<FrameRecord> {
+    if frames.len() <= FRAMES_PER_UPDATE {
+        return frames;
+    }
+    let (rejected, good): (Vec<_>, Vec<_>) = frames.into_iter().partition(|f| f.outcome.rejected());
+    let bad_kept = rejected.len().min(FRAMES_PER_UPDATE / 2);
+    let good_kept = good.len().min(FRAMES_PER_UPDATE - bad_kept);
+    let mut out: Vec<FrameRecord> = rejected[rejected.len() - bad_kept..]
+        .iter()
+        .chain(&good[good.len() - good_kept..])
+        .cloned()
+        .collect();
+    out.sort_by_key(|f| f.id);
+    out
 }
 
 async fn update(cursor: &mut Cursor) -> Update {
@@ -505,11 +525,10 @@ async fn update(cursor: &mut Cursor) -> Update {
         .devices()
         .iter()
         .filter_map(|d| {
-            let mut frames = d.frames_since(cursor.frames);
-            if frames.len() > FRAMES_PER_UPDATE {
-                frames.drain(..frames.len() - FRAMES_PER_UPDATE);
-            }
-            newest = newest.max(frames.last().map(|f| f.id).unwrap_or(0));
+            let all = d.frames_since(cursor.frames);
+            // Frames left out are behind the cursor too: a later update starts after them.
+            newest = newest.max(all.last().map(|f| f.id).unwrap_or(0));
+            let frames = self::newest(all);
             (!frames.is_empty()).then(|| DeviceFrames {
                 device: d.name.clone(),
                 frames,
@@ -537,6 +556,7 @@ async fn events(State(app): State<Arc<App>>) -> Response {
         )
             .into_response();
     }
+    app.sources.recent.watching(true);
     let cursor = Cursor {
         app,
         frames: 0,
