@@ -523,6 +523,17 @@ pub enum Outcome {
         /// The exception.
         why: String,
     },
+    /// A poll went unanswered within its timeout (no frame: the bytes that never came).
+    Timeout {
+        /// The poll's name.
+        request: String,
+        /// Its timeout.
+        timeout_ms: u64,
+        /// Which attempt it was (1: the first ask).
+        attempt: u32,
+    },
+    /// A frame on a shared line that no request asked for (a late answer?).
+    Unsolicited,
 }
 
 impl Outcome {

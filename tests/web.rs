@@ -316,6 +316,29 @@ async fn a_browser_sees_devices_values_rejected_frames_the_rule_tester_and_an_un
     browser.wait_text("#log-rows", "device online").await;
     browser.screenshot("log").await;
 
+    // On a phone's screen: the cards stack, nothing overflows sideways.
+    c.set_window_size(390, 844)
+        .await
+        .expect("phone-sized window");
+    c.goto(&format!("http://127.0.0.1:{web}/#devices"))
+        .await
+        .expect("devices page");
+    browser.wait_text(&format!("{card} .topics"), "23.9").await;
+    let overflow = c
+        .execute(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        overflow.as_i64(),
+        Some(0),
+        "no sideways scrolling on a phone"
+    );
+    browser.screenshot("devices-phone").await;
+    c.set_window_size(1280, 1000).await.unwrap();
+
     // Unplugged: the page says offline.
     drop(climate);
     c.goto(&format!("http://127.0.0.1:{web}/#devices"))
@@ -836,4 +859,55 @@ async fn dashboard_figures() {
             kib as f64 / 1024.0
         );
     }
+}
+
+/// A sensor that must be asked and does not answer: its frames page shows each unanswered
+/// poll, with its name and timeout (the "why is my sensor not showing up" of a polled one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_poll_is_shown_with_its_name_and_timeout() {
+    let silent = Pty::new();
+    let web = free_port();
+    let yaml = format!(
+        r#"gateway: {{id: webtest, state_dir: "{{dir}}/state"}}
+broker: {{listen: "127.0.0.1:{{port}}"}}
+web: {{listen: "127.0.0.1:{web}"}}
+devices:
+  - name: co2
+    port: {}
+    framing: {{fixed: 9, start_hex: "FF 86"}}
+    poll:
+      - {{name: read, write_hex: "FF 01 86 00 00 00 00 00 79", every: 300ms, timeout: 120ms}}
+    rules: [co2]
+rules:
+  co2:
+    fields: [{{name: ppm, offset: 2, type: u16be}}]
+    publish: [{{topic: "sensors/{{device}}", payload: "{{ppm}}"}}]
+"#,
+        silent.path.display()
+    );
+    let gw = start_gateway(&yaml);
+    gw.wait_log("web dashboard on", T).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut s = TcpStream::connect(("127.0.0.1", web)).unwrap();
+    s.write_all(format!("GET /events HTTP/1.1\r\nHost: 127.0.0.1:{web}\r\n\r\n").as_bytes())
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut text = Vec::new();
+    let mut buf = [0u8; 65536];
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        if let Ok(n) = s.read(&mut buf) {
+            text.extend_from_slice(&buf[..n]);
+        }
+        if String::from_utf8_lossy(&text).contains("\"kind\":\"timeout\"") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains(r#""kind":"timeout","request":"read","timeout_ms":120,"attempt":1"#),
+        "{text}"
+    );
+    drop(silent);
 }

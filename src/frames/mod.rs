@@ -392,6 +392,21 @@ impl<'a> FrameHandler<'a> {
         self.show(&[], true, |_| Outcome::Resync { bytes });
     }
 
+    /// Shows the dashboard that a poll went unanswered (counted and logged by the bus).
+    pub fn timed_out(&mut self, request: &str, timeout: std::time::Duration, attempt: u32) {
+        self.show(&[], true, |_| Outcome::Timeout {
+            request: request.to_owned(),
+            timeout_ms: timeout.as_millis() as u64,
+            attempt: attempt + 1,
+        });
+    }
+
+    /// Shows the dashboard a frame on a shared line that no request asked for (counted and
+    /// logged by the bus).
+    pub fn unsolicited(&mut self, frame: &[u8]) {
+        self.show(frame, true, |_| Outcome::Unsolicited);
+    }
+
     /// Counts and logs (rate-limited) bytes the framer dropped.
     pub fn dropped(&mut self, reason: DropReason) {
         let max_frame = self.device.max_frame;

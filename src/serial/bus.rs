@@ -262,6 +262,8 @@ impl<'t, 'a> Bus<'t, 'a> {
         self.quiet_until = Instant::now() + self.task.devices[t.member].turnaround;
         if let Asked::Poll(p) = t.asked {
             DeviceStats::bump(&self.task.stats[t.member].timeouts);
+            let poll = &self.task.devices[t.member].polls[p];
+            self.handlers[t.member].timed_out(&poll.name, poll.timeout, t.attempt);
             self.failed(t, p, true).await?;
         }
         Ok(())
@@ -294,6 +296,7 @@ impl<'t, 'a> Bus<'t, 'a> {
         let Some(t) = self.pending.take() else {
             if self.shared {
                 unsolicited(self.task, active, frame, &mut self.limits);
+                self.handlers[active].unsolicited(frame);
                 return Ok(());
             }
             let messages = match self.handlers[active].answer(frame, "") {

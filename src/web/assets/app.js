@@ -112,6 +112,9 @@ function outcomeText(o) {
     case "incomplete": return "cut short by the port going away";
     case "resync": return "skipped " + o.bytes + " bytes to find the next frame";
     case "exception": return "Modbus exception: " + o.why;
+    case "timeout": return "no answer to poll `" + o.request + "` within " + o.timeout_ms + " ms (attempt " + o.attempt +
+      "): wrong baud rate, address or wiring?";
+    case "unsolicited": return "no request asked for this frame (a late answer? raise the poll's timeout or the turnaround)";
     default: return o.kind;
   }
 }
