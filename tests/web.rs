@@ -148,13 +148,11 @@ rules:
     )
 }
 
-/// A plain HTTP/1.1 request on loopback; (status, headers and body as text).
-fn http(port: u16, request: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the dashboard");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(request.as_bytes()).expect("send");
+/// Sends `request` on `stream` and reads the answer to its end; (status, headers and body).
+fn exchange(mut stream: impl Read + Write, request: &str) -> (u16, String) {
+    stream.write_all(request.as_bytes()).expect("send");
     let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
+    let _ = stream.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out).into_owned();
     let status = text
         .split_whitespace()
@@ -162,6 +160,13 @@ fn http(port: u16, request: &str) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (status, text)
+}
+
+/// A plain HTTP/1.1 request on loopback; (status, headers and body as text).
+fn http(port: u16, request: &str) -> (u16, String) {
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the dashboard");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    exchange(s, request)
 }
 
 fn get(port: u16, path: &str, extra: &str) -> (u16, String) {
@@ -541,17 +546,7 @@ fn https(port: u16, ca: &std::path::Path, request: &str) -> (u16, String) {
     let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
     let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
-    tls.write_all(request.as_bytes()).expect("TLS request");
-    let mut out = Vec::new();
-    let _ = tls.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+    exchange(rustls::StreamOwned::new(conn, tcp), request)
 }
 
 /// `web.tls`: the dashboard speaks HTTPS with the configured certificate (the token still

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{warn_if_world_readable, Problems};
+use super::{read_secret, Problems};
 use crate::broker::passwords::Secret;
 use crate::config::schema;
 
@@ -203,21 +203,11 @@ pub(super) fn anonymous_network(
 /// warning naming their line); blank lines and `#` comments skipped.
 fn read_users(file: &Path, p: &mut Problems) -> Option<schema::Users> {
     let key = "broker.users_file";
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) => {
-            p.error(
-                key,
-                format!("cannot read {}: {e}", file.display()),
-                Some(format!(
-                    "create it with `serial2mqtt passwd {} USER` (one line per user, chmod 640)",
-                    file.display()
-                )),
-            );
-            return None;
-        }
-    };
-    warn_if_world_readable(key, file, p);
+    let create = format!(
+        "create it with `serial2mqtt passwd {} USER` (one line per user, chmod 640)",
+        file.display()
+    );
+    let text = read_secret(key, file, create, p)?;
     let mut users = std::collections::HashMap::new();
     let mut plain = Vec::new();
     for (i, line) in text.lines().enumerate() {

@@ -157,6 +157,25 @@ fn name_problem(name: &str) -> Option<&'static str> {
     }
 }
 
+/// Reads a file holding a secret (users, a token, a connection string): an error saying how
+/// to `create` it when it cannot be read, a warning when every user can read it.
+fn read_secret(key: &str, file: &Path, create: String, p: &mut Problems) -> Option<String> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => {
+            warn_if_world_readable(key, file, p);
+            Some(text)
+        }
+        Err(e) => {
+            p.error(
+                key,
+                format!("cannot read {}: {e}", file.display()),
+                Some(create),
+            );
+            None
+        }
+    }
+}
+
 #[cfg(unix)]
 /// A warning when a file holding a secret can be read by every user.
 fn warn_if_world_readable(key: &str, file: &std::path::Path, p: &mut Problems) {

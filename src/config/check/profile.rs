@@ -3,7 +3,7 @@
 //! identity from its connection string), and every rule's forwarded topic checked against
 //! them, so a topic the broker would refuse is an error at `check`, naming the rule.
 
-use super::{warn_if_world_readable, Problems};
+use super::{read_secret, Problems};
 use crate::config::model::{Device, UplinkSettings};
 use crate::config::schema;
 use crate::message::Filters;
@@ -14,18 +14,8 @@ pub(super) fn azure_device(raw: &schema::Uplink, p: &mut Problems) -> Option<Azu
     let key = "uplink.connection_string_file";
     match (raw.profile, &raw.connection_string_file) {
         (Profile::AzureIotHub, Some(file)) => {
-            let text = match std::fs::read_to_string(file) {
-                Ok(t) => t,
-                Err(e) => {
-                    p.error(
-                        key,
-                        format!("cannot read {}: {e}", file.display()),
-                        Some("put the device's connection string (HostName=...;DeviceId=...;SharedAccessKey=...) in it, chmod 600".into()),
-                    );
-                    return None;
-                }
-            };
-            warn_if_world_readable(key, file, p);
+            let create = "put the device's connection string (HostName=...;DeviceId=...;SharedAccessKey=...) in it, chmod 600";
+            let text = read_secret(key, file, create.into(), p)?;
             let day = std::time::Duration::from_secs(86_400);
             if raw.token_ttl < std::time::Duration::from_secs(60) || raw.token_ttl > 30 * day {
                 p.error(

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use super::warn_if_world_readable;
+use super::{read_secret, warn_if_world_readable};
 use crate::config::diagnostics::Problems;
 use crate::config::model::WebSettings;
 use crate::config::schema;
@@ -78,21 +78,11 @@ pub(super) fn check(
 /// The token: the file's first line, trimmed, long enough to resist guessing.
 fn read_token(file: &std::path::Path, p: &mut Problems) -> Option<String> {
     let key = "web.token_file";
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) => {
-            p.error(
-                key,
-                format!("cannot read {}: {e}", file.display()),
-                Some(format!(
-                    "create it: `head -c 24 /dev/urandom | base64 > {0} && chmod 640 {0}`",
-                    file.display()
-                )),
-            );
-            return None;
-        }
-    };
-    warn_if_world_readable(key, file, p);
+    let create = format!(
+        "create it: `head -c 24 /dev/urandom | base64 > {0} && chmod 640 {0}`",
+        file.display()
+    );
+    let text = read_secret(key, file, create, p)?;
     let token = text.lines().next().unwrap_or("").trim().to_owned();
     // Never the token itself in a message: only its length.
     if token.chars().count() < MIN_TOKEN_LEN {
