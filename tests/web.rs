@@ -89,6 +89,23 @@ impl Browser {
         panic!("`{css}` never appeared");
     }
 
+    /// Clicks the element at `css`.
+    async fn click(&self, css: &str) {
+        let e = self.client.find(Locator::Css(css)).await.expect(css);
+        e.click().await.expect("click");
+    }
+
+    /// Picks `value` in the select at `css`.
+    async fn select(&self, css: &str, value: &str) {
+        let e = self.client.find(Locator::Css(css)).await.expect(css);
+        e.select_by_value(value).await.expect("select");
+    }
+
+    /// Opens `url`.
+    async fn open(&self, url: &str) {
+        self.client.goto(url).await.expect(url);
+    }
+
     /// Keeps a screenshot of the page as target/dashboard-screenshots/`name`.png.
     async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.expect("screenshot");
@@ -193,9 +210,9 @@ async fn a_browser_sees_devices_values_rejected_frames_the_rule_tester_and_an_un
     let gw = start_gateway(&config(&climate, &gps, &format!("127.0.0.1:{web}"), None));
     gw.wait_log("web dashboard on", T).await;
     let c = &browser.client;
-    c.goto(&format!("http://127.0.0.1:{web}/#devices"))
-        .await
-        .expect("open the dashboard");
+    browser
+        .open(&format!("http://127.0.0.1:{web}/#devices"))
+        .await;
     browser.wait_text("#live", "live").await;
 
     // Values over three seconds: the row shows the latest, the plot gets its points.
@@ -227,9 +244,9 @@ async fn a_browser_sees_devices_values_rejected_frames_the_rule_tester_and_an_un
     gps.write(bad.as_bytes()).await;
     gps.write(nmea("GPGGA,123520.00,4807.038,N").as_bytes())
         .await;
-    c.goto(&format!("http://127.0.0.1:{web}/#frames"))
-        .await
-        .expect("frames page");
+    browser
+        .open(&format!("http://127.0.0.1:{web}/#frames"))
+        .await;
     let rows = browser.wait_text("#frame-rows", "no rule matched").await;
     assert!(
         rows.contains("T=oops"),
@@ -253,47 +270,27 @@ async fn a_browser_sees_devices_values_rejected_frames_the_rule_tester_and_an_un
         "the rule that matched:\n{rows}"
     );
     // Filter by outcome: only the rejected ones stay.
-    c.find(Locator::Css("#frames-outcome"))
-        .await
-        .unwrap()
-        .select_by_value("rejected")
-        .await
-        .unwrap();
+    browser.select("#frames-outcome", "rejected").await;
     let rows = browser.wait_text("#frame-rows", "no rule matched").await;
     assert!(!rows.contains("sensors/gps/time"), "filtered:\n{rows}");
     browser.screenshot("frames").await;
 
     // The rule tester: a frame that matches, then one that does not.
-    c.goto(&format!("http://127.0.0.1:{web}/#tester"))
-        .await
-        .expect("tester page");
+    browser
+        .open(&format!("http://127.0.0.1:{web}/#tester"))
+        .await;
     browser.wait_text("#tester-device", "climate").await;
-    c.find(Locator::Css("#tester-device"))
-        .await
-        .unwrap()
-        .select_by_value("climate")
-        .await
-        .unwrap();
+    browser.select("#tester-device", "climate").await;
     let input = c.find(Locator::Css("#tester-frame")).await.unwrap();
     input.send_keys("T=30.1").await.unwrap();
-    c.find(Locator::Css("#tester-run"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click("#tester-run").await;
     browser
         .wait_text("#tester-result", "sensors/climate/t 30.1")
         .await;
     browser.screenshot("tester").await;
     input.clear().await.unwrap();
     input.send_keys("H=40").await.unwrap();
-    c.find(Locator::Css("#tester-run"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click("#tester-run").await;
     let answer = browser
         .wait_text("#tester-result", "no rule of this device matched")
         .await;
@@ -308,16 +305,14 @@ async fn a_browser_sees_devices_values_rejected_frames_the_rule_tester_and_an_un
         "the tester published nothing:\n{state}"
     );
 
-    c.goto(&format!("http://127.0.0.1:{web}/#uplink"))
-        .await
-        .expect("uplink page");
+    browser
+        .open(&format!("http://127.0.0.1:{web}/#uplink"))
+        .await;
     browser
         .wait_text("#uplink-card", "No uplink configured")
         .await;
     browser.screenshot("uplink").await;
-    c.goto(&format!("http://127.0.0.1:{web}/#log"))
-        .await
-        .expect("log page");
+    browser.open(&format!("http://127.0.0.1:{web}/#log")).await;
     browser.wait_text("#log-rows", "device online").await;
     browser.screenshot("log").await;
 
@@ -325,9 +320,9 @@ async fn a_browser_sees_devices_values_rejected_frames_the_rule_tester_and_an_un
     c.set_window_size(390, 844)
         .await
         .expect("phone-sized window");
-    c.goto(&format!("http://127.0.0.1:{web}/#devices"))
-        .await
-        .expect("devices page");
+    browser
+        .open(&format!("http://127.0.0.1:{web}/#devices"))
+        .await;
     browser.wait_text(&format!("{card} .topics"), "23.9").await;
     let overflow = c
         .execute(
@@ -346,9 +341,9 @@ async fn a_browser_sees_devices_values_rejected_frames_the_rule_tester_and_an_un
 
     // Unplugged: the page says offline.
     drop(climate);
-    c.goto(&format!("http://127.0.0.1:{web}/#devices"))
-        .await
-        .expect("devices page");
+    browser
+        .open(&format!("http://127.0.0.1:{web}/#devices"))
+        .await;
     browser
         .wait_text(&format!("{card} .state"), "offline")
         .await;
@@ -410,22 +405,12 @@ async fn without_the_token_the_page_and_the_event_stream_are_refused() {
         c.goto(&format!("http://127.0.0.1:{web}/")).await.unwrap();
         let field = c.find(Locator::Css("#token")).await.expect("login form");
         field.send_keys("not-the-token-at-all").await.unwrap();
-        c.find(Locator::Css("#login"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        browser.click("#login").await;
         browser.wait_text("body", "Wrong token").await;
         browser.screenshot("login-refused").await;
         let field = c.find(Locator::Css("#token")).await.unwrap();
         field.send_keys(token).await.unwrap();
-        c.find(Locator::Css("#login"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        browser.click("#login").await;
         browser.wait_text("#live", "live").await;
         browser
             .wait_text("[data-device=climate] h2", "climate")
