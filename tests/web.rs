@@ -891,3 +891,42 @@ rules:
     );
     drop(silent);
 }
+
+/// With the upstream broker unreachable, the Queue & uplink page says so: disconnected, the
+/// last error, the messages waiting and how old the oldest is, the depth plot.
+#[tokio::test]
+async fn the_uplink_page_shows_an_outage_and_the_queue_growing() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let mut climate = Pty::new();
+    let gps = Pty::new();
+    let web = free_port();
+    let down = free_port();
+    let yaml = config(&climate, &gps, &format!("127.0.0.1:{web}"), None).replace(
+        "\ndevices:",
+        &format!("\nuplink:\n  url: mqtt://127.0.0.1:{down}\n  forward: [\"sensors/#\"]\ndevices:"),
+    );
+    let gw = start_gateway(&yaml);
+    gw.wait_log("web dashboard on", T).await;
+    for v in 0..5 {
+        climate.write(format!("T={v}.5\n").as_bytes()).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    browser
+        .open(&format!("http://127.0.0.1:{web}/#uplink"))
+        .await;
+    browser.wait_text("#uplink-state", "disconnected").await;
+    let card = browser.wait_text("#uplink-card", "last error").await;
+    assert!(
+        card.to_lowercase().contains("refused"),
+        "the cause:\n{card}"
+    );
+    browser.wait_text("#queue-depth", "5 messages").await;
+    let queue = browser.wait_text("#queue-card", "oldest unsent").await;
+    assert!(!queue.contains("nothing waits"), "{queue}");
+    browser.wait_for("#queue-card svg.plot path").await;
+    browser.screenshot("uplink").await;
+    browser.close().await;
+    drop(gw);
+}

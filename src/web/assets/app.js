@@ -262,7 +262,7 @@ function renderUplink() {
     qc.replaceChildren(
       el("h2", {}, "Queue"),
       el("dl", { class: "kv" },
-        el("dt", {}, "waiting"), el("dd", { id: "queue-depth" }, q.depth + " messages, " + bytes(q.bytes) + " in " + q.segments + " segments"),
+        el("dt", {}, "waiting"), el("dd", { id: "queue-depth" }, q.depth + " messages, " + bytes(q.bytes) + " in " + q.segments + (q.segments === 1 ? " segment" : " segments")),
         el("dt", {}, "oldest unsent"), el("dd", {}, q.oldest_unsent_s === null ? "nothing waits" : duration(q.oldest_unsent_s)),
         el("dt", {}, "dropped"), el("dd", {}, drops ? "full " + q.dropped_full + ", disk full " + q.dropped_disk_full +
           ", corrupt " + q.dropped_corrupt + ", too large " + q.dropped_too_large : "none")),
