@@ -323,3 +323,16 @@ rules:
     assert!(text(&o).contains("did you mean `nmea`?"), "{}", text(&o));
     assert!(text(&o).contains(":5:"), "{}", text(&o));
 }
+
+/// `check` names the dashboard and who may open it.
+#[test]
+fn check_says_where_the_dashboard_is_and_who_may_open_it() {
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/config/demo.yaml");
+    let o = s2m(&["check", demo]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("dashboard on http://127.0.0.1:8080/ (this host only)"),
+        "{}",
+        text(&o)
+    );
+}

@@ -39,6 +39,15 @@ pub fn main(path: PathBuf) -> ExitCode {
             if let Some(m) = c.metrics {
                 extras += &format!(", metrics on http://{m}/metrics");
             }
+            if let Some(w) = &c.web {
+                let scheme = if w.tls.is_some() { "https" } else { "http" };
+                let access = if w.token.is_some() {
+                    "token required"
+                } else {
+                    "this host only"
+                };
+                extras += &format!(", dashboard on {scheme}://{}/ ({access})", w.listen);
+            }
             println!(
                 "{}: OK (gateway `{}`, {} device(s), broker on {}{uplink}{extras})",
                 path.display(),
