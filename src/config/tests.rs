@@ -883,6 +883,36 @@ fn every_validation_error_has_its_message() {
             &["uplink.profile", "aws_iot"],
         ),
         (
+            "devices:",
+            "web: {listen: 127.0.0.1}\ndevices:",
+            &["web.listen", "an IP address and a port"],
+        ),
+        (
+            "devices:",
+            "web: {listen: \"0.0.0.0:8080\"}\ndevices:",
+            &["web.listen", "web.token_file", "127.0.0.1:8080"],
+        ),
+        (
+            "devices:",
+            "web: {listen: \"0.0.0.0:8080\", token_file: /nonexistent/t}\ndevices:",
+            &["web.token_file", "/nonexistent/t", "/dev/urandom"],
+        ),
+        (
+            "devices:",
+            "web: {listen: \"127.0.0.1:8080\", tls: {cert_file: /nonexistent/c, key_file: /nonexistent/k}}\ndevices:",
+            &["web.tls", "/nonexistent/c"],
+        ),
+        (
+            "devices:",
+            "web: {listen: \"127.0.0.1:8080\", token: x}\ndevices:",
+            &["web", "token_file"],
+        ),
+        (
+            "    port: /dev/ttyUSB-test",
+            "    simulate: {profile: climate, noise: -1}",
+            &["simulate.noise", "from 0 (a clean line) to 1"],
+        ),
+        (
             "  listen: 127.0.0.1:1884",
             "  listen: 127.0.0.1:1884\n  tls: {cert_file: /nonexistent/c, key_file: /nonexistent/k, client_ca_file: /nonexistent/ca}",
             &["broker.tls.client_ca_file", "/nonexistent/ca"],
