@@ -300,8 +300,8 @@ impl DeviceRecent {
             .filter(|f| f.id > after)
             .cloned()
             .collect();
+        // A record is in one ring only: merged by id, nothing to deduplicate.
         out.sort_by_key(|f| f.id);
-        out.dedup_by_key(|f| f.id);
         out
     }
 
@@ -546,6 +546,8 @@ impl Outcome {
 /// A device task's side of its record: decides per frame, on its own budget, whether to keep
 /// it. Owned by the task, so the decision takes no lock.
 pub struct Tap {
+    /// The gateway's record, held (not looked up per frame: the hot path takes no refcount).
+    hub: Arc<Recent>,
     device: Arc<DeviceRecent>,
     window: u64,
     taken: u32,
@@ -553,22 +555,21 @@ pub struct Tap {
 }
 
 impl Tap {
-    /// A tap into a device's record.
-    pub fn new(device: Arc<DeviceRecent>) -> Self {
-        Self {
+    /// A tap into a device's record (none when the gateway's record is gone).
+    pub fn new(device: Arc<DeviceRecent>) -> Option<Self> {
+        Some(Self {
+            hub: device.hub.upgrade()?,
             device,
             window: 0,
             taken: 0,
             rejected_taken: 0,
-        }
+        })
     }
 
     /// Notes that a frame came; true when it is within this tick's budget for its kind, so the
     /// caller builds its outcome and calls [`Self::keep`].
     pub fn wants(&mut self, rejected: bool) -> bool {
-        let Some(hub) = self.device.hub.upgrade() else {
-            return false;
-        };
+        let hub = &self.hub;
         let now = hub.tick();
         self.device.last_tick.store(now, Ordering::Relaxed);
         if now != self.window {
@@ -609,7 +610,7 @@ mod tests {
     #[test]
     fn a_device_at_any_rate_is_sampled_within_its_budget_per_tick() {
         let hub = Arc::new(Recent::default());
-        let mut tap = Tap::new(hub.device("d"));
+        let mut tap = Tap::new(hub.device("d")).unwrap();
         let kept = (0..1000).filter(|_| tap.wants(false)).count();
         assert_eq!(kept, FRAMES_PER_TICK_UNWATCHED as usize, "nobody watches");
         hub.watching(true);

@@ -224,3 +224,10 @@ impl std::fmt::Display for DeviceCounts {
 
 /// The running devices' counters, by name: for the stats message, the status line and metrics.
 pub type DeviceList = std::sync::Arc<std::sync::Mutex<Vec<(String, std::sync::Arc<DeviceStats>)>>>;
+
+/// A copy of every running device's counters, in the order they run.
+pub fn counts_of(list: &DeviceList) -> Vec<(String, DeviceCounts)> {
+    list.lock()
+        .map(|d| d.iter().map(|(n, s)| (n.clone(), s.counts())).collect())
+        .unwrap_or_default()
+}

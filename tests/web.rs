@@ -195,6 +195,30 @@ fn get(port: u16, path: &str, extra: &str) -> (u16, String) {
     )
 }
 
+/// The dashboard's event stream as read for `duration`, or until it holds `until`.
+fn read_events(port: u16, duration: Duration, until: Option<&str>) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the dashboard");
+    let request =
+        format!("GET /events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).expect("ask for the stream");
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let start = Instant::now();
+    let mut text = Vec::new();
+    let mut buf = [0u8; 65536];
+    while start.elapsed() < duration {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        if until.is_some_and(|u| String::from_utf8_lossy(&text).contains(u)) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
+
 /// Everything the dashboard is for, watched in a browser as it happens: the device's row and
 /// its latest value change as frames arrive, the value gets a plot, a frame no rule matched and
 /// one with a bad checksum show why they were rejected, the rule tester answers as `test-rule`
@@ -466,26 +490,12 @@ async fn a_flood_of_frames_reaches_the_browser_as_one_bounded_update_a_second() 
         }
         sent
     });
-    let mut s = TcpStream::connect(("127.0.0.1", web)).unwrap();
-    s.write_all(
-        format!("GET /events HTTP/1.1\r\nHost: 127.0.0.1:{web}\r\nConnection: close\r\n\r\n")
-            .as_bytes(),
-    )
-    .unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let start = Instant::now();
-    let mut text = Vec::new();
-    let mut buf = [0u8; 65536];
-    while start.elapsed() < Duration::from_millis(3500) {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => text.extend_from_slice(&buf[..n]),
-            Err(_) => {}
-        }
-    }
+    // Read on a blocking thread while the flood goes on.
+    let text =
+        tokio::task::spawn_blocking(move || read_events(web, Duration::from_millis(3500), None))
+            .await
+            .unwrap();
     let sent = flood.await.unwrap();
-    let text = String::from_utf8_lossy(&text);
     let updates: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))
@@ -733,20 +743,8 @@ async fn dashboard_figures() {
         assert_eq!(status, 200, "{path}");
         weight.push((path, text.len()));
     }
-    let mut s = TcpStream::connect(("127.0.0.1", web)).unwrap();
-    s.write_all(format!("GET /events HTTP/1.1\r\nHost: 127.0.0.1:{web}\r\n\r\n").as_bytes())
-        .unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let mut first = Vec::new();
-    let mut buf = [0u8; 65536];
-    while let Ok(n) = s.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        first.extend_from_slice(&buf[..n]);
-    }
-    drop(s);
+    // The first update comes at once, the next a second later.
+    let first = read_events(web, Duration::from_millis(700), None);
     weight.push(("/events (first update)", first.len()));
 
     let Some(one) = Browser::start().await else {
@@ -868,23 +866,7 @@ rules:
     let gw = start_gateway(&yaml);
     gw.wait_log("web dashboard on", T).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let mut s = TcpStream::connect(("127.0.0.1", web)).unwrap();
-    s.write_all(format!("GET /events HTTP/1.1\r\nHost: 127.0.0.1:{web}\r\n\r\n").as_bytes())
-        .unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    let mut text = Vec::new();
-    let mut buf = [0u8; 65536];
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(2) {
-        if let Ok(n) = s.read(&mut buf) {
-            text.extend_from_slice(&buf[..n]);
-        }
-        if String::from_utf8_lossy(&text).contains("\"kind\":\"timeout\"") {
-            break;
-        }
-    }
-    let text = String::from_utf8_lossy(&text);
+    let text = read_events(web, Duration::from_secs(2), Some("\"kind\":\"timeout\""));
     assert!(
         text.contains(r#""kind":"timeout","request":"read","timeout_ms":120,"attempt":1"#),
         "{text}"

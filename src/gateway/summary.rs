@@ -96,11 +96,7 @@ pub struct Sources<'a> {
 impl Summary {
     /// Takes a summary now; a queue that does not answer within `wait` is left out.
     pub async fn collect(from: &Sources<'_>, wait: Duration) -> Self {
-        let devices = from
-            .devices
-            .lock()
-            .map(|d| d.iter().map(|(n, s)| (n.clone(), s.counts())).collect())
-            .unwrap_or_default();
+        let devices = crate::stats::counts_of(from.devices).into_iter().collect();
         let queue = match from.queue {
             Some(q) => match tokio::time::timeout(wait, q.stats()).await {
                 Ok(Ok(st)) => Some(QueueSummary {

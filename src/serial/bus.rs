@@ -173,7 +173,11 @@ impl<'t, 'a> Bus<'t, 'a> {
                 .zip(&task.stats)
                 .enumerate()
                 .map(|(i, (d, s))| {
-                    let tap = task.recent.get(i).cloned().map(crate::recent::Tap::new);
+                    let tap = task
+                        .recent
+                        .get(i)
+                        .cloned()
+                        .and_then(crate::recent::Tap::new);
                     FrameHandler::new(d, &task.gateway, s).with_tap(tap)
                 })
                 .collect(),

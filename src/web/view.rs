@@ -15,7 +15,7 @@ use crate::frames::trial::Trial;
 use crate::queue::thread::QueueHandle;
 use crate::recent::{unix_ms, Recent, Shown, TopicLatest};
 use crate::rules::Problem;
-use crate::stats::{DeviceCounts, DeviceList};
+use crate::stats::{counts_of, DeviceCounts, DeviceList};
 use crate::uplink::UplinkState;
 
 /// A device that has been silent for this many of its usual intervals is shown stale.
@@ -194,7 +194,7 @@ impl Sources {
     /// Once a second: the rates, and the queue's depth for its history.
     pub async fn sample(&self) {
         let now = Instant::now();
-        let counts = self.counts();
+        let counts = counts_of(&self.list);
         if let Ok(mut rates) = self.rates.lock() {
             for (name, c) in &counts {
                 rates.update(&format!("frames/{name}"), c.frames, now);
@@ -210,16 +210,9 @@ impl Sources {
         }
     }
 
-    fn counts(&self) -> Vec<(String, DeviceCounts)> {
-        self.list
-            .lock()
-            .map(|d| d.iter().map(|(n, s)| (n.clone(), s.counts())).collect())
-            .unwrap_or_default()
-    }
-
     /// The gateway now.
     pub async fn state(&self) -> State {
-        let counts: HashMap<String, DeviceCounts> = self.counts().into_iter().collect();
+        let counts: HashMap<String, DeviceCounts> = counts_of(&self.list).into_iter().collect();
         let records: HashMap<String, _> = self
             .recent
             .devices()
