@@ -7,7 +7,8 @@
 //! ports ([`rules::command`] says what bytes). [`gateway`] wires it together from a checked
 //! [`config`]; [`cli`] is the command line; [`web`] is the dashboard, which reads what
 //! [`recent`] samples on the way; [`homeassistant`], [`prometheus`], [`systemd`],
-//! [`statedir`], [`tls`], [`stats`] and [`pacing`] serve around them.
+//! [`statedir`], [`tls`], [`stats`] and [`pacing`] serve around them; [`listener`] bounds
+//! every listener's connections.
 
 pub mod broker;
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod downlink;
 pub mod frames;
 pub mod gateway;
 pub mod homeassistant;
+pub mod listener;
 pub mod message;
 pub mod modbus;
 pub mod outlet;
