@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use crate::config::schema;
+use crate::listener::Caps;
 use crate::message::{Message, Outbox};
 pub use access::AccessControl;
 pub use bridge::{Bridge, Sink};
@@ -94,32 +95,32 @@ pub struct LocalBroker {
     publisher: Option<thread::JoinHandle<()>>,
     /// Logins and access rules, for reloads.
     pub access: AccessControl,
+    /// The bounded tables local clients grow (their refusals, for the stats).
+    pub tables: Arc<gate::tables::Tables>,
+    /// The local clients' connections (refused ones, for the stats).
+    pub admission: Arc<crate::listener::Admission>,
 }
 
-/// Starts the broker, waits until it accepts TCP connections, and returns the outbox that feeds
+/// Starts the broker behind its gatekeeper (taking at most `caps` local clients), waits until
+/// it accepts TCP connections, and returns the outbox that feeds
 /// it together with the handle to flush it on shutdown. If the broker or its link dies later,
 /// `failed` is cancelled so the daemon exits (and its supervisor restarts it) instead of running
 /// on without a broker.
 pub fn start(
     settings: &schema::Broker,
+    caps: Caps,
     failed: CancellationToken,
     bridge: Option<Bridge>,
     downlink: Arc<dyn Downlink>,
 ) -> Result<(LocalBroker, Outbox), BrokerError> {
     let access = access::Access::new(settings);
-    let control = AccessControl::new(
-        Arc::clone(&access),
-        gate::needed(settings),
-        settings.users.is_some(),
-    );
-    let gate = if gate::needed(settings) {
-        Some(start_gate(settings, Arc::clone(&access))?)
-    } else {
-        port::check_free(settings.listen)?;
-        None
-    };
-    let inner = gate.as_ref().map(|(g, _)| (g.inner, g.secret.clone()));
-    let mut broker = rumqttd::Broker::new(settings::rumqttd_config(settings, access, inner));
+    let control = AccessControl::new(Arc::clone(&access));
+    let (gate, listener) = start_gate(settings, Arc::clone(&access), caps)?;
+    let mut broker = rumqttd::Broker::new(settings::rumqttd_config(
+        settings,
+        gate.inner,
+        gate.secret.clone(),
+    ));
     // rumqttd lets a new connection with the same client id take over an existing one, our
     // link included: an id no local client will guess keeps the gateway's link its own.
     let link_id = format!("serial2mqtt-internal-{:016x}", fastrand::u64(..));
@@ -181,36 +182,35 @@ pub fn start(
         .name("broker-publish".into())
         .spawn(move || handle.block_on(publisher.run()))?;
 
-    match gate {
-        Some((gate, listener)) => {
-            wait_listening(gate.inner)?;
-            let gate = Arc::new(gate);
-            thread::Builder::new()
-                .name("broker-gate".into())
-                .spawn(move || {
-                    lower_priority(nice);
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build();
-                    match runtime.and_then(|rt| {
-                        rt.block_on(async {
-                            let listener = tokio::net::TcpListener::from_std(listener)?;
-                            gate.run(listener).await;
-                            Ok::<(), io::Error>(())
-                        })
-                    }) {
-                        Ok(()) => error!("local broker listener stopped"),
-                        Err(e) => error!("local broker listener stopped: {e}"),
-                    }
-                    gate_failed.cancel();
-                })?;
-        }
-        None => wait_listening(settings.listen)?,
-    }
+    wait_listening(gate.inner)?;
+    let gate = Arc::new(gate);
+    let tables = Arc::clone(&gate.tables);
+    let admission = Arc::clone(&gate.admission);
+    thread::Builder::new()
+        .name("broker-gate".into())
+        .spawn(move || {
+            lower_priority(nice);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match runtime.and_then(|rt| {
+                rt.block_on(async {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    gate.run(listener).await;
+                    Ok::<(), io::Error>(())
+                })
+            }) {
+                Ok(()) => error!("local broker listener stopped"),
+                Err(e) => error!("local broker listener stopped: {e}"),
+            }
+            gate_failed.cancel();
+        })?;
     Ok((
         LocalBroker {
             publisher: Some(publisher),
             access: control,
+            tables,
+            admission,
         },
         tx,
     ))
@@ -221,12 +221,16 @@ pub fn start(
 fn start_gate(
     settings: &schema::Broker,
     access: Arc<access::Access>,
+    caps: Caps,
 ) -> Result<(gate::Gate, std::net::TcpListener), BrokerError> {
     let listener = port::bind(settings.listen)?;
     listener.set_nonblocking(true)?;
     let inner = port::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?.local_addr()?;
     let secret = gate::new_secret().map_err(BrokerError::Link)?;
-    Ok((gate::Gate::new(settings, access, inner, secret), listener))
+    Ok((
+        gate::Gate::new(settings, access, inner, secret, caps),
+        listener,
+    ))
 }
 
 /// Lowers the calling thread's CPU priority by `steps` nice steps (capped at 19); threads it

@@ -1,15 +1,9 @@
-//! The listen port: taken before rumqttd tries (it only logs a failure), and when it is taken,
-//! who holds it.
+//! The listen port: bound by the gatekeeper at start, and when it is taken, who holds it.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 
 use super::BrokerError;
-
-/// Binds `listen` once to see that it is free; a taken port is an error naming its holder.
-pub(super) fn check_free(listen: SocketAddr) -> Result<(), BrokerError> {
-    bind(listen).map(drop)
-}
 
 /// Binds `listen`; a taken port is an error naming its holder.
 pub(super) fn bind(listen: SocketAddr) -> Result<TcpListener, BrokerError> {

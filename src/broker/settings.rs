@@ -5,25 +5,11 @@ use std::sync::Arc;
 
 use rumqttd::{Config as RumqttdConfig, ConnectionSettings, RouterConfig, ServerSettings};
 
-use super::access::{check_login, Access};
 use crate::config::schema;
 
 /// rumqttd keeps each subscription filter's recent messages in a log of this many segments;
 /// `broker.window` is split across them, and the oldest segment is dropped as a whole.
 const SEGMENTS: usize = 4;
-
-/// rumqttd's login check for our users (the users of now: a reload may replace them).
-fn authenticator(access: Arc<Access>) -> rumqttd::AuthHandler {
-    Arc::new(move |_client_id, user, password| {
-        let users = access.snapshot().users;
-        Box::pin(async move {
-            match users {
-                Some(users) => check_login(users, user, password).await,
-                None => false,
-            }
-        })
-    })
-}
 
 /// rumqttd's login check on the gatekeeper's loopback listener: only this process knows the
 /// secret.
@@ -39,35 +25,33 @@ fn inner_auth(secret: String) -> rumqttd::AuthHandler {
     })
 }
 
-/// The rumqttd configuration built from ours. With `gate` (its loopback address and the secret
-/// the gatekeeper logs in with), rumqttd listens there, without TLS, for the gatekeeper only.
+/// The rumqttd configuration built from ours: rumqttd listens on `inner`, a loopback address,
+/// without TLS, for the gatekeeper only (it logs in with `secret`).
 pub fn rumqttd_config(
     settings: &schema::Broker,
-    access: Arc<Access>,
-    gate: Option<(std::net::SocketAddr, String)>,
+    inner: std::net::SocketAddr,
+    secret: String,
 ) -> RumqttdConfig {
     let connections = ConnectionSettings {
         connection_timeout_ms: settings.connect_timeout.as_millis().min(u16::MAX as u128) as u16,
         max_payload_size: settings.max_payload.as_u64() as usize,
         max_inflight_count: settings.max_inflight,
         auth: None,
-        external_auth: match &gate {
-            Some((_, secret)) => Some(inner_auth(secret.clone())),
-            None => settings.users.is_some().then(|| authenticator(access)),
-        },
+        external_auth: Some(inner_auth(secret)),
         dynamic_filters: false,
     };
     let server = ServerSettings {
         name: "local".to_owned(),
-        listen: gate.as_ref().map(|(a, _)| *a).unwrap_or(settings.listen),
-        // TLS is the gatekeeper's (see `gate::needed`): rumqttd only ever listens in plain TCP.
+        listen: inner,
+        // TLS is the gatekeeper's: rumqttd only ever listens in plain TCP.
         tls: None,
         next_connection_delay_ms: 1,
         connections,
     };
     let router = RouterConfig {
-        // One more than the users' clients for the gateway's own link.
-        max_connections: settings.max_connections + 1,
+        // The users' clients (the gatekeeper admits no more), the gateway's own link, and the
+        // short connections that publish wills.
+        max_connections: settings.max_connections + 1 + super::gate::WILLS_AT_ONCE,
         max_outgoing_packet_count: 200,
         // rumqttd counts topic + payload bytes only (about 530 bytes of memory per small
         // message in practice), and memory grows with segment size (rumqtt issue #1001).

@@ -23,9 +23,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::broker::{self, LocalBroker};
-use crate::config::{Config, ConfigDiff, Device, QueueSettings};
+use crate::config::{schema, Config, ConfigDiff, Device, QueueSettings};
 use crate::downlink::Routes;
 use crate::homeassistant;
+use crate::listener::{self, Budget, Caps};
 use crate::message::{Filters, Message, Outbox};
 use crate::outlet::{Outlet, Upstream};
 use crate::prometheus;
@@ -190,10 +191,30 @@ async fn start_broker(
         }
         _ => None,
     };
-    tokio::task::spawn_blocking(move || broker::start(&settings, failed, bridge, Arc::new(routes)))
-        .await
-        .map_err(|e| GatewayError::Task(e.to_string()))?
-        .map_err(GatewayError::from)
+    let caps = broker_caps(&settings);
+    tokio::task::spawn_blocking(move || {
+        broker::start(&settings, caps, failed, bridge, Arc::new(routes))
+    })
+    .await
+    .map_err(|e| GatewayError::Task(e.to_string()))?
+    .map_err(GatewayError::from)
+}
+
+/// The local broker's connection caps, scaled down when the descriptor limit (raised to its
+/// hard limit first) cannot hold them beside the reserve for ports and the queue.
+fn broker_caps(settings: &schema::Broker) -> Caps {
+    let mut budget = Budget::new(listener::raise_fd_limit());
+    budget.want(
+        "local broker",
+        settings.max_connections,
+        broker::gate::FDS_PER_CLIENT,
+    );
+    let scale = budget.scale();
+    Caps {
+        total: listener::scaled(settings.max_connections, scale),
+        per_peer: settings.max_connections_per_peer,
+        exempt_loopback: true,
+    }
 }
 
 /// The uplink's task, when there is an uplink.
@@ -487,16 +508,12 @@ impl Serving {
             warn!("reload: `{what}` settings changed; they take effect at the next restart (systemctl restart serial2mqtt)");
         }
         if diff.access {
-            match self.access.reload(&new.broker) {
-                Ok(()) => {
-                    info!("reload: the broker's logins and access rules are in force (new connections, and every later packet of the connected clients)");
-                    self.running.broker.users_file = new.broker.users_file.clone();
-                    self.running.broker.users = new.broker.users.clone();
-                    self.running.broker.acl_file = new.broker.acl_file.clone();
-                    self.running.broker.acl = new.broker.acl.clone();
-                }
-                Err(why) => warn!("reload: {why} needs a restart (systemctl restart serial2mqtt)"),
-            }
+            self.access.reload(&new.broker);
+            info!("reload: the broker's logins and access rules are in force (new connections, and every later packet of the connected clients)");
+            self.running.broker.users_file = new.broker.users_file.clone();
+            self.running.broker.users = new.broker.users.clone();
+            self.running.broker.acl_file = new.broker.acl_file.clone();
+            self.running.broker.acl = new.broker.acl.clone();
         }
         self.running.devices = new.devices.clone();
         self.web_devices.send_replace(Arc::new(new.devices.clone()));

@@ -335,9 +335,26 @@ pub struct Broker {
     /// TCP address of the MQTT 3.1.1 listener.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Most local clients connected at once.
+    /// Most local clients connected at once, counting those that have not logged in yet.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Most connections at once from one address (loopback exempt), so one host cannot take
+    /// every place.
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+    /// Most retained messages kept for local clients (more are delivered but not kept).
+    #[serde(default = "default_max_retained")]
+    pub max_retained: usize,
+    /// Most payload bytes of those retained messages, in all.
+    #[serde(default = "default_max_retained_bytes")]
+    pub max_retained_bytes: ByteSize,
+    /// Most distinct topic names and subscription filters local clients may use (the broker
+    /// keeps each in memory for as long as it runs).
+    #[serde(default = "default_max_topics")]
+    pub max_topics: usize,
+    /// Most persistent sessions (clean session 0) of local clients, by client id.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
     /// Largest MQTT packet a local client may send.
     #[serde(default = "default_max_payload")]
     pub max_payload: ByteSize,
@@ -411,6 +428,11 @@ impl Default for Broker {
         Self {
             listen: default_listen(),
             max_connections: default_max_connections(),
+            max_connections_per_peer: default_max_connections_per_peer(),
+            max_retained: default_max_retained(),
+            max_retained_bytes: default_max_retained_bytes(),
+            max_topics: default_max_topics(),
+            max_sessions: default_max_sessions(),
             max_payload: default_max_payload(),
             max_inflight: default_max_inflight(),
             connect_timeout: default_connect_timeout(),
@@ -432,6 +454,24 @@ fn default_listen() -> SocketAddr {
 }
 fn default_max_connections() -> usize {
     64
+}
+fn default_max_connections_per_peer() -> usize {
+    16
+}
+// The bounds below are sized for a 512 MiB Pi: together at most about 40 MiB of broker
+// memory (a retained message costs about 1.6 times its payload in rumqttd, a name ~280 bytes
+// there and ~100 here).
+fn default_max_retained() -> usize {
+    10_000
+}
+fn default_max_retained_bytes() -> ByteSize {
+    ByteSize::mib(8)
+}
+fn default_max_topics() -> usize {
+    50_000
+}
+fn default_max_sessions() -> usize {
+    1_000
 }
 fn default_max_payload() -> ByteSize {
     ByteSize::kib(256)
