@@ -207,28 +207,50 @@ fn is_out_of_descriptors(e: &io::Error) -> bool {
 
 /// Raises the soft descriptor limit to the hard one (the unit sets `LimitNOFILE`; a shell's
 /// soft limit is often 1,024 under a far higher hard one) and returns the limit in force.
+///
+/// The limits are read from `/proc/self/limits`: rustix's `getrlimit` cannot report an error
+/// (a seccomp filter that refused the call would leave it with no answer), `setrlimit` can.
 pub fn raise_fd_limit() -> u64 {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let now = getrlimit(Resource::Nofile);
-    let (Some(soft), hard) = (now.current, now.maximum) else {
-        // Unlimited soft limit: nothing to raise.
+    let Some((soft, hard)) = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .as_deref()
+        .and_then(open_files_limits)
+    else {
+        warn!("cannot read the descriptor limit (/proc/self/limits); assuming 1024");
+        return 1024;
+    };
+    let (Some(soft), hard) = (soft, hard) else {
         return u64::MAX;
     };
-    let target = hard.unwrap_or(soft.max(65_536));
-    if target > soft {
-        let raised = rustix::process::Rlimit {
-            current: Some(target),
-            maximum: hard,
-        };
-        match setrlimit(Resource::Nofile, raised) {
-            Ok(()) => {
-                info!(from = soft, to = target, "raised the descriptor limit");
-                return target;
-            }
-            Err(e) => warn!("cannot raise the descriptor limit from {soft} to {target}: {e}"),
+    let target = hard.unwrap_or(u64::MAX).min(1 << 20);
+    if target <= soft {
+        return soft;
+    }
+    let raised = rustix::process::Rlimit {
+        current: Some(target),
+        maximum: hard,
+    };
+    match rustix::process::setrlimit(rustix::process::Resource::Nofile, raised) {
+        Ok(()) => {
+            info!(from = soft, to = target, "raised the descriptor limit");
+            target
+        }
+        Err(e) => {
+            warn!("cannot raise the descriptor limit from {soft} to {target}: {e}");
+            soft
         }
     }
-    soft
+}
+
+/// The soft and hard "Max open files" of a `/proc/PID/limits` text (None: unlimited).
+fn open_files_limits(text: &str) -> Option<(Option<u64>, Option<u64>)> {
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut words = line["Max open files".len()..].split_whitespace();
+    let value = |w: &str| match w {
+        "unlimited" => Some(None),
+        n => n.parse().ok().map(Some),
+    };
+    Some((value(words.next()?)?, value(words.next()?)?))
 }
 
 /// Shares the descriptors above [`FD_RESERVE`] among the listeners' caps.
@@ -339,6 +361,17 @@ mod tests {
         );
         let _t = b.admit(ip("::1")).unwrap();
         assert_eq!(b.admit(ip("::1")).unwrap_err(), Full::Peer(1));
+    }
+
+    #[test]
+    fn the_open_files_limits_are_read_from_proc() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units\n\
+                    Max processes             95338                95338                processes\n\
+                    Max open files            1024                 524288               files\n";
+        assert_eq!(open_files_limits(text), Some((Some(1024), Some(524288))));
+        let unlimited = "Max open files            unlimited            unlimited            files";
+        assert_eq!(open_files_limits(unlimited), Some((None, None)));
+        assert!(raise_fd_limit() >= 1024);
     }
 
     #[test]

@@ -353,7 +353,7 @@ async fn retained_messages_names_and_sessions_are_bounded() {
     let pty = Pty::new();
     let gw = start_gateway(&config(
         &pty.path,
-        "  max_retained: 5\n  max_retained_bytes: 1MiB\n  max_topics: 20\n  max_sessions: 2",
+        "  max_retained: 5\n  max_retained_bytes: 1MiB\n  max_topics: 20\n  max_filters: 1\n  max_sessions: 2",
     ));
     gw.wait_log("device online", T).await;
     let (client, mut events) = AsyncClient::new(opts("flood", gw.port), 100);
@@ -379,7 +379,7 @@ async fn retained_messages_names_and_sessions_are_bounded() {
     retained.sort();
     assert_eq!(retained, ["r/0", "r/1", "r/2", "r/3", "r/4"]);
 
-    // Names: 10 topics and 1 filter so far; 9 more fit, the next new one is refused.
+    // Topic names: 10 so far; 10 more fit, the next new one is refused.
     for i in 0..12 {
         client
             .publish(format!("n/{i}"), QoS::AtLeastOnce, false, "x")
@@ -387,10 +387,24 @@ async fn retained_messages_names_and_sessions_are_bounded() {
             .unwrap();
     }
     gw.wait_log(
-        "topic names and filters (broker.max_topics): publish to `n/9` refused",
+        "topic names (broker.max_topics): publish to `n/10` refused",
         T,
     )
     .await;
+    // Filters: `r/#` is the one there is room for; the same filter again is no new one.
+    let _again = Subscriber::connect(gw.port, &["r/#"], QoS::AtLeastOnce).await;
+    let (c, mut ev) = AsyncClient::new(opts("filters", gw.port), 10);
+    c.subscribe("other/#", QoS::AtLeastOnce).await.unwrap();
+    let codes = tokio::time::timeout(T, async {
+        loop {
+            if let Ok(Event::Incoming(Packet::SubAck(a))) = ev.poll().await {
+                return a.return_codes;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(codes, [rumqttc::SubscribeReasonCode::Failure]);
 
     // Sessions: two persistent ones fit, a third is refused with "server unavailable".
     for id in ["p1", "p2"] {

@@ -121,6 +121,7 @@ impl Gate {
                 retained: settings.max_retained,
                 retained_bytes: settings.max_retained_bytes.as_u64() as usize,
                 names: settings.max_topics,
+                filters: settings.max_filters,
                 sessions: settings.max_sessions,
             })),
             lingering: Arc::new(Semaphore::new(LINGERING)),

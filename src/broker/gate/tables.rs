@@ -3,12 +3,13 @@
 //!
 //! rumqttd keeps all three in memory without a bound and never gives the memory back (200,000
 //! retained messages of 1 KiB: 9.6 → 323 MiB; every distinct topic ~280 bytes once someone
-//! subscribes to `#`; every persistent session until the process ends). Every client packet
+//! subscribes to `#`; a log of up to `broker.window` per distinct filter; every persistent
+//! session until the process ends). Every client packet
 //! passes through the gatekeeper, so it keeps the books here, before rumqttd sees the packet:
 //! - a retained message that does not fit is delivered live but not kept (its retain flag is
 //!   cleared); an earlier retained message on that topic stays as it was;
-//! - a PUBLISH to a new topic, or a SUBSCRIBE to a new filter, when the table of names is full
-//!   is refused like one the access rules deny;
+//! - a PUBLISH to a new topic when the table of topic names is full, or a SUBSCRIBE to a new
+//!   filter when the table of filters is full, is refused like one the access rules deny;
 //! - a persistent session (clean session 0) for a new client id when the sessions are full is
 //!   refused with CONNACK "server unavailable".
 //! Each refusal is counted and logged at most once per [`LOG_EVERY`] per kind. The gateway's
@@ -31,8 +32,11 @@ pub struct Bounds {
     pub retained: usize,
     /// Their payload bytes.
     pub retained_bytes: usize,
-    /// Distinct topic names published and filters subscribed by local clients.
+    /// Distinct topic names published by local clients.
     pub names: usize,
+    /// Distinct subscription filters of local clients (rumqttd keeps a log of up to
+    /// `broker.window` per filter).
+    pub filters: usize,
     /// Persistent sessions (clean session 0), by client id.
     pub sessions: usize,
 }
@@ -53,7 +57,7 @@ pub enum Verdict {
 pub struct Refusals {
     /// Retained messages delivered but not kept.
     pub retained: AtomicU64,
-    /// Publishes and subscriptions refused for a new name.
+    /// Publishes and subscriptions refused for a new topic name or filter.
     pub names: AtomicU64,
     /// Persistent sessions refused.
     pub sessions: AtomicU64,
@@ -75,6 +79,7 @@ struct Books {
     retained: HashMap<String, usize>,
     retained_bytes: usize,
     names: HashSet<String>,
+    filters: HashSet<String>,
     sessions: HashSet<String>,
 }
 
@@ -138,20 +143,27 @@ impl Tables {
         Verdict::Pass
     }
 
-    /// Books a subscription to `filter`; false when the table of names is full.
+    /// Books a subscription to `filter`; false when the table of filters is full.
     pub fn subscribe(&self, filter: &str) -> bool {
         let Ok(mut b) = self.books.lock() else {
             return false;
         };
-        if b.names.contains(filter) {
+        if b.filters.contains(filter) {
             return true;
         }
-        if b.names.len() >= self.bounds.names {
+        if b.filters.len() >= self.bounds.filters {
             drop(b);
-            self.names_full(&format!("subscription to `{filter}`"));
+            self.refused.names.fetch_add(1, Ordering::Relaxed);
+            self.log(1, || {
+                format!(
+                    "the broker keeps at most {} subscription filters (broker.max_filters): a \
+                     subscription to `{filter}` was refused",
+                    self.bounds.filters
+                )
+            });
             return false;
         }
-        b.names.insert(filter.to_owned());
+        b.filters.insert(filter.to_owned());
         true
     }
 
@@ -200,8 +212,7 @@ impl Tables {
         self.refused.names.fetch_add(1, Ordering::Relaxed);
         self.log(1, || {
             format!(
-                "the broker keeps at most {} topic names and filters (broker.max_topics): {what} \
-                 refused",
+                "the broker keeps at most {} topic names (broker.max_topics): {what} refused",
                 self.bounds.names
             )
         });
@@ -223,7 +234,8 @@ mod tests {
         Tables::new(Bounds {
             retained: 2,
             retained_bytes: 100,
-            names: 4,
+            names: 3,
+            filters: 1,
             sessions: 1,
         })
     }

@@ -15,6 +15,27 @@ pub(super) fn check(raw: schema::Broker, p: &mut Problems) -> schema::Broker {
             Some("write e.g. max_connections: 64".into()),
         );
     }
+    if raw.max_connections_per_peer == 0 {
+        p.error(
+            "broker.max_connections_per_peer",
+            "must be at least 1",
+            Some("write e.g. max_connections_per_peer: 16 (loopback clients are exempt)".into()),
+        );
+    }
+    if raw.max_topics == 0 {
+        p.error(
+            "broker.max_topics",
+            "must be at least 1: local clients could publish and subscribe to nothing",
+            Some("write e.g. max_topics: 50000".into()),
+        );
+    }
+    if raw.max_filters == 0 {
+        p.error(
+            "broker.max_filters",
+            "must be at least 1: local clients could subscribe to nothing",
+            Some("write e.g. max_filters: 64".into()),
+        );
+    }
     if raw.nice > 19 {
         p.error(
             "broker.nice",

@@ -348,10 +348,13 @@ pub struct Broker {
     /// Most payload bytes of those retained messages, in all.
     #[serde(default = "default_max_retained_bytes")]
     pub max_retained_bytes: ByteSize,
-    /// Most distinct topic names and subscription filters local clients may use (the broker
-    /// keeps each in memory for as long as it runs).
+    /// Most distinct topic names local clients may publish to (the broker keeps each in
+    /// memory for as long as it runs).
     #[serde(default = "default_max_topics")]
     pub max_topics: usize,
+    /// Most distinct subscription filters of local clients (each keeps up to `window`).
+    #[serde(default = "default_max_filters")]
+    pub max_filters: usize,
     /// Most persistent sessions (clean session 0) of local clients, by client id.
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
@@ -432,6 +435,7 @@ impl Default for Broker {
             max_retained: default_max_retained(),
             max_retained_bytes: default_max_retained_bytes(),
             max_topics: default_max_topics(),
+            max_filters: default_max_filters(),
             max_sessions: default_max_sessions(),
             max_payload: default_max_payload(),
             max_inflight: default_max_inflight(),
@@ -469,6 +473,10 @@ fn default_max_retained_bytes() -> ByteSize {
 }
 fn default_max_topics() -> usize {
     50_000
+}
+fn default_max_filters() -> usize {
+    // Each may hold up to `window` (about 2 MiB of memory at the default 64KiB when full).
+    64
 }
 fn default_max_sessions() -> usize {
     1_000
