@@ -128,6 +128,23 @@ fn describe() {
         "serial2mqtt_uplink_delivered_total",
         "Messages acknowledged by the upstream broker"
     );
+    describe_gauge!(
+        "serial2mqtt_broker_connections",
+        "Local MQTT clients connected (or connecting) now"
+    );
+    describe_gauge!(
+        "serial2mqtt_broker_retained_messages",
+        "Retained messages of local clients kept by the broker"
+    );
+    describe_gauge!(
+        "serial2mqtt_broker_retained_bytes",
+        "Payload bytes of those retained messages"
+    );
+    describe_counter!(
+        "serial2mqtt_broker_refused_total",
+        "What the local broker refused at a bound: connections, retained messages (delivered \
+         but not kept), new topic names or filters, persistent sessions"
+    );
     describe_histogram!(
         PUBLISH_LATENCY,
         Unit::Seconds,
@@ -145,6 +162,8 @@ pub struct Sources {
     pub uplink: Option<Arc<UplinkState>>,
     /// The command routes (their dropped counter).
     pub routes: Routes,
+    /// The local broker's connections and bounded tables.
+    pub broker: crate::broker::Bounds,
 }
 
 /// Copies the counters into the recorder every [`COLLECT_EVERY`] until `shutdown`.
@@ -222,6 +241,19 @@ async fn collect_once(s: &Sources) {
         }
     }
     counter!("serial2mqtt_commands_dropped_total").absolute(g(&s.routes.dropped));
+    let b = &s.broker;
+    gauge!("serial2mqtt_broker_connections").set(b.admission.held() as f64);
+    let (retained, retained_bytes) = b.tables.retained();
+    gauge!("serial2mqtt_broker_retained_messages").set(retained as f64);
+    gauge!("serial2mqtt_broker_retained_bytes").set(retained_bytes as f64);
+    for (reason, n) in [
+        ("connections", g(&b.admission.refused)),
+        ("retained", g(&b.tables.refused.retained)),
+        ("names", g(&b.tables.refused.names)),
+        ("sessions", g(&b.tables.refused.sessions)),
+    ] {
+        counter!("serial2mqtt_broker_refused_total", "bound" => reason).absolute(n);
+    }
     if let Some(q) = &s.queue {
         if let Ok(st) = q.stats().await {
             gauge!("serial2mqtt_queue_depth_messages").set(st.depth as f64);

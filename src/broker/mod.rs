@@ -101,6 +101,15 @@ pub struct LocalBroker {
     pub admission: Arc<crate::listener::Admission>,
 }
 
+/// What the local broker refused and holds, for Prometheus.
+#[derive(Debug, Clone)]
+pub struct Bounds {
+    /// Retained messages, names and sessions.
+    pub tables: Arc<gate::tables::Tables>,
+    /// Connections.
+    pub admission: Arc<crate::listener::Admission>,
+}
+
 /// Starts the broker behind its gatekeeper (taking at most `caps` local clients), waits until
 /// it accepts TCP connections, and returns the outbox that feeds
 /// it together with the handle to flush it on shutdown. If the broker or its link dies later,
@@ -278,6 +287,14 @@ fn wait_listening(listen: SocketAddr) -> Result<(), BrokerError> {
 }
 
 impl LocalBroker {
+    /// Its bounded tables and connections, for the collectors.
+    pub fn bounds(&self) -> Bounds {
+        Bounds {
+            tables: Arc::clone(&self.tables),
+            admission: Arc::clone(&self.admission),
+        }
+    }
+
     /// Waits (up to `timeout`) until every message handed to the outbox was handed to the
     /// broker's router, then gives the broker [`LINGER`] to deliver them to connected clients
     /// (best effort: the local broker keeps nothing across a restart anyway). Call after every

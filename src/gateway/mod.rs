@@ -386,6 +386,7 @@ pub async fn run(
                 queue: queue.clone(),
                 uplink: uplink_state.clone(),
                 routes: devices.routes.clone(),
+                broker: local.bounds(),
             },
             shutdown.clone(),
         )));
