@@ -752,19 +752,28 @@ async fn threads_serving_local_clients_run_below_the_readings_cpu_priority() {
             "not patched: {config}"
         );
         let mut gw = start_gateway(&config);
+        // The listener accepts (into its backlog) as soon as it is bound; the threads are all
+        // there once the broker says it listens.
+        gw.wait_log("embedded MQTT broker listening", T).await;
         let threads = thread_priorities(gw.child.id());
         gw.terminate();
-        // rumqttd's server thread (named after our listener, `local`) serves the TCP clients.
-        let served: Vec<i32> = threads
+        // The gatekeeper's thread takes the TCP clients and relays them to rumqttd's server
+        // thread (named after our listener, `local`).
+        let mut served: Vec<(String, i32)> = threads
             .iter()
-            .filter(|(n, _)| n == "local")
-            .map(|(_, nice)| *nice)
+            .filter(|(n, _)| n == "local" || n == "broker-gate")
+            .cloned()
             .collect();
-        assert_eq!(served, [expected], "threads: {threads:?}");
+        served.sort();
+        assert_eq!(
+            served,
+            [("broker-gate".into(), expected), ("local".into(), expected)],
+            "threads: {threads:?}"
+        );
         // Everything on the readings' path stays at the process's priority, the router
         // included: it carries the gateway's own publishes to local subscribers.
         for (name, nice) in &threads {
-            if name != "local" && name != "broker" {
+            if !["local", "broker", "broker-gate"].contains(&name.as_str()) {
                 assert_eq!(*nice, 0, "{name} lowered too: {threads:?}");
             }
         }
