@@ -52,26 +52,6 @@ topic readwrite cmd/{gateway}/{device}/#
 topic read sensors/#
 ";
 
-/// A users file with hashed logins, written by `serial2mqtt passwd` from stdin.
-fn users_file(dir: &Path, logins: &[(&str, &str)]) -> std::path::PathBuf {
-    let file = dir.join("users");
-    for (user, password) in logins {
-        let mut child = serial2mqtt_command()
-            .arg("passwd")
-            .arg(&file)
-            .arg(user)
-            .args(["--iterations", "1000"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-        assert!(child.wait().unwrap().success());
-    }
-    file
-}
-
 /// A gateway with `logins` in a users file and [`ACL`] as its access rules, its device online.
 async fn with_rules(dir: &Path, logins: &[(&str, &str)]) -> (Gateway, Pty) {
     let users = users_file(dir, logins);

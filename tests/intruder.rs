@@ -47,22 +47,6 @@ rules:
     )
 }
 
-/// An address of this machine that is not loopback, as a LAN peer's would be.
-fn lan_address() -> Option<IpAddr> {
-    let out = Command::new("hostname").arg("-I").output().ok()?;
-    let found = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|a| a.parse::<IpAddr>().ok())
-        .find(|a| a.is_ipv4() && !a.is_loopback());
-    if found.is_none() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("CI needs a non-loopback IPv4 address (hostname -I) to act as a LAN peer");
-        }
-        eprintln!("SKIPPED: no non-loopback IPv4 address to act as a LAN peer");
-    }
-    found
-}
-
 /// A raw TCP connection to the gateway's broker from `from`.
 async fn raw_from(from: IpAddr, port: u16) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
@@ -204,23 +188,21 @@ user writer
 topic readwrite #
 ";
 
-fn users(dir: &Path, logins: &[(&str, &str)]) -> std::path::PathBuf {
-    let file = dir.join("users");
-    for (user, password) in logins {
-        let mut child = serial2mqtt_command()
-            .arg("passwd")
-            .arg(&file)
-            .arg(user)
-            .args(["--iterations", "1000"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        use std::io::Write as _;
-        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-        assert!(child.wait().unwrap().success());
-    }
-    file
+/// A gateway with `watcher` and `writer` logins and [`ACL`], its device online.
+async fn with_acl(dir: &Path) -> (Gateway, Pty, std::path::PathBuf) {
+    let users = users_file(dir, &[("watcher", "w-pass"), ("writer", "x-pass")]);
+    let acl = write_temp(dir, "acl", ACL);
+    let pty = Pty::new();
+    let gw = start_gateway(&config(
+        &pty.path,
+        &format!(
+            "  users_file: {}\n  acl_file: {}",
+            users.display(),
+            acl.display()
+        ),
+    ));
+    gw.wait_log("device online", T).await;
+    (gw, pty, acl)
 }
 
 fn with_login(id: &str, port: u16, user: &str, password: &str) -> MqttOptions {
@@ -233,18 +215,7 @@ fn with_login(id: &str, port: u16, user: &str, password: &str) -> MqttOptions {
 async fn a_subscriber_stays_connected_when_its_filter_holds_messages_it_may_not_read() {
     for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
         let dir = tempfile::tempdir().unwrap();
-        let users = users(dir.path(), &[("watcher", "w-pass"), ("writer", "x-pass")]);
-        let acl = write_temp(dir.path(), "acl", ACL);
-        let mut pty = Pty::new();
-        let gw = start_gateway(&config(
-            &pty.path,
-            &format!(
-                "  users_file: {}\n  acl_file: {}",
-                users.display(),
-                acl.display()
-            ),
-        ));
-        gw.wait_log("device online", T).await;
+        let (gw, mut pty, _acl) = with_acl(dir.path()).await;
 
         // A subscriber that acknowledges slowly (as a busy client does): the denied humidity
         // message after each temperature must not overtake the temperature's acknowledgement.
@@ -290,18 +261,7 @@ async fn paho_at_qos_1_and_2_gets_every_reading_it_may_read_without_reconnecting
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let users = users(dir.path(), &[("watcher", "w-pass")]);
-    let acl = write_temp(dir.path(), "acl", ACL);
-    let mut pty = Pty::new();
-    let gw = start_gateway(&config(
-        &pty.path,
-        &format!(
-            "  users_file: {}\n  acl_file: {}",
-            users.display(),
-            acl.display()
-        ),
-    ));
-    gw.wait_log("device online", T).await;
+    let (gw, mut pty, _acl) = with_acl(dir.path()).await;
     let script = r#"
 import sys, time, paho.mqtt.client as mqtt
 qos = int(sys.argv[2]); got = []; connects = [0]
@@ -441,18 +401,7 @@ async fn vanish_with_will(port: u16, user: &str, password: &str) {
 #[tokio::test]
 async fn a_will_is_checked_against_the_rules_in_force_when_it_is_sent() {
     let dir = tempfile::tempdir().unwrap();
-    let users = users(dir.path(), &[("watcher", "w-pass"), ("writer", "x-pass")]);
-    let acl = write_temp(dir.path(), "acl", ACL);
-    let pty = Pty::new();
-    let gw = start_gateway(&config(
-        &pty.path,
-        &format!(
-            "  users_file: {}\n  acl_file: {}",
-            users.display(),
-            acl.display()
-        ),
-    ));
-    gw.wait_log("device online", T).await;
+    let (gw, _pty, acl) = with_acl(dir.path()).await;
     let mut sub = Subscriber::connect_with(
         with_login("sub", gw.port, "writer", "x-pass"),
         &["status/#"],

@@ -25,19 +25,6 @@ const T: Duration = Duration::from_secs(10);
 /// (about 40 MiB) and the connections' buffers.
 const RSS_BOUND_MIB: u64 = 64;
 
-/// An address of this machine that is not loopback, as a LAN peer's would be.
-fn lan_address() -> IpAddr {
-    let out = Command::new("hostname")
-        .arg("-I")
-        .output()
-        .expect("hostname -I");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|a| a.parse::<IpAddr>().ok())
-        .find(|a| a.is_ipv4() && !a.is_loopback())
-        .expect("a non-loopback IPv4 address to act as a LAN peer")
-}
-
 async fn connect_from(from: IpAddr, port: u16) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(from, 0))?;
@@ -53,7 +40,7 @@ fn open_fds(pid: u32) -> usize {
 async fn the_bounds_hold_under_every_attack_at_once() {
     // This process holds thousands of connections itself.
     serial2mqtt::listener::raise_fd_limit();
-    let lan = lan_address();
+    let lan = lan_address().expect("a non-loopback IPv4 address to act as a LAN peer");
     let dir = tempfile::tempdir().unwrap();
     let link = dir.path().join("usb-climate");
     let pty = Pty::new();

@@ -414,6 +414,44 @@ pub fn write_temp(dir: &Path, name: &str, contents: &str) -> PathBuf {
     p
 }
 
+/// A users file with hashed logins (1,000 rounds: quick), written by `serial2mqtt passwd`
+/// from stdin.
+pub fn users_file(dir: &Path, logins: &[(&str, &str)]) -> PathBuf {
+    let file = dir.join("users");
+    for (user, password) in logins {
+        let mut child = serial2mqtt_command()
+            .arg("passwd")
+            .arg(&file)
+            .arg(user)
+            .args(["--iterations", "1000"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("serial2mqtt passwd");
+        use std::io::Write;
+        writeln!(child.stdin.take().expect("stdin"), "{password}").expect("password");
+        assert!(child.wait().expect("passwd ran").success());
+    }
+    file
+}
+
+/// An IPv4 address of this machine that is not loopback, for a test to connect from as a LAN
+/// peer would. None (with a message) when there is none; in CI that is a failure.
+pub fn lan_address() -> Option<std::net::IpAddr> {
+    let out = Command::new("hostname").arg("-I").output().ok()?;
+    let found = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
+        .find(|a| a.is_ipv4() && !a.is_loopback());
+    if found.is_none() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("CI needs a non-loopback IPv4 address (hostname -I) to act as a LAN peer");
+        }
+        eprintln!("SKIPPED: no non-loopback IPv4 address to act as a LAN peer");
+    }
+    found
+}
+
 /// Whether this process may make a mount namespace (root with util-linux's unshare).
 pub fn can_unshare() -> bool {
     Command::new("unshare")
