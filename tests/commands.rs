@@ -586,3 +586,87 @@ async fn a_reload_that_drops_the_access_rules_turns_commands_off() {
         .await;
     assert_anonymous_commands_refused(&gw, &mut pty).await;
 }
+
+/// Issue 31: the README's `write: "FAN={payload}\n"` (no `match:`) wrote the payload byte for
+/// byte, so `1\nR1=ON` reached the device as two commands and a client allowed only the fan
+/// topic could switch the relay. A payload that carries a line end or another control
+/// character is refused like one that does not match: an error on the reply topic, a log line,
+/// the `rejected` counter; the device gets nothing of it.
+#[tokio::test]
+async fn a_payload_cannot_smuggle_a_second_command_to_the_device() {
+    let mut pty = Pty::new();
+    let config = format!(
+        r#"
+gateway: {{id: gw, state_dir: "{{dir}}/state", stats_interval: 1s}}
+broker: {{listen: "127.0.0.1:{{port}}"}}
+devices:
+  - {{name: fan, port: {port}, commands: [fan]}}
+commands:
+  fan:
+    subscribe: "cmd/{{gateway}}/{{device}}/fan"
+    write: "FAN={{payload}}\n"
+    reply_topic: "cmd/{{gateway}}/{{device}}/fan/result"
+"#,
+        port = pty.path.display()
+    );
+    let gw = start_gateway(&config);
+    wait_written(&gw, gw.port, &mut pty, "cmd/gw/fan/fan", b"1", b"FAN=1\n").await;
+    let mut replies = Subscriber::connect(
+        gw.port,
+        &["cmd/gw/fan/fan/result", "serial2mqtt/gw/stats"],
+        QoS::AtLeastOnce,
+    )
+    .await;
+    for (payload, what) in [
+        (&b"1\nR1=ON"[..], "a line feed (0x0A)"),
+        (b"1\rX", "a carriage return (0x0D)"),
+    ] {
+        publish(gw.port, "cmd/gw/fan/fan", payload).await;
+        let reply = replies.next_on("cmd/gw/fan/fan/result", T).await.payload;
+        assert!(
+            reply.starts_with("error: the payload holds") && reply.contains(what),
+            "{reply}"
+        );
+        assert_nothing_written(&mut pty, Duration::from_millis(300)).await;
+    }
+    gw.wait_log("command rejected: the payload holds a line feed (0x0A)", T)
+        .await;
+    let stats = stats_until(&mut replies, "gw", |s| {
+        s["devices"]["fan"]["commands"]["rejected"].as_u64() == Some(2)
+    })
+    .await;
+    assert_eq!(stats["devices"]["fan"]["commands"]["written"], 1, "{stats}");
+    // An ordinary payload still goes through, whole.
+    publish(gw.port, "cmd/gw/fan/fan", b"2").await;
+    assert_eq!(read_bytes(&mut pty, 6).await, b"FAN=2\n");
+}
+
+/// A command that must pass control bytes (a terminal line, a raw pass-through) says so with
+/// `allow_control: true`; its payloads are written as they are.
+#[tokio::test]
+async fn allow_control_passes_a_payload_as_it_is() {
+    let mut pty = Pty::new();
+    let config = format!(
+        r#"
+gateway: {{id: gw, state_dir: "{{dir}}/state"}}
+broker: {{listen: "127.0.0.1:{{port}}"}}
+devices:
+  - {{name: term, port: {port}, commands: [raw]}}
+commands:
+  raw: {{subscribe: "cmd/{{gateway}}/{{device}}/raw", write: "{{payload}}", allow_control: true}}
+"#,
+        port = pty.path.display()
+    );
+    let gw = start_gateway(&config);
+    wait_written(
+        &gw,
+        gw.port,
+        &mut pty,
+        "cmd/gw/term/raw",
+        b"A\r\n",
+        b"A\r\n",
+    )
+    .await;
+    publish(gw.port, "cmd/gw/term/raw", b"1\nR1=ON").await;
+    assert_eq!(read_bytes(&mut pty, 7).await, b"1\nR1=ON");
+}

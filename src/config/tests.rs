@@ -706,6 +706,16 @@ fn every_validation_error_has_its_message() {
             &["expected a boolean", "write true or false"],
         ),
         (
+            "    rules: [climate]",
+            "    rules: [climate]\n    commands: [c]\ncommands:\n  c: {subscribe: x, write: y, allow_control: yes}",
+            &["expected a boolean", "write true or false"],
+        ),
+        (
+            "    rules: [climate]",
+            "    rules: [climate]\n    commands: [c]\ncommands:\n  c: {subscribe: x, write_hex: '00', allow_control: true}",
+            &["commands.c.allow_control", "only for `write`", "remove allow_control"],
+        ),
+        (
             "  id: greenhouse-pi",
             "  id: greenhouse-pi\n  stats_interval: 30",
             &["gateway.stats_interval", "a duration with a unit, e.g. 30s"],
