@@ -541,6 +541,52 @@ fn an_open_network_listener_is_a_warning_and_turns_commands_off() {
         .contains("anyone on the network can write to greenhouse")));
 }
 
+/// Issue 31: a command that writes `{payload}` with no `match:` lets whoever may publish on
+/// its topic choose the text the device gets; `check` names it and shows a `match:` to add.
+#[test]
+fn a_command_taking_any_payload_is_a_warning_with_a_match_to_add() {
+    let commanded = |command: &str| {
+        GOOD.replace(
+            "    rules: [climate]",
+            "    rules: [climate]\n    commands: [fan]",
+        ) + "commands:\n  fan: "
+            + command
+            + "\n"
+    };
+    let c = load(&commanded(
+        "{subscribe: \"cmd/{device}/fan\", write: \"FAN={payload}\\n\"}",
+    ))
+    .unwrap();
+    let w = c
+        .warnings
+        .iter()
+        .find(|w| w.message.contains("command `fan` writes any payload"))
+        .unwrap_or_else(|| panic!("{:?}", c.warnings));
+    let shown = w.render(Path::new("gw.yaml"), "warning");
+    assert!(shown.contains("commands.fan.write"), "{shown}");
+    assert!(shown.contains("match: '^(?P<value>"), "{shown}");
+    let c = load(&commanded(
+        "{subscribe: \"cmd/{device}/fan\", write_hex: \"01 {payload_hex}\"}",
+    ))
+    .unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.message.contains("command `fan` writes any bytes")),
+        "{:?}",
+        c.warnings
+    );
+    let c = load(&commanded(
+        "{subscribe: \"cmd/{device}/fan\", match: '^(?P<speed>[0-3])$', write: \"FAN={speed}\\n\"}",
+    ))
+    .unwrap();
+    assert!(
+        !c.warnings.iter().any(|w| w.message.contains("writes any")),
+        "{:?}",
+        c.warnings
+    );
+}
+
 #[test]
 fn shipped_configs_pass_check() {
     for f in [

@@ -447,6 +447,25 @@ impl Command {
         Ok(())
     }
 
+    /// Which key writes whatever payload a client sends to the device, if one does: `{payload}`
+    /// in `write` (any text) or `{payload}`/`{payload_hex}` in `write_hex` (any bytes), with no
+    /// `match:` to limit it. `check` warns of it.
+    pub fn unbounded_payload(&self) -> Option<&'static str> {
+        if self.matcher.is_some() {
+            return None;
+        }
+        let payload = |v: &Var, hex: bool| match v {
+            Var::Builtin(Builtin::Frame) => true,
+            Var::Builtin(Builtin::FrameHex) => hex,
+            _ => false,
+        };
+        match &self.write {
+            Write::Text(t) if t.vars().any(|v| payload(v, false)) => Some("write"),
+            Write::Hex(t) if t.vars().any(|v| payload(v, true)) => Some("write_hex"),
+            _ => None,
+        }
+    }
+
     fn template(&self) -> Option<&Template> {
         match &self.write {
             Write::Text(t) | Write::Hex(t) => Some(t),
@@ -612,6 +631,28 @@ mod tests {
             e.contains("allow_control") && e.contains("only for `write`"),
             "{e}"
         );
+    }
+
+    /// `check` warns of a command whose payload reaches the device unchecked: any text (or,
+    /// in hex, any bytes) whoever may publish on its topic chooses.
+    #[test]
+    fn a_command_without_match_is_named() {
+        let c = compile("{subscribe: a, write: \"FAN={payload}\\n\"}").unwrap();
+        assert_eq!(c.unbounded_payload(), Some("write"));
+        let c = compile("{subscribe: a, write_hex: '01 {payload_hex}'}").unwrap();
+        assert_eq!(c.unbounded_payload(), Some("write_hex"));
+        for bounded in [
+            "{subscribe: a, match: '^(?P<s>[0-3])$', write: \"FAN={s}\\n\"}",
+            "{subscribe: a, match: '^[0-3]$', write: \"FAN={payload}\\n\"}",
+            "{subscribe: a, write: \"H={payload_hex}\\n\"}",
+            "{subscribe: a, write: \"ON\\n\"}",
+        ] {
+            assert_eq!(
+                compile(bounded).unwrap().unbounded_payload(),
+                None,
+                "{bounded}"
+            );
+        }
     }
 
     #[test]
