@@ -95,6 +95,29 @@ fn check_summarises_commands_discovery_and_metrics() {
     );
 }
 
+/// `check` keeps a network listener's refused commands in the file (the gateway turns them off
+/// from the broker in force); its summary still says what a start would run: none of them.
+#[test]
+fn check_says_the_commands_of_an_open_network_listener_are_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write_temp(
+        dir.path(),
+        "c.yaml",
+        "gateway: {id: gw9}\nbroker: {listen: '0.0.0.0:1883'}\ndevices:\n  - {name: relay, port: /dev/null, commands: [sw]}\ncommands:\n  sw: {subscribe: 'c/{device}', match: '^(?P<s>ON|OFF)$', write: 'R={s}', homeassistant: {component: switch}}\n",
+    );
+    let o = s2m(&["check", f.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("no uplink)"),
+        "no command counted, no entity: {t}"
+    );
+    assert!(
+        t.contains("commands of relay off (a network listener without logins)"),
+        "{t}"
+    );
+}
+
 #[test]
 fn check_rejects_a_typo_with_file_line_column_and_the_fix() {
     let dir = tempfile::tempdir().unwrap();

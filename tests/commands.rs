@@ -456,3 +456,217 @@ async fn an_open_network_listener_takes_no_commands_unless_allowed() {
         .await;
     wait_commands_ready(&gw, &mut pty).await;
 }
+
+/// The relay's config served on the network (`0.0.0.0`, reached here through 127.0.0.1) with
+/// no logins; `broker_extra` goes into the `broker:` mapping, `baud` is the relay's line speed.
+fn network_relay(pty: &Pty, broker_extra: &str, baud: u32) -> String {
+    relay_config(&pty.path, "")
+        .replace(
+            "broker: {listen: \"127.0.0.1:{port}\"}",
+            &format!("broker: {{listen: \"0.0.0.0:{{port}}\"{broker_extra}}}"),
+        )
+        .replace(
+            "    rules: [climate]\n",
+            &format!("    baud: {baud}\n    rules: [climate]\n"),
+        )
+}
+
+/// Writes `yaml` over the running gateway's config, sends SIGHUP, and waits until the reload
+/// is applied and the relay (restarted or not) is online again.
+async fn reload(gw: &Gateway, yaml: &str) {
+    let count = |what: &str| gw.logs().matches(what).count();
+    let (onlines, reloads, restarts) = (
+        count("device online"),
+        count("config reloaded"),
+        count("restarting it"),
+    );
+    let yaml = yaml
+        .replace("{port}", &gw.port.to_string())
+        .replace("{dir}", &gw.dir.path().display().to_string());
+    std::fs::write(gw.config_path(), yaml).unwrap();
+    gw.signal("HUP");
+    let deadline = std::time::Instant::now() + T;
+    while count("config reloaded") == reloads {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload:\n{}",
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if count("restarting it") > restarts {
+        while count("device online") == onlines {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "relay not back:\n{}",
+                gw.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// An anonymous client keeps sending `ON` for a while (the link subscribes on its own thread
+/// after a reload, so one message proves nothing): the relay must be written nothing, and no
+/// reply may say a command was taken.
+async fn assert_anonymous_commands_refused(gw: &Gateway, pty: &mut Pty) {
+    let mut replies =
+        Subscriber::connect(gw.port, &["cmd/gw/relay/result"], QoS::AtLeastOnce).await;
+    for _ in 0..10 {
+        publish(gw.port, "cmd/gw/relay/set", b"ON").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_nothing_written(pty, Duration::from_millis(500)).await;
+    replies.assert_quiet(Duration::from_millis(300)).await;
+}
+
+/// Issue 31: the file said `listen: 127.0.0.1`, but a listener is bound at start, so the
+/// broker kept serving 0.0.0.0 without logins after the reload; the relay, restarted for its
+/// new baud, took commands again from anyone on the network. Who may command a device
+/// follows the broker in force, not a file that is not applied yet.
+#[tokio::test]
+async fn a_reload_to_loopback_does_not_turn_commands_on_while_the_network_listener_runs() {
+    let mut pty = Pty::new();
+    let gw = start_gateway(&network_relay(&pty, "", 9600));
+    gw.wait_log("the commands of relay are off", T).await;
+    gw.wait_log("device online", T).await;
+
+    let loopback = network_relay(&pty, "", 19200).replace("0.0.0.0:{port}", "127.0.0.1:{port}");
+    reload(&gw, &loopback).await;
+    gw.wait_log(
+        "`broker` settings changed; they take effect at the next restart",
+        T,
+    )
+    .await;
+    gw.wait_log("reload: device changed, restarting it", T)
+        .await;
+    gw.wait_log("the commands of relay stay off", T).await;
+    assert_anonymous_commands_refused(&gw, &mut pty).await;
+}
+
+/// `allow_anonymous_commands` is a broker setting: like the others, a reload does not apply
+/// it (the log says so); the relay restarted by the same reload takes no commands.
+#[tokio::test]
+async fn allow_anonymous_commands_waits_for_a_restart() {
+    let mut pty = Pty::new();
+    let gw = start_gateway(&network_relay(&pty, "", 9600));
+    gw.wait_log("the commands of relay are off", T).await;
+    gw.wait_log("device online", T).await;
+
+    reload(
+        &gw,
+        &network_relay(&pty, ", allow_anonymous_commands: true", 19200),
+    )
+    .await;
+    gw.wait_log(
+        "`broker` settings changed; they take effect at the next restart",
+        T,
+    )
+    .await;
+    gw.wait_log("the commands of relay stay off", T).await;
+    assert_anonymous_commands_refused(&gw, &mut pty).await;
+}
+
+/// Access rules made the network listener safe to command through; a reload that removes
+/// them takes effect at once (the rules are swapped in), so the commands go off at once too,
+/// although the relay's own settings did not change.
+#[tokio::test]
+async fn a_reload_that_drops_the_access_rules_turns_commands_off() {
+    let mut pty = Pty::new();
+    let rules = tempfile::tempdir().unwrap();
+    let acl = write_temp(rules.path(), "acl", "topic readwrite #\n");
+    let guarded = network_relay(&pty, &format!(", acl_file: \"{}\"", acl.display()), 9600);
+    let gw = start_gateway(&guarded);
+    wait_commands_ready(&gw, &mut pty).await;
+
+    reload(&gw, &network_relay(&pty, "", 9600)).await;
+    gw.wait_log("the broker's logins and access rules are in force", T)
+        .await;
+    gw.wait_log("the commands of relay are off from now", T)
+        .await;
+    assert_anonymous_commands_refused(&gw, &mut pty).await;
+}
+
+/// Issue 31: the README's `write: "FAN={payload}\n"` (no `match:`) wrote the payload byte for
+/// byte, so `1\nR1=ON` reached the device as two commands and a client allowed only the fan
+/// topic could switch the relay. A payload that carries a line end or another control
+/// character is refused like one that does not match: an error on the reply topic, a log line,
+/// the `rejected` counter; the device gets nothing of it.
+#[tokio::test]
+async fn a_payload_cannot_smuggle_a_second_command_to_the_device() {
+    let mut pty = Pty::new();
+    let config = format!(
+        r#"
+gateway: {{id: gw, state_dir: "{{dir}}/state", stats_interval: 1s}}
+broker: {{listen: "127.0.0.1:{{port}}"}}
+devices:
+  - {{name: fan, port: {port}, commands: [fan]}}
+commands:
+  fan:
+    subscribe: "cmd/{{gateway}}/{{device}}/fan"
+    write: "FAN={{payload}}\n"
+    reply_topic: "cmd/{{gateway}}/{{device}}/fan/result"
+"#,
+        port = pty.path.display()
+    );
+    let gw = start_gateway(&config);
+    wait_written(&gw, gw.port, &mut pty, "cmd/gw/fan/fan", b"1", b"FAN=1\n").await;
+    let mut replies = Subscriber::connect(
+        gw.port,
+        &["cmd/gw/fan/fan/result", "serial2mqtt/gw/stats"],
+        QoS::AtLeastOnce,
+    )
+    .await;
+    for (payload, what) in [
+        (&b"1\nR1=ON"[..], "a line feed (0x0A)"),
+        (b"1\rX", "a carriage return (0x0D)"),
+    ] {
+        publish(gw.port, "cmd/gw/fan/fan", payload).await;
+        let reply = replies.next_on("cmd/gw/fan/fan/result", T).await.payload;
+        assert!(
+            reply.starts_with("error: the payload holds") && reply.contains(what),
+            "{reply}"
+        );
+        assert_nothing_written(&mut pty, Duration::from_millis(300)).await;
+    }
+    gw.wait_log("command rejected: the payload holds a line feed (0x0A)", T)
+        .await;
+    let stats = stats_until(&mut replies, "gw", |s| {
+        s["devices"]["fan"]["commands"]["rejected"].as_u64() == Some(2)
+    })
+    .await;
+    assert_eq!(stats["devices"]["fan"]["commands"]["written"], 1, "{stats}");
+    // An ordinary payload still goes through, whole.
+    publish(gw.port, "cmd/gw/fan/fan", b"2").await;
+    assert_eq!(read_bytes(&mut pty, 6).await, b"FAN=2\n");
+}
+
+/// A command that must pass control bytes (a terminal line, a raw pass-through) says so with
+/// `allow_control: true`; its payloads are written as they are.
+#[tokio::test]
+async fn allow_control_passes_a_payload_as_it_is() {
+    let mut pty = Pty::new();
+    let config = format!(
+        r#"
+gateway: {{id: gw, state_dir: "{{dir}}/state"}}
+broker: {{listen: "127.0.0.1:{{port}}"}}
+devices:
+  - {{name: term, port: {port}, commands: [raw]}}
+commands:
+  raw: {{subscribe: "cmd/{{gateway}}/{{device}}/raw", write: "{{payload}}", allow_control: true}}
+"#,
+        port = pty.path.display()
+    );
+    let gw = start_gateway(&config);
+    wait_written(
+        &gw,
+        gw.port,
+        &mut pty,
+        "cmd/gw/term/raw",
+        b"A\r\n",
+        b"A\r\n",
+    )
+    .await;
+    publish(gw.port, "cmd/gw/term/raw", b"1\nR1=ON").await;
+    assert_eq!(read_bytes(&mut pty, 7).await, b"1\nR1=ON");
+}

@@ -1,6 +1,7 @@
 //! Commands (MQTT → serial) on arbitrary payloads from hostile clients: rendering never panics,
-//! and bytes wrapped in a device's framing decode back, with that framing's decoder, to exactly
-//! the bytes the unwrapped command writes.
+//! bytes wrapped in a device's framing decode back, with that framing's decoder, to exactly
+//! the bytes the unwrapped command writes, and a text command without `allow_control` never
+//! lets the payload carry a control character or the device's frame markers.
 #![no_main]
 
 use std::path::Path;
@@ -15,15 +16,16 @@ use tokio_util::codec::Decoder;
 const CONFIG: &str = r#"
 gateway: {id: fuzzgw}
 devices:
-  - {name: lines, port: /dev/fuzz-lines, framing: lines, commands: [raw, framed, hex, state]}
-  - {name: delim, port: /dev/fuzz-delim, framing: {delimiter: "\r\n"}, commands: [raw, framed, hex, state]}
-  - {name: cobs, port: /dev/fuzz-cobs, framing: cobs, commands: [raw, framed, hex, state]}
-  - {name: slip, port: /dev/fuzz-slip, framing: slip, commands: [raw, framed, hex, state]}
-  - {name: len, port: /dev/fuzz-len, framing: {length_prefix: {width: 1}}, max_frame: 255, commands: [raw, framed, hex, state]}
-  - {name: fixed, port: /dev/fuzz-fixed, framing: {fixed: 4}, commands: [raw, framed, hex, state]}
+  - {name: lines, port: /dev/fuzz-lines, framing: lines, commands: [raw, framed, hex, state, safe]}
+  - {name: delim, port: /dev/fuzz-delim, framing: {delimiter: "\r\n"}, commands: [raw, framed, hex, state, safe]}
+  - {name: cobs, port: /dev/fuzz-cobs, framing: cobs, commands: [raw, framed, hex, state, safe]}
+  - {name: slip, port: /dev/fuzz-slip, framing: slip, commands: [raw, framed, hex, state, safe]}
+  - {name: len, port: /dev/fuzz-len, framing: {length_prefix: {width: 1}}, max_frame: 255, commands: [raw, framed, hex, state, safe]}
+  - {name: fixed, port: /dev/fuzz-fixed, framing: {fixed: 4}, commands: [raw, framed, hex, state, safe]}
 commands:
-  raw: {subscribe: "c/{device}/raw", write: "{payload}"}
-  framed: {subscribe: "c/{device}/framed", write: "{payload}", encode: true}
+  raw: {subscribe: "c/{device}/raw", write: "{payload}", allow_control: true}
+  framed: {subscribe: "c/{device}/framed", write: "{payload}", encode: true, allow_control: true}
+  safe: {subscribe: "c/{device}/safe", write: "S={payload}\n"}
   hex: {subscribe: "c/{device}/hex", write_hex: "0a {payload} {payload_hex}", encode: true}
   state:
     subscribe: "c/{device}/state"
@@ -67,7 +69,22 @@ fuzz_target!(|data: &[u8]| {
     let framed = render(1);
     let _ = render(2);
     let _ = render(3);
-    let raw = raw.expect("a command without match or hex always renders");
+    if let Ok(bytes) = render(4) {
+        // `S=` + the payload + `\n`: nothing of the payload may end the command early.
+        let body = &bytes[2..bytes.len() - 1];
+        assert!(
+            !body.iter().any(|&b| b < 0x20 || b == 0x7f),
+            "a control byte got through: {bytes:?}"
+        );
+        for (marker, what) in device.framing.markers() {
+            assert!(
+                !body.windows(marker.len()).any(|w| w == marker),
+                "the {what} of {} got through: {bytes:?}",
+                device.name
+            );
+        }
+    }
+    let raw = raw.expect("a command with allow_control and no match or hex always renders");
     if let Ok(bytes) = framed {
         let frames = decode_all(&device.framing, device.max_frame, &bytes);
         let lines_strip_cr = matches!(device.framing, Framing::Lines) && raw.last() == Some(&b'\r');

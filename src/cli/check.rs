@@ -9,7 +9,11 @@ use super::load_or_report;
 /// Checks the file at `path`.
 pub fn main(path: PathBuf) -> ExitCode {
     match load_or_report(&path) {
-        Some(c) => {
+        Some(mut c) => {
+            // What a start would run: the commands a network listener without logins refuses
+            // are off (the gateway applies the same rule to the broker in force).
+            let broker = c.broker.clone();
+            let off = crate::config::check::commands_in_force(&broker, &mut c.devices);
             let uplink = match &c.uplink {
                 Some(u) => format!(
                     ", uplink to {} through the queue in {}",
@@ -55,7 +59,7 @@ pub fn main(path: PathBuf) -> ExitCode {
                 c.devices.len(),
                 c.broker.listen
             );
-            println!("  {}", security(&c));
+            println!("  {}", security(&c, &off));
             for d in &c.devices {
                 if let Some(unit) = &d.modbus {
                     print!("{}", modbus_plan(d, unit));
@@ -67,8 +71,9 @@ pub fn main(path: PathBuf) -> ExitCode {
     }
 }
 
-/// One line on who can reach the broker from where, and who can command which device.
-fn security(c: &crate::config::Config) -> String {
+/// One line on who can reach the broker from where, and who can command which device (`off`:
+/// the devices whose commands the broker refuses).
+fn security(c: &crate::config::Config, off: &[String]) -> String {
     let b = &c.broker;
     let from = if b.listen.ip().is_loopback() {
         "this host only"
@@ -101,14 +106,16 @@ fn security(c: &crate::config::Config) -> String {
         .as_ref()
         .map(|f| format!(", access rules from {}", f.display()))
         .unwrap_or_default();
-    let off = crate::config::check::open_to_the_network(b) && !b.allow_anonymous_commands;
     let commanded: Vec<&crate::config::Device> = c
         .devices
         .iter()
         .filter(|d| !d.commands.is_empty())
         .collect();
-    let commands = if off {
-        "commands off (a network listener without logins)".to_owned()
+    let commands = if !off.is_empty() {
+        format!(
+            "commands of {} off (a network listener without logins)",
+            off.join(", ")
+        )
     } else if commanded.is_empty() {
         "no device takes commands".to_owned()
     } else {

@@ -488,9 +488,12 @@ fn missing_file_says_what_to_do() {
 }
 
 /// A network listener without logins is named for what it is: anyone can connect; with
-/// commands they are switched off unless allowed; a loopback listener or logins say nothing.
+/// commands, a broker running so refuses them unless allowed; a loopback listener or logins
+/// say nothing. `check` only warns: the file keeps its commands, and the gateway turns them
+/// off from the broker in force (`commands_in_force`), at start and on reload.
 #[test]
 fn an_open_network_listener_is_a_warning_and_turns_commands_off() {
+    use crate::config::check::{commands_in_force, refuses_commands};
     let open = GOOD.replace("listen: 127.0.0.1:1884", "listen: 0.0.0.0:1884");
     let c = load(&open).unwrap();
     assert!(
@@ -510,7 +513,15 @@ fn an_open_network_listener_is_a_warning_and_turns_commands_off() {
         "    rules: [climate]\n    commands: [vent]",
     )
         + "commands:\n  vent: {subscribe: \"cmd/{device}/vent\", write: \"V={payload}\\n\"}\n";
-    let c = load(&commanded).unwrap();
+    let mut c = load(&commanded).unwrap();
+    assert_eq!(
+        c.devices[0].commands.len(),
+        1,
+        "check leaves the file as written"
+    );
+    assert!(refuses_commands(&c.broker));
+    let broker = c.broker.clone();
+    assert_eq!(commands_in_force(&broker, &mut c.devices), ["greenhouse"]);
     assert!(c.devices[0].commands.is_empty(), "commands off");
     assert!(c
         .warnings
@@ -520,11 +531,60 @@ fn an_open_network_listener_is_a_warning_and_turns_commands_off() {
         "listen: 0.0.0.0:1884",
         "listen: 0.0.0.0:1884\n  allow_anonymous_commands: true",
     );
-    let c = load(&allowed).unwrap();
+    let mut c = load(&allowed).unwrap();
+    assert!(!refuses_commands(&c.broker));
+    let broker = c.broker.clone();
+    assert!(commands_in_force(&broker, &mut c.devices).is_empty());
     assert_eq!(c.devices[0].commands.len(), 1);
     assert!(c.warnings.iter().any(|w| w
         .message
         .contains("anyone on the network can write to greenhouse")));
+}
+
+/// Issue 31: a command that writes `{payload}` with no `match:` lets whoever may publish on
+/// its topic choose the text the device gets; `check` names it and shows a `match:` to add.
+#[test]
+fn a_command_taking_any_payload_is_a_warning_with_a_match_to_add() {
+    let commanded = |command: &str| {
+        GOOD.replace(
+            "    rules: [climate]",
+            "    rules: [climate]\n    commands: [fan]",
+        ) + "commands:\n  fan: "
+            + command
+            + "\n"
+    };
+    let c = load(&commanded(
+        "{subscribe: \"cmd/{device}/fan\", write: \"FAN={payload}\\n\"}",
+    ))
+    .unwrap();
+    let w = c
+        .warnings
+        .iter()
+        .find(|w| w.message.contains("command `fan` writes any payload"))
+        .unwrap_or_else(|| panic!("{:?}", c.warnings));
+    let shown = w.render(Path::new("gw.yaml"), "warning");
+    assert!(shown.contains("commands.fan.write"), "{shown}");
+    assert!(shown.contains("match: '^(?P<value>"), "{shown}");
+    let c = load(&commanded(
+        "{subscribe: \"cmd/{device}/fan\", write_hex: \"01 {payload_hex}\"}",
+    ))
+    .unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.message.contains("command `fan` writes any bytes")),
+        "{:?}",
+        c.warnings
+    );
+    let c = load(&commanded(
+        "{subscribe: \"cmd/{device}/fan\", match: '^(?P<speed>[0-3])$', write: \"FAN={speed}\\n\"}",
+    ))
+    .unwrap();
+    assert!(
+        !c.warnings.iter().any(|w| w.message.contains("writes any")),
+        "{:?}",
+        c.warnings
+    );
 }
 
 #[test]
@@ -690,6 +750,16 @@ fn every_validation_error_has_its_message() {
             "  listen: 127.0.0.1:1884",
             "  listen: 127.0.0.1:1884\n  allow_anonymous_commands: yes",
             &["expected a boolean", "write true or false"],
+        ),
+        (
+            "    rules: [climate]",
+            "    rules: [climate]\n    commands: [c]\ncommands:\n  c: {subscribe: x, write: y, allow_control: yes}",
+            &["expected a boolean", "write true or false"],
+        ),
+        (
+            "    rules: [climate]",
+            "    rules: [climate]\n    commands: [c]\ncommands:\n  c: {subscribe: x, write_hex: '00', allow_control: true}",
+            &["commands.c.allow_control", "only for `write`", "remove allow_control"],
         ),
         (
             "  id: greenhouse-pi",

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::broker::{self, LocalBroker};
+use crate::config::check::{commands_in_force, refuses_commands};
 use crate::config::{schema, Config, ConfigDiff, Device, QueueSettings};
 use crate::downlink::Routes;
 use crate::homeassistant;
@@ -291,7 +292,7 @@ impl Announcer {
 /// `reloads` (already validated) to the devices and rules; `recent` is the dashboard's record
 /// (with `web:`), which the log already writes into.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     shutdown: CancellationToken,
     mut reloads: mpsc::Receiver<Config>,
     systemd: Systemd,
@@ -332,6 +333,8 @@ pub async fn run(
         broker_failed.clone(),
     )
     .await?;
+    // The broker just started is the one in force: `check` has said whether it refuses commands.
+    commands_in_force(&config.broker, &mut config.devices);
     let listen = config.broker.listen;
     info!(listen = %listen, elapsed_ms = started.elapsed().as_millis() as u64, "embedded MQTT broker listening");
 
@@ -501,10 +504,11 @@ impl Serving {
         }
     }
 
-    /// Applies a checked config: what needs a restart is named, the devices change as the
-    /// diff says, Home Assistant hears of the difference.
-    async fn reload(&mut self, new: Config) {
-        let diff = ConfigDiff::between(&self.running, &new);
+    /// Applies a checked config: what needs a restart is named, the access rules are swapped
+    /// in, the commands follow the broker in force, the devices change as the diff says, Home
+    /// Assistant hears of the difference.
+    async fn reload(&mut self, mut new: Config) {
+        let mut diff = ConfigDiff::between(&self.running, &new);
         for what in &diff.restart {
             warn!("reload: `{what}` settings changed; they take effect at the next restart (systemctl restart serial2mqtt)");
         }
@@ -516,6 +520,7 @@ impl Serving {
             self.running.broker.acl_file = new.broker.acl_file.clone();
             self.running.broker.acl = new.broker.acl.clone();
         }
+        self.command_policy(&new.broker, &mut new.devices, &mut diff);
         self.running.devices = new.devices.clone();
         self.web_devices.send_replace(Arc::new(new.devices.clone()));
         match self.devices.reload(&diff, new.devices).await {
@@ -531,6 +536,73 @@ impl Serving {
             .announce(&self.running.devices, &self.devices.routes)
             .await;
         self.systemd.ready(&self.status_line().await);
+    }
+
+    /// Who may command the devices follows the broker in force, as the access swap above left
+    /// it (`self.running.broker`), never the file's broker settings that wait for a restart
+    /// (`file`). A device whose commands go on or off with it is restarted, so that its routes
+    /// follow, although its own settings did not change; the log says which and why.
+    fn command_policy(
+        &self,
+        file: &crate::config::schema::Broker,
+        devices: &mut [Device],
+        diff: &mut ConfigDiff,
+    ) {
+        let broker = &self.running.broker;
+        let off = commands_in_force(broker, devices);
+        let running = |name: &str| self.running.devices.iter().find(|r| r.name == name);
+        let (mut now_off, mut still_off, mut now_on) = (Vec::new(), Vec::new(), Vec::new());
+        for d in devices.iter() {
+            let Some(r) = running(&d.name) else {
+                if off.contains(&d.name) {
+                    still_off.push(d.name.clone());
+                }
+                continue;
+            };
+            let was_on = !r.commands.is_empty();
+            let is_on = !d.commands.is_empty();
+            if off.contains(&d.name) {
+                if was_on {
+                    now_off.push(d.name.clone());
+                } else {
+                    still_off.push(d.name.clone());
+                }
+            } else if is_on && !was_on && !r.spec.commands.is_empty() {
+                now_on.push(d.name.clone());
+            }
+            if was_on != is_on && !diff.changed.contains(&d.name) {
+                diff.changed.push(d.name.clone());
+            }
+        }
+        if !off.is_empty() {
+            let next = if refuses_commands(file) {
+                "set broker.users_file (serial2mqtt passwd FILE USER) or broker.acl_file, or listen on 127.0.0.1:1883 and restart"
+            } else {
+                "the file's broker settings that allow them take effect at the next restart (systemctl restart serial2mqtt)"
+            };
+            let why = format!(
+                "the broker in force listens on {} without logins or access rules, so anyone on the network could write to the devices; {next}",
+                broker.listen
+            );
+            if !now_off.is_empty() {
+                warn!(
+                    "reload: the commands of {} are off from now: {why}",
+                    now_off.join(", ")
+                );
+            }
+            if !still_off.is_empty() {
+                warn!(
+                    "reload: the commands of {} stay off: {why}",
+                    still_off.join(", ")
+                );
+            }
+        }
+        if !now_on.is_empty() {
+            info!(
+                "reload: the commands of {} are on again: the broker in force takes logins or access rules",
+                now_on.join(", ")
+            );
+        }
     }
 
     /// The ordered stop (see [`shutdown`]): devices, helpers, the gateway's `offline`, the

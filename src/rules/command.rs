@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use regex::Regex;
 
-use super::template::{Builtin, Builtins, NoValues, Template, TemplateError, Var, BUILTINS};
+use super::template::{Builtin, Builtins, NoValues, Span, Template, TemplateError, Var, BUILTINS};
 use super::{err, Captures, CompileError};
 use crate::config::diagnostics::suggest;
 use crate::config::schema;
@@ -43,6 +43,8 @@ pub struct Command {
     matcher: Option<Regex>,
     write: Write,
     encode: bool,
+    /// The payload and captures in `write` may carry control characters (`allow_control`).
+    allow_control: bool,
     reply_topic: Option<Template>,
     /// Announced to Home Assistant as this entity (its command topic is the filter).
     pub homeassistant: Option<Entity>,
@@ -273,6 +275,13 @@ impl Command {
         };
         let resolve = |n: &str| resolve(n, &slots);
         let write = write(name, raw, &resolve, &mut errors);
+        if raw.allow_control && raw.write.is_none() {
+            errors.push(err(
+                "allow_control",
+                format!("command `{name}` sets allow_control, which is only for `write` (text): `write_hex` writes the bytes it is given and `point:` a typed value"),
+                Some("remove allow_control, or write text with write:".into()),
+            ));
+        }
         let homeassistant = entity(name, raw, &mut errors);
         match (subscribe, write) {
             (Some(subscribe), Some(write)) if errors.is_empty() => Ok(Self {
@@ -282,6 +291,7 @@ impl Command {
                 matcher,
                 write,
                 encode: raw.encode,
+                allow_control: raw.allow_control,
                 reply_topic,
             }),
             _ => Err(errors),
@@ -318,8 +328,8 @@ impl Command {
         let Some(template) = self.template() else {
             return Err("a Modbus point is written by its device's unit, not rendered".into());
         };
-        let text = match &self.matcher {
-            None => template.render(&env, &NoValues),
+        let (text, spans) = match &self.matcher {
+            None => template.render_spans(&env, &NoValues),
             Some(re) => {
                 let Ok(s) = std::str::from_utf8(payload) else {
                     return Err("the payload is not UTF-8 text".into());
@@ -327,10 +337,13 @@ impl Command {
                 let Some(caps) = re.captures(s) else {
                     return Err(format!("the payload does not match `{}`", re.as_str()));
                 };
-                template.render(&env, &Captures(caps))
+                template.render_spans(&env, &Captures(caps))
             }
         }
         .ok_or_else(|| "the payload lacks a value the command uses".to_owned())?;
+        if matches!(self.write, Write::Text(_)) && !self.allow_control {
+            self.refuse_smuggled(&text, &spans, framing)?;
+        }
         let bytes = match &self.write {
             Write::Text(_) | Write::Point(_) => text.into_bytes(),
             Write::Hex(_) => {
@@ -368,6 +381,91 @@ impl Command {
         Ok(out)
     }
 
+    /// Refuses a text whose values from the sender (the payload, a capture of it) carry a
+    /// control character or one of the device's frame markers: the device would take what
+    /// follows as another command (`1\nR1=ON` to a fan's `FAN={payload}\n`). The template's own
+    /// text is the config's and is not checked; `{gateway}`, `{device}` and `{now}` are not the
+    /// sender's either.
+    fn refuse_smuggled(
+        &self,
+        text: &str,
+        spans: &[Span<'_>],
+        framing: &Framing,
+    ) -> Result<(), String> {
+        const REFUSED: &str = "it could end the command and start another, so nothing is written (a command that must pass it says allow_control: true)";
+        let senders: Vec<(String, &std::ops::Range<usize>)> = spans
+            .iter()
+            .filter_map(|(var, range)| {
+                let who = match var {
+                    Var::Builtin(Builtin::Frame) => "the payload".to_owned(),
+                    Var::Builtin(Builtin::FrameHex) => "{payload_hex}".to_owned(),
+                    Var::Slot(i) => {
+                        let name = self
+                            .matcher
+                            .as_ref()
+                            .and_then(|re| re.capture_names().nth(*i).flatten())
+                            .unwrap_or("a capture");
+                        format!("the value of {{{name}}}")
+                    }
+                    _ => return None,
+                };
+                Some((who, range))
+            })
+            .collect();
+        let bytes = text.as_bytes();
+        for (who, range) in &senders {
+            let value = bytes.get((*range).clone()).unwrap_or_default();
+            if let Some(&b) = value.iter().find(|&&b| b < 0x20 || b == 0x7f) {
+                return Err(format!(
+                    "{who} holds {} (0x{b:02X}): {REFUSED}",
+                    control_name(b)
+                ));
+            }
+        }
+        for (marker, what) in framing.markers() {
+            let found = bytes
+                .windows(marker.len())
+                .enumerate()
+                .filter(|(_, w)| *w == marker)
+                .find_map(|(i, _)| {
+                    let at = i..i + marker.len();
+                    senders
+                        .iter()
+                        .find(|(_, r)| r.start < at.end && at.start < r.end)
+                });
+            if let Some((who, _)) = found {
+                let shown = match std::str::from_utf8(marker) {
+                    Ok(s) if s.bytes().all(|b| (0x20..0x7f).contains(&b)) => format!("{s:?}"),
+                    _ => format!("0x{}", hex::encode_upper(marker)),
+                };
+                return Err(format!(
+                    "{who} holds the device's {what} {shown} ({} framing): {REFUSED}",
+                    framing.name()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Which key writes whatever payload a client sends to the device, if one does: `{payload}`
+    /// in `write` (any text) or `{payload}`/`{payload_hex}` in `write_hex` (any bytes), with no
+    /// `match:` to limit it. `check` warns of it.
+    pub fn unbounded_payload(&self) -> Option<&'static str> {
+        if self.matcher.is_some() {
+            return None;
+        }
+        let payload = |v: &Var, hex: bool| match v {
+            Var::Builtin(Builtin::Frame) => true,
+            Var::Builtin(Builtin::FrameHex) => hex,
+            _ => false,
+        };
+        match &self.write {
+            Write::Text(t) if t.vars().any(|v| payload(v, false)) => Some("write"),
+            Write::Hex(t) if t.vars().any(|v| payload(v, true)) => Some("write_hex"),
+            _ => None,
+        }
+    }
+
     fn template(&self) -> Option<&Template> {
         match &self.write {
             Write::Text(t) | Write::Hex(t) => Some(t),
@@ -381,6 +479,19 @@ impl Command {
             Write::Point(p) => Some(p),
             _ => None,
         }
+    }
+}
+
+/// A control character's name, for the refusal.
+fn control_name(b: u8) -> &'static str {
+    match b {
+        0x00 => "a NUL",
+        0x09 => "a tab",
+        0x0a => "a line feed",
+        0x0d => "a carriage return",
+        0x1b => "an escape",
+        0x7f => "a delete",
+        _ => "a control character",
     }
 }
 
@@ -443,9 +554,111 @@ mod tests {
         assert_eq!(render(&c, &Framing::Lines, b"42").unwrap(), b"SET 42");
     }
 
+    /// Issue 31: `write: "FAN={payload}\n"` wrote `1\nR1=ON` as two commands. A value placed
+    /// into a command's text cannot carry a line end or any other control character.
+    #[test]
+    fn a_payload_cannot_carry_a_second_command() {
+        let c = compile("{subscribe: a, write: \"FAN={payload}\\n\"}").unwrap();
+        assert_eq!(render(&c, &Framing::Lines, b"1").unwrap(), b"FAN=1\n");
+        for (payload, what) in [
+            (&b"1\nR1=ON"[..], "a line feed (0x0A)"),
+            (b"1\rX", "a carriage return (0x0D)"),
+            (b"1\x00X", "a NUL (0x00)"),
+            (b"1\tX", "a tab (0x09)"),
+            (b"1\x1b[2J", "an escape (0x1B)"),
+            (b"1\x7f", "a delete (0x7F)"),
+            (b"1\x04", "a control character (0x04)"),
+        ] {
+            let e = render(&c, &Framing::Lines, payload).unwrap_err();
+            assert!(e.contains("the payload holds") && e.contains(what), "{e}");
+            assert!(e.contains("allow_control: true"), "{e}");
+        }
+        // The command's own text keeps its line end; the payload's text is what is checked.
+        let c =
+            compile("{subscribe: a, match: '(?s)^(?P<v>.*)$', write: \"S={v}\\r\\n\"}").unwrap();
+        assert_eq!(render(&c, &Framing::Lines, b"1 2").unwrap(), b"S=1 2\r\n");
+        let e = render(&c, &Framing::Lines, b"1\r\nS=9").unwrap_err();
+        assert!(
+            e.contains("the value of {v} holds a carriage return"),
+            "{e}"
+        );
+        // {payload} is checked even when a `match:` (here unanchored) let the payload through.
+        let c =
+            compile("{subscribe: a, match: '(?P<v>[0-3])', write: \"F={payload}\\n\"}").unwrap();
+        let e = render(&c, &Framing::Lines, b"1\nR1=ON").unwrap_err();
+        assert!(e.contains("a line feed"), "{e}");
+        // {payload_hex} is hex digits whatever the payload: nothing in it to refuse.
+        let c = compile("{subscribe: a, write: \"H={payload_hex}\\n\"}").unwrap();
+        assert_eq!(
+            render(&c, &Framing::Lines, b"1\nR1=ON").unwrap(),
+            b"H=310a52313d4f4e\n"
+        );
+    }
+
+    /// The device's own frame markers are refused in a value too, even printable ones, and a
+    /// marker the value completes with the command's text next to it.
+    #[test]
+    fn a_payload_cannot_carry_the_devices_frame_delimiter() {
+        let semicolon = Framing::Delimiter(b";".to_vec());
+        let c = compile("{subscribe: a, write: 'SET {payload};'}").unwrap();
+        assert_eq!(render(&c, &semicolon, b"1").unwrap(), b"SET 1;");
+        let e = render(&c, &semicolon, b"1;R1=ON").unwrap_err();
+        assert!(e.contains("the device's frame delimiter"), "{e}");
+        let end = Framing::Delimiter(b"END".to_vec());
+        let c = compile("{subscribe: a, write: 'X{payload}ND'}").unwrap();
+        assert_eq!(render(&c, &end, b"1").unwrap(), b"X1ND");
+        let e = render(&c, &end, b"E").unwrap_err();
+        assert!(e.contains("the device's frame delimiter"), "{e}");
+        // A device name is the config's, not the sender's: a delimiter in it is no concern.
+        let dash = Framing::Delimiter(b"-".to_vec());
+        let c = compile("{subscribe: a, write: '{device}:{payload}-'}").unwrap();
+        assert_eq!(
+            c.render("gw", "a-b", &dash, b"1").unwrap(),
+            b"a-b:1-".to_vec()
+        );
+    }
+
+    /// `allow_control: true` is the command's own opt-in: its payloads pass as they are.
+    #[test]
+    fn allow_control_lets_a_command_write_control_bytes() {
+        let c = compile("{subscribe: a, write: '{payload}', allow_control: true}").unwrap();
+        assert_eq!(
+            render(&c, &Framing::Lines, b"1\nR1=ON").unwrap(),
+            b"1\nR1=ON"
+        );
+        let e = errors("{subscribe: a, write_hex: '{payload_hex}', allow_control: true}");
+        assert!(
+            e.contains("allow_control") && e.contains("only for `write`"),
+            "{e}"
+        );
+    }
+
+    /// `check` warns of a command whose payload reaches the device unchecked: any text (or,
+    /// in hex, any bytes) whoever may publish on its topic chooses.
+    #[test]
+    fn a_command_without_match_is_named() {
+        let c = compile("{subscribe: a, write: \"FAN={payload}\\n\"}").unwrap();
+        assert_eq!(c.unbounded_payload(), Some("write"));
+        let c = compile("{subscribe: a, write_hex: '01 {payload_hex}'}").unwrap();
+        assert_eq!(c.unbounded_payload(), Some("write_hex"));
+        for bounded in [
+            "{subscribe: a, match: '^(?P<s>[0-3])$', write: \"FAN={s}\\n\"}",
+            "{subscribe: a, match: '^[0-3]$', write: \"FAN={payload}\\n\"}",
+            "{subscribe: a, write: \"H={payload_hex}\\n\"}",
+            "{subscribe: a, write: \"ON\\n\"}",
+        ] {
+            assert_eq!(
+                compile(bounded).unwrap().unbounded_payload(),
+                None,
+                "{bounded}"
+            );
+        }
+    }
+
     #[test]
     fn encode_wraps_the_bytes_in_the_devices_framing() {
-        let c = compile("{subscribe: a, write: '{payload}', encode: true}").unwrap();
+        let c = compile("{subscribe: a, write: '{payload}', encode: true, allow_control: true}")
+            .unwrap();
         assert_eq!(render(&c, &Framing::Lines, b"hi").unwrap(), b"hi\n");
         assert_eq!(
             render(&c, &Framing::Slip, b"hi").unwrap(),
@@ -531,5 +744,48 @@ mod tests {
         );
         let e = errors("{subscribe: a, write: x, match: '(unclosed'}");
         assert!(e.contains("the regex does not compile"), "{e}");
+    }
+
+    proptest::proptest! {
+        /// Whatever a sender publishes, a text command without `allow_control` writes it only
+        /// when no control byte and no frame marker of the device comes from it (a marker the
+        /// payload completes with the command's own text included), and refuses it only then.
+        #[test]
+        fn a_text_command_refuses_exactly_the_payloads_that_could_end_it(
+            which in 0usize..8,
+            payload in proptest::collection::vec(
+                proptest::sample::select(b"1AN;<ED>/!\n\r\t\x00\x1b\x7f\xc0\xc2\xaa\xff".to_vec()),
+                0..16,
+            ),
+        ) {
+            use crate::serial::framing::{Fixed, Telegram};
+            let framing = [
+                Framing::Lines,
+                Framing::Delimiter(b"\r\n".to_vec()),
+                Framing::Delimiter(b";".to_vec()),
+                Framing::Delimiter(b"<END>".to_vec()),
+                Framing::Cobs,
+                Framing::Slip,
+                Framing::Fixed(Fixed { size: 24, start: vec![0xaa], end: vec![0xab] }),
+                Framing::Telegram(Telegram { start: b"/".to_vec(), end: b"!".to_vec(), trailer: 0 }),
+            ][which].clone();
+            let c = compile("{subscribe: a, write: \"<{payload}ND>\\n\"}").unwrap();
+            let text = String::from_utf8_lossy(&payload).into_owned();
+            let out = format!("<{text}ND>\n").into_bytes();
+            let value = 1..1 + text.len();
+            let control = text.bytes().any(|b| b < 0x20 || b == 0x7f);
+            let marker = framing.markers().iter().any(|(m, _)| {
+                out.windows(m.len())
+                    .enumerate()
+                    .any(|(i, w)| w == *m && i < value.end && value.start < i + m.len())
+            });
+            match render(&c, &framing, &payload) {
+                Ok(bytes) => {
+                    proptest::prop_assert!(!control && !marker, "{:?} got through", bytes);
+                    proptest::prop_assert_eq!(bytes, out);
+                }
+                Err(e) => proptest::prop_assert!(control || marker, "{:?} refused: {}", text, e),
+            }
+        }
     }
 }

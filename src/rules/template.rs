@@ -267,6 +267,9 @@ fn device_number(s: &str) -> Option<serde_json::Number> {
     serde_json::from_str(&format!("{sign}{int}{rest}")).ok()
 }
 
+/// Where one placeholder's value landed in a rendered text: the placeholder and its bytes.
+pub type Span<'t> = (&'t Var, std::ops::Range<usize>);
+
 /// Why a template did not parse or names an unknown placeholder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateError {
@@ -399,6 +402,36 @@ impl Template {
             }
         }
         Some(())
+    }
+
+    /// Renders like [`Template::render`], and says where each placeholder's value landed in
+    /// the text (byte ranges, in order): a command checks the values a sender chose apart from
+    /// the template's own text (its line end is the config's, a payload's is not).
+    pub fn render_spans(
+        &self,
+        env: &Builtins<'_>,
+        lookup: &dyn Lookup,
+    ) -> Option<(String, Vec<Span<'_>>)> {
+        let mut out = String::new();
+        let mut spans = Vec::new();
+        for part in &self.parts {
+            let start = out.len();
+            match part {
+                Part::Lit(s) => {
+                    out.push_str(s);
+                    continue;
+                }
+                Part::Var(v @ Var::Builtin(b)) => {
+                    env.value(*b).write_text(&mut out);
+                    spans.push((v, start..out.len()));
+                }
+                Part::Var(v) => {
+                    lookup.value(v)?.write_text(&mut out);
+                    spans.push((v, start..out.len()));
+                }
+            }
+        }
+        Some((out, spans))
     }
 
     /// Renders a topic: like [`Template::render`], but a value that would change the topic's

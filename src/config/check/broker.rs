@@ -179,12 +179,44 @@ pub(super) fn read_acl(
     }
 }
 
-/// A listener on the network without logins lets anyone there connect: `check` says so, and
-/// commands (which write to the devices) are off unless `allow_anonymous_commands` says
-/// otherwise. Readings go on either way.
-pub(super) fn anonymous_network(
+/// Whether a broker running with these settings must take no commands: it is open to the
+/// network ([`open_to_the_network`]) and `allow_anonymous_commands` does not accept that. The
+/// gateway asks this of the broker *in force* (the listener bound at start, the logins and
+/// access rules a reload swapped in), never of a file that is not applied yet: a reload that
+/// only writes `listen: 127.0.0.1:1883` leaves the network listener running.
+pub fn refuses_commands(broker: &schema::Broker) -> bool {
+    open_to_the_network(broker) && !broker.allow_anonymous_commands
+}
+
+/// Turns off the commands of `devices` when `broker` refuses them ([`refuses_commands`]).
+/// The gateway calls it where it applies a config (start, reload) with the broker in force,
+/// and `serial2mqtt check` with the file's broker, which is the one a start would run.
+/// Returns the devices whose commands it turned off.
+pub fn commands_in_force(
     broker: &schema::Broker,
     devices: &mut [crate::config::Device],
+) -> Vec<String> {
+    if !refuses_commands(broker) {
+        return Vec::new();
+    }
+    devices
+        .iter_mut()
+        .filter(|d| !d.commands.is_empty())
+        .map(|d| {
+            d.commands.clear();
+            d.name.clone()
+        })
+        .collect()
+}
+
+/// A listener on the network without logins lets anyone there connect: `check` says so, and
+/// that a gateway serving it takes no commands (which write to the devices) unless
+/// `allow_anonymous_commands` says otherwise. Only a warning: the gateway turns the commands
+/// off where it applies a config, from the broker in force ([`refuses_commands`]). Readings go
+/// on either way.
+pub(super) fn anonymous_network(
+    broker: &schema::Broker,
+    devices: &[crate::config::Device],
     p: &mut Problems,
 ) {
     if !open_to_the_network(broker) {
@@ -211,12 +243,9 @@ pub(super) fn anonymous_network(
     } else {
         p.warn(
             "broker.listen",
-            format!("the broker listens on {listen} without logins, so the commands of {} are off: anyone on the network could write to the devices", commanded.join(", ")),
-            Some("set broker.users_file (serial2mqtt passwd FILE USER), listen on 127.0.0.1:1883, or accept the risk with broker.allow_anonymous_commands: true".into()),
+            format!("the broker listens on {listen} without logins, so the commands of {} are off while it does: anyone on the network could write to the devices", commanded.join(", ")),
+            Some("set broker.users_file (serial2mqtt passwd FILE USER), listen on 127.0.0.1:1883, or accept the risk with broker.allow_anonymous_commands: true (broker settings take effect at the next restart)".into()),
         );
-        for d in devices.iter_mut() {
-            d.commands.clear();
-        }
     }
 }
 

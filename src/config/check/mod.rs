@@ -5,7 +5,7 @@
 //! checks.
 
 mod broker;
-pub use broker::{anonymous_allowed, open_to_the_network};
+pub use broker::{anonymous_allowed, commands_in_force, open_to_the_network, refuses_commands};
 mod buses;
 mod devices;
 mod gateway;
@@ -39,9 +39,9 @@ pub fn check(
     let mut broker = broker::check(raw.broker, &mut p);
     let mut library = rules::compile(&raw.rules, &raw.commands, &mut p);
     let names: Vec<String> = raw.devices.iter().map(|d| d.name.clone()).collect();
-    let mut devices = devices::check(raw.devices, &gw, &mut library, &mut p);
+    let devices = devices::check(raw.devices, &gw, &mut library, &mut p);
     broker::read_acl(&mut broker, &gw.gateway.id, &names, &mut p);
-    broker::anonymous_network(&broker, &mut devices, &mut p);
+    broker::anonymous_network(&broker, &devices, &mut p);
     buses::check(&devices, &names, &mut p);
     library.warn_unused(&mut p);
     rules::reply_loops(&devices, &mut p);

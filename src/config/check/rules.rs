@@ -40,6 +40,7 @@ pub(super) fn compile<'a>(
     for (name, command) in raw_commands {
         match Command::compile(name, command) {
             Ok(c) => {
+                unbounded_payload(name, &c, p);
                 commands.insert(name.clone(), Arc::new(c));
             }
             Err(errs) => report(p, "commands", name, errs),
@@ -53,6 +54,32 @@ pub(super) fn compile<'a>(
         used_rules: BTreeSet::new(),
         used_commands: BTreeSet::new(),
     }
+}
+
+/// A command that writes whatever payload a client sends lets anyone allowed its topic choose
+/// what the device gets (a text command's control characters are refused at run time, the
+/// rest is not; a hex command's bytes are not checked at all): a warning showing the `match:`
+/// that limits it to what the device takes.
+fn unbounded_payload(name: &str, c: &Command, p: &mut Problems) {
+    let Some(key) = c.unbounded_payload() else {
+        return;
+    };
+    let (what, hint) = if key == "write" {
+        (
+            "any payload a client sends into its text",
+            "add a `match:` for the payloads the device takes, e.g. match: '^(?P<value>[0-3])$', and write {value} in place of {payload}",
+        )
+    } else {
+        (
+            "any bytes a client sends (a whole frame of its own, too)",
+            "add a `match:` for the payloads the device takes, e.g. match: '^(?P<value>[0-9a-fA-F]{2})$', and write {value} in place of the payload",
+        )
+    };
+    p.warn(
+        &format!("commands.{name}.{key}"),
+        format!("command `{name}` writes {what}: it has no `match:`, so whoever may publish on its topic chooses what the device gets"),
+        Some(hint.into()),
+    );
 }
 
 fn report(p: &mut Problems, section: &str, name: &str, errs: Vec<CompileError>) {

@@ -580,6 +580,11 @@ pub struct Command {
     /// Wrap the bytes in the device's framing (a line's `\n`, COBS, SLIP, length prefix).
     #[serde(default)]
     pub encode: bool,
+    /// Let the payload and captures placed into `write` carry control characters (CR, LF, the
+    /// device's frame delimiter, ...). Default false: such a payload is refused, so that a
+    /// client allowed one command cannot end it and append another.
+    #[serde(default)]
+    pub allow_control: bool,
     /// Topic that gets `ok` or `error: …` for each command; `{gateway}`/`{device}` expanded.
     pub reply_topic: Option<String>,
     /// Announce this command to Home Assistant (a switch, a button, ...).

@@ -263,6 +263,34 @@ impl Framing {
         }
     }
 
+    /// The byte sequences that begin or end a frame in this framing (a delimiter, start and
+    /// end bytes), with what they are called: a value a client places into a command's text
+    /// must not carry them, or the device would read the rest as another frame.
+    pub fn markers(&self) -> Vec<(&[u8], &'static str)> {
+        let mut out: Vec<(&[u8], &'static str)> = Vec::new();
+        match self {
+            Framing::Lines => out.push((b"\n", "line end")),
+            Framing::Delimiter(d) => out.push((d, "frame delimiter")),
+            Framing::Cobs => out.push((&[0], "frame delimiter")),
+            Framing::Slip => out.push((&[SLIP_END], "frame end")),
+            Framing::Fixed(f) => {
+                out.push((&f.start, "frame start"));
+                out.push((&f.end, "frame end"));
+            }
+            Framing::Telegram(t) => {
+                out.push((&t.start, "frame start"));
+                out.push((&t.end, "frame end"));
+            }
+            Framing::Length(l) => {
+                out.push((&l.start, "frame start"));
+                out.push((&l.end, "frame end"));
+            }
+            Framing::LengthPrefix(_) | Framing::Gap(_) | Framing::ModbusRtu(_) => {}
+        }
+        out.retain(|(m, _)| !m.is_empty());
+        out
+    }
+
     /// How a frame is found again after a lost or extra byte, for the docs and `check`.
     pub fn recovers(&self) -> bool {
         match self {
