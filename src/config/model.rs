@@ -49,6 +49,8 @@ pub struct WebSettings {
     /// HTTPS: the certificate chain and key files (read again for each connection, so a
     /// renewed certificate is served without a restart).
     pub tls: Option<schema::WebTls>,
+    /// Its connection caps and timeouts.
+    pub limits: crate::http::Limits,
 }
 
 impl fmt::Debug for WebSettings {
@@ -58,6 +60,7 @@ impl fmt::Debug for WebSettings {
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "(set)"))
             .field("tls", &self.tls)
+            .field("limits", &self.limits)
             .finish()
     }
 }

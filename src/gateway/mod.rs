@@ -266,6 +266,17 @@ impl Announcer {
     }
 }
 
+/// Raises the descriptor limit and returns the factor the HTTP listeners' caps are scaled by
+/// so that their connections leave [`crate::listener::FD_RESERVE`] descriptors for the ports
+/// and the queue (1 unless the limit is very low; a warning then says which limit fits).
+fn http_budget(config: &Config) -> f64 {
+    let mut budget = crate::listener::Budget::new(crate::listener::raise_fd_limit());
+    if let Some(w) = &config.web {
+        budget.want("dashboard", w.limits.max_connections, 1);
+    }
+    budget.scale()
+}
+
 /// Runs the gateway until `shutdown` is cancelled, applying each config that arrives on
 /// `reloads` (already validated) to the devices and rules; `recent` is the dashboard's record
 /// (with `web:`), which the log already writes into.
@@ -282,6 +293,7 @@ pub async fn run(
     // claimed if it exists (a second copy of the service still stops here), never created.
     let _claim = crate::statedir::lock(&config.gateway.state_dir, config.uplink.is_some())?;
     let web_listen = config.web.as_ref().map(|w| w.listen);
+    let budget = http_budget(&config);
     let mut metrics_on_web = None;
     if let Some(listen) = config.metrics {
         if Some(listen) == web_listen {
@@ -293,7 +305,11 @@ pub async fn run(
         }
     }
     let web = match &config.web {
-        Some(settings) => Some(crate::web::bind(settings).await?),
+        Some(settings) => {
+            let mut settings = settings.clone();
+            settings.limits = settings.limits.scaled(budget);
+            Some(crate::web::bind(&settings).await?)
+        }
         None => None,
     };
     // The queue first: it must be open (and repaired) before anything produces messages.
