@@ -271,8 +271,14 @@ impl Announcer {
 /// and the queue (1 unless the limit is very low; a warning then says which limit fits).
 fn http_budget(config: &Config) -> f64 {
     let mut budget = crate::listener::Budget::new(crate::listener::raise_fd_limit());
-    if let Some(w) = &config.web {
+    let web = config.web.as_ref();
+    if let Some(w) = web {
         budget.want("dashboard", w.limits.max_connections, 1);
+    }
+    if let Some(m) = &config.metrics {
+        if web.map(|w| w.listen) != Some(m.listen) {
+            budget.want("metrics", crate::http::Limits::METRICS.max_connections, 1);
+        }
     }
     budget.scale()
 }
@@ -295,13 +301,15 @@ pub async fn run(
     let web_listen = config.web.as_ref().map(|w| w.listen);
     let budget = http_budget(&config);
     let mut metrics_on_web = None;
-    if let Some(listen) = config.metrics {
-        if Some(listen) == web_listen {
-            metrics_on_web = Some(prometheus::install()?);
-            info!(listen = %listen, "Prometheus metrics on the dashboard's listener, /metrics");
+    let mut metrics_own = None;
+    if let Some(m) = &config.metrics {
+        let handle = prometheus::install(m.listen)?;
+        if Some(m.listen) == web_listen {
+            metrics_on_web = Some(handle);
+            info!(listen = %m.listen, "Prometheus metrics on the dashboard's listener, /metrics");
         } else {
-            prometheus::start(listen)?;
-            info!(listen = %listen, "Prometheus metrics on http://{listen}/metrics");
+            let limits = crate::http::Limits::METRICS.scaled(budget);
+            metrics_own = Some((prometheus::bind(m, limits).await?, handle));
         }
     }
     let web = match &config.web {
@@ -374,6 +382,9 @@ pub async fn run(
         uplink_state.clone(),
         shutdown.clone(),
     ))];
+    if let Some((bound, handle)) = metrics_own {
+        helpers.push(bound.serve(handle, shutdown.clone()));
+    }
     if config.metrics.is_some() {
         helpers.push(tokio::spawn(prometheus::collect(
             prometheus::Sources {

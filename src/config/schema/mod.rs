@@ -101,6 +101,9 @@ fn default_protocol() -> u8 {
 pub struct Metrics {
     /// Address of the HTTP listener serving `/metrics`.
     pub listen: SocketAddr,
+    /// A file whose first line is the token Prometheus must send (`Authorization: Bearer`);
+    /// without it, an address other than loopback answers anyone (a warning).
+    pub token_file: Option<PathBuf>,
 }
 
 /// `web:` — the dashboard: devices, frames and why they were rejected, a rule tester, the
