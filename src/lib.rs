@@ -8,7 +8,8 @@
 //! [`config`]; [`cli`] is the command line; [`web`] is the dashboard, which reads what
 //! [`recent`] samples on the way; [`homeassistant`], [`prometheus`], [`systemd`],
 //! [`statedir`], [`tls`], [`stats`] and [`pacing`] serve around them; [`listener`] bounds
-//! every listener's connections.
+//! every listener's connections, and [`http`] is the server the dashboard and the metrics
+//! endpoint run on.
 
 pub mod broker;
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod downlink;
 pub mod frames;
 pub mod gateway;
 pub mod homeassistant;
+pub mod http;
 pub mod listener;
 pub mod message;
 pub mod modbus;

@@ -3,21 +3,41 @@
 //! The gateway already counts everything it reports in atomics (per device, queue, uplink,
 //! downlink) for the stats message and the status line. Rather than counting a second time on
 //! the hot path, a collector copies those counters into the `metrics` facade once a second; the
-//! exporter (`metrics-exporter-prometheus`, which rumqttd links anyway) serves them over HTTP,
-//! on its own listener, or from the dashboard's when `metrics.listen` is `web.listen`.
-//! Values are therefore at most a second old. The one metric made on the hot path is the
-//! uplink's publish latency histogram, recorded per acknowledged message.
+//! recorder (`metrics-exporter-prometheus`, which rumqttd links anyway) renders them, and
+//! `/metrics` is served by our own listener ([`crate::http::serve`]: caps, header and idle
+//! timeouts, like the dashboard's), or by the dashboard's when `metrics.listen` is
+//! `web.listen`. Values are therefore at most a second old. The one metric made on the hot
+//! path is the uplink's publish latency histogram, recorded per acknowledged message; the
+//! listeners count their refusals, timeouts and wrong tokens (`serial2mqtt_http_*`) as they
+//! happen, which is rare.
+//!
+//! Access: device names and counters are not for everybody. With `metrics.token_file`,
+//! Prometheus sends the token (`Authorization: Bearer`, its `authorization:
+//! {credentials_file: ...}`), throttled per peer as the dashboard's; without it, on loopback
+//! only local host names are answered (DNS rebinding), and on another address anyone is (a
+//! warning from `check` and at start).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
+use crate::config::model::MetricsSettings;
 use crate::downlink::Routes;
+use crate::http::auth::{self, Token};
+use crate::http::throttle::Throttle;
+use crate::http::Limits;
 use crate::queue::thread::QueueHandle;
 use crate::stats::{DeviceList, DeviceStats};
 use crate::uplink::{UplinkState, LATENCY_BUCKETS, PUBLISH_LATENCY};
@@ -33,41 +53,167 @@ pub struct MetricsError {
     reason: String,
 }
 
-/// Installs the global recorder and serves `/metrics` on `listen` (from the current runtime).
-pub fn start(listen: SocketAddr) -> Result<(), MetricsError> {
-    let fail = |e: &dyn std::fmt::Display| MetricsError {
-        addr: listen,
-        reason: e.to_string(),
-    };
-    // Bind first: the exporter reports a taken port only from its background task.
-    std::net::TcpListener::bind(listen).map_err(|e| fail(&e))?;
-    PrometheusBuilder::new()
-        .with_http_listener(listen)
-        .set_buckets_for_metric(Matcher::Full(PUBLISH_LATENCY.into()), &LATENCY_BUCKETS)
-        .map_err(|e| fail(&e))?
-        .install()
-        .map_err(|e| fail(&e))?;
-    describe();
-    Ok(())
-}
-
-/// Installs the global recorder without a listener of its own: the dashboard serves
-/// `/metrics` from what the returned handle renders (`metrics.listen` = `web.listen`).
-pub fn install() -> Result<PrometheusHandle, MetricsError> {
+/// Installs the global recorder for the endpoint on `listen`; `/metrics` is what the returned
+/// handle renders, served by [`Bound::serve`] or by the dashboard.
+pub fn install(listen: SocketAddr) -> Result<PrometheusHandle, MetricsError> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(PUBLISH_LATENCY.into()), &LATENCY_BUCKETS)
         .and_then(|b| b.install_recorder())
         .map_err(|e| MetricsError {
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            addr: listen,
             reason: e.to_string(),
         })?;
     describe();
     Ok(handle)
 }
 
+/// The listener's name in log lines and metrics.
+const NAME: &str = "metrics";
+
+/// The endpoint's own listener, bound at start so that a taken port stops the gateway with a
+/// clear message.
+pub struct Bound {
+    listener: tokio::net::TcpListener,
+    settings: MetricsSettings,
+    limits: Limits,
+}
+
+/// Binds `metrics.listen`, to be served within `limits`.
+pub async fn bind(settings: &MetricsSettings, limits: Limits) -> Result<Bound, MetricsError> {
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| MetricsError {
+            addr: settings.listen,
+            reason: e.to_string(),
+        })?;
+    Ok(Bound {
+        listener,
+        settings: settings.clone(),
+        limits,
+    })
+}
+
+/// What the endpoint's requests are checked and answered with.
+struct Endpoint {
+    handle: PrometheusHandle,
+    token: Option<Token>,
+    throttle: Throttle,
+    /// Listening on loopback: without a token, only local host names are answered.
+    loopback: bool,
+}
+
+impl Bound {
+    /// Serves `/metrics` from `handle` until `shutdown`.
+    pub fn serve(
+        self,
+        handle: PrometheusHandle,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let listen = self.settings.listen;
+        let loopback = listen.ip().is_loopback();
+        match (&self.settings.token, loopback) {
+            (Some(_), _) => {
+                info!(listen = %listen, "Prometheus metrics on http://{listen}/metrics (token required)")
+            }
+            (None, true) => {
+                info!(listen = %listen, "Prometheus metrics on http://{listen}/metrics")
+            }
+            (None, false) => warn!(
+                listen = %listen,
+                "{}; {}",
+                crate::config::check::metrics::open_warning(listen),
+                crate::config::check::metrics::open_help(listen)
+            ),
+        }
+        let endpoint = Arc::new(Endpoint {
+            handle,
+            token: self.settings.token.as_deref().map(Token::new),
+            throttle: Throttle::new(NAME),
+            loopback,
+        });
+        let router = Router::new()
+            .route("/metrics", get(render))
+            .fallback(|| async { (StatusCode::NOT_FOUND, "only /metrics is served here\n") })
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&endpoint),
+                guard,
+            ))
+            .with_state(endpoint);
+        tokio::spawn(crate::http::serve(
+            self.listener,
+            NAME,
+            self.limits,
+            None,
+            router,
+            shutdown,
+        ))
+    }
+}
+
+async fn render(State(endpoint): State<Arc<Endpoint>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        endpoint.handle.render(),
+    )
+        .into_response()
+}
+
+/// The token (throttled per peer) or, without one on loopback, a local host name.
+async fn guard(State(endpoint): State<Arc<Endpoint>>, req: Request, next: Next) -> Response {
+    let Some(token) = &endpoint.token else {
+        if endpoint.loopback && !auth::local_host(req.headers()) {
+            return (
+                StatusCode::FORBIDDEN,
+                "scrape by the machine's address (127.0.0.1 or localhost): without \
+                 metrics.token_file no other host name is answered\n",
+            )
+                .into_response();
+        }
+        return next.run(req).await;
+    };
+    let peer = auth::peer(&req);
+    if let Some(wait) = endpoint.throttle.locked(peer) {
+        return auth::locked_out(wait);
+    }
+    match auth::bearer(req.headers()) {
+        Some(b) if token.matches(b) => {
+            endpoint.throttle.passed(peer);
+            return next.run(req).await;
+        }
+        Some(_) => endpoint.throttle.failed(peer),
+        None => {}
+    }
+    let mut refused = (
+        StatusCode::UNAUTHORIZED,
+        "/metrics needs its token (metrics.token_file): send Authorization: Bearer TOKEN \
+         (Prometheus: authorization: {credentials_file: ...})\n",
+    )
+        .into_response();
+    refused
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    refused
+}
+
 /// The `# HELP` lines.
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "serial2mqtt_http_refused_total",
+        "Connections refused (503) by an HTTP listener: all its places, or the peer's, were taken"
+    );
+    describe_counter!(
+        "serial2mqtt_http_timeouts_total",
+        "Connections an HTTP listener closed: no headers or TLS handshake in time, or idle"
+    );
+    describe_counter!(
+        "serial2mqtt_http_wrong_tokens_total",
+        "Requests to an HTTP listener with a wrong token (bearer, cookie or login form)"
+    );
+    describe_counter!(
+        "serial2mqtt_http_throttled_total",
+        "Requests answered 429: their address sent too many wrong tokens"
+    );
     describe_gauge!(
         "serial2mqtt_device_online",
         "1 while the device's port is open"

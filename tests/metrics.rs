@@ -254,3 +254,102 @@ async fn status_without_a_running_gateway_says_so() {
         "{err}"
     );
 }
+
+/// `serial2mqtt check` on `config`: (success, stdout, stderr).
+fn check(config: &std::path::Path) -> (bool, String, String) {
+    let out = serial2mqtt_command()
+        .arg("check")
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 31: `metrics.listen: 0.0.0.0:...` answered anyone, without a word from `check`. Now,
+/// without `metrics.token_file`, `check` and the start warn (and it still starts and serves:
+/// configs written before keep working); with one, a scrape needs the token, as Prometheus's
+/// `authorization: {credentials_file: ...}` sends it; and the endpoint runs on the hardened
+/// listener: past its 16 connections, a 503 at once.
+#[tokio::test]
+async fn metrics_off_loopback_want_a_token_and_refuse_past_their_cap() {
+    use common::net::{hold, lan_address, read_until_closed, request};
+    let Some(lan) = lan_address() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yaml = |token: &str| {
+        format!(
+            "gateway: {{id: g, state_dir: \"{}\"}}\nbroker: {{listen: \"127.0.0.1:{{port}}\"}}\nmetrics: {{listen: \"0.0.0.0:{port}\"{token}}}\ndevices: []\n",
+            dir.path().display()
+        )
+    };
+    let scrape = |auth: &str| {
+        request(
+            std::net::SocketAddr::new(lan, port),
+            &format!("GET /metrics HTTP/1.1\r\nHost: pi:{port}\r\n{auth}Connection: close\r\n\r\n"),
+        )
+    };
+
+    // No token: a warning from check and at start; served as before.
+    let open = write_temp(dir.path(), "open.yaml", &yaml("").replace("{port}", "1"));
+    let (ok, _, err) = check(&open);
+    assert!(ok, "a warning, not an error: {err}");
+    assert!(
+        err.contains("warning: metrics.listen")
+            && err.contains("answers anyone on the network")
+            && err.contains("metrics.token_file")
+            && err.contains("credentials_file"),
+        "{err}"
+    );
+    let gw = start_gateway(&yaml(""));
+    gw.wait_log("answers anyone on the network", T).await;
+    let (status, text) = scrape("");
+    assert_eq!(status, 200, "{text}");
+    drop(gw);
+
+    // A token: required, and only the right one does.
+    let token = "a-token-for-prometheus-0123456789abcdef";
+    let file = write_temp(dir.path(), "metrics-token", &format!("{token}\n"));
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let with_token = yaml(&format!(", token_file: \"{}\"", file.display()));
+    let guarded = write_temp(
+        dir.path(),
+        "guarded.yaml",
+        &with_token.replace("{port}", "1"),
+    );
+    let (ok, _, err) = check(&guarded);
+    assert!(ok && !err.contains("warning"), "{err}");
+    let gw = start_gateway(&with_token);
+    gw.wait_log("(token required)", T).await;
+    let (status, text) = scrape("");
+    assert_eq!(status, 401, "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{text}"
+    );
+    assert!(!text.contains("serial2mqtt_"), "{text}");
+    let (status, _) = scrape("Authorization: Bearer not-the-token-at-all\r\n");
+    assert_eq!(status, 401);
+    let (status, text) = scrape(&format!("Authorization: Bearer {token}\r\n"));
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("# TYPE serial2mqtt_"), "{text}");
+
+    // The cap: 16 connections that never finish their request, then a 503 at once.
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let held: Vec<_> = (0..16).map(|_| hold(local)).collect();
+    let mut over = hold(local);
+    let (text, closed) = read_until_closed(&mut over, Duration::from_secs(1));
+    assert!(closed.is_some(), "{text:?}");
+    assert!(
+        text.starts_with("HTTP/1.1 503") && text.contains("all 16 connections are taken"),
+        "{text}"
+    );
+    drop(held);
+    assert!(!gw.logs().contains(token), "the token is never logged");
+}

@@ -2,8 +2,9 @@
 //! (chromedriver) against the real binary reading real pseudo-terminals. A screenshot of each
 //! page is kept under target/dashboard-screenshots/ (CI keeps them as artifacts).
 //!
-//! Also over raw HTTP: the token off loopback, the host check on loopback, and the event
-//! stream's pace under a flood of frames.
+//! Also over raw HTTP: the token off loopback, the host check on loopback, the event
+//! stream's pace under a flood of frames, the connection caps and timeouts, and the lockout
+//! after wrong tokens.
 
 mod common;
 
@@ -545,7 +546,8 @@ fn https(port: u16, ca: &std::path::Path, request: &str) -> (u16, String) {
 }
 
 /// `web.tls`: the dashboard speaks HTTPS with the configured certificate (the token still
-/// required, the login cookie then `Secure`), and plain HTTP on its port gets no page.
+/// required, the login cookie then `Secure`), plain HTTP on its port gets no page, and a
+/// connection that never starts its TLS handshake is closed after `web.header_timeout`.
 #[tokio::test]
 async fn with_web_tls_the_dashboard_is_served_over_https_only() {
     let climate = Pty::new();
@@ -565,7 +567,7 @@ async fn with_web_tls_the_dashboard_is_served_over_https_only() {
     .replace(
         "\ndevices:",
         &format!(
-            "\n  tls: {{cert_file: {0}/web-server.pem, key_file: {0}/web-server.key}}\ndevices:",
+            "\n  tls: {{cert_file: {0}/web-server.pem, key_file: {0}/web-server.key}}\n  header_timeout: 1s\ndevices:",
             d.display()
         ),
     );
@@ -611,6 +613,11 @@ async fn with_web_tls_the_dashboard_is_served_over_https_only() {
     );
     assert_ne!(status, 200, "{text}");
     assert!(!text.contains("climate"), "{text}");
+    // Silent after connecting: no handshake, closed within the header timeout.
+    let mut silent = TcpStream::connect(("127.0.0.1", web)).unwrap();
+    let (_, closed) = common::net::read_until_closed(&mut silent, Duration::from_secs(4));
+    let closed = closed.expect("a connection without a handshake is closed");
+    assert!(closed >= Duration::from_millis(900), "{closed:?}");
 }
 
 /// `metrics.listen` set to `web.listen`: one listener serves the dashboard and Prometheus's
@@ -640,6 +647,239 @@ async fn metrics_can_share_the_dashboards_listener() {
     }
     let (status, text) = get(web, "/api/state", "");
     assert_eq!(status, 200, "and the dashboard on the same port:\n{text}");
+}
+
+/// The dashboard with small caps and short timeouts (20 connections, 5 per address, 1 s for
+/// headers, 5 s idle), on every address with a token, with `metrics` /metrics on its listener
+/// too; (gateway, port, token).
+fn bounded_dashboard(climate: &Pty, gps: &Pty, metrics: bool) -> (common::Gateway, u16, String) {
+    let token = "bounded-dashboard-token-0123456789abcdef".to_owned();
+    let web = free_port();
+    let extra = if metrics {
+        format!("metrics: {{listen: \"0.0.0.0:{web}\"}}\n")
+    } else {
+        String::new()
+    };
+    let yaml = config(
+        climate,
+        gps,
+        &format!("0.0.0.0:{web}"),
+        Some("{dir}/web-token"),
+    )
+    .replace(
+        "\ndevices:",
+        &format!(
+            "\n  max_connections: 20\n  max_connections_per_peer: 5\n  header_timeout: 1s\n  \
+             idle_timeout: 5s\n{extra}devices:"
+        ),
+    );
+    let gw = common::start_gateway_with(&yaml, free_port(), |config, _| {
+        let dir = config.parent().unwrap();
+        std::fs::write(dir.join("web-token"), &token).unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        std::fs::set_permissions(dir.join("web-token"), mode).unwrap();
+        let mut c = common::serial2mqtt_command();
+        c.args(["run", "--config"]).arg(config);
+        c
+    });
+    (gw, web, token)
+}
+
+/// Issue 31: connections that never finish their request line held every descriptor. Now a
+/// LAN peer gets 5 places and a 503 at once beyond them while a request from elsewhere is
+/// answered; the total cap gives a 503 at once too; every held connection is closed after the
+/// 1 s header timeout (the gateway's descriptors back where they were), an idle keep-alive
+/// connection too, and a request whose body never comes after the 5 s idle timeout.
+#[tokio::test]
+async fn connections_that_never_finish_their_headers_are_closed_and_the_caps_refuse_the_rest_at_once(
+) {
+    use common::net::{hold, lan_address, open_fds, read_until_closed};
+    let Some(lan) = lan_address() else {
+        return;
+    };
+    let climate = Pty::new();
+    let gps = Pty::new();
+    let (gw, web, token) = bounded_dashboard(&climate, &gps, false);
+    gw.wait_log("web dashboard on", T).await;
+    let pid = gw.child.id();
+    let fds_before = open_fds(pid);
+    let from_lan = std::net::SocketAddr::new(lan, web);
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], web));
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+
+    let opened = Instant::now();
+    let mut held: Vec<TcpStream> = (0..5).map(|_| hold(from_lan)).collect();
+    for _ in 0..3 {
+        let mut extra = hold(from_lan);
+        let (text, closed) = read_until_closed(&mut extra, Duration::from_secs(1));
+        assert!(closed.is_some(), "refused at once, not held: {text:?}");
+        assert!(
+            text.starts_with("HTTP/1.1 503 Service Unavailable\r\n")
+                && text.contains("Retry-After: 1\r\n")
+                && text.contains("Connection: close\r\n")
+                && text.contains("this address already holds 5 connections"),
+            "{text}"
+        );
+    }
+    let (status, text) = get(web, "/api/state", &bearer);
+    assert_eq!(status, 200, "another address is served meanwhile:\n{text}");
+    held.extend((0..15).map(|_| hold(local)));
+    let mut over = hold(local);
+    let (text, closed) = read_until_closed(&mut over, Duration::from_secs(1));
+    assert!(closed.is_some(), "{text:?}");
+    assert!(
+        text.starts_with("HTTP/1.1 503") && text.contains("all 20 connections are taken"),
+        "{text}"
+    );
+    assert!(open_fds(pid) >= fds_before + 20, "the 20 are held");
+
+    // The header timeout (1 s) closes all 20, well before the idle timeout (5 s) would.
+    for (i, s) in held.iter_mut().enumerate() {
+        let (text, closed) = read_until_closed(s, Duration::from_secs(4));
+        assert!(
+            text.is_empty(),
+            "no answer to a request never finished: {text}"
+        );
+        let closed = closed.unwrap_or_else(|| panic!("connection {i} still open after 4 s"));
+        let age = opened.elapsed();
+        assert!(
+            age >= Duration::from_millis(900) && age < Duration::from_millis(4000),
+            "connection {i} closed {age:?} after it was opened ({closed:?} into the read)"
+        );
+    }
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while open_fds(pid) > fds_before + 1 {
+        assert!(
+            Instant::now() < deadline,
+            "descriptors: {} before, {} after",
+            fds_before,
+            open_fds(pid)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _) = get(web, "/api/state", &bearer);
+    assert_eq!(status, 200, "places free again");
+
+    // An idle keep-alive connection: its next request's headers are due within 1 s too.
+    let mut keep = TcpStream::connect(local).unwrap();
+    keep.write_all(format!("GET /style.css HTTP/1.1\r\nHost: 127.0.0.1:{web}\r\n\r\n").as_bytes())
+        .unwrap();
+    let answered = Instant::now();
+    let (text, closed) = read_until_closed(&mut keep, Duration::from_secs(4));
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let closed = closed.expect("an idle keep-alive connection is closed");
+    assert!(
+        closed >= Duration::from_millis(900) && answered.elapsed() < Duration::from_secs(4),
+        "closed {closed:?} after its answer"
+    );
+
+    // Headers complete, the body never comes: the idle timeout (5 s) closes it.
+    let mut slow = TcpStream::connect(local).unwrap();
+    slow.write_all(
+        format!(
+            "POST /login HTTP/1.1\r\nHost: 127.0.0.1:{web}\r\nContent-Type: \
+             application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ntoken="
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let (_, closed) = read_until_closed(&mut slow, Duration::from_secs(9));
+    let closed = closed.expect("a body that never comes is not waited for forever");
+    assert!(
+        closed >= Duration::from_millis(4500),
+        "closed by the idle timeout, not before: {closed:?}"
+    );
+    assert!(!gw.logs().contains("panicked"), "{}", gw.logs());
+}
+
+/// Issue 31: the token could be guessed at thousands of tries a second, silently. Now the 5th
+/// wrong token in a minute locks the address out (429 with Retry-After, the right token
+/// included, the login form too), another address still gets in, the wrong tokens are logged
+/// once per 10 s and never shown, and counted in /metrics (which, on the dashboard's
+/// listener, needs the dashboard's token).
+#[tokio::test]
+async fn wrong_tokens_lock_an_address_out_with_429_and_are_logged_and_counted() {
+    use common::net::{lan_address, request};
+    let Some(lan) = lan_address() else {
+        return;
+    };
+    let climate = Pty::new();
+    let gps = Pty::new();
+    let (gw, web, token) = bounded_dashboard(&climate, &gps, true);
+    gw.wait_log("web dashboard on", T).await;
+    let from_lan = std::net::SocketAddr::new(lan, web);
+    let ask = |path: &str, auth: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: pi:{web}\r\n{auth}Connection: close\r\n\r\n")
+    };
+    let bearer = |t: &str| format!("Authorization: Bearer {t}\r\n");
+    for i in 0..5 {
+        let (status, text) = request(
+            from_lan,
+            &ask("/api/state", &bearer(&format!("guess-{i:030}"))),
+        );
+        assert_eq!(status, 401, "wrong token {i}:\n{text}");
+    }
+    let (status, text) = request(from_lan, &ask("/api/state", &bearer(&token)));
+    assert_eq!(status, 429, "locked out, the right token too:\n{text}");
+    let retry: u64 = text
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("retry-after: ")
+                .map(|v| v.trim().to_owned())
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("a Retry-After:\n{text}"));
+    assert!((1..=60).contains(&retry), "{retry}");
+    let form = format!("token={token}");
+    let (status, text) = request(
+        from_lan,
+        &format!(
+            "POST /login HTTP/1.1\r\nHost: pi:{web}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        ),
+    );
+    assert_eq!(status, 429, "the login form too:\n{text}");
+    assert!(
+        !text.contains("Set-Cookie") && !text.contains("set-cookie"),
+        "{text}"
+    );
+
+    let (status, text) = get(web, "/api/state", &bearer(&token));
+    assert_eq!(status, 200, "another address gets in:\n{text}");
+    let (status, _) = get(web, "/metrics", "");
+    assert_eq!(
+        status, 401,
+        "/metrics on the dashboard's listener needs its token"
+    );
+    let (status, text) = get(web, "/metrics", &bearer(&token));
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains("serial2mqtt_http_wrong_tokens_total{listener=\"dashboard\"} 5"),
+        "{text}"
+    );
+    assert!(
+        text.contains("serial2mqtt_http_throttled_total{listener=\"dashboard\"} 2"),
+        "{text}"
+    );
+
+    let logs = gw.logs();
+    let lines = logs
+        .lines()
+        .filter(|l| l.contains(&format!("a wrong token from {lan}")))
+        .count();
+    assert_eq!(lines, 1, "once per 10 s:\n{logs}");
+    assert!(
+        logs.contains(&format!(
+            "{lan} sent 5 wrong tokens within 60 s: refused for 60 s"
+        )),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains(&token) && !logs.contains("guess-"),
+        "no token in the log"
+    );
 }
 
 /// Four devices, 16 values each in one frame, for the figures.

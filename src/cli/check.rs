@@ -40,8 +40,13 @@ pub fn main(path: PathBuf) -> ExitCode {
             if entities > 0 {
                 extras += &format!(", {entities} Home Assistant entities");
             }
-            if let Some(m) = c.metrics {
-                extras += &format!(", metrics on http://{m}/metrics");
+            if let Some(m) = &c.metrics {
+                let access = if m.token.is_some() {
+                    " (token required)"
+                } else {
+                    ""
+                };
+                extras += &format!(", metrics on http://{}/metrics{access}", m.listen);
             }
             if let Some(w) = &c.web {
                 let scheme = if w.tls.is_some() { "https" } else { "http" };

@@ -29,8 +29,8 @@ pub struct Config {
     pub uplink: Option<UplinkSettings>,
     /// The store-and-forward queue (used when there is an uplink).
     pub queue: QueueSettings,
-    /// Where the Prometheus endpoint listens, if anywhere.
-    pub metrics: Option<std::net::SocketAddr>,
+    /// The Prometheus endpoint, if it is on.
+    pub metrics: Option<MetricsSettings>,
     /// Home Assistant discovery prefix and birth topic.
     pub homeassistant: schema::HomeAssistantSettings,
     /// The web dashboard, if it is on.
@@ -49,6 +49,8 @@ pub struct WebSettings {
     /// HTTPS: the certificate chain and key files (read again for each connection, so a
     /// renewed certificate is served without a restart).
     pub tls: Option<schema::WebTls>,
+    /// Its connection caps and timeouts.
+    pub limits: crate::http::Limits,
 }
 
 impl fmt::Debug for WebSettings {
@@ -58,6 +60,28 @@ impl fmt::Debug for WebSettings {
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "(set)"))
             .field("tls", &self.tls)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// The Prometheus endpoint, checked: its own listener, or the dashboard's when `listen` is
+/// `web.listen` (the dashboard's token then guards it).
+#[derive(Clone, PartialEq)]
+pub struct MetricsSettings {
+    /// Where it listens.
+    pub listen: std::net::SocketAddr,
+    /// The token Prometheus sends (from `metrics.token_file`), if one is set; unused on the
+    /// dashboard's listener.
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for MetricsSettings {
+    // As for the dashboard: the token is never shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsSettings")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "(set)"))
             .finish()
     }
 }

@@ -978,6 +978,31 @@ fn every_validation_error_has_its_message() {
             &["web", "token_file"],
         ),
         (
+            "devices:",
+            "web: {listen: \"127.0.0.1:8080\", max_connections: 0}\ndevices:",
+            &["web.max_connections", "at least 1", "max_connections: 64"],
+        ),
+        (
+            "devices:",
+            "web: {listen: \"127.0.0.1:8080\", max_connections_per_peer: 0}\ndevices:",
+            &["web.max_connections_per_peer", "max_connections_per_peer: 16"],
+        ),
+        (
+            "devices:",
+            "web: {listen: \"127.0.0.1:8080\", header_timeout: 0s}\ndevices:",
+            &["web.header_timeout", "between 1s and 10m", "header_timeout: 10s"],
+        ),
+        (
+            "devices:",
+            "web: {listen: \"127.0.0.1:8080\", idle_timeout: 100years}\ndevices:",
+            &["web.idle_timeout", "idle_timeout: 1m"],
+        ),
+        (
+            "devices:",
+            "metrics: {listen: \"0.0.0.0:9898\", token_file: /nonexistent/m}\ndevices:",
+            &["metrics.token_file", "/nonexistent/m", "/dev/urandom"],
+        ),
+        (
             "    port: /dev/ttyUSB-test",
             "    simulate: {profile: climate, noise: -1}",
             &["simulate.noise", "from 0 (a clean line) to 1"],
@@ -1404,6 +1429,140 @@ fn the_dashboard_off_loopback_needs_a_long_token_that_is_never_shown() {
         "{GOOD}web:\n  listen: 127.0.0.1:8080\n  tokenfile: x\n"
     ));
     assert!(e.contains("did you mean `token_file`"), "{e}");
+}
+
+#[test]
+fn the_dashboards_caps_and_timeouts_default_to_a_pis_and_a_useless_per_peer_cap_is_a_warning() {
+    let c = load(&format!("{GOOD}web:\n  listen: 127.0.0.1:8080\n")).unwrap();
+    let limits = c.web.as_ref().unwrap().limits;
+    assert_eq!(limits, crate::http::Limits::WEB);
+    assert_eq!(
+        (limits.max_connections, limits.max_connections_per_peer),
+        (64, 16)
+    );
+    assert_eq!(limits.header_timeout, std::time::Duration::from_secs(10));
+    assert_eq!(limits.idle_timeout, std::time::Duration::from_secs(60));
+    let c = load(&format!(
+        "{GOOD}web:\n  listen: 127.0.0.1:8080\n  max_connections: 20\n  \
+         max_connections_per_peer: 30\n  header_timeout: 2s\n  idle_timeout: 5m\n"
+    ))
+    .unwrap();
+    let limits = c.web.as_ref().unwrap().limits;
+    assert_eq!(limits.header_timeout, std::time::Duration::from_secs(2));
+    assert_eq!(limits.idle_timeout, std::time::Duration::from_secs(300));
+    let w = c
+        .warnings
+        .iter()
+        .find(|w| w.message.contains("one address may take every place"))
+        .expect("a warning");
+    assert!(
+        w.help
+            .as_deref()
+            .unwrap_or("")
+            .contains("max_connections_per_peer: 5"),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn a_short_or_repetitive_token_is_a_warning_that_says_how_to_make_a_strong_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("web-token");
+    let config = format!(
+        "{GOOD}web:\n  listen: 0.0.0.0:8080\n  token_file: {}\n",
+        file.display()
+    );
+    let warned = |token: &str| -> Vec<String> {
+        std::fs::write(&file, format!("{token}\n")).unwrap();
+        let c = load(&config).unwrap();
+        assert_eq!(c.web.unwrap().token.as_deref(), Some(token));
+        c.warnings
+            .iter()
+            .filter(|w| w.message.starts_with("web.token_file") && !w.message.contains("readable"))
+            .map(|w| format!("{} / {}", w.message, w.help.as_deref().unwrap_or("")))
+            .collect()
+    };
+    // Issue 31's token: 18 characters, long enough to pass, short enough to be guessed.
+    let w = warned("greenhouse-pi-2024");
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("has 18 characters")
+            && w[0].contains("32 random ones")
+            && w[0].contains("head -c 24 /dev/urandom | base64 > ")
+            && !w[0].contains("greenhouse-pi-2024"),
+        "{w:?}"
+    );
+    let w = warned(&"ab".repeat(20));
+    assert!(
+        w.len() == 1 && w[0].contains("made of 2 different characters"),
+        "{w:?}"
+    );
+    assert_eq!(
+        warned("b3JxOGZ1c2VkLXRva2VuLWZvci10ZXN0cw=="),
+        Vec::<String>::new()
+    );
+    // Below 16 stays an error.
+    std::fs::write(&file, "short-token\n").unwrap();
+    assert!(error_text(&config).contains("at least 16"));
+}
+
+#[test]
+fn metrics_off_loopback_without_a_token_is_a_warning_and_with_one_it_is_read() {
+    let c = load(&format!("{GOOD}metrics:\n  listen: 127.0.0.1:9898\n")).unwrap();
+    assert!(
+        !c.warnings.iter().any(|w| w.message.starts_with("metrics")),
+        "{:?}",
+        c.warnings
+    );
+    assert_eq!(c.metrics.unwrap().token, None);
+    let c = load(&format!("{GOOD}metrics:\n  listen: 0.0.0.0:9898\n")).unwrap();
+    let w = c
+        .warnings
+        .iter()
+        .find(|w| w.message.starts_with("metrics.listen"))
+        .expect("a warning, not an error");
+    assert!(w.message.contains("answers anyone on the network"), "{w:?}");
+    let help = w.help.as_deref().unwrap_or("");
+    assert!(
+        help.contains("metrics.token_file")
+            && help.contains("credentials_file")
+            && help.contains("127.0.0.1:9898"),
+        "{help}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("metrics-token");
+    std::fs::write(&file, "prometheus-token-0123456789-abcdefghij\n").unwrap();
+    let c = load(&format!(
+        "{GOOD}metrics:\n  listen: 0.0.0.0:9898\n  token_file: {}\n",
+        file.display()
+    ))
+    .unwrap();
+    let m = c.metrics.as_ref().unwrap();
+    assert_eq!(
+        m.token.as_deref(),
+        Some("prometheus-token-0123456789-abcdefghij")
+    );
+    assert!(!format!("{c:?}").contains("abcdefghij"), "not in Debug");
+    assert!(!c
+        .warnings
+        .iter()
+        .any(|w| w.message.starts_with("metrics.listen")));
+    // On the dashboard's listener the dashboard's token guards /metrics: a token of its own
+    // is not used, and check says so.
+    let token = dir.path().join("web-token");
+    std::fs::write(&token, "dashboard-token-0123456789-abcdefghijk\n").unwrap();
+    let c = load(&format!(
+        "{GOOD}web:\n  listen: 0.0.0.0:8080\n  token_file: {}\nmetrics:\n  listen: 0.0.0.0:8080\n  token_file: {}\n",
+        token.display(),
+        file.display()
+    ))
+    .unwrap();
+    assert_eq!(c.metrics.unwrap().token, None);
+    assert!(c
+        .warnings
+        .iter()
+        .any(|w| w.message.starts_with("metrics.token_file")
+            && w.message.contains("behind web.token_file")));
 }
 
 #[test]

@@ -288,6 +288,23 @@ impl Announcer {
     }
 }
 
+/// Raises the descriptor limit and returns the factor the HTTP listeners' caps are scaled by
+/// so that their connections leave [`crate::listener::FD_RESERVE`] descriptors for the ports
+/// and the queue (1 unless the limit is very low; a warning then says which limit fits).
+fn http_budget(config: &Config) -> f64 {
+    let mut budget = crate::listener::Budget::new(crate::listener::raise_fd_limit());
+    let web = config.web.as_ref();
+    if let Some(w) = web {
+        budget.want("dashboard", w.limits.max_connections, 1);
+    }
+    if let Some(m) = &config.metrics {
+        if web.map(|w| w.listen) != Some(m.listen) {
+            budget.want("metrics", crate::http::Limits::METRICS.max_connections, 1);
+        }
+    }
+    budget.scale()
+}
+
 /// Runs the gateway until `shutdown` is cancelled, applying each config that arrives on
 /// `reloads` (already validated) to the devices and rules; `recent` is the dashboard's record
 /// (with `web:`), which the log already writes into.
@@ -304,18 +321,25 @@ pub async fn run(
     // claimed if it exists (a second copy of the service still stops here), never created.
     let _claim = crate::statedir::lock(&config.gateway.state_dir, config.uplink.is_some())?;
     let web_listen = config.web.as_ref().map(|w| w.listen);
+    let budget = http_budget(&config);
     let mut metrics_on_web = None;
-    if let Some(listen) = config.metrics {
-        if Some(listen) == web_listen {
-            metrics_on_web = Some(prometheus::install()?);
-            info!(listen = %listen, "Prometheus metrics on the dashboard's listener, /metrics");
+    let mut metrics_own = None;
+    if let Some(m) = &config.metrics {
+        let handle = prometheus::install(m.listen)?;
+        if Some(m.listen) == web_listen {
+            metrics_on_web = Some(handle);
+            info!(listen = %m.listen, "Prometheus metrics on the dashboard's listener, /metrics");
         } else {
-            prometheus::start(listen)?;
-            info!(listen = %listen, "Prometheus metrics on http://{listen}/metrics");
+            let limits = crate::http::Limits::METRICS.scaled(budget);
+            metrics_own = Some((prometheus::bind(m, limits).await?, handle));
         }
     }
     let web = match &config.web {
-        Some(settings) => Some(crate::web::bind(settings).await?),
+        Some(settings) => {
+            let mut settings = settings.clone();
+            settings.limits = settings.limits.scaled(budget);
+            Some(crate::web::bind(&settings).await?)
+        }
         None => None,
     };
     // The queue first: it must be open (and repaired) before anything produces messages.
@@ -382,6 +406,9 @@ pub async fn run(
         uplink_state.clone(),
         shutdown.clone(),
     ))];
+    if let Some((bound, handle)) = metrics_own {
+        helpers.push(bound.serve(handle, shutdown.clone()));
+    }
     if config.metrics.is_some() {
         helpers.push(tokio::spawn(prometheus::collect(
             prometheus::Sources {

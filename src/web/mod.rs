@@ -3,15 +3,18 @@
 //! uplink, and the log, in a browser on the LAN, with no internet needed (the page, its script
 //! and its style are in the binary).
 //!
-//! One axum server (the HTTP stack rumqttd links already) serves the page, a JSON snapshot,
+//! One axum router (the HTTP stack rumqttd links already) serves the page, a JSON snapshot,
 //! the plots' history, the rule tester and a server-sent event stream that carries at most one
 //! update a second per browser, whatever the frame rate, from the sampled [`Recent`] record.
-//! It is read-only: the rule tester runs rules on a copy and writes nothing to any device.
+//! It is read-only: the rule tester runs rules on a copy and writes nothing to any device. It
+//! runs on [`crate::http::serve`]: connection caps in total and per peer, header and idle
+//! timeouts, a clear 503 when full (`web.max_connections`, ...).
 //!
 //! Access: on loopback anyone on the machine may look (as with `serial2mqtt status`), and only
 //! under a local host name, so a web page elsewhere cannot reach it through DNS rebinding; on
 //! any other address every request needs the token (`web.token_file`), given once in a login
 //! form (then a cookie), or as `Authorization: Bearer`. Compared in constant time, never shown.
+//! Wrong tokens are throttled per peer address ([`crate::http::throttle`]).
 
 pub mod view;
 
@@ -21,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -29,12 +32,13 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::WebSettings;
 use crate::frames::trial::try_frame;
+use crate::http::auth::{self, local_host, Token};
+use crate::http::throttle::Throttle;
 use crate::recent::{FrameRecord, LogLine, Recent, TICK};
 use view::{Sources, State as Snapshot, TrialView};
 
@@ -84,22 +88,19 @@ pub async fn bind(settings: &WebSettings) -> Result<Bound, WebError> {
     })
 }
 
+/// The listener's name in log lines and metrics.
+const NAME: &str = "dashboard";
+
 struct App {
     sources: Sources,
-    /// SHA-256 of the token: compared in constant time and of fixed length, so neither the
-    /// token's bytes nor its length leak through timing; the cookie carries it in hex.
-    token_digest: Option<[u8; 32]>,
+    /// The token (its digest); the login cookie carries the digest in hex.
+    token: Option<Token>,
+    /// Wrong tokens per peer address.
+    throttle: Throttle,
     streams: AtomicUsize,
     shutdown: CancellationToken,
     /// Served over TLS: the cookie is then `Secure`.
     https: bool,
-}
-
-fn digest(text: &str) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
 }
 
 impl Bound {
@@ -112,13 +113,14 @@ impl Bound {
     ) -> tokio::task::JoinHandle<()> {
         let app = Arc::new(App {
             sources,
-            token_digest: self.settings.token.as_deref().map(digest),
+            token: self.settings.token.as_deref().map(Token::new),
+            throttle: Throttle::new(NAME),
             streams: AtomicUsize::new(0),
             shutdown: shutdown.clone(),
             https: self.settings.tls.is_some(),
         });
         let listen = self.settings.listen;
-        let secured = if app.token_digest.is_some() {
+        let secured = if app.token.is_some() {
             "token required"
         } else {
             "loopback, no token"
@@ -131,78 +133,12 @@ impl Bound {
         info!(listen = %listen, "web dashboard on {scheme}://{listen}/ ({secured})");
         let ticker = tokio::spawn(tick(Arc::clone(&app)));
         let router = router(app);
+        let limits = self.settings.limits;
         let tls = self.settings.tls.clone();
         tokio::spawn(async move {
-            match tls {
-                None => {
-                    let served = axum::serve(self.listener, router)
-                        .with_graceful_shutdown(shutdown.cancelled_owned())
-                        .await;
-                    if let Err(e) = served {
-                        warn!(listen = %listen, "web dashboard stopped: {e}");
-                    }
-                }
-                Some(tls) => serve_tls(self.listener, router, tls, shutdown).await,
-            }
+            crate::http::serve(self.listener, NAME, limits, tls, router, shutdown).await;
             ticker.abort();
         })
-    }
-}
-
-/// HTTPS: each connection's TLS handshake (certificate and key read again, as the broker's
-/// listener does, so a renewed certificate needs no restart), then HTTP/1.1 on it.
-async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    tls: crate::config::schema::WebTls,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!("web dashboard: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let router = router.clone();
-        let tls = tls.clone();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let config = match crate::tls::server_config(&tls.cert_file, &tls.key_file, None, false)
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!("web dashboard TLS: {e}");
-                    return;
-                }
-            };
-            let acceptor = rumqttc::tokio_rustls::TlsAcceptor::from(config);
-            let stream =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, "web dashboard: TLS handshake failed: {e}");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            let service = hyper_util::service::TowerToHyperService::new(router);
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
-            }
-        });
     }
 }
 
@@ -251,67 +187,53 @@ fn asset(body: &'static str, kind: &'static str) -> Response {
     ([(header::CONTENT_TYPE, kind)], body).into_response()
 }
 
-/// Whether the request carries the token (bearer header or the login's cookie).
-fn authorized(app: &App, headers: &HeaderMap) -> bool {
-    let Some(want) = &app.token_digest else {
-        return true;
-    };
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| digest(t.trim()));
-    if bearer.is_some_and(|d| bool::from(d.ct_eq(want))) {
-        return true;
+/// What a request shows of the token.
+enum Shown {
+    /// The token (bearer header or the login's cookie).
+    Right,
+    /// Nothing.
+    Nothing,
+    /// A token that is not it; `cookie` when it came as the login's cookie.
+    Wrong { cookie: bool },
+}
+
+/// What the request shows of `token`: a bearer header, or the login's cookie.
+fn shown(token: &Token, headers: &HeaderMap) -> Shown {
+    let bearer = auth::bearer(headers);
+    if bearer.is_some_and(|b| token.matches(b)) {
+        return Shown::Right;
     }
-    let want_hex = hex::encode(want);
-    headers
+    let mut cookies = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
         .filter(|(k, _)| *k == COOKIE)
-        .any(|(_, v)| bool::from(v.as_bytes().ct_eq(want_hex.as_bytes())))
+        .peekable();
+    let cookie = cookies.peek().is_some();
+    if cookies.any(|(_, v)| token.matches_hex(v)) {
+        Shown::Right
+    } else if bearer.is_some() || cookie {
+        Shown::Wrong { cookie }
+    } else {
+        Shown::Nothing
+    }
 }
 
-/// Whether the Host header names this machine (an IP address or `localhost`): without a token,
-/// that is what keeps a page from another site out (DNS rebinding).
-fn local_host(headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let name = match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => {
-            name
-        }
-        _ => host,
-    };
-    let name = name.trim_start_matches('[').trim_end_matches(']');
-    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
-}
-
-/// Every request: the host check (no token) or the token (token set), then the headers that
-/// keep the page to itself (no framing, no inline or foreign scripts, no referrer).
+/// Every request: the host check (no token) or the token (token set; a peer locked out for
+/// wrong tokens gets 429, and a wrong one counts against it), then the headers that keep the
+/// page to itself (no framing, no inline or foreign scripts, no referrer).
 async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let mut response = if app.token_digest.is_none() && !local_host(req.headers()) {
-        (
+    let mut response = match &app.token {
+        None if !local_host(req.headers()) => (
             StatusCode::FORBIDDEN,
             "open the dashboard by the machine's address (http://127.0.0.1:PORT/): without \
              web.token_file it answers no other host name",
         )
-            .into_response()
-    } else if matches!(req.uri().path(), "/login" | "/style.css") || authorized(&app, req.headers())
-    {
-        next.run(req).await
-    } else if req.method() == Method::GET && req.uri().path() == "/" {
-        (StatusCode::UNAUTHORIZED, Html(LOGIN_HTML)).into_response()
-    } else {
-        (
-            StatusCode::UNAUTHORIZED,
-            "the dashboard needs its token (web.token_file): log in at /, or send Authorization: Bearer TOKEN",
-        )
-            .into_response()
+            .into_response(),
+        None => next.run(req).await,
+        Some(token) => with_token(&app, token, req, next).await,
     };
     let h = response.headers_mut();
     h.insert(
@@ -331,6 +253,48 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     response
+}
+
+/// A request to a dashboard with a token: the lockout first (the right token is not even
+/// looked at then), the stylesheet and the login form free, the rest with the token.
+async fn with_token(app: &App, token: &Token, req: Request, next: Next) -> Response {
+    if req.uri().path() == "/style.css" {
+        return next.run(req).await;
+    }
+    let peer = auth::peer(&req);
+    if let Some(wait) = app.throttle.locked(peer) {
+        return auth::locked_out(wait);
+    }
+    let shown = shown(token, req.headers());
+    if let Shown::Right = shown {
+        app.throttle.passed(peer);
+        return next.run(req).await;
+    }
+    if req.uri().path() == "/login" {
+        // The form judges (and counts) the token it carries.
+        return next.run(req).await;
+    }
+    let mut refused = if req.method() == Method::GET && req.uri().path() == "/" {
+        (StatusCode::UNAUTHORIZED, Html(LOGIN_HTML)).into_response()
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            "the dashboard needs its token (web.token_file): log in at /, or send Authorization: Bearer TOKEN",
+        )
+            .into_response()
+    };
+    if let Shown::Wrong { cookie } = shown {
+        app.throttle.failed(peer);
+        if cookie {
+            // A cookie of an older token: dropped, so the browser shows the login form
+            // instead of counting a wrong token at every request.
+            refused.headers_mut().insert(
+                header::SET_COOKIE,
+                HeaderValue::from_static("serial2mqtt_token=; Path=/; Max-Age=0"),
+            );
+        }
+    }
+    refused
 }
 
 /// Prometheus's scrape, when `metrics.listen` is this listener (the token applies here too:
@@ -359,16 +323,22 @@ struct Login {
     token: String,
 }
 
-/// The login form: the right token sets the cookie and goes to the dashboard.
-async fn login(State(app): State<Arc<App>>, Form(form): Form<Login>) -> Response {
-    let Some(want) = &app.token_digest else {
+/// The login form: the right token sets the cookie and goes to the dashboard; a wrong one
+/// counts against the peer.
+async fn login(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Form(form): Form<Login>,
+) -> Response {
+    let Some(token) = &app.token else {
         return Redirect::to("/").into_response();
     };
-    if bool::from(digest(form.token.trim()).ct_eq(want)) {
+    if token.matches(&form.token) {
+        app.throttle.passed(peer.ip());
         let secure = if app.https { "; Secure" } else { "" };
         let cookie = format!(
             "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict{secure}",
-            hex::encode(want)
+            token.hex()
         );
         let mut r = Redirect::to("/").into_response();
         if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -376,8 +346,8 @@ async fn login(State(app): State<Arc<App>>, Form(form): Form<Login>) -> Response
         }
         return r;
     }
-    warn!("web dashboard: a login with a wrong token");
-    // Slows guessing down (the token is long enough that guessing is hopeless anyway).
+    app.throttle.failed(peer.ip());
+    // Slows a browser's guessing down further (the lockout is what bounds it).
     tokio::time::sleep(Duration::from_millis(500)).await;
     (
         StatusCode::UNAUTHORIZED,
@@ -585,29 +555,6 @@ async fn events(State(app): State<Arc<App>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn host(h: &str) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        m.insert(header::HOST, HeaderValue::from_str(h).unwrap());
-        m
-    }
-
-    #[test]
-    fn only_local_host_names_pass_without_a_token() {
-        for ok in [
-            "127.0.0.1:8080",
-            "localhost:8080",
-            "LOCALHOST",
-            "[::1]:8080",
-            "192.168.1.20:8080",
-        ] {
-            assert!(local_host(&host(ok)), "{ok}");
-        }
-        for bad in ["evil.example:8080", "127.0.0.1.nip.io:8080", "pi.local"] {
-            assert!(!local_host(&host(bad)), "{bad}");
-        }
-        assert!(!local_host(&HeaderMap::new()), "no Host header");
-    }
 
     #[test]
     fn thinning_keeps_the_newest_point_and_at_most_max() {

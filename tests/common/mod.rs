@@ -5,6 +5,7 @@ pub mod certs;
 pub mod devices;
 pub mod line;
 pub mod mosquitto;
+pub mod net;
 pub mod powercut;
 pub mod proxy;
 pub mod upstream;

@@ -10,6 +10,7 @@ mod buses;
 mod devices;
 mod gateway;
 mod homeassistant;
+pub mod metrics;
 mod modbus;
 mod polls;
 mod profile;
@@ -55,7 +56,11 @@ pub fn check(
     let queue = queue::check(&raw.queue, &gw.gateway.state_dir, &mut p);
     let listeners = [("broker.listen", broker.listen)];
     // metrics.listen may be the dashboard's own address: one listener serves both.
+    let web_listen = raw.web.as_ref().map(|w| w.listen);
     let web = raw.web.and_then(|w| web::check(w, &listeners, &mut p));
+    let metrics = raw
+        .metrics
+        .and_then(|m| metrics::check(m, web_listen, &mut p));
 
     if !p.errors.is_empty() {
         return Err(p.errors);
@@ -68,7 +73,7 @@ pub fn check(
         devices,
         uplink,
         queue,
-        metrics: raw.metrics.map(|m| m.listen),
+        metrics,
         homeassistant: raw.homeassistant,
         web,
         warnings: p.warnings,

@@ -101,6 +101,9 @@ fn default_protocol() -> u8 {
 pub struct Metrics {
     /// Address of the HTTP listener serving `/metrics`.
     pub listen: SocketAddr,
+    /// A file whose first line is the token Prometheus must send (`Authorization: Bearer`);
+    /// without it, an address other than loopback answers anyone (a warning).
+    pub token_file: Option<PathBuf>,
 }
 
 /// `web:` — the dashboard: devices, frames and why they were rejected, a rule tester, the
@@ -114,6 +117,33 @@ pub struct Web {
     pub token_file: Option<PathBuf>,
     /// HTTPS instead of HTTP: the certificate and key, as for the broker's listener.
     pub tls: Option<WebTls>,
+    /// Connections at once, from everybody (each holds a descriptor and some memory).
+    #[serde(default = "default_web_max_connections")]
+    pub max_connections: usize,
+    /// Connections at once from one address (loopback exempt), so that one peer cannot take
+    /// every place.
+    #[serde(default = "default_web_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+    /// Time a request's headers (and a TLS handshake) have to arrive; a keep-alive
+    /// connection's next request too.
+    #[serde(default = "default_web_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Time a connection may move no byte either way before it is closed.
+    #[serde(default = "default_web_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+fn default_web_max_connections() -> usize {
+    crate::http::Limits::WEB.max_connections
+}
+fn default_web_max_connections_per_peer() -> usize {
+    crate::http::Limits::WEB.max_connections_per_peer
+}
+fn default_web_header_timeout() -> Duration {
+    crate::http::Limits::WEB.header_timeout
+}
+fn default_web_idle_timeout() -> Duration {
+    crate::http::Limits::WEB.idle_timeout
 }
 
 /// `web.tls:` — the dashboard's certificate.
