@@ -276,8 +276,8 @@ fn check(config: &std::path::Path) -> (bool, String, String) {
 /// listener: past its 16 connections, a 503 at once.
 #[tokio::test]
 async fn metrics_off_loopback_want_a_token_and_refuse_past_their_cap() {
-    use common::net::{hold, lan_address, read_until_closed, request};
-    let Some(lan) = lan_address() else {
+    use common::net::{hold, read_until_closed, request};
+    let Some(lan) = common::lan_address() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

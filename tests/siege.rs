@@ -68,7 +68,7 @@ rules:
         let mut c = Command::new("sh");
         c.args([
             "-c",
-            "ulimit -Hn 1024 && ulimit -Sn 1024 && exec \"$@\"",
+            "ulimit -Sn 1024 && ulimit -Hn 1024 && exec \"$@\"",
             "sh",
         ])
         .arg(env!("CARGO_BIN_EXE_serial2mqtt"))

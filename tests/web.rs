@@ -693,8 +693,8 @@ fn bounded_dashboard(climate: &Pty, gps: &Pty, metrics: bool) -> (common::Gatewa
 #[tokio::test]
 async fn connections_that_never_finish_their_headers_are_closed_and_the_caps_refuse_the_rest_at_once(
 ) {
-    use common::net::{hold, lan_address, open_fds, read_until_closed};
-    let Some(lan) = lan_address() else {
+    use common::net::{hold, open_fds, read_until_closed};
+    let Some(lan) = common::lan_address() else {
         return;
     };
     let climate = Pty::new();
@@ -800,8 +800,8 @@ async fn connections_that_never_finish_their_headers_are_closed_and_the_caps_ref
 /// listener, needs the dashboard's token).
 #[tokio::test]
 async fn wrong_tokens_lock_an_address_out_with_429_and_are_logged_and_counted() {
-    use common::net::{lan_address, request};
-    let Some(lan) = lan_address() else {
+    use common::net::request;
+    let Some(lan) = common::lan_address() else {
         return;
     };
     let climate = Pty::new();

@@ -24,7 +24,7 @@ use tracing::{error, info, warn};
 
 use crate::broker::{self, LocalBroker};
 use crate::config::check::{commands_in_force, refuses_commands};
-use crate::config::{schema, Config, ConfigDiff, Device, QueueSettings};
+use crate::config::{Config, ConfigDiff, Device, QueueSettings};
 use crate::downlink::Routes;
 use crate::homeassistant;
 use crate::listener::{self, Budget, Caps};
@@ -171,12 +171,14 @@ async fn publish_stats(
 
 /// The embedded broker, started off the async workers (rumqttd blocks briefly: threads, its
 /// listener), with the devices' command routes as its downlink and, with an uplink, the bridge
-/// that forwards local clients' messages into the queue.
+/// that forwards local clients' messages into the queue; its connection cap scaled by `scale`
+/// (see [`listener_budget`]).
 async fn start_broker(
     config: &Config,
     queue: Option<&QueueHandle>,
     routes: Routes,
     failed: CancellationToken,
+    scale: f64,
 ) -> Result<(LocalBroker, Outbox), GatewayError> {
     let settings = config.broker.clone();
     let bridge = match (&config.uplink, queue) {
@@ -192,30 +194,17 @@ async fn start_broker(
         }
         _ => None,
     };
-    let caps = broker_caps(&settings);
+    let caps = Caps {
+        total: listener::scaled(settings.max_connections, scale),
+        per_peer: settings.max_connections_per_peer,
+        exempt_loopback: true,
+    };
     tokio::task::spawn_blocking(move || {
         broker::start(&settings, caps, failed, bridge, Arc::new(routes))
     })
     .await
     .map_err(|e| GatewayError::Task(e.to_string()))?
     .map_err(GatewayError::from)
-}
-
-/// The local broker's connection caps, scaled down when the descriptor limit (raised to its
-/// hard limit first) cannot hold them beside the reserve for ports and the queue.
-fn broker_caps(settings: &schema::Broker) -> Caps {
-    let mut budget = Budget::new(listener::raise_fd_limit());
-    budget.want(
-        "local broker",
-        settings.max_connections,
-        broker::gate::FDS_PER_CLIENT,
-    );
-    let scale = budget.scale();
-    Caps {
-        total: listener::scaled(settings.max_connections, scale),
-        per_peer: settings.max_connections_per_peer,
-        exempt_loopback: true,
-    }
 }
 
 /// The uplink's task, when there is an uplink.
@@ -288,11 +277,17 @@ impl Announcer {
     }
 }
 
-/// Raises the descriptor limit and returns the factor the HTTP listeners' caps are scaled by
-/// so that their connections leave [`crate::listener::FD_RESERVE`] descriptors for the ports
-/// and the queue (1 unless the limit is very low; a warning then says which limit fits).
-fn http_budget(config: &Config) -> f64 {
-    let mut budget = crate::listener::Budget::new(crate::listener::raise_fd_limit());
+/// Raises the descriptor limit and returns the factor every listener's caps (the local
+/// broker's, the dashboard's, the metrics endpoint's) are scaled by so that their connections
+/// leave [`listener::FD_RESERVE`] descriptors for the ports and the queue (1 unless the limit
+/// is very low; a warning then says which limit fits).
+fn listener_budget(config: &Config) -> f64 {
+    let mut budget = Budget::new(listener::raise_fd_limit());
+    budget.want(
+        "local broker",
+        config.broker.max_connections,
+        broker::gate::FDS_PER_CLIENT,
+    );
     let web = config.web.as_ref();
     if let Some(w) = web {
         budget.want("dashboard", w.limits.max_connections, 1);
@@ -321,7 +316,7 @@ pub async fn run(
     // claimed if it exists (a second copy of the service still stops here), never created.
     let _claim = crate::statedir::lock(&config.gateway.state_dir, config.uplink.is_some())?;
     let web_listen = config.web.as_ref().map(|w| w.listen);
-    let budget = http_budget(&config);
+    let budget = listener_budget(&config);
     let mut metrics_on_web = None;
     let mut metrics_own = None;
     if let Some(m) = &config.metrics {
@@ -355,6 +350,7 @@ pub async fn run(
         queue.as_ref(),
         routes.clone(),
         broker_failed.clone(),
+        budget,
     )
     .await?;
     // The broker just started is the one in force: `check` has said whether it refuses commands.

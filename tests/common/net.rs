@@ -1,43 +1,10 @@
 //! Raw TCP against our HTTP listeners: connections that never finish their request, answers
-//! read to the end, the gateway's open descriptors, and an address of this host that is not
-//! loopback (so a test can be a peer on the LAN).
+//! read to the end, the gateway's open descriptors (a LAN peer's address is
+//! `common::lan_address`).
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
-
-/// An IPv4 address of this host other than loopback: connecting to it from here makes the
-/// connection's peer that address, as a LAN peer's would be. None when the host has none
-/// (then the test says SKIPPED; under CI=true it fails).
-pub fn lan_address() -> Option<IpAddr> {
-    let mut found = None;
-    // SAFETY: getifaddrs fills a list that is read here and freed once, by freeifaddrs.
-    unsafe {
-        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-        if libc::getifaddrs(&mut list) == 0 {
-            let mut at = list;
-            while !at.is_null() && found.is_none() {
-                let addr = (*at).ifa_addr;
-                if !addr.is_null() && i32::from((*addr).sa_family) == libc::AF_INET {
-                    let v4 = &*(addr as *const libc::sockaddr_in);
-                    let ip = std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
-                    if !ip.is_loopback() && !ip.is_unspecified() {
-                        found = Some(IpAddr::V4(ip));
-                    }
-                }
-                at = (*at).ifa_next;
-            }
-            libc::freeifaddrs(list);
-        }
-    }
-    if found.is_none() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("this host has no address but loopback: the per-peer tests need one");
-        }
-        eprintln!("SKIPPED: this host has no address but loopback");
-    }
-    found
-}
 
 /// A connection that sends the start of a request line and never the rest.
 pub fn hold(to: SocketAddr) -> TcpStream {

@@ -12,6 +12,7 @@
 //!   filter when the table of filters is full, is refused like one the access rules deny;
 //! - a persistent session (clean session 0) for a new client id when the sessions are full is
 //!   refused with CONNACK "server unavailable".
+//!
 //! Each refusal is counted and logged at most once per [`LOG_EVERY`] per kind. The gateway's
 //! own messages go through its in-process link and are not counted here: their topics come
 //! from the config.
