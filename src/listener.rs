@@ -1,6 +1,6 @@
 //! What every listener we own (the broker's gate, the dashboard, the metrics endpoint) shares so
 //! that no peer on the LAN can starve the gateway: connection caps in total and per peer
-//! address, an accept loop that backs off when the process is out of descriptors, and the
+//! address (and the HTTP listeners' [`Limits`], caps with timeouts), an accept loop that backs off when the process is out of descriptors, and the
 //! descriptor budget that keeps a reserve for the serial ports and the queue.
 //!
 //! Why caps per peer *and* in total: a total cap alone lets one peer take every slot (and so
@@ -40,6 +40,54 @@ pub struct Caps {
     pub per_peer: usize,
     /// Whether connections from a loopback address skip the per-peer cap.
     pub exempt_loopback: bool,
+}
+
+/// What one listener allows: its caps and its timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections at once, from everybody.
+    pub max_connections: usize,
+    /// Connections at once from one address (loopback exempt).
+    pub max_connections_per_peer: usize,
+    /// Time for a request's headers (and for a TLS handshake) to arrive.
+    pub header_timeout: Duration,
+    /// Time a connection may move no byte either way before it is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Limits {
+    /// The dashboard's defaults: a few browsers and scripts, fit for a 512 MiB Pi.
+    pub const WEB: Limits = Limits {
+        max_connections: 64,
+        max_connections_per_peer: 16,
+        header_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
+    };
+    /// The metrics endpoint's (a Prometheus server or two scrape it).
+    pub const METRICS: Limits = Limits {
+        max_connections: 16,
+        max_connections_per_peer: 4,
+        header_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
+    };
+
+    /// The caps as [`Admission`] counts them.
+    pub fn caps(&self) -> Caps {
+        Caps {
+            total: self.max_connections,
+            per_peer: self.max_connections_per_peer,
+            exempt_loopback: true,
+        }
+    }
+
+    /// These limits with the caps scaled by `factor` (the descriptor budget's).
+    pub fn scaled(self, factor: f64) -> Limits {
+        Limits {
+            max_connections: scaled(self.max_connections, factor),
+            max_connections_per_peer: scaled(self.max_connections_per_peer, factor),
+            ..self
+        }
+    }
 }
 
 /// Why a connection was not admitted.

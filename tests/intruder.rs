@@ -525,3 +525,68 @@ async fn mqtt_5_gets_its_connack_and_a_second_connect_closes_the_connection() {
         "a second CONNECT closes the connection"
     );
 }
+
+/// Starts the gateway under the descriptor limits `soft` and `hard` (a shell's `ulimit -n`).
+fn start_with_fd_limits(yaml: &str, soft: u64, hard: u64) -> Gateway {
+    start_gateway_with(yaml, free_port(), |config, _| {
+        let mut c = Command::new("sh");
+        c.args([
+            "-c",
+            &format!("ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$@\""),
+            "sh",
+        ])
+        .arg(env!("CARGO_BIN_EXE_serial2mqtt"))
+        .args(["run", "--config"])
+        .arg(config);
+        c
+    })
+}
+
+/// The soft and hard "Max open files" of a process.
+fn open_files_limits(pid: u32) -> (String, String) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut words = line["Max open files".len()..].split_whitespace();
+    (words.next().unwrap().into(), words.next().unwrap().into())
+}
+
+#[tokio::test]
+async fn the_descriptor_limit_is_raised_and_caps_that_do_not_fit_are_scaled_down() {
+    let pty = Pty::new();
+    // A shell's soft limit under a higher hard one: raised at start.
+    let gw = start_with_fd_limits(&config(&pty.path, ""), 256, 4096);
+    gw.wait_log("device online", T).await;
+    assert_eq!(
+        open_files_limits(gw.child.id()),
+        ("4096".into(), "4096".into())
+    );
+    gw.wait_log("raised the descriptor limit", T).await;
+    drop(gw);
+
+    // A hard limit too low for 64 clients of 3 descriptors each beside the reserve of 128:
+    // the caps shrink, and the log says which limit would hold them.
+    let gw = start_with_fd_limits(&config(&pty.path, ""), 256, 256);
+    gw.wait_log("device online", T).await;
+    gw.wait_log("raise LimitNOFILE to 320", T).await;
+    let mut held = Vec::new();
+    loop {
+        let mut tcp = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+        tcp.write_all(&encode(Raw::Connect(Connect::new(format!(
+            "c{}",
+            held.len()
+        )))))
+        .await
+        .unwrap();
+        let answer = first_bytes(&mut tcp, 4, T).await;
+        if answer != [0x20, 2, 0, 0] {
+            assert_eq!(answer, [0x20, 2, 0, 3], "refused as server unavailable");
+            break;
+        }
+        held.push(tcp);
+        assert!(held.len() < 64, "the cap was not scaled down");
+    }
+    assert!(held.len() >= 30, "{} places", held.len());
+}

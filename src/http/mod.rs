@@ -40,8 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use crate::config::schema::WebTls;
-use crate::listener::{self, Admission, Caps};
+use crate::listener::{self, Admission};
 use crate::pacing::{RateLimit, LOG_EVERY};
 
 /// How long shutdown waits for the connections' last requests.
@@ -50,53 +49,17 @@ pub const DRAIN: Duration = Duration::from_secs(2);
 /// a browser's request with its cookie is well under 4 KiB.
 const MAX_BUF: usize = 16 * 1024;
 
-/// What one listener allows: its caps and its timeouts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Connections at once, from everybody.
-    pub max_connections: usize,
-    /// Connections at once from one address (loopback exempt).
-    pub max_connections_per_peer: usize,
-    /// Time for a request's headers (and for a TLS handshake) to arrive.
-    pub header_timeout: Duration,
-    /// Time a connection may move no byte either way before it is closed.
-    pub idle_timeout: Duration,
+/// A listener's certificate chain and private key (PEM), re-read for each connection so that
+/// a renewed certificate needs no restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, the server's certificate first.
+    pub cert: std::path::PathBuf,
+    /// Its private key.
+    pub key: std::path::PathBuf,
 }
 
-impl Limits {
-    /// The dashboard's defaults: a few browsers and scripts, fit for a 512 MiB Pi.
-    pub const WEB: Limits = Limits {
-        max_connections: 64,
-        max_connections_per_peer: 16,
-        header_timeout: Duration::from_secs(10),
-        idle_timeout: Duration::from_secs(60),
-    };
-    /// The metrics endpoint's (a Prometheus server or two scrape it).
-    pub const METRICS: Limits = Limits {
-        max_connections: 16,
-        max_connections_per_peer: 4,
-        header_timeout: Duration::from_secs(10),
-        idle_timeout: Duration::from_secs(60),
-    };
-
-    /// The caps as [`Admission`] counts them.
-    pub fn caps(&self) -> Caps {
-        Caps {
-            total: self.max_connections,
-            per_peer: self.max_connections_per_peer,
-            exempt_loopback: true,
-        }
-    }
-
-    /// These limits with the caps scaled by `factor` (the descriptor budget's).
-    pub fn scaled(self, factor: f64) -> Limits {
-        Limits {
-            max_connections: listener::scaled(self.max_connections, factor),
-            max_connections_per_peer: listener::scaled(self.max_connections_per_peer, factor),
-            ..self
-        }
-    }
-}
+pub use crate::listener::Limits;
 
 /// Serves `router` on `listener` within `limits` (over TLS with `tls`) until `shutdown`; `name`
 /// is the listener's name in log lines and metrics (`dashboard`, `metrics`). Each request
@@ -105,7 +68,7 @@ pub async fn serve(
     listener: TcpListener,
     name: &'static str,
     limits: Limits,
-    tls: Option<WebTls>,
+    tls: Option<TlsFiles>,
     router: Router,
     shutdown: CancellationToken,
 ) {
@@ -177,10 +140,10 @@ async fn handshake(
     tcp: TcpStream,
     peer: SocketAddr,
     name: &'static str,
-    tls: &WebTls,
+    tls: &TlsFiles,
     limits: Limits,
 ) -> Option<rumqttc::tokio_rustls::server::TlsStream<TcpStream>> {
-    let config = match crate::tls::server_config(&tls.cert_file, &tls.key_file, None, false) {
+    let config = match crate::tls::server_config(&tls.cert, &tls.key, None, false) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(listener = name, "{name} TLS: {e}");

@@ -134,7 +134,10 @@ impl Bound {
         let ticker = tokio::spawn(tick(Arc::clone(&app)));
         let router = router(app);
         let limits = self.settings.limits;
-        let tls = self.settings.tls.clone();
+        let tls = self.settings.tls.as_ref().map(|t| crate::http::TlsFiles {
+            cert: t.cert_file.clone(),
+            key: t.key_file.clone(),
+        });
         tokio::spawn(async move {
             crate::http::serve(self.listener, NAME, limits, tls, router, shutdown).await;
             ticker.abort();

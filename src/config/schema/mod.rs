@@ -134,16 +134,16 @@ pub struct Web {
 }
 
 fn default_web_max_connections() -> usize {
-    crate::http::Limits::WEB.max_connections
+    crate::listener::Limits::WEB.max_connections
 }
 fn default_web_max_connections_per_peer() -> usize {
-    crate::http::Limits::WEB.max_connections_per_peer
+    crate::listener::Limits::WEB.max_connections_per_peer
 }
 fn default_web_header_timeout() -> Duration {
-    crate::http::Limits::WEB.header_timeout
+    crate::listener::Limits::WEB.header_timeout
 }
 fn default_web_idle_timeout() -> Duration {
-    crate::http::Limits::WEB.idle_timeout
+    crate::listener::Limits::WEB.idle_timeout
 }
 
 /// `web.tls:` — the dashboard's certificate.
