@@ -11,9 +11,10 @@
 //! The files: [`settings`] (rumqttd's configuration), `port` (the listen port and who holds
 //! it), `publisher` (our messages into the link), `link` (the link's receiving half, to the
 //! [`Downlink`] and the `bridge`), `recent` (buffers compared by address), [`passwords`] (the
-//! users file's hashes), [`acl`] (access rules), [`gate`] (the listener that enforces them and
-//! takes client certificates, in front of rumqttd) and `access` (the logins and rules in force,
-//! swapped on reload).
+//! users file's hashes), [`acl`] (access rules), [`gate`] (the local clients' listener, always in
+//! front of rumqttd: it bounds connections and the tables clients grow, checks logins, rules,
+//! client certificates and wills) and `access` (the logins and rules in force, swapped on
+//! reload). rumqttd itself listens only on a loopback port that only the gate can log in to.
 //!
 //! Delivery QoS: rumqttd's in-process links publish at QoS 0 (its `Publish::new`), and rumqttd
 //! forwards every message at the QoS of each subscriber's subscription. So a local subscriber

@@ -478,4 +478,92 @@ mod tests {
         o.release();
         assert_eq!(o.ready, vec![ack(kind::PUBCOMP, 3)]);
     }
+
+    proptest::proptest! {
+        /// Whatever mix of allowed and denied QoS 1 and 2 deliveries rumqttd sends, with the
+        /// client acknowledging its own in order at any moment, rumqttd receives the PUBACKs
+        /// and PUBRECs in the order of its deliveries and the PUBCOMPs in the order of its
+        /// PUBRELs, each once.
+        #[test]
+        fn rumqttd_gets_every_acknowledgement_in_its_order(
+            steps in proptest::collection::vec((0u8..4, proptest::bool::ANY), 1..60),
+        ) {
+            let mut o = Owed::default();
+            // What rumqttd sent and expects back, in order; what it received.
+            let (mut delivered, mut released) = (Vec::new(), Vec::new());
+            let mut to_broker: Vec<[u8; 4]> = Vec::new();
+            let mut clients = std::collections::VecDeque::new();
+            let mut client_recs = std::collections::VecDeque::new();
+            let mut pkid = 0u16;
+            for (step, denied) in steps {
+                match step {
+                    // rumqttd delivers a QoS 1 or 2 message.
+                    0 | 1 => {
+                        pkid += 1;
+                        let k = if step == 0 { kind::PUBACK } else { kind::PUBREC };
+                        delivered.push(ack(k, pkid));
+                        o.acks.push_back((pkid, denied.then_some(k)));
+                        if !denied {
+                            clients.push_back((k, pkid));
+                        }
+                    }
+                    // The client acknowledges its oldest delivery.
+                    2 => {
+                        if let Some((k, id)) = clients.pop_front() {
+                            to_broker.append(&mut o.ready);
+                            proptest::prop_assert!(o.client_acked(k, id));
+                            to_broker.push(ack(k, id));
+                            if k == kind::PUBREC {
+                                client_recs.push_back(id);
+                            }
+                        }
+                    }
+                    // The client completes its oldest QoS 2 exchange.
+                    _ => {
+                        if let Some(id) = client_recs.pop_front() {
+                            to_broker.append(&mut o.ready);
+                            proptest::prop_assert!(o.client_acked(kind::PUBCOMP, id));
+                            to_broker.push(ack(kind::PUBCOMP, id));
+                        }
+                    }
+                }
+                o.release();
+                // rumqttd answers each PUBREC it received with a PUBREL, in order: ours are
+                // completed here, the client's wait for the client.
+                to_broker.append(&mut o.ready);
+                for a in &to_broker {
+                    if a[0] >> 4 == kind::PUBREC && !released.contains(a) {
+                        released.push(*a);
+                        let id = u16::from_be_bytes([a[2], a[3]]);
+                        let ours = !client_recs.contains(&id);
+                        o.comps.push_back((id, ours));
+                        o.release();
+                    }
+                }
+            }
+            while let Some((k, id)) = clients.pop_front() {
+                to_broker.append(&mut o.ready);
+                o.client_acked(k, id);
+                to_broker.push(ack(k, id));
+            }
+            to_broker.append(&mut o.ready);
+            let acks: Vec<[u8; 4]> = to_broker
+                .iter()
+                .filter(|a| matches!(a[0] >> 4, kind::PUBACK | kind::PUBREC))
+                .copied()
+                .collect();
+            proptest::prop_assert_eq!(acks, delivered);
+            let comps: Vec<u16> = to_broker
+                .iter()
+                .filter(|a| a[0] >> 4 == kind::PUBCOMP)
+                .map(|a| u16::from_be_bytes([a[2], a[3]]))
+                .collect();
+            let order: Vec<u16> = released
+                .iter()
+                .map(|a| u16::from_be_bytes([a[2], a[3]]))
+                .take(comps.len())
+                .collect();
+            proptest::prop_assert_eq!(comps, order);
+        }
+    }
 }
