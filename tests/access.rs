@@ -54,17 +54,8 @@ topic read sensors/#
 
 /// A gateway with `logins` in a users file and [`ACL`] as its access rules, its device online.
 async fn with_rules(dir: &Path, logins: &[(&str, &str)]) -> (Gateway, Pty) {
-    let users = users_file(dir, logins);
-    let acl = write_temp(dir, "acl", ACL);
     let pty = Pty::new();
-    let gw = start_gateway(&config(
-        &pty.path,
-        &format!(
-            "  users_file: {}\n  acl_file: {}",
-            users.display(),
-            acl.display()
-        ),
-    ));
+    let gw = start_gateway(&config(&pty.path, &logins_and_rules(dir, logins, ACL)));
     gw.wait_log("device online", T).await;
     (gw, pty)
 }

@@ -190,19 +190,11 @@ topic readwrite #
 
 /// A gateway with `watcher` and `writer` logins and [`ACL`], its device online.
 async fn with_acl(dir: &Path) -> (Gateway, Pty, std::path::PathBuf) {
-    let users = users_file(dir, &[("watcher", "w-pass"), ("writer", "x-pass")]);
-    let acl = write_temp(dir, "acl", ACL);
+    let extra = logins_and_rules(dir, &[("watcher", "w-pass"), ("writer", "x-pass")], ACL);
     let pty = Pty::new();
-    let gw = start_gateway(&config(
-        &pty.path,
-        &format!(
-            "  users_file: {}\n  acl_file: {}",
-            users.display(),
-            acl.display()
-        ),
-    ));
+    let gw = start_gateway(&config(&pty.path, &extra));
     gw.wait_log("device online", T).await;
-    (gw, pty, acl)
+    (gw, pty, dir.join("acl"))
 }
 
 fn with_login(id: &str, port: u16, user: &str, password: &str) -> MqttOptions {

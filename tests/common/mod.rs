@@ -436,6 +436,18 @@ pub fn users_file(dir: &Path, logins: &[(&str, &str)]) -> PathBuf {
     file
 }
 
+/// The `broker:` lines for `logins` (a users file) and `acl` (an access rules file), both
+/// written into `dir`.
+pub fn logins_and_rules(dir: &Path, logins: &[(&str, &str)], acl: &str) -> String {
+    let users = users_file(dir, logins);
+    let acl = write_temp(dir, "acl", acl);
+    format!(
+        "  users_file: {}\n  acl_file: {}",
+        users.display(),
+        acl.display()
+    )
+}
+
 /// An IPv4 address of this machine that is not loopback, for a test to connect from as a LAN
 /// peer would. None (with a message) when there is none; in CI that is a failure.
 pub fn lan_address() -> Option<std::net::IpAddr> {
