@@ -128,6 +128,10 @@ fn run(mut q: Queue, rx: flume::Receiver<Cmd>, interval: Duration) {
         let wait = q
             .sync_due_in(interval, last_sync.elapsed())
             .unwrap_or(Duration::from_secs(3600));
+        // A running total on a full disk is logged even if no message comes after it.
+        let wait = disk_full
+            .due_in(Instant::now())
+            .map_or(wait, |d| d.min(wait));
         match rx.recv_timeout(wait) {
             Ok(Cmd::Append(messages)) => {
                 let before = q.stats().drops;
@@ -157,6 +161,7 @@ fn run(mut q: Queue, rx: flume::Receiver<Cmd>, interval: Duration) {
                 let _ = reply.send(q.stats());
             }
             Ok(Cmd::Stop(reply)) => {
+                disk_full.flush(Instant::now());
                 if let Err(e) = q.sync_all() {
                     error!("store-and-forward queue: sync failed: {e}");
                 }
@@ -173,6 +178,7 @@ fn run(mut q: Queue, rx: flume::Receiver<Cmd>, interval: Duration) {
         if q.sync_due_in(interval, last_sync.elapsed()) == Some(Duration::ZERO) {
             sync(&mut q, &mut last_sync);
         }
+        disk_full.tick(Instant::now());
         // Records become readable when durable (after a commit), not when appended.
         if let Some((from, max, reply)) = parked.take() {
             answer(&mut q, from, max, reply, &mut parked);
@@ -206,14 +212,21 @@ fn answer(
 /// How long without a loss to a full disk before storing counts as working again.
 const DISK_FULL_OVER: Duration = Duration::from_secs(5);
 
-/// A stretch of time while the disk is full: a running total, logged at most every 10 s, and
-/// one line when storing works again, with how many messages were lost in between.
+/// How often the running total of a stretch on a full disk is logged.
+const DISK_FULL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A stretch of time while the disk is full: a running total, logged at most every 10 s and at
+/// least once after the last loss (so the journal's last figure is the stats' figure even when
+/// no further message comes), and one line when storing works again, with how many messages
+/// were lost in between.
 #[derive(Default)]
 struct DiskFull {
     /// Messages lost since the stretch began (not stored, or the oldest deleted for room).
     lost: u64,
+    /// The total the last line gave.
+    logged: u64,
     last_loss: Option<Instant>,
-    log: Option<RateLimit>,
+    last_line: Option<Instant>,
 }
 
 impl DiskFull {
@@ -222,6 +235,7 @@ impl DiskFull {
         let now = Instant::now();
         if n == 0 {
             if self.last_loss.is_some_and(|t| now - t >= DISK_FULL_OVER) {
+                self.flush(now);
                 info!(
                     lost = self.lost,
                     "store-and-forward queue: storing works again; {} messages were lost to the full disk in between",
@@ -233,15 +247,40 @@ impl DiskFull {
         }
         self.lost += n;
         self.last_loss = Some(now);
-        let log = self
-            .log
-            .get_or_insert_with(|| RateLimit::new(Duration::from_secs(10)));
-        if log.hit().is_some() {
-            warn!(
-                lost = self.lost,
-                "store-and-forward queue: the disk is full: {} messages lost so far (not stored, or the oldest deleted to make room); free space in gateway.state_dir",
-                self.lost
-            );
+        self.tick(now);
+    }
+
+    /// Logs the running total if it moved and the last line is old enough.
+    fn tick(&mut self, now: Instant) {
+        if self.lost > self.logged
+            && self
+                .last_line
+                .is_none_or(|t| now - t >= DISK_FULL_LOG_EVERY)
+        {
+            self.flush(now);
         }
+    }
+
+    /// Logs the running total now, if it moved.
+    fn flush(&mut self, now: Instant) {
+        if self.lost == self.logged {
+            return;
+        }
+        warn!(
+            lost = self.lost,
+            "store-and-forward queue: the disk is full: {} messages lost so far (not stored, or the oldest deleted to make room); free space in gateway.state_dir",
+            self.lost
+        );
+        self.logged = self.lost;
+        self.last_line = Some(now);
+    }
+
+    /// How long until a total not yet logged may be (None: nothing waits).
+    fn due_in(&self, now: Instant) -> Option<Duration> {
+        (self.lost > self.logged).then(|| {
+            self.last_line.map_or(Duration::ZERO, |t| {
+                (t + DISK_FULL_LOG_EVERY).saturating_duration_since(now)
+            })
+        })
     }
 }
