@@ -1306,6 +1306,41 @@ fn check_warns_when_a_ports_polls_cannot_keep_their_intervals() {
     );
 }
 
+/// A Modbus device's polls come from its register map: the timing warning names the key the
+/// user wrote (`modbus.every`, at its line), not `poll`, which the file does not have.
+#[test]
+fn a_modbus_maps_timing_warning_points_at_its_every() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/sdm120.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let every = text
+        .lines()
+        .position(|l| l.trim_start().starts_with("every:"))
+        .expect("the example has modbus.every");
+    let fast = text
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("every:") {
+                l.split("every:").next().unwrap_or("").to_owned() + "every: 50ms"
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let c = load(&fast).unwrap();
+    let w = c
+        .warnings
+        .iter()
+        .find(|w| w.message.contains("cannot keep their intervals"))
+        .unwrap_or_else(|| panic!("{:?}", c.warnings));
+    assert!(
+        w.message.starts_with("devices[0].modbus.every:"),
+        "{}",
+        w.message
+    );
+    assert_eq!(w.position.as_ref().map(|p| p.line), Some(every + 1));
+}
+
 #[test]
 fn broker_profiles_check_every_forwarded_topic_and_cap_the_limits() {
     // AWS IoT: 7 slashes at most, after the prefix; the error names the rule and the topic.

@@ -53,30 +53,48 @@ pub(super) fn check(devices: &[Device], names: &[String], p: &mut Problems) {
                 }
             }
         }
-        load(port, members, &at(first), p);
+        load(port, members, &at, p);
     }
 }
 
-/// Warns when the polls of one port cannot keep their intervals while devices time out.
-fn load(port: &std::path::Path, members: &[&Device], at: &str, p: &mut Problems) {
+/// Warns when the polls of one port cannot keep their intervals while devices time out. The
+/// warning names the key the user wrote that asks the most of the line: a device's `poll:`, or
+/// a Modbus device's `modbus.every` (its polls are made from its register map).
+fn load(
+    port: &std::path::Path,
+    members: &[&Device],
+    at: &dyn Fn(&Device) -> String,
+    p: &mut Problems,
+) {
     let mut share = 0.0;
     let mut cycle = Duration::ZERO;
     let mut fastest: Option<Duration> = None;
+    let mut busiest: Option<(f64, &Device)> = None;
     for d in members {
+        let mut mine = 0.0;
         for poll in &d.polls {
             let attempt = d.serial.wire_time(poll.bytes.len()) + poll.timeout;
             let worst = attempt * (1 + poll.retries) + d.turnaround;
             cycle += worst;
-            share += worst.as_secs_f64() / poll.every.as_secs_f64().max(1e-6);
+            mine += worst.as_secs_f64() / poll.every.as_secs_f64().max(1e-6);
             fastest = Some(fastest.map_or(poll.every, |f| f.min(poll.every)));
+        }
+        share += mine;
+        if busiest.is_none_or(|(most, _)| mine > most) {
+            busiest = Some((mine, d));
         }
     }
     if share <= 1.0 {
         return;
     }
+    let key = match busiest {
+        Some((_, d)) if d.modbus.is_some() => format!("{}.modbus.every", at(d)),
+        Some((_, d)) => format!("{}.poll", at(d)),
+        None => format!("{}.poll", at(members[0])),
+    };
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     p.warn(
-        &format!("{at}.poll"),
+        &key,
         format!(
             "the polls on {} cannot keep their intervals when devices do not answer: they need {:.0}% of the line's time (all polls once take {:.0} ms at worst: request bytes at the line speed, timeout x (1 + retries), turnaround; the fastest is every {:.0} ms)",
             port.display(),
