@@ -6,9 +6,11 @@
 //! device with many or slow polls cannot starve the others. A poll that could not run on time
 //! runs as soon as the line is free, once: missed turns are skipped, never piled up, and a
 //! device never has two requests outstanding. A device that stopped answering (`offline_after`
-//! misses in a row) is asked at most every `offline_poll` (default 10 s), so a dead meter costs the bus a
-//! timeout now and then rather than on every turn. Commands do not pass through here: the port
-//! task sends them before any poll.
+//! misses in a row) is asked once every `offline_poll` (default 10 s), counted from one request
+//! to the next (its timeouts do not stretch the period), so a dead meter costs the bus a
+//! timeout now and then rather than on every turn. The first answer puts it back on its own
+//! intervals at once, counted from the request it answered. Commands do not pass through here:
+//! the port task sends them before any poll.
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +29,8 @@ struct Member {
     offline_after: u32,
     /// How often it is asked while offline.
     offline_poll: Duration,
+    /// When its last request went out.
+    sent: Option<Instant>,
 }
 
 /// The polls of one port's devices and who is offline.
@@ -59,6 +63,7 @@ impl Schedule {
                 misses: 0,
                 offline_after: d.offline_after,
                 offline_poll: d.offline_poll,
+                sent: None,
             })
             .collect();
         Self {
@@ -99,6 +104,7 @@ impl Schedule {
             return;
         };
         let offline = member.misses >= member.offline_after;
+        member.sent = Some(now);
         if let (Some(due), Some(every)) = (member.due.get_mut(p), member.every.get(p)) {
             *due += *every;
             if *due <= now {
@@ -112,13 +118,20 @@ impl Schedule {
         }
     }
 
-    /// Device `m` answered a poll.
+    /// Device `m` answered a poll. One that was offline is back on its own intervals at once:
+    /// each poll's next turn is one interval after the request that was answered, not the
+    /// offline turn planned when it went out.
     pub fn answered(&mut self, m: usize, first_answer: bool) -> Availability {
         let Some(member) = self.members.get_mut(m) else {
             return Availability::Same;
         };
         let was_offline = member.misses >= member.offline_after;
         member.misses = 0;
+        if let (true, Some(sent)) = (was_offline, member.sent) {
+            for (due, every) in member.due.iter_mut().zip(&member.every) {
+                *due = (*due).min(sent + *every);
+            }
+        }
         if was_offline || first_answer {
             Availability::Online
         } else {
@@ -127,15 +140,15 @@ impl Schedule {
     }
 
     /// Device `m` left a poll unanswered (all its retries timed out) at `now`. Once that makes
-    /// it offline, none of its polls comes before `now + offline_poll`, including the turns
-    /// already planned at the online rate.
+    /// it offline, none of its polls comes before `offline_poll` after the unanswered request
+    /// went out, including the turns already planned at the online rate.
     pub fn missed(&mut self, m: usize, now: Instant) -> Availability {
         let Some(member) = self.members.get_mut(m) else {
             return Availability::Same;
         };
         member.misses = member.misses.saturating_add(1);
         if member.misses >= member.offline_after {
-            let earliest = now + member.offline_poll;
+            let earliest = member.sent.unwrap_or(now) + member.offline_poll;
             for due in &mut member.due {
                 *due = (*due).max(earliest);
             }
@@ -219,5 +232,49 @@ mod tests {
         assert_eq!(s.next(turn), Err(Some(turn + Duration::from_secs(10))));
         assert_eq!(s.answered(0, false), Availability::Online);
         assert_eq!(s.answered(0, false), Availability::Same);
+    }
+
+    /// A dead device is asked every `offline_poll` from request to request, whatever its
+    /// timeout (it was `offline_poll` plus the timeout), and one that answers again is read at
+    /// its own interval right away (it waited one more `offline_poll`).
+    #[test]
+    fn an_offline_device_is_probed_on_its_period_and_back_on_its_interval_at_once() {
+        let d = device(&[2000]);
+        let (off, timeout) = (d.offline_poll, Duration::from_millis(400));
+        let t0 = Instant::now();
+        let mut s = Schedule::new(&[&d], t0);
+        let mut now = t0;
+        // Three unanswered requests make it offline.
+        for _ in 0..d.offline_after {
+            let at = match s.next(now) {
+                Ok(_) => now,
+                Err(Some(due)) => due,
+                Err(None) => panic!("no poll"),
+            };
+            s.started(0, 0, at);
+            now = at + timeout;
+            s.missed(0, now);
+        }
+        assert!(s.is_offline(0));
+        // Offline: each probe is offline_poll after the one before, not after its timeout.
+        let mut probes = Vec::new();
+        for _ in 0..3 {
+            let Err(Some(due)) = s.next(now) else {
+                panic!("a probe is planned")
+            };
+            s.started(0, 0, due);
+            probes.push(due);
+            now = due + timeout;
+            s.missed(0, now);
+        }
+        assert_eq!(probes[1] - probes[0], off);
+        assert_eq!(probes[2] - probes[1], off);
+        // The next probe is answered: the poll after it is 2 s later, not offline_poll.
+        let Err(Some(due)) = s.next(now) else {
+            panic!("a probe is planned")
+        };
+        s.started(0, 0, due);
+        assert_eq!(s.answered(0, false), Availability::Online);
+        assert_eq!(s.next(due), Err(Some(due + Duration::from_millis(2000))));
     }
 }
