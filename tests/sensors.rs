@@ -551,3 +551,84 @@ async fn report_by_exception_publishes_changes_and_heartbeats_only() {
         "{d}: most answers published nothing"
     );
 }
+
+/// A VE.Direct charge controller: every block that passes its checksum is published once,
+/// whatever its closing byte (half of real blocks close with 0x80-0xFF, which is no text: they
+/// were all dropped as "not UTF-8"), and a corrupted block never is.
+#[tokio::test]
+async fn vedirect_blocks_are_published_whatever_their_checksum_byte() {
+    let mut pty = Pty::new();
+    let yaml = testgw(
+        &format!(
+            r#"  - name: mppt
+    port: {}
+    baud: 19200
+    framing: {{telegram: {{start: "\r\nPID\t", end: "\r\nChecksum\t", trailer: 1}}}}
+    checksum: neg8
+    rules: [battery]
+"#,
+            pty.path.display()
+        ),
+        r#"  battery:
+    match: '\r\nV\t(?P<mv>\d+)\r\nI\t(?P<ma>-?\d+)\r\n'
+    publish:
+      - {topic: "solar/{device}/battery", payload: "{mv} {ma}"}
+"#,
+    );
+    let gw = start_gateway(&yaml);
+    let mut sub = Subscriber::connect(
+        gw.port,
+        &["solar/#", "serial2mqtt/testgw/stats"],
+        QoS::AtMostOnce,
+    )
+    .await;
+    gw.wait_log("device online", T).await;
+    // Currents of 1 to 6 digits spread the closing byte over its whole range.
+    let reading = |i: u32| (12_500 + i * 41, 3 - (i as i32).pow(5));
+    let blocks: Vec<((u32, i32), Vec<u8>)> = (0..16)
+        .map(|i| (reading(i), vedirect_block(reading(i).0, reading(i).1)))
+        .collect();
+    let high = blocks
+        .iter()
+        .filter(|(_, b)| b[b.len() - 1] >= 0x80)
+        .count();
+    assert!(
+        high >= 4 && high <= 12,
+        "{high} of 16 blocks close with 0x80-0xFF"
+    );
+    // A block whose voltage was damaged on the line (one digit changed, its checksum kept).
+    let mut damaged = vedirect_block(13_000, -200);
+    let at = damaged.windows(5).position(|w| w == b"13000").unwrap();
+    damaged[at] = b'2';
+    let mut wire = Vec::new();
+    for (i, (_, b)) in blocks.iter().enumerate() {
+        wire.extend_from_slice(b);
+        if i == 7 {
+            wire.extend_from_slice(&damaged);
+        }
+    }
+    for chunk in wire.chunks(256) {
+        pty.write(chunk).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut got = Vec::new();
+    for _ in 0..16 {
+        got.push(sub.next_on("solar/mppt/battery", T).await.payload);
+    }
+    let want: Vec<String> = blocks
+        .iter()
+        .map(|((mv, ma), _)| format!("{mv} {ma}"))
+        .collect();
+    assert_eq!(got, want);
+    let d = counters(&mut sub, "mppt", 17).await;
+    assert_eq!(
+        (
+            d["messages"].as_u64(),
+            d["bad_checksum"].as_u64(),
+            d["invalid_utf8"].as_u64()
+        ),
+        (Some(16), Some(1), Some(0)),
+        "{d}"
+    );
+    assert!(!gw.logs().contains("wrong baud rate"), "{}", gw.logs());
+}

@@ -297,6 +297,19 @@ impl Checksum {
         &self.spec
     }
 
+    /// Where a binary check value that ends `frame` starts (None: the value is hex text, sits
+    /// elsewhere, or the frame is too short). Text rules see the frame without it: raw check
+    /// bytes are no text (VE.Direct's closing byte is 0x80-0xFF in half of its blocks).
+    pub fn binary_trailer(&self, frame: &[u8]) -> Option<usize> {
+        let s = &self.spec;
+        if s.format != Format::Binary || s.marker.is_some() {
+            return None;
+        }
+        let (n, len) = (frame.len() as i64, s.algorithm.width() as i64);
+        let at = s.at.map_or(n - len, |i| if i < 0 { n + i } else { i });
+        (at >= 0 && at + len == n).then_some(at as usize)
+    }
+
     /// Checks a frame; Ok carries the check value for `test-rule`.
     pub fn verify(&self, frame: &[u8]) -> Result<u32, Failure> {
         let s = &self.spec;

@@ -133,8 +133,13 @@ impl<'a> FrameHandler<'a> {
             now: SystemTime::now(),
             request,
         };
+        let text = match &self.device.checksum {
+            Some(c) => &frame[..c.binary_trailer(frame).unwrap_or(frame.len())],
+            None => &frame[..],
+        };
         let (verdict, first) = self.device.rules.apply_traced(
             &env,
+            text,
             &mut self.messages,
             &mut self.problems,
             &mut self.reports,
@@ -153,7 +158,12 @@ impl<'a> FrameHandler<'a> {
             Verdict::InvalidUtf8 => {
                 DeviceStats::bump(&self.stats.invalid_utf8);
                 if let Some(n) = self.limits[2].hit() {
-                    warn!(device = %name, suppressed = n, frame_hex = %hex::encode(&frame[..frame.len().min(64)]), "frame is not UTF-8 text (wrong baud rate?)");
+                    if self.device.checksum.is_some() {
+                        // It proved itself: the bytes are right, the rules are not.
+                        warn!(device = %name, suppressed = n, frame_hex = %hex::encode(&frame[..frame.len().min(64)]), "frame passed its checksum but is not UTF-8 text: match it with a binary rule (`fields:`)");
+                    } else {
+                        warn!(device = %name, suppressed = n, frame_hex = %hex::encode(&frame[..frame.len().min(64)]), "frame is not UTF-8 text (wrong baud rate?)");
+                    }
                 }
             }
         }

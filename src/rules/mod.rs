@@ -315,13 +315,15 @@ impl RuleSet {
         problems: &mut Vec<Problem>,
         reports: &mut report::Reports,
     ) -> Verdict {
-        self.apply_traced(env, out, problems, reports).0
+        self.apply_traced(env, env.frame, out, problems, reports).0
     }
 
     /// [`Self::apply`], also naming the first rule that matched (for the dashboard).
+    /// `text` is what text and JSON rules see of the frame (see [`Emit`]).
     pub fn apply_traced(
         &self,
         env: &Builtins<'_>,
+        text: &[u8],
         out: &mut Vec<Message>,
         problems: &mut Vec<Problem>,
         reports: &mut report::Reports,
@@ -329,6 +331,7 @@ impl RuleSet {
         let (verdict, first) = self.run(
             Emit {
                 env,
+                text: Some(text),
                 out,
                 problems,
                 reports,
@@ -352,6 +355,7 @@ impl RuleSet {
         self.run(
             Emit {
                 env,
+                text: None,
                 out,
                 problems,
                 reports,
@@ -376,6 +380,7 @@ impl RuleSet {
         self.run(
             Emit {
                 env,
+                text: None,
                 out,
                 problems,
                 reports,
@@ -396,7 +401,7 @@ impl RuleSet {
         let points = cycle.map(|(p, _)| p);
         let env = ctx.env;
         let mut view = FrameView {
-            frame: env.frame,
+            frame: ctx.text.unwrap_or(env.frame),
             text: None,
             json: None,
         };
@@ -461,6 +466,9 @@ impl RuleSet {
 /// Where one frame's messages go, and the state they are checked against.
 struct Emit<'a, 'e> {
     env: &'a Builtins<'e>,
+    /// What text and JSON rules see of the frame (None: all of it): the frame without a binary
+    /// check value at its end, which is no text.
+    text: Option<&'e [u8]>,
     out: &'a mut Vec<Message>,
     problems: &'a mut Vec<Problem>,
     reports: &'a mut report::Reports,

@@ -192,3 +192,19 @@ pub fn pzem016_bus(
         asked
     })
 }
+
+/// A Victron VE.Direct text-protocol block as a charge controller sends it once a second:
+/// `\r\n<label>\t<value>` lines closed by `\r\nChecksum\t` and one byte that makes the sum of
+/// every byte of the block 0 mod 256 (so in about half of real blocks it is 0x80-0xFF, no
+/// text). `millivolts` and `milliamps` are the battery's V and I.
+pub fn vedirect_block(millivolts: u32, milliamps: i32) -> Vec<u8> {
+    let mut block = format!(
+        "\r\nPID\t0xA053\r\nFW\t159\r\nSER#\tHQ2132ABCDE\r\nV\t{millivolts}\r\nI\t{milliamps}\r\n\
+         VPV\t18940\r\nPPV\t25\r\nCS\t3\r\nMPPT\t2\r\nERR\t0\r\nLOAD\tON\r\nH19\t1234\r\n\
+         H20\t12\r\nH21\t85\r\nHSDS\t17\r\nChecksum\t"
+    )
+    .into_bytes();
+    let sum = block.iter().fold(0u8, |a, b| a.wrapping_add(*b));
+    block.push(0u8.wrapping_sub(sum));
+    block
+}
