@@ -593,7 +593,7 @@ async fn vedirect_blocks_are_published_whatever_their_checksum_byte() {
         .filter(|(_, b)| b[b.len() - 1] >= 0x80)
         .count();
     assert!(
-        high >= 4 && high <= 12,
+        (4..=12).contains(&high),
         "{high} of 16 blocks close with 0x80-0xFF"
     );
     // A block whose voltage was damaged on the line (one digit changed, its checksum kept).
