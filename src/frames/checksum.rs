@@ -341,6 +341,13 @@ impl Checksum {
         &self.spec
     }
 
+    /// A check value as `test-rule` and the dashboard show it: two hex digits a byte, as the
+    /// mismatch message writes them (UBX's `0x0F38` is CK_A 0x0F then CK_B 0x38, never `0xF38`).
+    pub fn show(&self, value: u32) -> String {
+        let w = self.spec.algorithm.width() * 2;
+        format!("0x{value:0w$X}")
+    }
+
     /// Checks a frame; Ok carries the check value for `test-rule`.
     pub fn verify(&self, frame: &[u8]) -> Result<u32, Failure> {
         let s = &self.spec;
