@@ -303,6 +303,54 @@ fn check_names_a_port_that_cannot_work_and_refuses_two_devices_on_one_port() {
     );
 }
 
+/// UBX's two check bytes read as they are on the wire, CK_A first, when a frame passes and when
+/// it fails: `0x0F38` for CK_A 0x0F, CK_B 0x38 (not `0xF38`).
+#[test]
+fn test_rule_shows_both_ubx_check_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = r#"gateway: {id: gw1}
+devices:
+  - name: gps
+    simulate: {profile: climate}
+    framing: {length: {start_hex: "B5 62", at: 4, width: 2, endian: little, trailer: 2}}
+    checksum: ubx
+    rules: [ack]
+rules:
+  ack:
+    fields:
+      - {name: class, offset: 6, type: u8}
+    publish:
+      - {topic: "gps/{device}/ack", payload: "{class}"}
+"#;
+    let f = write_temp(dir.path(), "c.yaml", cfg);
+    let run = |hex: &str| {
+        s2m(&[
+            "test-rule",
+            "-c",
+            f.to_str().unwrap(),
+            "-d",
+            "gps",
+            "--hex",
+            hex,
+        ])
+    };
+    // UBX-ACK-ACK of CFG-MSG (06 01), from the u-blox protocol description.
+    let o = run("B5 62 05 01 02 00 06 01 0F 38");
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "(checksum ubx: ok, 0x0F38)\ngps/gps/ack 6 [qos=0]\n"
+    );
+    // CK_B one off: CK_A alone (sum8) would have passed it.
+    let o = run("B5 62 05 01 02 00 06 01 0F 37");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("fails device `gps`'s checksum ubx: expected 0x0F38, received 0x0F37"),
+        "{}",
+        text(&o)
+    );
+}
+
 #[test]
 fn test_rule_shows_the_checksum_a_frame_passes_or_fails() {
     let dir = tempfile::tempdir().unwrap();

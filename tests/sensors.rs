@@ -74,6 +74,89 @@ async fn a_frame_that_fails_its_checksum_is_never_published() {
     gw.wait_log(&line, T).await;
 }
 
+/// The README's UBX example (its `length` framing and `checksum: ubx`), with `port` for its
+/// port, in a config for the tests' gateway `testgw`.
+fn readme_ubx_config(port: &std::path::Path) -> String {
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("### A u-blox receiver speaking UBX")
+        .nth(1)
+        .expect("the README's UBX section");
+    let block = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the README's UBX example");
+    assert!(block.contains("checksum: ubx"), "{block}");
+    let block: String = block
+        .lines()
+        .map(|l| match l.strip_prefix("    port: ") {
+            Some(_) => format!("    port: {}\n", port.display()),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    format!(
+        "gateway: {{id: testgw, stats_interval: 1s}}\nbroker: {{listen: \"127.0.0.1:{{port}}\"}}\n{block}"
+    )
+}
+
+/// Issue 32: a NAV-PVT frame with two errors that cancel in the sum of its bytes (CK_A right,
+/// CK_B wrong) was published with `sum8`, a position some 730 m off. The README's example
+/// frames UBX with `length` and checks both bytes with `checksum: ubx`: each good position is
+/// published once, the damaged frame never, and it is counted and logged.
+#[tokio::test]
+async fn the_readme_ubx_receiver_never_publishes_a_frame_with_a_wrong_ck_b() {
+    let mut pty = Pty::new();
+    let gw = start_gateway(&readme_ubx_config(&pty.path));
+    let mut readings = Subscriber::connect(gw.port, &["gps/#"], QoS::AtMostOnce).await;
+    let mut stats =
+        Subscriber::connect(gw.port, &["serial2mqtt/testgw/stats"], QoS::AtMostOnce).await;
+    gw.wait_log("device online", T).await;
+
+    let good = nav_pvt(481_173_000, 115_166_666);
+    // One byte of the latitude one up and the next one down: the same sum, CK_A unchanged.
+    let mut damaged = good.clone();
+    damaged[35] = damaged[35].wrapping_add(1);
+    damaged[36] = damaged[36].wrapping_sub(1);
+    assert_eq!(damaged[98], good[98], "CK_A is the same");
+    let later = nav_pvt(-337_000_000, 1_512_000_000);
+    // Garbage before the first frame: the framing finds the sync bytes.
+    let mut wire = vec![0x00, 0xB5, 0x13];
+    for f in [&good, &damaged, &later] {
+        wire.extend_from_slice(f);
+    }
+    pty.write(&wire).await;
+
+    for (lat, lon) in [(48.1173, 11.5166666), (-33.7, 151.2)] {
+        let m = readings.next_on("gps/gps", T).await;
+        let v: serde_json::Value = serde_json::from_str(&m.payload).unwrap();
+        assert_eq!(
+            (v["lat"].as_f64(), v["lon"].as_f64()),
+            (Some(lat), Some(lon)),
+            "{}",
+            m.payload
+        );
+    }
+    let d = counters(&mut stats, "gps", 3).await;
+    assert_eq!(
+        (d["bad_checksum"].as_u64(), d["messages"].as_u64()),
+        (Some(1), Some(2)),
+        "{d}"
+    );
+    readings.assert_quiet(Duration::from_millis(300)).await;
+    // The log shows both check bytes as they are on the wire, CK_A first: the damaged
+    // frame's own (recomputed) and the ones it carries.
+    let own = ubx(0x01, 0x07, &damaged[6..98]);
+    gw.wait_log(
+        &format!(
+            "bad checksum (expected 0x{:02X}{:02X}, received 0x{:02X}{:02X})",
+            own[98], own[99], damaged[98], damaged[99]
+        ),
+        T,
+    )
+    .await;
+}
+
 fn mhz19_config(pty: &Pty, poll: &str) -> String {
     testgw(
         &format!(

@@ -35,7 +35,7 @@ pub fn main(path: PathBuf, device: &str, is_hex: bool, frame: &str) -> ExitCode 
     };
     let trial = try_frame(dev, &config.gateway.id, &bytes);
     match &trial.checksum {
-        Some((name, Ok(v))) => println!("(checksum {name}: ok, 0x{v:X})"),
+        Some((name, Ok(v))) => println!("(checksum {name}: ok, {v})"),
         Some((name, Err(failure))) => {
             eprintln!(
                 "the frame fails device `{device}`'s checksum {name}: {failure}; on the line it \

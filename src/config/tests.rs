@@ -1068,6 +1068,16 @@ fn every_validation_error_has_its_message() {
         ),
         (
             "    framing: lines",
+            "    framing: lines\n    checksum: ubk",
+            &["unknown checksum `ubk`", "did you mean `ubx`?", "fletcher8, fletcher16"],
+        ),
+        (
+            "    framing: lines",
+            "    framing: lines\n    checksum: {type: fletcher16, order: middle}",
+            &["devices[0].checksum.order", "unknown variant `middle`", "big, little"],
+        ),
+        (
+            "    framing: lines",
             "    framing: lines\n    poll: [{every: 1s}]",
             &["devices[0].poll[0]", "a poll needs the request to send", "write_hex:"],
         ),

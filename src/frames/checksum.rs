@@ -2,12 +2,20 @@
 //! published (counted as `bad_checksum`, logged with the expected and the received value).
 //!
 //! YAML (`checksum:` of a device or of a poll): a sensor's name (`nmea`, `dsmr`, `modbus`,
-//! `mhz19`, `sds011`), an algorithm with the default layout (`sum8`, `crc16/modbus`: the check
-//! value is the frame's last bytes and covers everything before it), or a map that places it:
-//! `{type: sum8, from: 2, at: -2}`. Positions count from 0; negative ones count from the end.
+//! `mhz19`, `sds011`, `ubx`), an algorithm with the default layout (`sum8`, `crc16/modbus`,
+//! `fletcher16`: the check value is the frame's last bytes and covers everything before it), or
+//! a map that places it: `{type: sum8, from: 2, at: -2}`. Positions count from 0; negative ones
+//! count from the end. A binary value wider than a byte is read most significant byte first
+//! unless the map says `order: little` (Modbus RTU's CRC is low byte first: the `modbus` preset
+//! says so).
 //! The CRCs come from the `crc` crate's catalogue (the reveng names: `crc16/arc`,
 //! `crc16/xmodem`, `crc8/maxim-dow`, ...), never from hand-written tables; the 8-bit sums are
-//! one line each and need no crate.
+//! one line each and need no crate. The Fletcher checksums are written here too: the `crc`
+//! crate has none, and each is a two-line loop.
+//!
+//! Two-byte Fletcher values read as the bytes are on the wire by default: `fletcher8` (u-blox
+//! UBX's CK_A, CK_B) is `CK_A << 8 | CK_B`, so a log's `expected 0x0F38` is CK_A 0x0F then
+//! CK_B 0x38; `fletcher16` is `sum2 << 8 | sum1`, as the classic Fletcher-16 is written.
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,7 +24,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 /// The sensor presets, for messages and docs.
-pub const PRESETS: &[&str] = &["nmea", "dsmr", "modbus", "mhz19", "sds011"];
+pub const PRESETS: &[&str] = &["nmea", "dsmr", "modbus", "mhz19", "sds011", "ubx"];
 
 /// The arithmetic of a check value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +41,12 @@ pub enum Algorithm {
     Crc16(&'static crc::Algorithm<u16>),
     /// A 32-bit CRC of the catalogue.
     Crc32(&'static crc::Algorithm<u32>),
+    /// u-blox UBX's 8-bit Fletcher: CK_A sums the bytes, CK_B sums the running CK_A, both mod
+    /// 256; the value is `CK_A << 8 | CK_B` (CK_A first on the wire). Unlike `sum8` (CK_A
+    /// alone) it sees two errors that cancel in the sum, and bytes swapped.
+    Fletcher8,
+    /// The classic Fletcher-16: two sums mod 255, the value `sum2 << 8 | sum1`.
+    Fletcher16,
 }
 
 /// Catalogue names (as reveng spells them, lower case, without `-`) and common aliases.
@@ -72,6 +86,8 @@ const CATALOGUE: &[(&str, Algorithm)] = &[
     ("crc32c", Algorithm::Crc32(&crc::CRC_32_ISCSI)),
     ("crc32/bzip2", Algorithm::Crc32(&crc::CRC_32_BZIP2)),
     ("crc32/mpeg2", Algorithm::Crc32(&crc::CRC_32_MPEG_2)),
+    ("fletcher8", Algorithm::Fletcher8),
+    ("fletcher16", Algorithm::Fletcher16),
 ];
 
 impl Algorithm {
@@ -96,7 +112,7 @@ impl Algorithm {
     pub fn width(self) -> usize {
         match self {
             Algorithm::Sum8 | Algorithm::Xor8 | Algorithm::Neg8 | Algorithm::Crc8(_) => 1,
-            Algorithm::Crc16(_) => 2,
+            Algorithm::Crc16(_) | Algorithm::Fletcher8 | Algorithm::Fletcher16 => 2,
             Algorithm::Crc32(_) => 4,
         }
     }
@@ -204,6 +220,12 @@ impl ChecksumSpec {
                 at: Some(-2),
                 ..Self::plain(name, Algorithm::Sum8)
             },
+            // u-blox UBX: `B5 62 class id len_lo len_hi payload CK_A CK_B`; the 8-bit Fletcher
+            // over class through payload (after the sync bytes), CK_A then CK_B.
+            "ubx" => Self {
+                from: 2,
+                ..Self::plain(name, Algorithm::Fletcher8)
+            },
             _ => Self::plain(name, Algorithm::by_name(name)?),
         };
         Some(spec)
@@ -218,6 +240,8 @@ impl ChecksumSpec {
             Algorithm::Sum8 => Engine::Sum8,
             Algorithm::Xor8 => Engine::Xor8,
             Algorithm::Neg8 => Engine::Neg8,
+            Algorithm::Fletcher8 => Engine::Fletcher8,
+            Algorithm::Fletcher16 => Engine::Fletcher16,
         };
         Checksum {
             spec: self.clone(),
@@ -257,6 +281,26 @@ enum Engine {
     Crc8(Arc<crc::Crc<u8>>),
     Crc16(Arc<crc::Crc<u16>>),
     Crc32(Arc<crc::Crc<u32>>),
+    Fletcher8,
+    Fletcher16,
+}
+
+/// u-blox UBX's checksum (the 8-bit Fletcher of its protocol description): `CK_A << 8 | CK_B`.
+fn fletcher8(bytes: &[u8]) -> u32 {
+    let (a, b) = bytes.iter().fold((0u8, 0u8), |(a, b), x| {
+        let a = a.wrapping_add(*x);
+        (a, b.wrapping_add(a))
+    });
+    (u32::from(a) << 8) | u32::from(b)
+}
+
+/// The classic Fletcher-16: `sum2 << 8 | sum1`, both sums mod 255.
+fn fletcher16(bytes: &[u8]) -> u32 {
+    let (a, b) = bytes.iter().fold((0u32, 0u32), |(a, b), x| {
+        let a = (a + u32::from(*x)) % 255;
+        (a, (b + a) % 255)
+    });
+    (b << 8) | a
 }
 
 /// Why a frame failed its check.
@@ -308,6 +352,13 @@ impl Checksum {
         let (n, len) = (frame.len() as i64, s.algorithm.width() as i64);
         let at = s.at.map_or(n - len, |i| if i < 0 { n + i } else { i });
         (at >= 0 && at + len == n).then_some(at as usize)
+    }
+
+    /// A check value as `test-rule` and the dashboard show it: two hex digits a byte, as the
+    /// mismatch message writes them (UBX's `0x0F38` is CK_A 0x0F then CK_B 0x38, never `0xF38`).
+    pub fn show(&self, value: u32) -> String {
+        let w = self.spec.algorithm.width() * 2;
+        format!("0x{value:0w$X}")
     }
 
     /// Checks a frame; Ok carries the check value for `test-rule`.
@@ -366,6 +417,8 @@ impl Checksum {
             Engine::Crc8(c) => u32::from(c.checksum(covered)),
             Engine::Crc16(c) => u32::from(c.checksum(covered)),
             Engine::Crc32(c) => c.checksum(covered),
+            Engine::Fletcher8 => fletcher8(covered),
+            Engine::Fletcher16 => fletcher16(covered),
         };
         if expected == received {
             Ok(received)
@@ -407,10 +460,11 @@ fn unknown_name(name: &str) -> String {
         .map(|s| format!("did you mean `{s}`? "))
         .unwrap_or_default();
     format!(
-        "unknown checksum `{name}`: {near}write a sensor (nmea, dsmr, modbus, mhz19, sds011), an \
-         algorithm (sum8, xor8, neg8, crc8/smbus, crc8/maxim-dow, crc16/modbus, crc16/arc, \
-         crc16/xmodem, crc16/kermit, crc16/ibm-3740, crc32, ...), or a map such as \
-         `{{type: sum8, from: 2, at: -2}}`"
+        "unknown checksum `{name}`: {near}write a sensor ({}), an \
+         algorithm (sum8, xor8, neg8, fletcher8, fletcher16, crc8/smbus, crc8/maxim-dow, \
+         crc16/modbus, crc16/arc, crc16/xmodem, crc16/kermit, crc16/ibm-3740, crc32, ...), or \
+         a map such as `{{type: sum8, from: 2, at: -2}}`",
+        PRESETS.join(", ")
     )
 }
 
@@ -556,6 +610,134 @@ mod tests {
         assert!(check("dsmr", flipped.as_bytes()).is_err());
     }
 
+    /// A UBX frame: sync, class, id, the payload's length (little endian), payload, and the
+    /// check bytes computed as the u-blox protocol description says (not by `fletcher8`).
+    fn ubx(class: u8, id: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0xB5, 0x62, class, id];
+        f.extend_from_slice(&(payload.len() as u16).to_le_bytes());
+        f.extend_from_slice(payload);
+        let (mut ck_a, mut ck_b) = (0u8, 0u8);
+        for &b in &f[2..] {
+            ck_a = ck_a.wrapping_add(b);
+            ck_b = ck_b.wrapping_add(ck_a);
+        }
+        f.extend_from_slice(&[ck_a, ck_b]);
+        f
+    }
+
+    #[test]
+    fn ubx_ack_from_the_protocol_description() {
+        // UBX-ACK-ACK of CFG-MSG (06 01): CK_A = 05+01+02+00+06+01 = 0x0F, CK_B = 5+6+8+8+14+15
+        // = 56 = 0x38.
+        let ack = hex::decode("b562050102000601 0f38".replace(' ', "")).unwrap();
+        assert_eq!(ack, ubx(0x05, 0x01, &[0x06, 0x01]));
+        assert_eq!(check("ubx", &ack), Ok(0x0F38));
+        // The same check, placed by hand.
+        assert_eq!(
+            check("{type: fletcher8, from: 2, at: -2}", &ack),
+            Ok(0x0F38)
+        );
+        // Swapped check bytes, and CK_A alone (what `sum8` saw), are refused.
+        let mut swapped = ack.clone();
+        swapped.swap(8, 9);
+        assert_eq!(
+            check("ubx", &swapped),
+            Err(Failure::Mismatch {
+                expected: 0x0F38,
+                received: 0x380F,
+                width: 2
+            })
+        );
+        assert!(check("ubx", &ack[..9]).is_err());
+        assert!(matches!(check("ubx", &ack[..3]), Err(Failure::Missing(_))));
+    }
+
+    /// A NAV-PVT frame (class 01, id 07, 92 bytes of payload) with latitude `lat` (1e-7 degrees,
+    /// i4 at payload offset 28).
+    fn nav_pvt(lat: i32) -> Vec<u8> {
+        let mut payload: Vec<u8> = (0..92u8).map(|i| i.wrapping_mul(29)).collect();
+        payload[28..32].copy_from_slice(&lat.to_le_bytes());
+        ubx(0x01, 0x07, &payload)
+    }
+
+    #[test]
+    fn ubx_nav_pvt_with_compensating_errors_is_refused() {
+        let good = nav_pvt(481_173_000);
+        assert_eq!(good.len(), 100);
+        assert!(check("ubx", &good).is_ok());
+        // One byte of the latitude one up, the next one down: the sum (CK_A) stays, and the
+        // latitude moves by -0xFF00 * 1e-7 degrees (about 730 m north to south). `sum8` at the
+        // same place (CK_A alone) passed it; the Fletcher's CK_B does not.
+        let mut bad = good.clone();
+        bad[6 + 29] = bad[6 + 29].wrapping_add(1);
+        bad[6 + 30] = bad[6 + 30].wrapping_sub(1);
+        let lat = |f: &[u8]| i32::from_le_bytes([f[34], f[35], f[36], f[37]]);
+        assert_eq!(lat(&bad) - lat(&good), -0xFF00);
+        assert!(check("{type: sum8, from: 2, at: -2}", &bad).is_ok());
+        let Err(Failure::Mismatch {
+            expected, received, ..
+        }) = check("ubx", &bad)
+        else {
+            panic!("a wrong CK_B passed");
+        };
+        assert_eq!(expected >> 8, received >> 8, "CK_A is the same");
+        assert_ne!(expected & 0xFF, received & 0xFF, "CK_B differs");
+        assert_eq!(
+            check("ubx", &bad).unwrap_err().to_string(),
+            format!("expected 0x{expected:04X}, received 0x{received:04X}")
+        );
+    }
+
+    #[test]
+    fn fletcher16_known_values() {
+        // The classic vectors: "abcde" → 0xC8F0, "abcdef" → 0x2057, "abcdefgh" → 0x0627.
+        for (text, value) in [
+            ("abcde", 0xC8F0u16),
+            ("abcdef", 0x2057),
+            ("abcdefgh", 0x0627),
+        ] {
+            let mut frame = text.as_bytes().to_vec();
+            frame.extend_from_slice(&value.to_be_bytes());
+            assert_eq!(check("fletcher16", &frame), Ok(u32::from(value)), "{text}");
+            assert_eq!(check("Fletcher-16", &frame), Ok(u32::from(value)), "{text}");
+            // Low byte first when the map says so.
+            let n = frame.len();
+            frame.swap(n - 2, n - 1);
+            assert!(check("fletcher16", &frame).is_err());
+            assert_eq!(
+                check("{type: fletcher16, order: little}", &frame),
+                Ok(u32::from(value))
+            );
+        }
+        // As four hex digits.
+        assert_eq!(
+            check("{type: fletcher16, format: hex}", b"abcdeC8F0"),
+            Ok(0xC8F0)
+        );
+    }
+
+    #[test]
+    fn sixteen_bit_values_in_either_byte_order() {
+        // CRC-16/MODBUS is low byte first on the wire, CRC-16/XMODEM high byte first: both
+        // are expressible, and a bad `order` names the key.
+        assert_eq!(
+            check(
+                "{type: crc16/modbus, order: little}",
+                &hex::decode("010300000002c40b").unwrap()
+            ),
+            Ok(0x0BC4)
+        );
+        assert_eq!(
+            check("{type: crc16/xmodem, order: big}", b"123456789\x31\xC3"),
+            Ok(0x31C3)
+        );
+        assert_eq!(check("crc16/xmodem", b"123456789\x31\xC3"), Ok(0x31C3));
+        let err = serde_yaml::from_str::<ChecksumSpec>("{type: crc16/modbus, order: middle}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("middle") && err.contains("little"), "{err}");
+    }
+
     #[test]
     fn names_and_maps() {
         assert!(ChecksumSpec::named("CRC-16/XMODEM").is_some());
@@ -588,6 +770,9 @@ mod tests {
                 [
                     "{type: crc32, from: -3, at: 1}",
                     "{type: sum8, from: 5, to: 2}",
+                    "fletcher8",
+                    "fletcher16",
+                    "{type: fletcher16, from: -1, at: 0, format: hex}",
                 ]
                 .iter(),
             )

@@ -17,9 +17,9 @@ use crate::stats::{DeviceCounts, DeviceStats};
 /// What became of the frame.
 #[derive(Debug)]
 pub struct Trial {
-    /// The device's checksum, if it has one: its name, and the check value or why it failed
-    /// (a failed frame goes no further).
-    pub checksum: Option<(String, Result<u32, String>)>,
+    /// The device's checksum, if it has one: its name, and the check value (hex, two digits a
+    /// byte) or why it failed (a failed frame goes no further).
+    pub checksum: Option<(String, Result<String, String>)>,
     /// The messages it made.
     pub messages: Vec<Message>,
     /// Messages left out: a topic that cannot be published, a value that cannot be computed.
@@ -47,7 +47,9 @@ pub fn try_frame(device: &Device, gateway: &str, frame: &[u8]) -> Trial {
     let checksum = device.checksum.as_ref().map(|c| {
         (
             c.spec().name().to_string(),
-            c.verify(&bytes).map_err(|f| f.to_string()),
+            c.verify(&bytes)
+                .map(|v| c.show(v))
+                .map_err(|f| f.to_string()),
         )
     });
     let stats = DeviceStats::default();

@@ -377,8 +377,7 @@ impl From<Trial> for TrialView {
                 name,
                 ok: r.is_ok(),
                 detail: match r {
-                    Ok(v) => format!("0x{v:X}"),
-                    Err(why) => why,
+                    Ok(v) | Err(v) => v,
                 },
             }),
             matched: t.matched,

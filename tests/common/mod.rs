@@ -492,6 +492,30 @@ pub const SDS011_PM_RULE: &str = r#"  pm:
       - {topic: "sensors/{device}/pm25", payload: "{pm25}"}
 "#;
 
+/// A u-blox UBX frame: B5 62, class, id, the payload's length (u16 LE), the payload, and CK_A,
+/// CK_B computed as the u-blox protocol description writes them (over class through payload).
+pub fn ubx(class: u8, id: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0xB5, 0x62, class, id];
+    f.extend_from_slice(&(payload.len() as u16).to_le_bytes());
+    f.extend_from_slice(payload);
+    let (mut ck_a, mut ck_b) = (0u8, 0u8);
+    for &b in &f[2..] {
+        ck_a = ck_a.wrapping_add(b);
+        ck_b = ck_b.wrapping_add(ck_a);
+    }
+    f.extend_from_slice(&[ck_a, ck_b]);
+    f
+}
+
+/// A UBX NAV-PVT frame (class 01, id 07, 92 payload bytes) at `lat`, `lon` (1e-7 degrees, i32
+/// LE at payload offsets 28 and 24, so frame bytes 34 and 30); the other fields are filler.
+pub fn nav_pvt(lat: i32, lon: i32) -> Vec<u8> {
+    let mut payload: Vec<u8> = (0..92u8).map(|i| i.wrapping_mul(29)).collect();
+    payload[24..28].copy_from_slice(&lon.to_le_bytes());
+    payload[28..32].copy_from_slice(&lat.to_le_bytes());
+    ubx(0x01, 0x07, &payload)
+}
+
 /// For a gateway with id `testgw` and a `stats_interval`: waits for a stats message in which
 /// `device` has seen `frames` frames; returns its counters.
 pub async fn counters(sub: &mut Subscriber, device: &str, frames: u64) -> serde_json::Value {
