@@ -715,3 +715,126 @@ async fn vedirect_blocks_are_published_whatever_their_checksum_byte() {
     );
     assert!(!gw.logs().contains("wrong baud rate"), "{}", gw.logs());
 }
+
+/// A meter that stops answering and comes back, on a real pty: while offline it is asked once
+/// every `offline_poll` counted from request to request (its timeouts used to stretch that:
+/// 1.3 s for 1 s here), and its first answer puts it back on its own interval at once (it used
+/// to wait one more `offline_poll`).
+#[tokio::test]
+async fn a_dead_meter_is_probed_on_its_period_and_read_at_its_rate_once_back() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let pty = Pty::new();
+    let yaml = testgw(
+        &format!(
+            r#"  - name: meter
+    port: {}
+    poll:
+      - {{name: read, write: "01:READ\n", every: 400ms, timeout: 300ms}}
+    offline_after: 3
+    offline_poll: 1s
+    rules: [reading]
+"#,
+            pty.path.display()
+        ),
+        r#"  reading:
+    match: '^01:VALUE=\d+$'
+    publish:
+      - {topic: "meters/{device}", payload: "{frame}"}
+"#,
+    );
+    // The meter: answers `01:VALUE=n` 5 ms after each request while `alive`.
+    let alive = Arc::new(AtomicBool::new(true));
+    let requests: Arc<Mutex<Vec<(std::time::Instant, bool)>>> = Arc::default();
+    let (on, seen) = (alive.clone(), requests.clone());
+    let _meter = tokio::spawn(async move {
+        let _keep = pty.path;
+        let (read, mut write) = tokio::io::split(pty.master);
+        let mut lines = tokio::io::BufReader::new(read);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match lines.read_line(&mut line).await {
+                Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let answering = on.load(Ordering::SeqCst);
+            let n = {
+                let mut log = seen.lock().unwrap();
+                log.push((std::time::Instant::now(), answering));
+                log.len()
+            };
+            if answering {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                if write
+                    .write_all(format!("01:VALUE={n}\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    });
+    let gw = start_gateway(&yaml);
+    let mut sub = Subscriber::connect(
+        gw.port,
+        &["meters/#", "serial2mqtt/testgw/devices/meter/state"],
+        QoS::AtMostOnce,
+    )
+    .await;
+    sub.next_on("meters/meter", T).await;
+    // Dead: announced offline, then probed.
+    alive.store(false, Ordering::SeqCst);
+    sub.next_change(
+        "serial2mqtt/testgw/devices/meter/state",
+        "online",
+        "offline",
+        T,
+    )
+    .await;
+    let dead_from = requests.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(4200)).await;
+    // Back: the next probe is answered.
+    alive.store(true, Ordering::SeqCst);
+    sub.next_change(
+        "serial2mqtt/testgw/devices/meter/state",
+        "offline",
+        "online",
+        T,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let log = requests.lock().unwrap().clone();
+    let probes: Vec<std::time::Instant> = log[dead_from..]
+        .iter()
+        .take_while(|(_, answered)| !answered)
+        .map(|(at, _)| *at)
+        .collect();
+    assert!(probes.len() >= 3, "{} probes", probes.len());
+    for pair in probes.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(950) && gap < Duration::from_millis(1200),
+            "offline probes {gap:?} apart, want offline_poll (1 s)"
+        );
+    }
+    // The first answered probe, then reads at the 200 ms interval again.
+    let back = log
+        .iter()
+        .rposition(|(_, answered)| !answered)
+        .map(|i| i + 1)
+        .unwrap();
+    let after: Vec<std::time::Instant> = log[back..].iter().map(|(at, _)| *at).collect();
+    assert!(after.len() >= 3, "{} reads after coming back", after.len());
+    let gap = after[1] - after[0];
+    assert!(
+        gap < Duration::from_millis(700),
+        "the read after the first answer came {gap:?} later, want its 400 ms interval"
+    );
+}
