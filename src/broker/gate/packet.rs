@@ -196,4 +196,48 @@ mod tests {
         assert_eq!(ack(kind::PUBREL, 258), [0x62, 2, 1, 2]);
         assert_eq!(ack(kind::PUBACK, 1), [0x40, 2, 0, 1]);
     }
+
+    proptest::proptest! {
+        /// Whatever bytes a client sends, the in-place readers never panic, and a whole packet
+        /// cut by `frame` is exactly as long as its fixed header says.
+        #[test]
+        fn the_readers_never_panic_on_any_bytes(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+        ) {
+            let buf = BytesMut::from(&bytes[..]);
+            if let Ok(Some(len)) = frame(&buf, 1 << 16) {
+                proptest::prop_assert!(len <= bytes.len());
+                let packet = &bytes[..len];
+                let _ = publish_parts(packet);
+                let _ = protocol_level(packet);
+                let _ = ack_pkid(packet);
+            }
+            let _ = publish_parts(&bytes);
+            let _ = protocol_level(&bytes);
+        }
+
+        /// Any PUBLISH rumqttc writes is read back in place: topic, QoS, retain, packet id and
+        /// payload length.
+        #[test]
+        fn a_publish_is_read_back_in_place(
+            topic in "[a-z/+#$]{1,40}",
+            qos in 0u8..3,
+            retain in proptest::bool::ANY,
+            pkid in 1u16..,
+            payload in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        ) {
+            let q = match qos { 0 => QoS::AtMostOnce, 1 => QoS::AtLeastOnce, _ => QoS::ExactlyOnce };
+            let mut p = Publish::new(topic.clone(), q, payload.clone());
+            p.retain = retain;
+            p.pkid = if qos == 0 { 0 } else { pkid };
+            let bytes = encode(Packet::Publish(p));
+            let buf = BytesMut::from(&bytes[..]);
+            proptest::prop_assert_eq!(frame(&buf, usize::MAX >> 4), Ok(Some(bytes.len())));
+            let parts = publish_parts(&bytes).expect("a publish");
+            proptest::prop_assert_eq!(parts.topic, topic.as_str());
+            proptest::prop_assert_eq!((parts.qos, parts.retain), (qos, retain));
+            proptest::prop_assert_eq!(parts.pkid, if qos == 0 { 0 } else { pkid });
+            proptest::prop_assert_eq!(parts.payload_len, payload.len());
+        }
+    }
 }
