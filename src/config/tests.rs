@@ -803,6 +803,36 @@ fn every_validation_error_has_its_message() {
         ),
         (
             "  listen: 127.0.0.1:1884",
+            "  listen: 127.0.0.1:1884\n  max_connections_per_peer: 0",
+            &["broker.max_connections_per_peer", "at least 1", "loopback clients are exempt"],
+        ),
+        (
+            "  listen: 127.0.0.1:1884",
+            "  listen: 127.0.0.1:1884\n  max_topics: 0",
+            &["broker.max_topics", "at least 1", "max_topics: 50000"],
+        ),
+        (
+            "  listen: 127.0.0.1:1884",
+            "  listen: 127.0.0.1:1884\n  max_filters: 0",
+            &["broker.max_filters", "at least 1", "max_filters: 64"],
+        ),
+        (
+            "  listen: 127.0.0.1:1884",
+            "  listen: 127.0.0.1:1884\n  max_retained_bytes: lots",
+            &["broker.max_retained_bytes"],
+        ),
+        (
+            "  listen: 127.0.0.1:1884",
+            "  listen: 127.0.0.1:1884\n  max_sessions: -1",
+            &["broker.max_sessions"],
+        ),
+        (
+            "  listen: 127.0.0.1:1884",
+            "  listen: 127.0.0.1:1884\n  max_retaind: 5",
+            &["max_retaind", "max_retained"],
+        ),
+        (
+            "  listen: 127.0.0.1:1884",
             "  listen: 127.0.0.1:1884\n  nice: 20",
             &["broker.nice", "between 0 and 19", "nice: 10"],
         ),
