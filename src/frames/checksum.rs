@@ -350,8 +350,18 @@ impl Checksum {
             return None;
         }
         let (n, len) = (frame.len() as i64, s.algorithm.width() as i64);
-        let at = s.at.map_or(n - len, |i| if i < 0 { n + i } else { i });
+        let at = self.value_at(n, len);
         (at >= 0 && at + len == n).then_some(at as usize)
+    }
+
+    /// Where the check value of `len` bytes starts in a frame of `n` bytes, for a value placed
+    /// by position (`at`, default the last bytes; negative counts from the end).
+    fn value_at(&self, n: i64, len: i64) -> i64 {
+        match self.spec.at {
+            Some(i) if i < 0 => n + i,
+            Some(i) => i,
+            None => n - len,
+        }
     }
 
     /// A check value as `test-rule` and the dashboard show it: two hex digits a byte, as the
@@ -381,7 +391,7 @@ impl Checksum {
                 (resolve(s.from), end, pos + 1)
             }
             None => {
-                let at = s.at.map_or(n - len as i64, resolve);
+                let at = self.value_at(n, len as i64);
                 (resolve(s.from), s.to.map_or(at, resolve), at)
             }
         };

@@ -25,7 +25,7 @@ pub(super) fn kind_of(packet: &[u8]) -> u8 {
     packet.first().map_or(0, |b| b >> 4)
 }
 
-/// Reads one whole packet.
+/// Reads one whole packet (rumqttd's answers to a will's connection).
 pub(super) async fn read_packet<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
@@ -38,7 +38,7 @@ pub(super) async fn read_packet<S: AsyncRead + Unpin>(
             Err(e) => return Err(format!("bad packet: {e}")),
         }
         if stream.read_buf(buf).await.map_err(|e| e.to_string())? == 0 {
-            return Err("closed before CONNECT".into());
+            return Err("the connection closed".into());
         }
     }
 }
