@@ -129,9 +129,13 @@ fn run(mut q: Queue, rx: flume::Receiver<Cmd>, interval: Duration) {
             .sync_due_in(interval, last_sync.elapsed())
             .unwrap_or(Duration::from_secs(3600));
         // A running total on a full disk is logged even if no message comes after it.
-        let wait = disk_full
-            .due_in(Instant::now())
-            .map_or(wait, |d| d.min(wait));
+        let wait = if disk_full.pending() {
+            disk_full
+                .due_in(Instant::now())
+                .map_or(wait, |d| d.min(wait))
+        } else {
+            wait
+        };
         match rx.recv_timeout(wait) {
             Ok(Cmd::Append(messages)) => {
                 let before = q.stats().drops;
@@ -178,7 +182,9 @@ fn run(mut q: Queue, rx: flume::Receiver<Cmd>, interval: Duration) {
         if q.sync_due_in(interval, last_sync.elapsed()) == Some(Duration::ZERO) {
             sync(&mut q, &mut last_sync);
         }
-        disk_full.tick(Instant::now());
+        if disk_full.pending() {
+            disk_full.tick(Instant::now());
+        }
         // Records become readable when durable (after a commit), not when appended.
         if let Some((from, max, reply)) = parked.take() {
             answer(&mut q, from, max, reply, &mut parked);
@@ -248,6 +254,12 @@ impl DiskFull {
         self.lost += n;
         self.last_loss = Some(now);
         self.tick(now);
+    }
+
+    /// Whether a total is not logged yet (checked before reading the clock: the loop runs per
+    /// append).
+    fn pending(&self) -> bool {
+        self.lost > self.logged
     }
 
     /// Logs the running total if it moved and the last line is old enough.
