@@ -731,7 +731,17 @@ async fn connections_that_never_finish_their_headers_are_closed_and_the_caps_ref
         text.starts_with("HTTP/1.1 503") && text.contains("all 20 connections are taken"),
         "{text}"
     );
-    assert!(open_fds(pid) >= fds_before + 20, "the 20 are held");
+    // The first 5 meet their 1 s header timeout from `opened` on: on a loaded machine they may
+    // be gone already, the 15 just opened may not.
+    let held_now = if opened.elapsed() < Duration::from_millis(900) {
+        20
+    } else {
+        15
+    };
+    assert!(
+        open_fds(pid) >= fds_before + held_now,
+        "the {held_now} are held"
+    );
 
     // The header timeout (1 s) closes all 20, well before the idle timeout (5 s) would.
     for (i, s) in held.iter_mut().enumerate() {
