@@ -177,6 +177,16 @@ pub struct Poll {
 }
 
 /// One device, validated.
+/// Whether the devices of one port are several protocols of one talking device (a receiver's
+/// NMEA and UBX) rather than a bus of devices that answer requests: more than one, none
+/// polled, and one at least never asked anything. Such a port's frames are each cut by the
+/// framing that recognises them ([`crate::serial::framing::Mux`]).
+pub fn mixed(devices: &[&Device]) -> bool {
+    devices.len() > 1
+        && devices.iter().all(|d| d.polls.is_empty())
+        && devices.iter().any(|d| d.commands.is_empty())
+}
+
 #[derive(Debug, Clone)]
 pub struct Device {
     /// `{device}` in templates.

@@ -94,7 +94,8 @@ fn two_unpolled_devices_on_one_port_and_fields_past_a_fixed_frame_are_errors() {
     );
     let e = error_text(&two);
     assert!(
-        e.contains("devices[1]: device `second` shares /dev/ttyUSB-test with other devices but is never asked"),
+        e.contains("devices[1].framing: devices ")
+            && e.contains("read /dev/ttyUSB-test as several protocols (none is polled), but two of them are cut by a delimiter (lines and lines)"),
         "{e}"
     );
     let past = "devices:\n  - {name: sds, port: /dev/ttyUSB-test, framing: {fixed: 10}, rules: [pm]}\nrules:\n  pm:\n    fields: [{name: pm, offset: 9, type: u16le}]\n    publish: [{topic: t, payload: '{pm}'}]\n";
@@ -724,7 +725,17 @@ fn every_validation_error_has_its_message() {
         (
             "    rules: [climate]",
             "    rules: [climate]\n  - {name: two, port: /dev/ttyUSB-test, rules: [climate]}",
-            &["devices[1]: device `two` shares", "add `poll:` requests"],
+            &["devices[1].framing: devices", "two of them are cut by a delimiter", "one may be `lines`"],
+        ),
+        (
+            "    rules: [climate]",
+            "    rules: [climate]\n  - {name: two, port: /dev/ttyUSB-test, framing: slip, rules: [climate]}",
+            &["devices[1].framing: devices", "`slip` framing cannot share a port", "start bytes"],
+        ),
+        (
+            "    rules: [climate]",
+            "    rules: [climate]\n    poll: [{name: q, write: \"?\", every: 1s}]\n  - {name: two, port: /dev/ttyUSB-test, rules: [climate]}",
+            &["devices[1]: device `two` shares", "add `poll:` requests", "none is polled"],
         ),
         (
             "    framing: lines",

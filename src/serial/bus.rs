@@ -27,7 +27,7 @@ use tokio_serial::SerialPort as _;
 use tokio_util::codec::{Decoder, FramedRead};
 use tracing::{debug, warn};
 
-use super::framing::{Decoded, DropReason, FrameDecoder, Framing};
+use super::framing::{Decoded, DropReason, FrameDecoder, Framing, Mux, Protocol, Verify};
 use super::port::{Announced, PortTask, Stop, WRITE_TIMEOUT};
 use super::schedule::{Availability, Schedule};
 use crate::downlink::Request;
@@ -36,22 +36,78 @@ use crate::message::Message;
 use crate::pacing::{RateLimit, LOG_EVERY};
 use crate::stats::DeviceStats;
 
-/// The decoders of a port's devices; bytes go to the one whose device was asked last.
-struct Line {
-    decoders: Vec<FrameDecoder>,
-    active: usize,
+/// How a port's bytes are cut: by the decoder of the device asked last (one device, or a bus
+/// of devices that answer requests), or by several protocols at once (devices that all talk by
+/// themselves, each frame cut by the framing that recognises it).
+enum Line {
+    Asked {
+        decoders: Vec<FrameDecoder>,
+        active: usize,
+    },
+    Mixed(Mux),
+}
+
+impl Line {
+    /// The line for `devices`: mixed when several share the port and none is polled.
+    fn new(devices: &[crate::config::Device]) -> Self {
+        if crate::config::model::mixed(&devices.iter().collect::<Vec<_>>()) {
+            let protocols = devices
+                .iter()
+                .map(|d| Protocol {
+                    framing: d.framing.clone(),
+                    max_frame: d.max_frame,
+                    verify: d.checksum.clone().map(|c| -> Verify {
+                        Box::new(move |frame: &[u8]| c.verify(frame).is_ok())
+                    }),
+                })
+                .collect();
+            match Mux::new(protocols) {
+                Ok(mux) => return Line::Mixed(mux),
+                // `check` refuses such a config; should one get here, each device's frames
+                // are cut by the first device's framing, as on a single-device port.
+                Err(why) => warn!("{why}"),
+            }
+        }
+        Line::Asked {
+            decoders: devices
+                .iter()
+                .map(|d| FrameDecoder::new(&d.framing, d.max_frame))
+                .collect(),
+            active: 0,
+        }
+    }
+
+    /// Whose frame was cut short if the port went away now.
+    fn partial(&self, buf: &BytesMut) -> Option<usize> {
+        match self {
+            Line::Asked { decoders, active } => {
+                decoders[*active].has_partial(buf).then_some(*active)
+            }
+            Line::Mixed(mux) => mux.has_partial(buf),
+        }
+    }
 }
 
 impl Decoder for Line {
-    type Item = Decoded;
+    type Item = (usize, Decoded);
     type Error = std::io::Error;
 
-    fn decode(&mut self, buf: &mut BytesMut) -> std::io::Result<Option<Decoded>> {
-        self.decoders[self.active].decode(buf)
+    fn decode(&mut self, buf: &mut BytesMut) -> std::io::Result<Option<(usize, Decoded)>> {
+        match self {
+            Line::Asked { decoders, active } => {
+                Ok(decoders[*active].decode(buf)?.map(|d| (*active, d)))
+            }
+            Line::Mixed(mux) => mux.decode(buf),
+        }
     }
 
-    fn decode_eof(&mut self, buf: &mut BytesMut) -> std::io::Result<Option<Decoded>> {
-        self.decoders[self.active].decode_eof(buf)
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> std::io::Result<Option<(usize, Decoded)>> {
+        match self {
+            Line::Asked { decoders, active } => {
+                Ok(decoders[*active].decode_eof(buf)?.map(|d| (*active, d)))
+            }
+            Line::Mixed(mux) => mux.decode_eof(buf),
+        }
     }
 }
 
@@ -79,7 +135,7 @@ struct Pending {
 enum Event {
     Shutdown,
     Request(Request),
-    Item(Option<std::io::Result<Decoded>>),
+    Item(Option<std::io::Result<(usize, Decoded)>>),
     /// A deadline passed: an answer is overdue, or the line is free again.
     Wake,
     /// The line was silent for a `gap` framing's gap.
@@ -138,7 +194,7 @@ pub(super) async fn serve(
             }
             Event::Wake => bus.overdue().await,
             Event::Silence => match bus.gap_frame() {
-                Some(frame) => bus.item(Some(Ok(Decoded::Frame(frame)))).await,
+                Some((m, frame)) => bus.item(Some(Ok((m, Decoded::Frame(frame))))).await,
                 None => Ok(()),
             },
             Event::Item(item) => bus.item(item).await,
@@ -156,13 +212,8 @@ impl<'t, 'a> Bus<'t, 'a> {
         announced: &'a mut Announced,
     ) -> Self {
         let devices = &task.devices;
-        let line = Line {
-            decoders: devices
-                .iter()
-                .map(|d| FrameDecoder::new(&d.framing, d.max_frame))
-                .collect(),
-            active: 0,
-        };
+        let line = Line::new(devices);
+        let asked = matches!(line, Line::Asked { .. });
         let refs: Vec<&crate::config::Device> = devices.iter().collect();
         Self {
             task,
@@ -183,7 +234,7 @@ impl<'t, 'a> Bus<'t, 'a> {
                 .collect(),
             schedule: Schedule::new(&refs, Instant::now()),
             gaps: devices.iter().map(gap).collect(),
-            shared: devices.len() > 1,
+            shared: asked && devices.len() > 1,
             waiting: VecDeque::new(),
             pending: None,
             quiet_until: Instant::now(),
@@ -253,9 +304,10 @@ impl<'t, 'a> Bus<'t, 'a> {
 
     /// `gap` framing: when the frame in progress ends if the line stays silent.
     fn silence(&self) -> Option<Instant> {
-        let line = self.frames.decoder();
-        let gap = self.gaps[line.active]?;
-        line.decoders[line.active].gap_deadline(gap)
+        let Line::Asked { decoders, active } = self.frames.decoder() else {
+            return None;
+        };
+        decoders[*active].gap_deadline(self.gaps[*active]?)
     }
 
     /// A deadline passed: an overdue answer is a timeout (the poll is retried or missed).
@@ -274,19 +326,17 @@ impl<'t, 'a> Bus<'t, 'a> {
     }
 
     /// What the line's decoder gave: a frame (an answer, or unsolicited), or a reason to count.
-    async fn item(&mut self, item: Option<std::io::Result<Decoded>>) -> Result<(), Stop> {
-        let active = self.frames.decoder().active;
+    async fn item(&mut self, item: Option<std::io::Result<(usize, Decoded)>>) -> Result<(), Stop> {
         match item {
-            Some(Ok(Decoded::Frame(frame))) => return self.frame(active, &frame).await,
-            Some(Ok(Decoded::Dropped(reason))) => self.handlers[active].dropped(reason),
-            Some(Ok(Decoded::Resync(bytes))) => self.handlers[active].resync(bytes),
+            Some(Ok((m, Decoded::Frame(frame)))) => return self.frame(m, &frame).await,
+            Some(Ok((m, Decoded::Dropped(reason)))) => self.handlers[m].dropped(reason),
+            Some(Ok((m, Decoded::Resync(bytes)))) => self.handlers[m].resync(bytes),
             // The loop now watches for the silence that ends this frame.
-            Some(Ok(Decoded::GapStarted)) => {}
+            Some(Ok((_, Decoded::GapStarted))) => {}
             Some(Err(e)) => {
                 // The bytes of a frame in progress are lost with the port: say so.
-                let line = self.frames.decoder();
-                if line.decoders[active].has_partial(self.frames.read_buffer()) {
-                    self.handlers[active].dropped(DropReason::Incomplete);
+                if let Some(m) = self.frames.decoder().partial(self.frames.read_buffer()) {
+                    self.handlers[m].dropped(DropReason::Incomplete);
                 }
                 return Err(Stop::Gone(format!("read error: {e}")));
             }
@@ -373,11 +423,14 @@ impl<'t, 'a> Bus<'t, 'a> {
     }
 
     /// `gap` framing, once the line was silent for the gap: the buffered frame, if it is whole.
-    fn gap_frame(&mut self) -> Option<Bytes> {
+    fn gap_frame(&mut self) -> Option<(usize, Bytes)> {
         let frames = &mut self.frames;
-        let active = frames.decoder().active;
+        let Line::Asked { decoders, active } = frames.decoder() else {
+            return None;
+        };
+        let active = *active;
         // Bytes may have come in since the deadline was taken: then wait on.
-        let due = self.gaps[active].and_then(|g| frames.decoder().decoders[active].gap_deadline(g));
+        let due = self.gaps[active].and_then(|g| decoders[active].gap_deadline(g));
         if due.is_some_and(|t| t > Instant::now()) {
             return None;
         }
@@ -386,26 +439,37 @@ impl<'t, 'a> Bus<'t, 'a> {
         if frames.get_ref().bytes_to_read().is_ok_and(|n| n > 0) {
             return None;
         }
-        let whole = frames.decoder_mut().decoders[active].silence();
+        let Line::Asked { decoders, .. } = frames.decoder_mut() else {
+            return None;
+        };
+        let whole = decoders[active].silence();
         let buf = frames.read_buffer_mut();
         if !whole || buf.is_empty() {
             buf.clear();
             return None;
         }
-        Some(buf.split().freeze())
+        Some((active, buf.split().freeze()))
     }
 }
 
 /// Points the line's bytes at device `m`'s decoder. Bytes waiting for the previous device, or
 /// any waiting at all when `flush` is set, are discarded first (stale or late answers).
+/// A mixed line reads every protocol at once: nothing to point or flush.
 fn switch(frames: &mut Frames, m: usize, flush: bool) {
-    if flush || frames.decoder().active != m {
+    let Line::Asked { active, .. } = frames.decoder() else {
+        return;
+    };
+    if flush || *active != m {
         // Best effort: a port that cannot flush still has the read buffer cleared.
         let _ = frames.get_ref().clear(tokio_serial::ClearBuffer::Input);
         frames.read_buffer_mut().clear();
-        frames.decoder_mut().decoders[m].reset();
     }
-    frames.decoder_mut().active = m;
+    if let Line::Asked { decoders, active } = frames.decoder_mut() {
+        if flush || *active != m {
+            decoders[m].reset();
+        }
+        *active = m;
+    }
 }
 
 /// Writes poll `p` of device `m`; returns when its answer is overdue.

@@ -1,7 +1,9 @@
-//! Several devices on one port: an RS-485 bus. They must agree on the line settings, each must
-//! be asked (polls or commands: on a shared line a device speaks only when spoken to), and the
-//! polls must fit the line's time even when devices do not answer, which `check` computes from
-//! the request bytes at the line speed, the timeouts, retries and turnarounds.
+//! Several devices on one port: an RS-485 bus, or several protocols of one talking device. They
+//! must agree on the line settings. On a bus each must be asked (polls or commands: on a shared
+//! line a device speaks only when spoken to), and the polls must fit the line's time even when
+//! devices do not answer, which `check` computes from the request bytes at the line speed, the
+//! timeouts, retries and turnarounds. Several protocols (none polled) must be told apart by
+//! their frames' start bytes.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -39,21 +41,50 @@ pub(super) fn check(devices: &[Device], names: &[String], p: &mut Problems) {
                     );
                 }
             }
-            for d in members {
-                if d.polls.is_empty() && d.commands.is_empty() {
-                    p.error(
-                        &at(d),
-                        format!(
-                            "device `{}` shares {} with other devices but is never asked: on a shared line a device answers only requests",
-                            d.name,
-                            port.display()
-                        ),
-                        Some("add `poll:` requests (or `commands:`), or give it its own port".into()),
-                    );
+            if crate::config::model::mixed(members) {
+                protocols(port, members, &at, p);
+            } else {
+                for d in members {
+                    if d.polls.is_empty() && d.commands.is_empty() {
+                        p.error(
+                            &at(d),
+                            format!(
+                                "device `{}` shares {} with other devices but is never asked: on a shared line a device answers only requests",
+                                d.name,
+                                port.display()
+                            ),
+                            Some("add `poll:` requests (or `commands:`), or give it its own port; devices that all talk by themselves (one receiver's NMEA and UBX) may share a port when none is polled".into()),
+                        );
+                    }
                 }
             }
         }
         load(port, members, &at, p);
+    }
+}
+
+/// Several protocols of one talking device: their frames must be told apart by their start
+/// bytes, with at most one protocol cut by a delimiter.
+fn protocols(
+    port: &std::path::Path,
+    members: &[&Device],
+    at: &dyn Fn(&Device) -> String,
+    p: &mut Problems,
+) {
+    let framings: Vec<&crate::serial::framing::Framing> =
+        members.iter().map(|d| &d.framing).collect();
+    if let Err(why) = crate::serial::framing::can_share(&framings) {
+        let last = members[members.len() - 1];
+        let names: Vec<&str> = members.iter().map(|d| d.name.as_str()).collect();
+        p.error(
+            &format!("{}.framing", at(last)),
+            format!(
+                "devices {} read {} as several protocols (none is polled), but {why}",
+                names.join(", "),
+                port.display()
+            ),
+            Some("each protocol's frames must start with their own start bytes (`telegram`, `length`, `fixed` with `start_hex`); one may be `lines`, `delimiter` or `cobs`, and takes the rest".into()),
+        );
     }
 }
 

@@ -28,10 +28,13 @@ use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
 mod cut;
+mod mux;
 mod spec;
 #[cfg(test)]
 mod tests;
 mod told;
+
+pub use mux::{can_share, start_marker, Mux, Protocol, Verify};
 
 use cut::{next_fixed, Delimited, Post, Prefixed, Slip};
 use told::{LengthState, TelegramState};

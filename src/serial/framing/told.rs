@@ -134,7 +134,7 @@ impl TelegramState {
 }
 
 /// Bytes between telegrams that are not line breaks or spaces: what a resync reports.
-fn noise(bytes: &[u8]) -> usize {
+pub(super) fn noise(bytes: &[u8]) -> usize {
     bytes
         .iter()
         .filter(|b| !matches!(b, b'\r' | b'\n' | b' ' | b'\t'))
