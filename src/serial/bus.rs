@@ -44,7 +44,8 @@ enum Line {
         decoders: Vec<FrameDecoder>,
         active: usize,
     },
-    Mixed(Mux),
+    /// Boxed: the protocols' decoders and buffers are large beside a list of decoders.
+    Mixed(Box<Mux>),
 }
 
 impl Line {
@@ -62,7 +63,7 @@ impl Line {
                 })
                 .collect();
             match Mux::new(protocols) {
-                Ok(mux) => return Line::Mixed(mux),
+                Ok(mux) => return Line::Mixed(Box::new(mux)),
                 // `check` refuses such a config; should one get here, each device's frames
                 // are cut by the first device's framing, as on a single-device port.
                 Err(why) => warn!("{why}"),
