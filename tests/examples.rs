@@ -14,7 +14,7 @@ const T: Duration = Duration::from_secs(10);
 
 /// Each one's run-test is here, but the Modbus maps' (pzem004t, sdm120): tests/modbus.rs,
 /// against pymodbus.
-const EXAMPLES: [&str; 8] = [
+const EXAMPLES: [&str; 9] = [
     "dsmr5",
     "mhz19",
     "nmea-gps",
@@ -22,6 +22,7 @@ const EXAMPLES: [&str; 8] = [
     "rs485-two-meters",
     "sdm120",
     "sds011",
+    "ublox-gps",
     "vedirect-mppt",
 ];
 
@@ -303,8 +304,13 @@ async fn vedirect_example_publishes_every_proven_block_whatever_its_closing_byte
             &port,
         )],
     );
+    let yaml = yaml.replace(
+        "gateway: {id: pi-solar}",
+        "gateway: {id: pi-solar, stats_interval: 1s}",
+    );
     let gw = start_gateway(&yaml);
     let mut sub = Subscriber::connect(gw.port, &["solar/#"], QoS::AtMostOnce).await;
+    let mut stats = Subscriber::connect(gw.port, &["serial2mqtt/+/stats"], QoS::AtMostOnce).await;
     gw.wait_log("device online", T).await;
     // The controller sends a block every second; the first ones may meet a port still being
     // set up, so blocks go out until one is read.
@@ -332,7 +338,12 @@ async fn vedirect_example_publishes_every_proven_block_whatever_its_closing_byte
     let mut damaged = vedirect_block(12_600, -1500);
     let at = damaged.windows(5).position(|w| w == b"-1500").unwrap();
     damaged[at + 1] = b'7';
+    // HEX-protocol messages between the blocks (a ping answer, an asynchronous update).
+    let hex: [&[u8]; 2] = [b":51641F9\n", b":A0102000543\n"];
+    let before = stats_until(&mut stats, "pi-solar", |_| true).await;
+    pty.write(hex[0]).await;
     pty.write(&damaged).await;
+    pty.write(hex[1]).await;
     // A block whose closing byte is no text (0x80-0xFF): published.
     let (ma, high) = (1..2_000_000)
         .step_by(997)
@@ -355,4 +366,163 @@ async fn vedirect_example_publishes_every_proven_block_whatever_its_closing_byte
             .any(|m| m.payload == "-1.7" || m.payload == "12.6"),
         "the damaged block was published: {seen:?}"
     );
+    // The HEX messages are the second device's known traffic, the damaged block the text
+    // device's one bad checksum: nothing else counted as damage.
+    let frames = |v: &serde_json::Value, d: &str| v["devices"][d]["frames"].as_u64().unwrap();
+    let (text0, hex0) = (frames(&before, "mppt"), frames(&before, "mppt-hex"));
+    let v = stats_until(&mut stats, "pi-solar", |v| {
+        frames(v, "mppt") >= text0 + 2 && frames(v, "mppt-hex") >= hex0 + 2
+    })
+    .await;
+    assert_eq!(damage(&v["devices"]["mppt-hex"]), [0; 5], "{v}");
+    assert_eq!(damage(&v["devices"]["mppt"]), [1, 0, 0, 0, 0], "{v}");
+    assert_eq!(v["devices"]["mppt-hex"]["dropped"], 2, "{v}");
+}
+
+/// The counters a device's line damage shows in: all 0 for traffic that is no damage.
+fn damage(counters: &serde_json::Value) -> [u64; 5] {
+    [
+        "bad_checksum",
+        "resync_bytes",
+        "unmatched",
+        "invalid_utf8",
+        "too_long",
+    ]
+    .map(|k| {
+        counters[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} in {counters}"))
+    })
+}
+
+#[tokio::test]
+async fn ublox_example_reads_nmea_and_ubx_from_one_port_and_neither_is_the_others_damage() {
+    let mut pty = Pty::new();
+    let port = pty.path.display().to_string();
+    let yaml = example(
+        "ublox-gps",
+        &[
+            (
+                "/dev/serial/by-id/usb-u-blox_AG_-_www.u-blox.com_u-blox_GNSS_receiver-if00",
+                &port,
+            ),
+            (
+                "gateway: {id: pi-tracker}",
+                "gateway: {id: pi-tracker, stats_interval: 1s}",
+            ),
+        ],
+    );
+    let gw = start_gateway(&yaml);
+    let sub = Subscriber::connect(gw.port, &["gps/#"], QoS::AtMostOnce).await;
+    let mut stats = Subscriber::connect(gw.port, &["serial2mqtt/+/stats"], QoS::AtMostOnce).await;
+    gw.wait_log("device online", T).await;
+    // A second of the receiver's output: RMC, NAV-PVT, GSA, an ACK-ACK, GGA.
+    let second = |i: i32, pvt: Vec<u8>| {
+        let mut wire = nmea(&format!(
+            "GPRMC,1235{i:02},A,4807.038,N,01131.000,E,{}.0,084.4,230394,003.1,W",
+            10 + i
+        ))
+        .into_bytes();
+        wire.extend(pvt);
+        wire.extend(nmea("GPGSA,A,3,04,05,,09,12,,,24,,,,,2.5,1.3,2.1").into_bytes());
+        wire.extend(ubx(0x05, 0x01, &[0x06, 0x01]));
+        wire.extend(
+            nmea("GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,").into_bytes(),
+        );
+        wire
+    };
+    let position = |i: i32| (481_170_000 + i, 115_160_000 - i);
+    // The first seconds may meet a port still being set up: send until one is read.
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let (lat, lon) = position(0);
+        pty.write(&second(0, nav_pvt(lat, lon))).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if sub.seen.lock().unwrap().len() >= 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing was read");
+    }
+    let before = {
+        let v = stats_until(&mut stats, "pi-tracker", |_| true).await;
+        [
+            v["devices"]["gps"]["frames"].as_u64(),
+            v["devices"]["gps-ubx"]["frames"].as_u64(),
+        ]
+    };
+    // Five seconds; the third's NAV-PVT has a wrong CK_B, the fourth's lost a payload byte.
+    for i in 1..=5 {
+        let (lat, lon) = position(i);
+        let mut pvt = nav_pvt(lat, lon);
+        match i {
+            3 => *pvt.last_mut().unwrap() ^= 0x10,
+            4 => {
+                pvt.remove(50);
+            }
+            _ => {}
+        }
+        pty.write(&second(i, pvt)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Each second is 3 NMEA frames and 2 UBX frames; the frame that lost a byte cost the GSA
+    // sentence it ran into, so 14 NMEA frames and 10 UBX frames (2 of them failing their check).
+    let [gps0, ubx0] = before.map(|f| f.unwrap());
+    let v = stats_until(&mut stats, "pi-tracker", |v| {
+        v["devices"]["gps"]["frames"].as_u64() >= Some(gps0 + 14)
+            && v["devices"]["gps-ubx"]["frames"].as_u64() >= Some(ubx0 + 10)
+    })
+    .await;
+    assert_eq!(damage(&v["devices"]["gps"]), [0; 5], "NMEA side: {v}");
+    assert_eq!(
+        damage(&v["devices"]["gps-ubx"]),
+        [2, 0, 0, 0, 0],
+        "UBX side: {v}"
+    );
+    let seen = sub.seen.lock().unwrap().clone();
+    let speeds: Vec<&str> = seen
+        .iter()
+        .filter(|m| m.topic == "gps/gps/speed")
+        .map(|m| m.payload.as_str())
+        .collect();
+    // Every second's RMC (knots 11..15), the damaged frames' seconds too.
+    for i in 1..=5 {
+        let kmh = format!("{}", (f64::from(10 + i) * 1.852 * 10.0).round() / 10.0);
+        assert!(speeds.contains(&kmh.as_str()), "{kmh} not in {speeds:?}");
+    }
+    let positions: Vec<serde_json::Value> = seen
+        .iter()
+        .filter(|m| m.topic == "gps/gps-ubx/position")
+        .map(|m| json(&m.payload))
+        .collect();
+    let lats: Vec<f64> = positions
+        .iter()
+        .map(|p| p["lat"].as_f64().unwrap())
+        .collect();
+    for i in [1, 2, 5] {
+        let want = f64::from(position(i).0) * 1e-7;
+        assert!(
+            lats.iter().any(|l| (l - want).abs() < 1e-9),
+            "{want} not in {lats:?}"
+        );
+    }
+    // Never a position from a damaged frame, nor from an ACK read as NAV-PVT.
+    for i in [3, 4] {
+        let bad = f64::from(position(i).0) * 1e-7;
+        assert!(
+            !lats.iter().any(|l| (l - bad).abs() < 1e-9),
+            "{bad} published: {lats:?}"
+        );
+    }
+    assert_eq!(positions.len(), 4, "{positions:?}");
+    assert!(
+        positions
+            .iter()
+            .all(|p| p["fix"] == 3 && p["sats"].is_number()),
+        "{positions:?}"
+    );
+    let logs = gw.logs();
+    let warned = logs
+        .lines()
+        .filter(|l| l.contains("WARN") && l.split_whitespace().any(|w| w == "device=gps"));
+    assert_eq!(warned.count(), 0, "{logs}");
 }

@@ -738,6 +738,16 @@ fn every_validation_error_has_its_message() {
             &["devices[1]: device `two` shares", "add `poll:` requests", "none is polled"],
         ),
         (
+            "    match: '^T=(?P<temp>[\\d.]+)$'",
+            "    match: '^T=(?P<temp>[\\d.]+)$'\n    starts_hex: 'B5 62'",
+            &["rules.climate.starts_hex", "picks binary frames", "`fields:`"],
+        ),
+        (
+            "    match: '^T=(?P<temp>[\\d.]+)$'",
+            "    starts_hex: 'B5 6'\n    fields: [{name: temp, offset: 6, type: u8}]",
+            &["rules.climate.starts_hex", "is not hex bytes", "pairs of hex digits"],
+        ),
+        (
             "    framing: lines",
             "    framing: {fixed: 2, start_hex: AA, end_hex: ABCD}",
             &["do not fit in a 2-byte frame"],

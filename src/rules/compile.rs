@@ -43,11 +43,12 @@ impl Rule {
             (Matcher::Json, Vec::new())
         } else if raw.points {
             (Matcher::Points, Vec::new())
-        } else if let Some(fields) = &raw.fields {
-            binary(name, fields, &mut errors)
+        } else if raw.fields.is_some() || raw.starts_hex.is_some() {
+            binary(name, raw.fields.as_deref().unwrap_or_default(), &mut errors)
         } else {
             (Matcher::Any, Vec::new())
         };
+        let matcher = starts(name, raw, matcher, &mut errors);
         let (values, computed) = values(name, raw, &matcher, &slots, &mut errors);
         let names = Names {
             rule: name,
@@ -189,9 +190,58 @@ fn binary(
         Matcher::Binary {
             fields: compiled,
             min_len,
+            starts: Vec::new(),
         },
         slots,
     )
+}
+
+/// `starts_hex:` on a binary rule: the bytes its frames begin with. On a text or JSON rule it
+/// is an error (a regex says how text begins).
+fn starts(
+    name: &str,
+    raw: &schema::Rule,
+    matcher: Matcher,
+    errors: &mut Vec<CompileError>,
+) -> Matcher {
+    let Some(text) = &raw.starts_hex else {
+        return matcher;
+    };
+    let Matcher::Binary {
+        fields,
+        min_len,
+        starts: _,
+    } = matcher
+    else {
+        errors.push(err(
+            "starts_hex",
+            format!("rule `{name}`: `starts_hex` picks binary frames, but this rule reads text, JSON or points"),
+            Some("begin the regex with what the frame starts with (`match: '^\\$GPGGA,'`), or read the frame with `fields:`".into()),
+        ));
+        return matcher;
+    };
+    match crate::serial::framing::hex_text(text) {
+        Some(bytes) if !bytes.is_empty() => Matcher::Binary {
+            fields,
+            min_len: min_len.max(bytes.len()),
+            starts: bytes,
+        },
+        _ => {
+            errors.push(err(
+                "starts_hex",
+                format!("rule `{name}`: starts_hex `{text}` is not hex bytes"),
+                Some(
+                    "write the bytes as pairs of hex digits, e.g. starts_hex: \"B5 62 01 07\""
+                        .into(),
+                ),
+            ));
+            Matcher::Binary {
+                fields,
+                min_len,
+                starts: Vec::new(),
+            }
+        }
+    }
 }
 
 /// `values:`: each expression compiled against the matcher's names and the values before it;

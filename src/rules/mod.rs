@@ -48,10 +48,12 @@ enum Matcher {
     Regex(Regex),
     /// The frame is a JSON object; placeholders are its fields.
     Json,
-    /// Binary fields; slots are the fields; frames shorter than `min_len` do not match.
+    /// Binary fields; slots are the fields; frames shorter than `min_len`, or not beginning
+    /// with `starts`, do not match.
     Binary {
         fields: Vec<BinField>,
         min_len: usize,
+        starts: Vec<u8>,
     },
     /// A Modbus device's points, by name (a read cycle, not a frame).
     Points,
@@ -427,8 +429,12 @@ impl RuleSet {
                     None => false,
                 },
                 Matcher::Points => points.is_some_and(|p| emit(rule, &mut ctx, p)),
-                Matcher::Binary { fields, min_len } => {
-                    if env.frame.len() < *min_len {
+                Matcher::Binary {
+                    fields,
+                    min_len,
+                    starts,
+                } => {
+                    if env.frame.len() < *min_len || !env.frame.starts_with(starts) {
                         false
                     } else {
                         // Never shift values between slots if a field cannot be read.

@@ -508,9 +508,12 @@ pub fn ubx(class: u8, id: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// A UBX NAV-PVT frame (class 01, id 07, 92 payload bytes) at `lat`, `lon` (1e-7 degrees, i32
-/// LE at payload offsets 28 and 24, so frame bytes 34 and 30); the other fields are filler.
+/// LE at payload offsets 28 and 24, so frame bytes 34 and 30), a 3D fix with 12 satellites;
+/// the other fields are filler.
 pub fn nav_pvt(lat: i32, lon: i32) -> Vec<u8> {
     let mut payload: Vec<u8> = (0..92u8).map(|i| i.wrapping_mul(29)).collect();
+    payload[20] = 3; // fixType: 3D
+    payload[23] = 12; // numSV
     payload[24..28].copy_from_slice(&lon.to_le_bytes());
     payload[28..32].copy_from_slice(&lat.to_le_bytes());
     ubx(0x01, 0x07, &payload)

@@ -560,6 +560,9 @@ pub struct Rule {
     pub json: bool,
     /// The frame is binary; these fields are decoded into placeholders.
     pub fields: Option<Vec<Field>>,
+    /// A binary rule matches only frames that begin with these bytes (hex): one message type
+    /// of a binary protocol (UBX NAV-PVT: `B5 62 01 07`).
+    pub starts_hex: Option<String>,
     /// The rule reads a Modbus device's points: its placeholders are point names, and it runs
     /// once per read cycle.
     #[serde(default)]
