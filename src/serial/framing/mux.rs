@@ -10,9 +10,9 @@
 //! - The earliest start in the buffer is tried: its framing cuts a frame on a copy of the bytes,
 //!   and the frame is taken only if it passes its device's checksum. Bytes before it go to the
 //!   fallback (or, with none, are counted as resync bytes of the port's first device).
-//! - A frame that fails (a bad checksum, a length that cannot be, an end that does not come
-//!   before the next start, too long) is reported once to its device, and the search goes on
-//!   **one byte after its start**: a lost byte cannot make one protocol swallow the other's
+//! - A frame that fails (a bad checksum, too long; a length that cannot be, an end that does
+//!   not come before the next start: its bytes count as resync bytes of its device) is
+//!   reported once to its device, and the search goes on **one byte after its start**: a lost byte cannot make one protocol swallow the other's
 //!   frames, only hold them until the broken frame is proven broken (at most `max_frame` bytes).
 //!   The bytes of a frame reported broken are not reported again: a frame of the other
 //!   protocol found among them is taken when it passes its checksum, and anything else in them
@@ -104,6 +104,10 @@ struct Marked {
     start: memmem::Finder<'static>,
     decoder: FrameDecoder,
     verify: Option<Verify>,
+    /// The most bytes a trial looks at: enough for the longest frame and to tell that one is
+    /// too long, and the same however the bytes arrived (so a split read cannot change what
+    /// a broken frame is reported as).
+    limit: usize,
 }
 
 /// The protocol cut by a delimiter: it reads from its own buffer the bytes no start claimed.
@@ -179,8 +183,10 @@ pub struct Mux {
     out: VecDeque<(usize, Decoded)>,
     /// Bytes at the front of the buffer that belong to a frame already reported as broken.
     suspect: usize,
-    /// Bytes no protocol claimed, not yet reported.
+    /// Bytes no protocol claimed, not yet reported, and whose they are counted as: the
+    /// protocol whose start they began with, else the port's first.
     stray: usize,
+    stray_to: usize,
     /// The copy of the buffer a trial cuts from (kept to reuse its allocation).
     scratch: BytesMut,
 }
@@ -193,12 +199,17 @@ impl Mux {
         let mut fallback = None;
         for (member, p) in protocols.into_iter().enumerate() {
             let decoder = FrameDecoder::new(&p.framing, p.max_frame);
+            let size = match &p.framing {
+                Framing::Fixed(f) => f.size,
+                _ => 0,
+            };
             match start_marker(&p.framing) {
                 Some(start) => marked.push(Marked {
                     member,
                     start: memmem::Finder::new(start).into_owned(),
                     decoder,
                     verify: p.verify,
+                    limit: p.max_frame.max(size).saturating_add(1),
                 }),
                 None => {
                     fallback = Some(Fallback {
@@ -220,6 +231,7 @@ impl Mux {
             out: VecDeque::new(),
             suspect: 0,
             stray: 0,
+            stray_to: 0,
             scratch: BytesMut::new(),
         })
     }
@@ -246,6 +258,7 @@ impl Mux {
         self.out.clear();
         self.suspect = 0;
         self.stray = 0;
+        self.stray_to = 0;
         if let Some(f) = &mut self.fallback {
             f.buf.clear();
             f.decoder.reset();
@@ -286,7 +299,8 @@ impl Mux {
         let m = &mut self.marked[k];
         m.decoder.reset();
         self.scratch.clear();
-        self.scratch.extend_from_slice(buf);
+        self.scratch
+            .extend_from_slice(&buf[..buf.len().min(m.limit)]);
         match m.decoder.decode(&mut self.scratch) {
             Ok(Some(Decoded::Frame(f))) => {
                 if m.verify.as_ref().is_none_or(|v| v(&f)) {
@@ -325,6 +339,7 @@ impl Mux {
                     buf.advance(f.len());
                     self.past_suspect(f.len());
                     self.emit(self.marked[k].member, Decoded::Frame(f));
+                    self.stray_to = 0;
                     return true;
                 }
                 Trial::Partial => partial = true,
@@ -337,9 +352,19 @@ impl Mux {
             return false;
         }
         if let Some((k, item, span)) = failed {
+            let member = self.marked[k].member;
             if self.suspect == 0 {
-                self.emit(self.marked[k].member, item);
-                self.suspect = span;
+                match item {
+                    // The bytes it skipped are counted as they are passed over, below.
+                    Decoded::Resync(_) => {
+                        self.flush_stray();
+                        self.stray_to = member;
+                    }
+                    item => {
+                        self.emit(member, item);
+                        self.suspect = span;
+                    }
+                }
             }
             if let Some(f) = &mut self.fallback {
                 f.tainted = true;
@@ -414,7 +439,7 @@ impl Mux {
     fn flush_stray(&mut self) {
         if self.stray > 0 {
             let n = std::mem::take(&mut self.stray);
-            self.out.push_back((0, Decoded::Resync(n)));
+            self.out.push_back((self.stray_to, Decoded::Resync(n)));
         }
     }
 }
