@@ -120,6 +120,9 @@ async fn open_queue(settings: &QueueSettings) -> Result<QueueHandle, GatewayErro
     if recovery.cursor_corrupt {
         warn!("queue: the ack cursor was damaged; resending from the oldest stored message (duplicates, not loss)");
     }
+    if recovery.seq_corrupt {
+        warn!("queue: the file of reserved sequence numbers was damaged; numbering continues 2^40 higher, so no number is used twice");
+    }
     info!(dir = %settings.dir.display(), waiting = recovery.depth, "store-and-forward queue open");
     Ok(handle)
 }

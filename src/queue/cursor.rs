@@ -11,6 +11,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 const NAME: &str = "acked";
+/// The file of the sequence numbers reserved ahead of use (see [`super`]'s crash model).
+pub const RESERVED: &str = "seq";
 const MAGIC: &[u8; 4] = b"S2MA";
 const SLOT: u64 = 4096;
 const SLOT_LEN: usize = 24;
@@ -61,14 +63,20 @@ pub struct CursorFile {
 impl CursorFile {
     /// Opens (creating if needed) the cursor in `dir` and reads it.
     pub fn open(dir: &Path) -> io::Result<(Self, Loaded)> {
-        let path = dir.join(NAME);
+        Self::open_named(dir, NAME, "ack cursor")
+    }
+
+    /// Opens (creating if needed) a file of the same two-slot form named `name` in `dir`,
+    /// `what` it holds saying why the name is taken.
+    pub fn open_named(dir: &Path, name: &str, what: &str) -> io::Result<(Self, Loaded)> {
+        let path = dir.join(name);
         let existed = match std::fs::symlink_metadata(&path) {
             Ok(m) if m.is_file() => true,
             Ok(_) => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!(
-                        "{} is not a regular file: move it out of the queue directory (the gateway keeps its ack cursor under that name)",
+                        "{} is not a regular file: move it out of the queue directory (the gateway keeps its {what} under that name)",
                         path.display()
                     ),
                 ))

@@ -5,53 +5,83 @@
 //! (see [`segment`]), each a magic followed by [`record`]s, and the ack cursor file `acked`
 //! (two slots written in turn, see [`cursor`]).
 //!
+//! # What is where
+//! A message accepted by `append` gets its sequence number at once and is readable (sent
+//! upstream) at once, from memory. It is written to disk only if it is still unacknowledged at
+//! its **flush deadline**, `flush_interval` after it was accepted: when the oldest message
+//! waiting in memory reaches its deadline, every message waiting is written and committed
+//! (`fdatasync`) together, one group commit. A message acknowledged before its deadline never
+//! touches the disk; with the uplink up and acking within `flush_interval` (the usual case)
+//! the queue writes nothing but a sequence reservation now and then. `flush_interval: 0` writes
+//! and commits before `append` returns, as before.
+//!
+//! At any moment the disk holds: every message accepted more than `flush_interval` ago and not
+//! acknowledged by then (until the cursor says it was, and its segment goes); the ack cursor,
+//! written only while it lags behind a record on disk (at most every [`CURSOR_EVERY`]); and
+//! the ceiling of the sequence numbers reserved for use ([`cursor::RESERVED`]).
+//!
+//! # Sequence numbers
+//! Numbers are reserved durably [`SEQ_BLOCK`] at a time, before any of them is handed out (one
+//! small write per block). A restart continues at the reserved ceiling, above every number that
+//! was handed out before, whether it was written, sent and acknowledged from memory, or sent
+//! and lost in the cut: no number is ever given to two different messages. So an upstream
+//! consumer sees numbers grow by one per message while the gateway runs, and one jump per
+//! restart, of at most [`SEQ_BLOCK`]; a jump that coincides with the gateway's restart (its
+//! status topic going `offline`/`online`, or its first message after a gap of more than
+//! `flush_interval`) is numbers that were never used, or messages lost in the last
+//! `flush_interval` before a crash; a gap while it runs is a real loss, counted in the stats
+//! (`dropped`: queue full, disk full, corruption).
+//!
 //! # Crash model
 //! A power cut: every write not fsynced is lost, and (in the strict model) so is every
-//! creation, rename and unlink whose directory was not fsynced. kill -9 is the lesser case (the
-//! page cache survives). Against that model the queue guarantees:
-//! - **lost**: at most the records appended since the last group commit (`flush_interval`;
-//!   none with `flush_interval: 0` once `append` returned). They were never sent upstream.
+//! creation, rename and unlink whose directory was not fsynced. kill -9 is now the same case for
+//! the messages still in memory. Against that model the queue guarantees:
+//! - **lost**: at most the messages accepted in the last `flush_interval` before the cut that
+//!   were not acknowledged upstream (none with `flush_interval: 0` once `append` returned).
+//!   They may have been sent; their numbers are never reused.
 //! - **duplicated**: records acknowledged upstream after the last cursor write (at most
 //!   [`CURSOR_EVERY`]), sent again after the restart with the same sequence numbers and data.
 //! - **never**: reordered, sent as garbage (checksums), renumbered, or a sequence number given
 //!   to other data than the one it was sent with.
 //!
 //! Proven through the real binary on a test filesystem that drops un-synced writes
-//! (`tests/powercut.rs`), not only by kill -9.
+//! (`tests/powercut.rs`), not only by kill -9, with the uplink down, draining a backlog, and
+//! up and acknowledging as messages arrive.
 //!
 //! # Invariants
-//! 1. Sequence numbers start at 1 and grow by one per appended message, across segments and
-//!    restarts (`next_seq` after a restart is above every stored record, the ack cursor and
-//!    every segment file's name, set aside or not). Gaps exist only where records were dropped
-//!    (queue full, corruption), never reordering.
+//! 1. Sequence numbers grow by one per accepted message while the queue is open and jump to
+//!    the reserved ceiling at each open (above every stored record, the ack cursor and every
+//!    segment file's name, set aside or not, for a queue without a reservation file). On disk,
+//!    numbers above the ack cursor are contiguous but for those jumps and for records dropped
+//!    (queue full, corruption); records acknowledged before they were written leave gaps only
+//!    below it. Never reordering.
 //! 2. Only the last segment is written to; a segment is synced before the next one is started,
 //!    and a new segment is durable with its magic before its directory entry is synced (so a
 //!    cut never leaves an entry for a header that was lost). A segment file is created with
-//!    `create_new`: an existing file is never started over. The queue directory is made durable
-//!    in its parent when created.
-//! 3. `sync` makes every appended record durable (`sync_data`) and persists the ack cursor
-//!    atomically. Records appended since the last `sync` may be lost by a crash or power cut;
-//!    records synced before it are not. With `sync_every_append`, `append` syncs before returning.
-//!    A failed `fsync` is never retried as if nothing happened (the kernel may have marked the
-//!    pages clean): the records since the last commit are read back and written to a new
-//!    segment, and the suspect file is cut back to what was durable.
-//! 4. A record is readable (sent upstream) only once it is durable: what the upstream has seen
-//!    survives any crash, so after a restart numbering continues above every number ever sent.
-//!    Opening syncs the last segment first (a kill -9 leaves un-synced data behind). Acks can
-//!    therefore never run ahead of what is durable.
+//!    `create_new`: an existing file is never started over. A segment is named by its first
+//!    record's number or a lower one. The queue directory is made durable in its parent when created.
+//! 3. A group commit writes every message waiting in memory and makes it durable
+//!    (`sync_data`); those written before it are not lost by a cut. A failed `fsync` is never
+//!    retried as if nothing happened (the kernel may have marked the pages clean): the records
+//!    since the last commit are read back and written to a new segment, and the suspect file
+//!    is cut back to what was durable.
+//! 4. A number is durably reserved before it is handed out, so whatever upstream has seen, a
+//!    restart never hands its number to other data. Opening syncs the last segment first (a
+//!    kill -9 leaves un-synced data behind).
 //! 5. On open, the last segment is scanned and a torn tail (a record cut short or failing its
 //!    checksum, with no valid record after it) is truncated away. A record that fails its
 //!    checksum is never returned: reading resumes at the next valid record of its segment (found
 //!    by checksum and sequence number), the records in between are counted as lost, and the
 //!    damaged segment is kept as `*.seg.corrupt` for inspection once it is no longer needed
 //!    (the newest [`KEEP_CORRUPT`] such files are kept).
-//! 6. Total segment bytes stay within `max_bytes` (plus at most one record): when an append would
+//! 6. Total segment bytes stay within `max_bytes` (plus at most one record): when a write would
 //!    exceed it, whole oldest segments are deleted, and their unacknowledged records counted as
 //!    dropped. The same happens when the disk is full.
 //! 7. A segment whose records are all acknowledged is deleted once that acknowledgement is
 //!    durable (at `sync`), never the one being written: after a crash, everything above the
 //!    persisted cursor is still on disk.
-//! 8. Memory does not grow with the backlog: records are read from the files, one buffer at a time.
+//! 8. Memory does not grow with the backlog: records on disk are read from the files, one
+//!    buffer at a time; at most [`TAIL_BYTES`] wait in memory (more are written at once).
 //! 9. A group commit that filled most of a page is padded to the page boundary (see
 //!    [`segment`]) when the padding is at most a quarter of what the commit wrote, so the next
 //!    commit does not rewrite that page: at most 25% more disk space for about half the bytes
@@ -78,6 +108,14 @@ use segment::{SegmentReader, MAGIC};
 
 /// Longest time between two writes of the ack cursor (see [`Queue::sync`]).
 pub const CURSOR_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Sequence numbers reserved durably at a time: one small write per this many messages, and
+/// the most a restart skips.
+pub const SEQ_BLOCK: u64 = 1 << 20;
+/// Most bytes of records waiting in memory for their flush deadline: past it they are written
+/// at once (a burst cannot grow memory without bound).
+pub const TAIL_BYTES: usize = 4 << 20;
+/// The unit the SD card is written in: what the wear counter counts (see [`Stats::written`]).
+pub const PAGE_BYTES: u64 = 4096;
 /// Damaged segments kept as `*.seg.corrupt` (older ones are deleted, so a failing card cannot
 /// fill the disk with them).
 pub const KEEP_CORRUPT: usize = 2;
@@ -120,6 +158,8 @@ pub struct Recovery {
     pub strays: Vec<PathBuf>,
     /// The ack cursor file was damaged; delivery restarts at the oldest record.
     pub cursor_corrupt: bool,
+    /// The file of reserved sequence numbers was damaged: numbering jumped by 2^40.
+    pub seq_corrupt: bool,
     /// Unacknowledged records waiting (approximate when records were dropped).
     pub depth: u64,
 }
@@ -153,10 +193,27 @@ pub struct Stats {
     pub next_seq: u64,
     /// What was dropped.
     pub drops: Drops,
+    /// Bytes the queue has had written to its disk since it was opened, counted in whole
+    /// pages ([`PAGE_BYTES`]) as the card writes them: records, padding, segment headers, the
+    /// ack cursor and sequence reservations (not the filesystem's own journal).
+    pub written: u64,
+    /// Records accepted and not yet on disk (sent at once; written only if still
+    /// unacknowledged at their flush deadline).
+    pub in_memory: usize,
+}
+
+/// A record accepted but not written yet: when it was accepted (its flush deadline runs from
+/// then).
+struct Pending {
+    rec: Record,
+    at: std::time::Instant,
+    len: usize,
 }
 
 struct Segment {
     first: u64,
+    /// Its last record's number, when known (written by this run, or scanned at open).
+    last: Option<u64>,
     path: PathBuf,
     bytes: u64,
     /// Corruption was found in it: set it aside instead of deleting it.
@@ -178,10 +235,23 @@ pub struct Queue {
     segments: VecDeque<Segment>,
     active: File,
     next_seq: u64,
-    /// Sequence number after the last durable record: only records below it are read (sent
-    /// upstream), so nothing a power cut can take away was ever seen upstream, and a number is
-    /// never given to other data after a crash.
+    /// Sequence number after the last record written to disk: records below it are read from
+    /// the segments, the ones above from `tail` (or were acknowledged before they had to be
+    /// written).
     durable_next: u64,
+    /// Records accepted and not written, oldest first; unacknowledged (acknowledged ones leave
+    /// at once).
+    tail: VecDeque<Pending>,
+    tail_bytes: usize,
+    /// Numbers below this may have been handed out: a restart starts at or above it.
+    reserved: u64,
+    seqs: cursor::CursorFile,
+    /// The highest sequence number ever written to a segment (the cursor is worth writing
+    /// only while it lags behind one).
+    disk_max: u64,
+    /// Records written since the last commit (to count any a failed fsync loses).
+    uncommitted: u64,
+    written: u64,
     acked: u64,
     persisted_ack: u64,
     cursor: cursor::CursorFile,
@@ -227,6 +297,7 @@ fn create_segment(dir: &Path, first: u64) -> io::Result<(Segment, File)> {
     Ok((
         Segment {
             first,
+            last: None,
             path,
             bytes: MAGIC.len() as u64,
             damaged: false,
@@ -273,9 +344,29 @@ mod write;
 
 impl Queue {
     /// Unacknowledged records (approximate after drops).
+    ///
+    /// Numbers on disk are contiguous above the cursor (records acknowledged before they were
+    /// written are all below it) except where a restart jumped past the numbers it had
+    /// reserved: a segment's range ends at its last record when that is known, else at the next
+    /// segment's first, counting no more records than its size could hold.
     pub fn depth(&self) -> u64 {
-        let oldest = self.segments.front().map_or(self.next_seq, |s| s.first);
-        self.next_seq.saturating_sub(oldest.max(self.acked + 1))
+        let mut on_disk = 0;
+        for (i, seg) in self.segments.iter().enumerate() {
+            let next = self
+                .segments
+                .get(i + 1)
+                .map_or(self.durable_next, |n| n.first);
+            let from = seg.first.max(self.acked + 1);
+            on_disk += match seg.last {
+                Some(last) => (last + 1).min(next).saturating_sub(from),
+                None => {
+                    let room =
+                        seg.bytes.saturating_sub(MAGIC.len() as u64) / record::MIN_LEN as u64;
+                    next.saturating_sub(from).min(room)
+                }
+            };
+        }
+        on_disk + self.tail.len() as u64
     }
 
     /// A snapshot of the counters.
@@ -287,14 +378,22 @@ impl Queue {
             acked: self.acked,
             next_seq: self.next_seq,
             drops: self.drops,
+            written: self.written,
+            in_memory: self.tail.len(),
         }
     }
 
-    /// Records that `seq` and everything before it were acknowledged upstream. Persisted, and
-    /// segments that hold nothing else deleted, at the next `sync`.
+    /// Records that `seq` and everything before it were acknowledged upstream: the ones still
+    /// in memory are never written; for the ones on disk the cursor is persisted, and segments
+    /// that hold nothing else deleted, at the next `sync`.
     pub fn ack(&mut self, seq: u64) {
-        let seq = seq.min(self.durable_next.saturating_sub(1));
+        let seq = seq.min(self.next_seq.saturating_sub(1));
         self.acked = self.acked.max(seq);
+        while self.tail.front().is_some_and(|p| p.rec.seq <= self.acked) {
+            if let Some(p) = self.tail.pop_front() {
+                self.tail_bytes -= p.len;
+            }
+        }
     }
 
     /// Highest acknowledged sequence number.

@@ -61,6 +61,7 @@ impl Queue {
             let last_seq = scan.last_seq.or(Some(first.saturating_sub(1)));
             let seg = Segment {
                 first,
+                last: scan.last_seq,
                 path,
                 bytes: scan.valid_len,
                 damaged: scan.damaged > 0,
@@ -79,6 +80,7 @@ impl Queue {
             let bytes = fs::metadata(&path)?.len();
             segments.push_back(Segment {
                 first,
+                last: None,
                 path,
                 bytes,
                 damaged: false,
@@ -93,7 +95,23 @@ impl Queue {
             prune_corrupt(dir)?;
         }
         let stored_next = last_seq.map_or(1, |s| s + 1);
-        let next_seq = stored_next.max(acked + 1).max(numbered_from);
+        let durable_next = stored_next.max(acked + 1).max(numbered_from);
+        // Numbers handed out before a cut may have been sent without being written: a restart
+        // starts above every number that was reserved for use.
+        let (seqs, reserved) =
+            cursor::CursorFile::open_named(dir, cursor::RESERVED, "reserved sequence numbers")?;
+        let reserved = match reserved {
+            cursor::Loaded::Acked(r) => r,
+            cursor::Loaded::Missing => 0,
+            // Both slots damaged: how far numbers were handed out is unknown (acknowledged ones
+            // never reach the disk), so a jump no gateway can use up (2^40: 35 years at 1,000
+            // messages a second) keeps them unique.
+            cursor::Loaded::Corrupt => {
+                recovery.seq_corrupt = true;
+                durable_next.saturating_add(1 << 40)
+            }
+        };
+        let next_seq = durable_next.max(reserved);
         // Append to the last segment only if it continues exactly where the log ends.
         let active = match segments.back() {
             Some(s) if last_seq.map(|l| l + 1) == Some(next_seq) => open_append(&s.path)?,
@@ -112,7 +130,14 @@ impl Queue {
             segments,
             active,
             next_seq,
-            durable_next: next_seq,
+            durable_next,
+            tail: VecDeque::new(),
+            tail_bytes: 0,
+            reserved: next_seq,
+            seqs,
+            disk_max: last_seq.unwrap_or(0),
+            uncommitted: 0,
+            written: 0,
             acked,
             persisted_ack: acked,
             cursor: cursor_file,
@@ -126,6 +151,7 @@ impl Queue {
             buf: Vec::with_capacity(64 * 1024),
         };
         q.delete_acked()?;
+        q.reserve()?;
         recovery.depth = q.depth();
         Ok((q, recovery))
     }

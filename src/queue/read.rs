@@ -1,5 +1,5 @@
-//! Reading for the uplink: records from a sequence number on, only what is committed, with
-//! damaged stretches counted as lost instead of sent.
+//! Reading for the uplink: records from a sequence number on, from the segments and then from
+//! the records not written yet, with damaged stretches counted as lost instead of sent.
 
 use std::io;
 
@@ -94,11 +94,20 @@ impl Queue {
                     self.lost_to_corruption(first, at, following.saturating_sub(from), why, false);
                     if idx + 1 == self.segments.len() {
                         // Never append behind garbage that nothing valid follows.
-                        self.roll()?;
+                        self.roll(self.tail.front().map_or(self.next_seq, |p| p.rec.seq))?;
                     }
                     from = following;
                 }
             }
+        }
+        // Then the records not written yet (sent at once, from memory).
+        let start = self.tail.partition_point(|p| p.rec.seq < from);
+        for p in self.tail.range(start..) {
+            if out.len() >= max_records || bytes >= max_bytes {
+                break;
+            }
+            bytes += p.rec.message.payload.len() + p.rec.message.topic.len();
+            out.push(p.rec.clone());
         }
         Ok(out)
     }

@@ -1,7 +1,7 @@
 //! The queue's own thread: every file operation happens here, off the async workers, in the
-//! order commands arrive. Appends are made durable by a group commit every `flush_interval`
-//! (or at once when it is zero); a reader waiting for new records is answered as soon as a
-//! commit makes them durable.
+//! order commands arrive. Appended records are readable at once; those still unacknowledged
+//! when the oldest of them is `flush_interval` old are written and committed together (at once
+//! when it is zero).
 
 use std::io;
 use std::thread;
@@ -115,48 +115,14 @@ pub fn start(settings: &QueueSettings) -> io::Result<(QueueHandle, Recovery)> {
 
 fn run(mut q: Queue, rx: flume::Receiver<Cmd>, interval: Duration) {
     let mut parked: Option<(u64, usize, oneshot::Sender<Vec<Record>>)> = None;
-    let mut last_sync = Instant::now();
-    let mut write_errors = RateLimit::new(Duration::from_secs(10));
-    let mut disk_full = DiskFull::default();
-    let sync = |q: &mut Queue, last: &mut Instant| {
-        if let Err(e) = q.sync() {
-            error!("store-and-forward queue: sync failed: {e}");
-        }
-        *last = Instant::now();
-    };
+    let mut losses = Losses::new(q.stats().drops);
     loop {
-        let wait = q
-            .sync_due_in(interval, last_sync.elapsed())
-            .unwrap_or(Duration::from_secs(3600));
-        // A running total on a full disk is logged even if no message comes after it.
-        let wait = if disk_full.pending() {
-            disk_full
-                .due_in(Instant::now())
-                .map_or(wait, |d| d.min(wait))
-        } else {
-            wait
-        };
+        let wait = q.sync_due_in(interval).unwrap_or(Duration::from_secs(3600));
+        let wait = losses.due_in().map_or(wait, |d| d.min(wait));
         match rx.recv_timeout(wait) {
             Ok(Cmd::Append(messages)) => {
-                let before = q.stats().drops;
-                match q.append(&messages) {
-                    Ok(_) => {
-                        let after = q.stats().drops;
-                        let too_large = after.too_large - before.too_large;
-                        if too_large > 0 && write_errors.hit().is_some() {
-                            warn!(dropped = too_large, "store-and-forward queue: messages larger than queue.max_bytes not stored");
-                        }
-                        disk_full.count(after.disk_full - before.disk_full);
-                    }
-                    Err(e) => {
-                        if let Some(n) = write_errors.hit() {
-                            error!(
-                                suppressed = n,
-                                "store-and-forward queue: write failed, {} messages lost: {e}",
-                                messages.len()
-                            );
-                        }
-                    }
+                if let Err(e) = q.append(&messages) {
+                    losses.write_failed(&e);
                 }
             }
             Ok(Cmd::Read { from, max, reply }) => answer(&mut q, from, max, reply, &mut parked),
@@ -165,10 +131,11 @@ fn run(mut q: Queue, rx: flume::Receiver<Cmd>, interval: Duration) {
                 let _ = reply.send(q.stats());
             }
             Ok(Cmd::Stop(reply)) => {
-                disk_full.flush(Instant::now());
                 if let Err(e) = q.sync_all() {
                     error!("store-and-forward queue: sync failed: {e}");
                 }
+                losses.update(q.stats().drops);
+                losses.disk_full.flush(Instant::now());
                 info!(depth = q.depth(), "store-and-forward queue closed");
                 let _ = reply.send(());
                 return;
@@ -179,16 +146,69 @@ fn run(mut q: Queue, rx: flume::Receiver<Cmd>, interval: Duration) {
                 return;
             }
         }
-        if q.sync_due_in(interval, last_sync.elapsed()) == Some(Duration::ZERO) {
-            sync(&mut q, &mut last_sync);
+        if q.sync_due_in(interval) == Some(Duration::ZERO) {
+            if let Err(e) = q.sync(interval) {
+                losses.write_failed(&e);
+            }
         }
-        if disk_full.pending() {
-            disk_full.tick(Instant::now());
-        }
-        // Records become readable when durable (after a commit), not when appended.
+        losses.update(q.stats().drops);
+        // Records are readable as soon as they are accepted.
         if let Some((from, max, reply)) = parked.take() {
             answer(&mut q, from, max, reply, &mut parked);
         }
+    }
+}
+
+/// What the queue had to give up, told to the journal: messages too large to store, a full
+/// disk's running total, write errors (each rate-limited).
+struct Losses {
+    seen: super::Drops,
+    disk_full: DiskFull,
+    limit: RateLimit,
+}
+
+impl Losses {
+    fn new(seen: super::Drops) -> Self {
+        Self {
+            seen,
+            disk_full: DiskFull::default(),
+            limit: RateLimit::new(Duration::from_secs(10)),
+        }
+    }
+
+    /// After a command or a commit: logs what was dropped since the last look.
+    fn update(&mut self, now: super::Drops) {
+        let too_large = now.too_large - self.seen.too_large;
+        if too_large > 0 && self.limit.hit().is_some() {
+            warn!(
+                dropped = too_large,
+                "store-and-forward queue: messages larger than queue.max_bytes not stored"
+            );
+        }
+        // Checked before reading the clock: this runs per command.
+        let lost = now.disk_full - self.seen.disk_full;
+        if lost > 0 || self.disk_full.last_loss.is_some() {
+            self.disk_full.count(lost);
+        }
+        if self.disk_full.pending() {
+            self.disk_full.tick(Instant::now());
+        }
+        self.seen = now;
+    }
+
+    /// A write or a commit failed: the messages waiting to be written are lost.
+    fn write_failed(&mut self, e: &io::Error) {
+        if let Some(n) = self.limit.hit() {
+            error!(suppressed = n, "store-and-forward queue: write failed, the messages waiting to be written are lost: {e}");
+        }
+    }
+
+    /// How long until a full disk's running total is due in the journal.
+    fn due_in(&self) -> Option<Duration> {
+        if !self.disk_full.pending() {
+            return None;
+        }
+        self.disk_full.due_in(Instant::now())
     }
 }
 

@@ -9,33 +9,83 @@ use tracing::{error, warn};
 use super::*;
 
 impl Queue {
-    /// Appends messages in order; returns the sequence number of each one stored (`None` for a
-    /// message that had to be dropped: too large for `max_bytes`, or the disk is full).
+    /// Accepts messages in order; returns the sequence number of each one taken (`None` for a
+    /// message that can never be stored: larger than `max_bytes`). They are readable (sent
+    /// upstream) at once and written to disk only if still unacknowledged at their flush
+    /// deadline (see [`Self::sync`]), or at once with `sync_every_append`, or when more than
+    /// [`TAIL_BYTES`] wait.
     pub fn append(&mut self, messages: &[Message]) -> io::Result<Vec<Option<u64>>> {
         let mut out = Vec::with_capacity(messages.len());
+        let at = std::time::Instant::now();
         for m in messages {
-            out.push(self.append_one(m)?);
+            let len = record::encoded_len(m);
+            if len as u64 + MAGIC.len() as u64 > self.opts.max_bytes {
+                self.drops.too_large += 1;
+                out.push(None);
+                continue;
+            }
+            self.reserve()?;
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.tail.push_back(Pending {
+                rec: Record {
+                    seq,
+                    message: m.clone(),
+                },
+                at,
+                len,
+            });
+            self.tail_bytes += len;
+            out.push(Some(seq));
         }
-        if self.opts.sync_every_append {
-            self.sync()?;
+        if self.opts.sync_every_append || self.tail_bytes > TAIL_BYTES {
+            self.write_tail()?;
         }
         Ok(out)
     }
 
-    pub(super) fn append_one(&mut self, m: &Message) -> io::Result<Option<u64>> {
-        let len = record::encoded_len(m) as u64;
-        if len + MAGIC.len() as u64 > self.opts.max_bytes {
-            self.drops.too_large += 1;
-            return Ok(None);
+    /// Makes sure the next sequence number was reserved durably before it is handed out: a
+    /// restart never hands out a number that was, even one sent and never written.
+    pub(super) fn reserve(&mut self) -> io::Result<()> {
+        if self.next_seq < self.reserved {
+            return Ok(());
         }
+        let upto = self.next_seq.saturating_add(SEQ_BLOCK);
+        self.seqs.store(upto)?;
+        self.written += PAGE_BYTES;
+        self.reserved = upto;
+        Ok(())
+    }
+
+    /// Writes every record waiting in memory (all unacknowledged) and commits them (a group
+    /// commit). Those that cannot be stored (disk full, an I/O error) are lost, as an append
+    /// was before.
+    pub(super) fn write_tail(&mut self) -> io::Result<()> {
+        let waiting = std::mem::take(&mut self.tail);
+        self.tail_bytes = 0;
+        for p in &waiting {
+            self.store(&p.rec)?;
+        }
+        if self.dirty {
+            self.pad_commit()?;
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Writes one record at the end of the active segment (rolling, and dropping the oldest
+    /// segments for room, first); false when it could not be stored (the disk is full).
+    pub(super) fn store(&mut self, rec: &Record) -> io::Result<bool> {
+        let m = &rec.message;
+        let len = record::encoded_len(m) as u64;
         let active_bytes = self.segments.back().map_or(0, |s| s.bytes);
         if active_bytes > MAGIC.len() as u64 && active_bytes + len > self.opts.segment_bytes {
-            match self.roll() {
+            match self.roll(rec.seq) {
                 Ok(()) => {}
                 Err(e) if is_disk_full(&e) => {
                     // Only the segment being written is left and no new one fits.
                     self.drops.disk_full += 1;
-                    return Ok(None);
+                    return Ok(false);
                 }
                 Err(e) => return Err(e),
             }
@@ -45,7 +95,7 @@ impl Queue {
             self.drop_oldest(false)?;
         }
         self.buf.clear();
-        record::encode(self.next_seq, m, &mut self.buf);
+        record::encode(rec.seq, m, &mut self.buf);
         loop {
             match self.active.write_all(&self.buf) {
                 Ok(()) => break,
@@ -58,25 +108,27 @@ impl Queue {
                         continue;
                     }
                     self.drops.disk_full += 1;
-                    return Ok(None);
+                    return Ok(false);
                 }
                 Err(e) => return Err(e),
             }
         }
         if let Some(s) = self.segments.back_mut() {
             s.bytes += len;
+            s.last = Some(rec.seq);
         }
         self.total_bytes += len;
         self.dirty = true;
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        Ok(Some(seq))
+        self.uncommitted += 1;
+        self.disk_max = self.disk_max.max(rec.seq);
+        Ok(true)
     }
 
-    pub(super) fn roll(&mut self) -> io::Result<()> {
+    /// Starts a new segment whose first record is `first`, after committing the active one.
+    pub(super) fn roll(&mut self, first: u64) -> io::Result<()> {
         self.commit()?;
         let (seg, f) = loop {
-            match create_segment(&self.dir, self.next_seq) {
+            match create_segment(&self.dir, first) {
                 Ok(made) => break made,
                 // The disk is full: the oldest segment makes room, as for an append.
                 Err(e) if is_disk_full(&e) && self.segments.len() > 1 => self.drop_oldest(true)?,
@@ -84,6 +136,7 @@ impl Queue {
             }
         };
         self.total_bytes += seg.bytes;
+        self.written += PAGE_BYTES;
         self.committed = seg.bytes;
         self.segments.push_back(seg);
         self.active = f;
@@ -140,39 +193,61 @@ impl Queue {
 
     /// Whether `sync` has anything to do.
     pub fn needs_sync(&self) -> bool {
-        self.dirty || self.dir_dirty || self.acked != self.persisted_ack
+        !self.tail.is_empty() || self.dirty || self.dir_dirty || self.cursor_lags()
     }
 
-    /// When `sync` should run next: `group_commit` after the last one for appended data, or
-    /// when the cursor falls due for acknowledgements only; `None` when nothing waits.
-    pub fn sync_due_in(
-        &self,
-        group_commit: std::time::Duration,
-        since_last: std::time::Duration,
-    ) -> Option<std::time::Duration> {
-        if self.dirty || self.dir_dirty {
-            return Some(group_commit.saturating_sub(since_last));
-        }
-        if self.acked != self.persisted_ack {
+    /// Whether the persisted cursor is behind an acknowledged record that is on disk (only
+    /// then is writing it worth a page: records acknowledged from memory were never written).
+    fn cursor_lags(&self) -> bool {
+        self.acked > self.persisted_ack && self.persisted_ack < self.disk_max
+    }
+
+    /// When `sync` should run next: at the flush deadline of the oldest record waiting in
+    /// memory (`group_commit` after it was accepted), or when the cursor falls due for
+    /// acknowledgements of records on disk; `None` when nothing waits.
+    pub fn sync_due_in(&self, group_commit: std::time::Duration) -> Option<std::time::Duration> {
+        let now = std::time::Instant::now();
+        let data = self
+            .tail
+            .front()
+            .map(|p| (p.at + group_commit).saturating_duration_since(now));
+        let data = if self.dirty || self.dir_dirty {
+            Some(std::time::Duration::ZERO)
+        } else {
+            data
+        };
+        let cursor = self.cursor_lags().then(|| {
             let age = self.ack_stored_at.map_or(CURSOR_EVERY, |t| t.elapsed());
-            return Some(CURSOR_EVERY.saturating_sub(age));
+            CURSOR_EVERY.saturating_sub(age)
+        });
+        match (data, cursor) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        None
     }
 
-    /// Makes everything appended durable and persists the ack cursor (group commit). The
-    /// cursor is written at most every [`CURSOR_EVERY`]: each write is a page on the SD card,
-    /// and a cursor that lags only means duplicates after a crash, never loss.
-    pub fn sync(&mut self) -> io::Result<()> {
-        self.sync_with(false)
+    /// Does what is due (group commit): writes the records waiting in memory once the oldest
+    /// reached its flush deadline (`group_commit` after it was accepted), and persists the ack
+    /// cursor when it lags behind records on disk. The cursor is written at most every
+    /// [`CURSOR_EVERY`]: each write is a page on the SD card, and a cursor that lags only means
+    /// duplicates after a crash, never loss.
+    pub fn sync(&mut self, group_commit: std::time::Duration) -> io::Result<()> {
+        let due = self
+            .tail
+            .front()
+            .is_some_and(|p| p.at.elapsed() >= group_commit);
+        self.sync_with(due, false)
     }
 
-    /// `sync`, writing the cursor now whatever its age (at shutdown).
+    /// Writes everything waiting and the cursor now whatever their age (at shutdown).
     pub fn sync_all(&mut self) -> io::Result<()> {
-        self.sync_with(true)
+        self.sync_with(true, true)
     }
 
-    pub(super) fn sync_with(&mut self, force_cursor: bool) -> io::Result<()> {
+    pub(super) fn sync_with(&mut self, write: bool, force_cursor: bool) -> io::Result<()> {
+        if write {
+            self.write_tail()?;
+        }
         if self.dirty {
             self.pad_commit()?;
             self.commit()?;
@@ -181,9 +256,11 @@ impl Queue {
             || self
                 .ack_stored_at
                 .is_none_or(|t| t.elapsed() >= CURSOR_EVERY);
-        if self.acked != self.persisted_ack && cursor_due {
+        let worth = self.cursor_lags() || (force_cursor && self.acked > self.persisted_ack);
+        if worth && cursor_due {
             self.ack_stored_at = Some(std::time::Instant::now());
             self.cursor.store(self.acked)?;
+            self.written += PAGE_BYTES;
             self.persisted_ack = self.acked;
             // Only now: a crash before this point replays from the old cursor, and must find
             // those records still on disk.
@@ -211,16 +288,19 @@ impl Queue {
             );
             self.rewrite_uncommitted()?;
         }
+        let end = self.segments.back().map_or(0, |s| s.bytes);
+        self.written += pages(self.committed, end);
         self.dirty = false;
-        self.committed = self.segments.back().map_or(0, |s| s.bytes);
-        self.durable_next = self.next_seq;
+        self.uncommitted = 0;
+        self.committed = end;
+        self.durable_next = self.durable_next.max(self.disk_max + 1);
         Ok(())
     }
 
     /// After a failed fsync of the active segment: moves its records past `committed` into a
     /// new segment, synced, and cuts the suspect file back to `committed`. Records that no
     /// longer read back intact are counted as lost to corruption (their numbers are skipped,
-    /// never reused: nothing past `durable_next` was ever read).
+    /// never reused: they were reserved).
     pub(super) fn rewrite_uncommitted(&mut self) -> io::Result<()> {
         let Some(active) = self.segments.back() else {
             return Ok(());
@@ -234,7 +314,7 @@ impl Queue {
                 }
             }
         }
-        let lost = (self.next_seq - self.durable_next).saturating_sub(pending.len() as u64);
+        let lost = self.uncommitted.saturating_sub(pending.len() as u64);
         if lost > 0 {
             self.drops.corrupt_segments += lost;
             warn!(records = lost, "store-and-forward queue: {lost} messages did not read back intact after the failed fsync and are lost");
@@ -310,4 +390,12 @@ impl Queue {
         }
         Ok(())
     }
+}
+
+/// The pages a write from byte `from` to byte `to` of a file touches, in bytes.
+fn pages(from: u64, to: u64) -> u64 {
+    if to <= from {
+        return 0;
+    }
+    (to.div_ceil(PAGE_BYTES) - from / PAGE_BYTES) * PAGE_BYTES
 }
