@@ -47,6 +47,10 @@ enum Cut {
     Cursor(u32, When),
     /// After this long of a paced drain (uplink up).
     Draining(Duration),
+    /// After this long with the uplink up from the start, every message sent at once and
+    /// acknowledged within the flush interval (never written: only the sequence reservation
+    /// keeps its number from being reused after the restart).
+    Acking(Duration),
     /// The `n`-th fsync of a segment fails (EIO, its data forgotten, as Linux does after a
     /// writeback error); the power is cut this long after the start.
     FailedSync(u32, Duration),
@@ -75,6 +79,9 @@ impl Variant {
     fn draining(&self) -> bool {
         matches!(self.cut, Cut::Cursor(..) | Cut::Draining(..))
     }
+    fn acking(&self) -> bool {
+        matches!(self.cut, Cut::Acking(..))
+    }
 }
 
 /// What a run found.
@@ -99,7 +106,7 @@ struct Outcome {
 impl Outcome {
     fn assert_ok(&self, v: &Variant) {
         match v.cut {
-            Cut::At(_) | Cut::Draining(_) => {}
+            Cut::At(_) | Cut::Draining(_) | Cut::Acking(_) => {}
             Cut::FailedSync(..) => assert!(
                 self.failed_sync_logged,
                 "{v:?}: the failed fsync was not noticed"
@@ -265,7 +272,7 @@ fn trigger(cut: Cut) -> Option<powercut::Trigger> {
     let mut cursor_writes: u32 = 0;
     let is_seg = |p: &Path| p.extension().is_some_and(|x| x == "seg");
     let t: powercut::Trigger = match cut {
-        Cut::At(_) | Cut::Draining(_) => return None,
+        Cut::At(_) | Cut::Draining(_) | Cut::Acking(_) => return None,
         Cut::RollFile(k, when) => Box::new(move |op: &Op| {
             if op.kind == OpKind::Fsync && is_seg(&op.path) && seen.insert(op.path.clone()) {
                 new_segments += 1;
@@ -374,6 +381,13 @@ async fn run(v: Variant) -> Outcome {
         };
         let next = written.last().map_or(1, |(n, _)| n + 1);
         written.extend(write_until(&mut pty, next, stop_on_fire(limit)).await);
+    } else if v.acking() {
+        proxy.up().await;
+        let limit = match v.cut {
+            Cut::Acking(d) => d,
+            _ => Duration::from_secs(8),
+        };
+        written.extend(write_until(&mut pty, 1, stop_on_fire(limit)).await);
     } else {
         let limit = match v.cut {
             Cut::At(d) | Cut::FailedSync(_, d) => d,
@@ -393,7 +407,7 @@ async fn run(v: Variant) -> Outcome {
     fs.cut();
 
     // Phase 2: the power is back; the upstream is up; a new gateway on what survived.
-    if !v.draining() {
+    if !v.draining() && !v.acking() {
         proxy.up().await;
     }
     let gw2 = start_gateway(&yaml);
@@ -478,6 +492,7 @@ fn ci_variants() -> Vec<Variant> {
     }
     v.push(Variant::new(Cut::Cursor(2, When::Torn)));
     v.push(Variant::new(Cut::Draining(Duration::from_millis(2500))));
+    v.push(Variant::new(Cut::Acking(Duration::from_millis(1900))));
     v.push(Variant::new(Cut::At(Duration::from_millis(1700))));
     v.push(Variant {
         strict: false,
@@ -572,6 +587,10 @@ async fn sweep_of_power_cuts() {
             ("roll: first commit", Variant::new(Cut::RollCommit(k, when))),
             ("cursor write", Variant::new(Cut::Cursor(k, when))),
             ("random, draining", Variant::new(Cut::Draining(at))),
+            (
+                "random, uplink up and acking",
+                Variant::new(Cut::Acking(at)),
+            ),
         ];
         if when != When::Torn {
             vs.push(("roll: dir fsync", Variant::new(Cut::RollDir(k, when))));

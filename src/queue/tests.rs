@@ -783,3 +783,26 @@ fn a_cursor_that_is_not_a_file_is_an_error_naming_it() {
         "{text}"
     );
 }
+
+/// Both slots of the reservation file damaged (a failing card): how far numbers went is
+/// unknown, so numbering jumps further than any gateway can count, and says so.
+#[test]
+fn a_damaged_reservation_jumps_beyond_any_number_handed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut q, _) = open(dir.path(), opts(1 << 20, 1 << 16));
+        append_n(&mut q, 0..5);
+        q.sync_all().unwrap();
+    }
+    fs::write(dir.path().join(cursor::RESERVED), vec![0xEE; 8192]).unwrap();
+    let (mut q, rec) = open(dir.path(), opts(1 << 20, 1 << 16));
+    assert!(rec.seq_corrupt);
+    assert_eq!(read_all_intact(&mut q), (1..=5).collect::<Vec<_>>());
+    let seq = q.append(&[msg(5)]).unwrap()[0].unwrap();
+    assert_eq!(seq, 6 + (1 << 40));
+    // The new ceiling is durable: the next restart continues above it.
+    drop(q);
+    let (mut q, rec) = open(dir.path(), opts(1 << 20, 1 << 16));
+    assert!(!rec.seq_corrupt);
+    assert!(q.append(&[msg(6)]).unwrap()[0].unwrap() > seq);
+}
