@@ -255,6 +255,10 @@ fn describe() {
     );
     describe_gauge!("serial2mqtt_queue_segments", "Segment files of the queue");
     describe_counter!(
+        "serial2mqtt_queue_written_bytes_total",
+        "Bytes the queue had written to its disk since the start, in whole 4 KiB pages (records, padding, segment headers, ack cursor, sequence reservations; not the filesystem's journal)"
+    );
+    describe_counter!(
         "serial2mqtt_queue_dropped_total",
         "Queued messages dropped, by reason"
     );
@@ -405,6 +409,7 @@ async fn collect_once(s: &Sources) {
             gauge!("serial2mqtt_queue_depth_messages").set(st.depth as f64);
             gauge!("serial2mqtt_queue_bytes").set(st.bytes as f64);
             gauge!("serial2mqtt_queue_segments").set(st.segments as f64);
+            counter!("serial2mqtt_queue_written_bytes_total").absolute(st.written);
             for (reason, n) in [
                 ("full", st.drops.full),
                 ("disk_full", st.drops.disk_full),

@@ -105,6 +105,9 @@ async fn grafana_can_scrape_devices_queue_uplink_and_latency() {
     assert_eq!(v("serial2mqtt_uplink_reconnects_total"), 0.0);
     assert_eq!(v(r#"serial2mqtt_queue_dropped_total{reason="full"}"#), 0.0);
     assert!(v("serial2mqtt_queue_bytes") > 0.0);
+    // The wear counter, in whole pages: at least the sequence reservation's.
+    let written = v("serial2mqtt_queue_written_bytes_total");
+    assert!(written >= 4096.0 && written % 4096.0 == 0.0, "{body}");
     // The latency histogram: every acknowledged publish (5 readings, the `online` status, and
     // the device's retained state if forwarded) counted, in buckets Grafana can use.
     assert!(

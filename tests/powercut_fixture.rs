@@ -668,3 +668,40 @@ fn flock_works_on_the_mount() {
     assert_eq!(flock(&a, libc::LOCK_UN), 0);
     assert_eq!(flock(&b, libc::LOCK_EX | libc::LOCK_NB), 0);
 }
+
+/// Space allocated ahead (`fallocate`, mode 0, as the queue's segments are) reads as zeros and
+/// grows the file; like a size change, it is durable only with an fsync of the file, and data
+/// written into it and fsynced survives a cut with the size it needs.
+#[test]
+fn allocated_space_reads_as_zeros_and_is_durable_with_an_fsync() {
+    if !powercut::available() {
+        return;
+    }
+    let mut m = Mnt::new(Options::default());
+    write_file(&m.p("seg"), b"head", true);
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.p("seg"))
+        .expect("open");
+    rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 4, 8192).expect("fallocate");
+    assert_eq!(fs::metadata(m.p("seg")).expect("stat").len(), 8196);
+    assert_eq!(&m.read("seg").expect("read")[..8], b"head\0\0\0\0");
+    // Not synced: a cut takes the allocation back.
+    m.cut_checked(&["seg"]);
+    assert_eq!(m.read("seg").as_deref(), Some(&b"head"[..]));
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.p("seg"))
+        .expect("open");
+    rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 4, 8192).expect("fallocate");
+    std::os::unix::fs::FileExt::write_all_at(&f, b"rec", 4).expect("write");
+    f.sync_data().expect("fdatasync");
+    drop(f);
+    m.cut_checked(&["seg"]);
+    let back = m.read("seg").expect("read");
+    assert_eq!(back.len(), 8196);
+    assert_eq!(&back[..7], b"headrec");
+    assert!(back[7..].iter().all(|&b| b == 0));
+}

@@ -934,3 +934,58 @@ async fn the_azure_profile_speaks_iot_hubs_topics_and_user_name() {
     let _ = broker.kill();
     let _ = broker.wait();
 }
+
+/// With the uplink up and acknowledging within the flush interval, readings go upstream at
+/// once and are never written: the queue's wear counter does not move and its segment holds
+/// nothing but its header. With the uplink down they are written (group commits), and counted.
+#[tokio::test]
+async fn readings_acknowledged_in_time_never_touch_the_disk() {
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    let upstream = Upstream::subscribe(broker.port, "sites/#").await;
+    let proxy = Proxy::start(broker.port).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut pty = Pty::new();
+    let config = uplink_config(&pty.path, proxy.port, state.path(), "")
+        .replace("{id: gw1,", "{id: gw1, stats_interval: 1s,")
+        .replace("flush_interval: 50ms", "flush_interval: 1s");
+    let gw = start_gateway(&config);
+    let mut stats = Subscriber::connect(gw.port, &["serial2mqtt/gw1/stats"], QoS::AtMostOnce).await;
+    gw.wait_log("uplink connected", T).await;
+    let written = |v: &serde_json::Value| v["queue"]["written_bytes"].as_u64().unwrap();
+    let start = written(&stats_until(&mut stats, "gw1", |v| v["queue"].is_object()).await);
+
+    write_frames(&mut pty, 1..=200, Duration::from_millis(5)).await;
+    upstream.wait_all(TOPIC, 200, T).await;
+    let v = stats_until(&mut stats, "gw1", |v| {
+        v["uplink"]["delivered"].as_u64() >= Some(200)
+    })
+    .await;
+    assert_eq!(
+        written(&v),
+        start,
+        "nothing written for readings acknowledged in time: {v}"
+    );
+    let segment_bytes = || -> u64 {
+        std::fs::read_dir(state.path().join("queue"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    assert_eq!(segment_bytes(), 8, "only the segment's header is on disk");
+
+    proxy.down();
+    gw.wait_log("uplink down", T).await;
+    write_frames(&mut pty, 201..=260, Duration::from_millis(5)).await;
+    let v = stats_until(&mut stats, "gw1", |v| {
+        v["queue"]["depth"].as_u64() >= Some(60) && written(v) > start
+    })
+    .await;
+    assert!(segment_bytes() > 8, "{v}");
+    proxy.up().await;
+    let got = upstream.wait_all(TOPIC, 260, Duration::from_secs(30)).await;
+    assert_in_order(&got);
+}

@@ -43,6 +43,8 @@ pub struct QueueSummary {
     pub segments: usize,
     /// Messages dropped, by reason.
     pub dropped: Dropped,
+    /// Bytes the queue had written to its disk since the start, in whole pages.
+    pub written_bytes: u64,
 }
 
 /// Messages the queue dropped, by reason.
@@ -109,6 +111,7 @@ impl Summary {
                         corrupt: st.drops.corrupt_segments,
                         too_large: st.drops.too_large,
                     },
+                    written_bytes: st.written,
                 }),
                 _ => None,
             },

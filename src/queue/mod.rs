@@ -89,6 +89,7 @@
 //!
 //! All I/O here is blocking: the queue runs on a thread of its own, off the async workers.
 
+mod active;
 pub mod cursor;
 pub mod record;
 pub mod segment;
@@ -233,7 +234,7 @@ pub struct Queue {
     dir: PathBuf,
     opts: Options,
     segments: VecDeque<Segment>,
-    active: File,
+    active: active::Active,
     next_seq: u64,
     /// Sequence number after the last record written to disk: records below it are read from
     /// the segments, the ones above from `tail` (or were acknowledged before they had to be
@@ -266,16 +267,20 @@ pub struct Queue {
     buf: Vec<u8>,
 }
 
-fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().append(true).open(path)
+/// Opens an existing segment to write at the end of its data (positioned writes: see
+/// [`active`]).
+fn open_for_writing(path: &Path) -> io::Result<active::Active> {
+    let file = OpenOptions::new().write(true).open(path)?;
+    let len = file.metadata()?.len();
+    Ok(active::Active::new(file, len))
 }
 
 /// Creates segment `first`, durable with its magic before the caller syncs the directory (so a
 /// power cut can never leave a directory entry for a file whose header was lost). Never reopens
 /// an existing file: a name already taken is an error naming it, not a segment "made anew".
-fn create_segment(dir: &Path, first: u64) -> io::Result<(Segment, File)> {
+fn create_segment(dir: &Path, first: u64) -> io::Result<(Segment, active::Active)> {
     let path = dir.join(segment::file_name(first));
-    let mut f = match OpenOptions::new().create_new(true).append(true).open(&path) {
+    let mut f = match OpenOptions::new().create_new(true).write(true).open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             return Err(io::Error::new(
@@ -302,7 +307,7 @@ fn create_segment(dir: &Path, first: u64) -> io::Result<(Segment, File)> {
             bytes: MAGIC.len() as u64,
             damaged: false,
         },
-        f,
+        active::Active::new(f, MAGIC.len() as u64),
     ))
 }
 

@@ -114,7 +114,7 @@ impl Queue {
         let next_seq = durable_next.max(reserved);
         // Append to the last segment only if it continues exactly where the log ends.
         let active = match segments.back() {
-            Some(s) if last_seq.map(|l| l + 1) == Some(next_seq) => open_append(&s.path)?,
+            Some(s) if last_seq.map(|l| l + 1) == Some(next_seq) => open_for_writing(&s.path)?,
             _ => {
                 let (seg, f) = create_segment(dir, next_seq)?;
                 segments.push_back(seg);

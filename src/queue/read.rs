@@ -19,6 +19,8 @@ impl Queue {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let mut from = from.max(1);
+        // Read-ahead of the active segment is dropped once per call (see `refresh`).
+        let mut fresh = false;
         while out.len() < max_records && bytes < max_bytes && from < self.durable_next {
             let Some(idx) = self.segment_index(from) else {
                 break;
@@ -46,10 +48,16 @@ impl Queue {
                     }
                 },
             };
-            if idx + 1 == self.segments.len() && pos.reader.offset() >= self.committed {
-                // The rest of the segment being written is not durable yet.
-                self.read = Some(pos);
-                break;
+            if idx + 1 == self.segments.len() {
+                if pos.reader.offset() >= self.committed {
+                    // Caught up with what is written of the active segment.
+                    self.read = Some(pos);
+                    break;
+                }
+                if !fresh {
+                    pos.reader.refresh()?;
+                    fresh = true;
+                }
             }
             match pos.reader.next_record()? {
                 Ok(Some(rec)) if rec.seq >= following => {

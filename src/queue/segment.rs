@@ -153,6 +153,13 @@ impl SegmentReader {
         self.offset
     }
 
+    /// Forgets what was read ahead: the segment being written may have grown into space that
+    /// was read as zeros (allocated ahead) since.
+    pub fn refresh(&mut self) -> io::Result<()> {
+        self.reader.seek(SeekFrom::Start(self.offset))?;
+        Ok(())
+    }
+
     /// The next record: `Ok(None)` at a clean end of file, `Err(Invalid)` for a torn or corrupt
     /// one (the offset then stays at its start). Padding is skipped.
     pub fn next_record(&mut self) -> io::Result<Result<Option<Record>, Invalid>> {

@@ -2,7 +2,7 @@
 //! and the group commit that makes records durable (and sendable), with the repair of a failed
 //! fsync.
 
-use std::io::{self, Write};
+use std::io;
 
 use tracing::{error, warn};
 
@@ -97,12 +97,12 @@ impl Queue {
         self.buf.clear();
         record::encode(rec.seq, m, &mut self.buf);
         loop {
-            match self.active.write_all(&self.buf) {
+            let at = self.segments.back().map_or(0, |s| s.bytes);
+            match self.active.write_at(&self.buf, at, self.opts.segment_bytes) {
                 Ok(()) => break,
                 Err(e) if is_disk_full(&e) => {
                     // Undo a partial write, then free the oldest segment and try again.
-                    let good = self.segments.back().map_or(0, |s| s.bytes);
-                    self.active.set_len(good)?;
+                    self.active.cut(at)?;
                     if self.segments.len() > 1 {
                         self.drop_oldest(true)?;
                         continue;
@@ -127,6 +127,8 @@ impl Queue {
     /// Starts a new segment whose first record is `first`, after committing the active one.
     pub(super) fn roll(&mut self, first: u64) -> io::Result<()> {
         self.commit()?;
+        let end = self.segments.back().map_or(0, |s| s.bytes);
+        self.active.finish(end);
         let (seg, f) = loop {
             match create_segment(&self.dir, first) {
                 Ok(made) => break made,
@@ -239,9 +241,13 @@ impl Queue {
         self.sync_with(due, false)
     }
 
-    /// Writes everything waiting and the cursor now whatever their age (at shutdown).
+    /// Writes everything waiting and the cursor now whatever their age, and gives back the
+    /// space allocated ahead (at shutdown).
     pub fn sync_all(&mut self) -> io::Result<()> {
-        self.sync_with(true, true)
+        self.sync_with(true, true)?;
+        let end = self.segments.back().map_or(0, |s| s.bytes);
+        self.active.finish(end);
+        Ok(())
     }
 
     pub(super) fn sync_with(&mut self, write: bool, force_cursor: bool) -> io::Result<()> {
@@ -327,7 +333,7 @@ impl Queue {
             remove_file(&path)?;
             cursor::sync_dir(&self.dir)?;
         } else {
-            self.active.set_len(self.committed)?;
+            self.active.cut(self.committed)?;
             self.active.sync_all()?;
             if let Some(s) = self.segments.back_mut() {
                 s.bytes = self.committed;
@@ -339,7 +345,7 @@ impl Queue {
         for rec in &pending {
             record::encode(rec.seq, &rec.message, &mut self.buf);
         }
-        f.write_all(&self.buf)?;
+        f.write_at(&self.buf, seg.bytes, self.opts.segment_bytes)?;
         f.sync_data()?;
         seg.bytes += self.buf.len() as u64;
         self.total_bytes += seg.bytes;
@@ -366,14 +372,24 @@ impl Queue {
         {
             return Ok(());
         }
+        // Space allocated ahead is zeros already: the padding costs no write.
+        if self.active.zeros_up_to(end) {
+            active.bytes = end;
+            self.total_bytes += pad;
+            return Ok(());
+        }
         let zeros = [0u8; segment::PAGE as usize];
-        match self.active.write_all(&zeros[..pad as usize]) {
+        match self.active.write_at(
+            &zeros[..pad as usize],
+            active.bytes,
+            self.opts.segment_bytes,
+        ) {
             Ok(()) => {
                 active.bytes = end;
                 self.total_bytes += pad;
                 Ok(())
             }
-            Err(e) if is_disk_full(&e) => self.active.set_len(active.bytes),
+            Err(e) if is_disk_full(&e) => self.active.cut(active.bytes),
             Err(e) => Err(e),
         }
     }

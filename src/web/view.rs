@@ -86,6 +86,11 @@ pub struct QueueView {
     pub dropped_corrupt: u64,
     /// Too large to ever fit.
     pub dropped_too_large: u64,
+    /// Bytes the queue had written to its disk since the start, in whole pages (what the SD
+    /// card pays).
+    pub written_bytes: u64,
+    /// The same per day at the rate of the last minute.
+    pub written_per_day: f64,
 }
 
 /// The uplink's part.
@@ -206,6 +211,9 @@ impl Sources {
         if let Some(q) = &self.queue {
             if let Ok(Ok(st)) = tokio::time::timeout(Duration::from_secs(1), q.stats()).await {
                 self.recent.queue_sample(st.depth, st.next_seq);
+                if let Ok(mut rates) = self.rates.lock() {
+                    rates.update("queue_written", st.written, now);
+                }
             }
         }
     }
@@ -279,11 +287,19 @@ impl Sources {
                     depth: st.depth,
                     bytes: st.bytes,
                     segments: st.segments,
-                    oldest_unsent_s: self.recent.oldest_unsent_s(st.acked, st.next_seq),
+                    oldest_unsent_s: (st.depth > 0)
+                        .then(|| self.recent.oldest_unsent_s(st.acked, st.next_seq))
+                        .flatten(),
                     dropped_full: st.drops.full,
                     dropped_disk_full: st.drops.disk_full,
                     dropped_corrupt: st.drops.corrupt_segments,
                     dropped_too_large: st.drops.too_large,
+                    written_bytes: st.written,
+                    written_per_day: self
+                        .rates
+                        .lock()
+                        .map(|r| r.rate("queue_written") * 86_400.0)
+                        .unwrap_or(0.0),
                 }),
                 _ => None,
             },

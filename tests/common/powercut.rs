@@ -1182,6 +1182,41 @@ impl Filesystem for Handler {
         reply.ok();
     }
 
+    /// Mode 0 only (allocate, extending the size), as the queue allocates segments ahead: the
+    /// new space reads as zeros, and the new size is durable with the next fsync of the file,
+    /// as on ext4.
+    #[allow(clippy::too_many_arguments)]
+    fn fallocate(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        length: i64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.live().and_then(|mut st| {
+            if mode != 0 {
+                return Err(libc::EOPNOTSUPP);
+            }
+            let end = offset.checked_add(length).ok_or(libc::EFBIG)?;
+            let end = u64::try_from(end).map_err(|_| libc::EINVAL)?;
+            if end > MAX_FILE {
+                return Err(libc::EFBIG);
+            }
+            let (cur, _) = st.file_mut(ino)?;
+            if end > cur.len() as u64 {
+                st.set_size(ino, end)?;
+            }
+            Ok(())
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
     fn fsync(&mut self, req: &Request<'_>, ino: u64, _fh: u64, datasync: bool, reply: ReplyEmpty) {
         let shared = Arc::clone(&self.shared);
         match self

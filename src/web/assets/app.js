@@ -265,7 +265,9 @@ function renderUplink() {
         el("dt", {}, "waiting"), el("dd", { id: "queue-depth" }, q.depth + " messages, " + bytes(q.bytes) + " in " + q.segments + (q.segments === 1 ? " segment" : " segments")),
         el("dt", {}, "oldest unsent"), el("dd", {}, q.oldest_unsent_s === null ? "nothing waits" : duration(q.oldest_unsent_s)),
         el("dt", {}, "dropped"), el("dd", {}, drops ? "full " + q.dropped_full + ", disk full " + q.dropped_disk_full +
-          ", corrupt " + q.dropped_corrupt + ", too large " + q.dropped_too_large : "none")),
+          ", corrupt " + q.dropped_corrupt + ", too large " + q.dropped_too_large : "none"),
+        el("dt", {}, "disk writes"), el("dd", { id: "queue-written" }, bytes(q.written_bytes) + " since the start, " +
+          bytes(Math.round(q.written_per_day)) + "/day at the current rate")),
       el("p", { class: "note" }, "depth over the last hour"),
       plot(store.queue, s.uptime_s, true));
   }
