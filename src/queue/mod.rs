@@ -112,9 +112,13 @@ pub const CURSOR_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Sequence numbers reserved durably at a time: one small write per this many messages, and
 /// the most a restart skips.
 pub const SEQ_BLOCK: u64 = 1 << 20;
-/// Most bytes of records waiting in memory for their flush deadline: past it they are written
-/// at once (a burst cannot grow memory without bound).
-pub const TAIL_BYTES: usize = 4 << 20;
+/// Most bytes of records waiting in memory for their flush deadline, counted with what each
+/// costs beside its encoded bytes ([`TAIL_OVERHEAD`]): past it they are written at once (a
+/// burst cannot grow memory without bound).
+pub const TAIL_BYTES: usize = 2 << 20;
+/// What a record waiting in memory costs beside its encoded bytes (its entry, its topic's
+/// allocation), for [`TAIL_BYTES`].
+pub const TAIL_OVERHEAD: usize = 128;
 /// The unit the SD card is written in: what the wear counter counts (see [`Stats::written`]).
 pub const PAGE_BYTES: u64 = 4096;
 /// Damaged segments kept as `*.seg.corrupt` (older ones are deleted, so a failing card cannot
@@ -208,6 +212,7 @@ pub struct Stats {
 struct Pending {
     rec: Record,
     at: std::time::Instant,
+    /// What it costs in memory, counted against [`TAIL_BYTES`].
     len: usize,
 }
 

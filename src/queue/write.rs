@@ -33,9 +33,9 @@ impl Queue {
                     message: m.clone(),
                 },
                 at,
-                len,
+                len: len + TAIL_OVERHEAD,
             });
-            self.tail_bytes += len;
+            self.tail_bytes += len + TAIL_OVERHEAD;
             out.push(Some(seq));
         }
         if self.opts.sync_every_append || self.tail_bytes > TAIL_BYTES {
