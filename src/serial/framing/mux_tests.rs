@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::frames::checksum::ChecksumSpec;
-use crate::serial::framing::{Endian, LengthField, Telegram};
+use crate::serial::framing::Telegram;
 
 const NMEA: usize = 0;
 const UBX: usize = 1;
@@ -15,14 +15,7 @@ fn verify(name: &str) -> Option<Verify> {
 
 /// A u-blox receiver's port: NMEA sentences (member 0) and UBX frames (member 1).
 fn gps() -> Mux {
-    let ubx = Framing::Length(LengthField {
-        start: vec![0xB5, 0x62],
-        at: 4,
-        width: 2,
-        endian: Endian::Little,
-        trailer: 2,
-        end: Vec::new(),
-    });
+    let ubx = super::super::tests::ubx_framing();
     let protocols = vec![
         Protocol {
             framing: Framing::Lines,

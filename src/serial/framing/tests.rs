@@ -1124,7 +1124,7 @@ fn telegram(body: &str) -> Vec<u8> {
 }
 
 /// u-blox UBX: B5 62, class, id, a 2-byte little-endian payload length, payload, 2 check bytes.
-fn ubx_framing() -> Framing {
+pub(super) fn ubx_framing() -> Framing {
     Framing::Length(LengthField {
         start: vec![0xB5, 0x62],
         at: 4,
