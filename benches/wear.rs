@@ -429,6 +429,22 @@ fn main() {
             all[i].push(f);
         }
     }
+    // Every reading is the same record, so a measurement that appended less per reading than
+    // the others did not keep up: its window is no steady state, and it is said so.
+    let record = all.iter().flatten().map(|f| f.appended).fold(0.0, f64::max);
+    let mut behind = Vec::new();
+    for (i, &(rate, up)) in rows.iter().enumerate() {
+        for (run, f) in all[i].iter().enumerate() {
+            if f.appended < 0.95 * record {
+                behind.push(format!(
+                    "run {}, {rate}/s, uplink {}: only {:.0} % of the readings written were stored in the window (the gateway fell behind or stalled); its figures are low",
+                    run + 1,
+                    if up { "up" } else { "down" },
+                    100.0 * f.appended / record
+                ));
+            }
+        }
+    }
 
     println!(
         "\nmedians of {runs} runs; {}s window after {}s warm-up; ext4 (mkfs defaults, data=ordered) on a loop device; flush_interval {flush}; frames `T=21.5` (6-byte payload), QoS 1 upstream\n",
@@ -456,5 +472,8 @@ fn main() {
             m(&|f| f.appended),
             m(&|f| f.delivered),
         );
+    }
+    for b in &behind {
+        println!("\nnot steady: {b}");
     }
 }
