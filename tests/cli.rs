@@ -269,7 +269,8 @@ fn check_rejects_a_duplicate_rule_and_an_empty_file() {
     assert!(text(&o).contains("the file is empty"), "{}", text(&o));
 }
 
-/// `check` used to say OK to /dev/null as a port and to two devices on one port.
+/// `check` used to say OK to /dev/null as a port and to two devices on one port (two line
+/// protocols on one port cannot be told apart).
 #[test]
 fn check_names_a_port_that_cannot_work_and_refuses_two_devices_on_one_port() {
     let dir = tempfile::tempdir().unwrap();
@@ -296,8 +297,9 @@ fn check_names_a_port_that_cannot_work_and_refuses_two_devices_on_one_port() {
     assert_eq!(o.status.code(), Some(1));
     assert!(
         text(&o).contains("two.yaml:3:")
-            && text(&o)
-                .contains("device `b` shares /dev/ttyUSB7 with other devices but is never asked"),
+            && text(&o).contains(
+                "devices a, b read /dev/ttyUSB7 as several protocols (none is polled), but two of them are cut by a delimiter"
+            ),
         "{}",
         text(&o)
     );
