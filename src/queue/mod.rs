@@ -406,6 +406,12 @@ impl Queue {
         }
     }
 
+    /// What was dropped so far (without the rest of [`Self::stats`]: its depth walks the
+    /// segments, and this is read after every command).
+    pub fn drops(&self) -> Drops {
+        self.drops
+    }
+
     /// Highest acknowledged sequence number.
     pub fn acked(&self) -> u64 {
         self.acked

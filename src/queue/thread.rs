@@ -115,7 +115,7 @@ pub fn start(settings: &QueueSettings) -> io::Result<(QueueHandle, Recovery)> {
 
 fn run(mut q: Queue, rx: flume::Receiver<Cmd>, interval: Duration) {
     let mut parked: Option<(u64, usize, oneshot::Sender<Vec<Record>>)> = None;
-    let mut losses = Losses::new(q.stats().drops);
+    let mut losses = Losses::new(q.drops());
     loop {
         let wait = q.sync_due_in(interval).unwrap_or(Duration::from_secs(3600));
         let wait = losses.due_in().map_or(wait, |d| d.min(wait));
@@ -134,7 +134,7 @@ fn run(mut q: Queue, rx: flume::Receiver<Cmd>, interval: Duration) {
                 if let Err(e) = q.sync_all() {
                     error!("store-and-forward queue: sync failed: {e}");
                 }
-                losses.update(q.stats().drops);
+                losses.update(q.drops());
                 losses.disk_full.flush(Instant::now());
                 info!(depth = q.depth(), "store-and-forward queue closed");
                 let _ = reply.send(());
@@ -151,7 +151,7 @@ fn run(mut q: Queue, rx: flume::Receiver<Cmd>, interval: Duration) {
                 losses.write_failed(&e);
             }
         }
-        losses.update(q.stats().drops);
+        losses.update(q.drops());
         // Records are readable as soon as they are accepted.
         if let Some((from, max, reply)) = parked.take() {
             answer(&mut q, from, max, reply, &mut parked);

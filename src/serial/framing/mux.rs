@@ -266,20 +266,9 @@ impl Mux {
         }
     }
 
-    /// The earliest start in `buf`, and which protocols begin there.
-    fn earliest(&self, buf: &[u8]) -> Option<(usize, Vec<usize>)> {
-        let mut best: Option<(usize, Vec<usize>)> = None;
-        for (k, m) in self.marked.iter().enumerate() {
-            let Some(at) = m.start.find(buf) else {
-                continue;
-            };
-            match &mut best {
-                Some((b, hits)) if at == *b => hits.push(k),
-                Some((b, _)) if at > *b => {}
-                _ => best = Some((at, vec![k])),
-            }
-        }
-        best
+    /// Where the earliest start in `buf` is.
+    fn earliest(&self, buf: &[u8]) -> Option<usize> {
+        self.marked.iter().filter_map(|m| m.start.find(buf)).min()
     }
 
     /// How many bytes at the end of `buf` could be the beginning of a start torn across reads.
@@ -319,7 +308,7 @@ impl Mux {
 
     /// One step through `buf`; false when nothing more can be done until more bytes come.
     fn step(&mut self, buf: &mut BytesMut) -> bool {
-        let Some((at, hits)) = self.earliest(buf) else {
+        let Some(at) = self.earliest(buf) else {
             let n = buf.len() - self.torn(buf);
             if n == 0 {
                 return false;
@@ -333,7 +322,10 @@ impl Mux {
         }
         let mut partial = false;
         let mut failed = None;
-        for k in hits {
+        for k in 0..self.marked.len() {
+            if !buf.starts_with(self.marked[k].start.needle()) {
+                continue;
+            }
             match self.trial(k, buf) {
                 Trial::Frame(f) => {
                     buf.advance(f.len());
