@@ -269,6 +269,8 @@ pub struct Queue {
     total_bytes: u64,
     drops: Drops,
     read: Option<ReadPos>,
+    /// Times a read had to open a segment and read it from its start (tests: no rescans).
+    opened: u64,
     buf: Vec<u8>,
 }
 

@@ -148,6 +148,7 @@ impl Queue {
             total_bytes,
             drops: Drops::default(),
             read: None,
+            opened: 0,
             buf: Vec::with_capacity(64 * 1024),
         };
         q.delete_acked()?;

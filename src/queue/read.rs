@@ -31,6 +31,15 @@ impl Queue {
                 .get(idx + 1)
                 .map_or(self.next_seq, |s| s.first);
             from = from.max(first);
+            // A closed segment whose last record is behind `from` (a reader waiting in the
+            // gap a restart leaves between two blocks of numbers) is not read through again.
+            if idx + 1 < self.segments.len() && self.segments[idx].last.is_some_and(|l| l < from) {
+                from = following;
+                continue;
+            }
+            self.opened += u64::from(
+                !matches!(&self.read, Some(p) if p.segment_first == first && p.from <= from),
+            );
             let mut pos = match self.read.take() {
                 Some(p) if p.segment_first == first && p.from <= from => p,
                 _ => match SegmentReader::open(&self.segments[idx].path)? {
@@ -83,7 +92,13 @@ impl Queue {
                     }
                     self.read = Some(pos);
                 }
-                Ok(None) if idx + 1 < self.segments.len() => from = from.max(following),
+                Ok(None) if idx + 1 < self.segments.len() => {
+                    // Read to its end: its last record is known from now on.
+                    if pos.from > first && !self.segments[idx].damaged {
+                        self.segments[idx].last = Some(pos.from - 1);
+                    }
+                    from = from.max(following);
+                }
                 Ok(None) => {
                     // Caught up with the segment being written: keep the position.
                     self.read = Some(pos);

@@ -812,3 +812,35 @@ fn a_damaged_reservation_jumps_beyond_any_number_handed_out() {
     assert!(!rec.seq_corrupt);
     assert!(q.append(&[msg(6)]).unwrap()[0].unwrap() > seq);
 }
+
+/// After a restart the uplink waits for records past the last one replayed: in the gap
+/// between the old numbers and the new block. Its read, tried again after every append, must
+/// not read the old segments through each time (it once held the queue thread for seconds,
+/// and the serial ports behind it).
+#[test]
+fn a_reader_waiting_in_the_gap_after_a_restart_does_not_reread_old_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut q, _) = open(dir.path(), opts(1 << 24, 1 << 16));
+        append_n(&mut q, 0..5000);
+        q.sync_all().unwrap();
+    }
+    // A start that got nothing before it was killed.
+    drop(open(dir.path(), opts(1 << 24, 1 << 16)));
+    let (mut q, _) = open(dir.path(), opts(1 << 24, 1 << 16));
+    let mut from = 1;
+    loop {
+        let got = q.read(from, 1000, 1 << 30).unwrap();
+        let Some(last) = got.last() else { break };
+        from = last.seq + 1;
+    }
+    assert_eq!(from, 5001, "the replay reads every record");
+    q.ack(5000);
+    let opened = q.opened;
+    for _ in 0..10 {
+        assert!(q.read(from, 1000, 1 << 30).unwrap().is_empty());
+    }
+    assert_eq!(q.opened, opened, "the old segments are not read again");
+    let seq = q.append(&[msg(1)]).unwrap()[0].unwrap();
+    assert_eq!(seqs(&q.read(from, 1000, 1 << 30).unwrap()), vec![seq]);
+}
