@@ -22,6 +22,7 @@ pub mod http;
 pub mod listener;
 pub mod message;
 pub mod modbus;
+pub mod models;
 pub mod outlet;
 pub mod pacing;
 pub mod prometheus;

@@ -63,6 +63,14 @@ impl Locations {
             .min_by_key(|p| (p.line, p.column))
     }
 
+    /// Gives `path` (a key that is not in the file: one a model added) the position of `to`
+    /// (or of its nearest ancestor), so that its errors point there.
+    pub fn alias(&mut self, path: String, to: &str) {
+        if let Some(pos) = self.find(to) {
+            self.by_path.entry(path).or_insert(pos);
+        }
+    }
+
     /// The position of `path`, or of its nearest ancestor that has one.
     pub fn find(&self, path: &str) -> Option<Position> {
         let mut p = path;

@@ -17,6 +17,8 @@ pub mod schema;
 
 use std::path::Path;
 
+use serde::Deserialize;
+
 pub use diagnostics::{ConfigError, Diagnostic};
 
 pub use model::{
@@ -47,8 +49,26 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text, path)
 }
 
-/// Parses and validates config text; `file` is used in messages.
+/// Parses and validates config text; `file` is used in messages, and its directory's
+/// `models/` extends the built-in models.
 pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    parse_inner(text, file, None)
+}
+
+/// [`parse`] with the models of `library` (a model file under test).
+pub fn parse_with(
+    text: &str,
+    file: &Path,
+    library: &crate::models::Library,
+) -> Result<Config, ConfigError> {
+    parse_inner(text, file, Some(library))
+}
+
+fn parse_inner(
+    text: &str,
+    file: &Path,
+    library: Option<&crate::models::Library>,
+) -> Result<Config, ConfigError> {
     let fail = |diagnostics| ConfigError {
         file: file.to_owned(),
         diagnostics,
@@ -69,7 +89,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
     }
     // YAML loaders keep one of two equal keys silently (a second rule named like the first
     // replaces it): each one is an error at the second, naming the first.
-    let locations = Locations::scan(text);
+    let mut locations = Locations::scan(text);
     if !locations.duplicates.is_empty() {
         return Err(fail(
             locations
@@ -86,18 +106,28 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
                 .collect(),
         ));
     }
+    let mut replaced = Vec::new();
     let raw: schema::File = match value {
         // YAML merge keys (`<<: *line`: several devices sharing settings) are resolved first,
         // the loader leaves them to the application; top-level `x-` keys hold the anchors.
-        Ok(mut value) if has_merge_keys(&value) || has_extension_keys(&value) => {
-            if let serde_yaml::Value::Mapping(m) = &mut value {
-                m.retain(|k, _| !is_extension_key(k));
-            }
-            let merged = value
-                .apply_merge()
-                .and_then(|()| serde::Deserialize::deserialize(value));
-            match merged {
-                Ok(raw) => raw,
+        // Then devices that name a model are expanded to the full form.
+        Ok(mut value)
+            if has_merge_keys(&value)
+                || has_extension_keys(&value)
+                || crate::models::expand::uses_models(&value) =>
+        {
+            let models =
+                resolve(&mut value, file, library, &mut locations, &mut replaced).map_err(fail)?;
+            crate::models::expand::strip_model_keys(&mut value);
+            let devices = value.get("devices").cloned();
+            match serde::Deserialize::deserialize(value) {
+                Ok(raw) => {
+                    let mut raw: schema::File = raw;
+                    for (d, m) in raw.devices.iter_mut().zip(models) {
+                        d.model = m;
+                    }
+                    raw
+                }
                 Err(e) => {
                     // Merged values carry no positions: point at the key the error names.
                     let mut d = diagnostics::serde_diagnostic(&e);
@@ -105,6 +135,13 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
                         let key = d.message.split('`').nth(1)?;
                         locations.find_key(key)
                     });
+                    if d.position.is_none() {
+                        // A value of the wrong type names no key: find the device it is in.
+                        if let Some(i) = failing_device(devices.as_ref()) {
+                            d.position = locations.find(&format!("devices[{i}]"));
+                            d.message = format!("devices[{i}]: {}", d.message);
+                        }
+                    }
                     return Err(fail(vec![d]));
                 }
             }
@@ -114,7 +151,73 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
             Err(e) => return Err(fail(vec![diagnostics::serde_diagnostic(&e)])),
         },
     };
-    check::check(raw, file, &locations).map_err(fail)
+    let mut config = check::check(raw, file, &locations).map_err(fail)?;
+    for (path, name) in replaced {
+        config.warnings.push(Diagnostic {
+            position: None,
+            message: format!("{} replaces the built-in model `{name}`", path.display()),
+            help: Some("rename its `model:` to keep both".into()),
+        });
+    }
+    Ok(config)
+}
+
+/// The index of the first device entry that does not read as one.
+fn failing_device(devices: Option<&serde_yaml::Value>) -> Option<usize> {
+    devices?
+        .as_sequence()?
+        .iter()
+        .position(|d| schema::Device::deserialize(d.clone()).is_err())
+}
+
+/// The file as the gateway reads it: merge keys resolved, `x-` keys gone, every device that
+/// names a model in its full form (`check --expand`).
+pub fn expanded(text: &str, file: &Path) -> Result<serde_yaml::Value, ConfigError> {
+    let fail = |diagnostics| ConfigError {
+        file: file.to_owned(),
+        diagnostics,
+    };
+    let mut value: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| fail(vec![diagnostics::serde_diagnostic(&e)]))?;
+    let mut locations = Locations::scan(text);
+    resolve(&mut value, file, None, &mut locations, &mut Vec::new()).map_err(fail)?;
+    Ok(value)
+}
+
+/// Resolves merge keys and `x-` keys, and expands model-based devices (the library: the
+/// built-ins and `models/` beside `file`); returns each device's model.
+fn resolve(
+    value: &mut serde_yaml::Value,
+    file: &Path,
+    library: Option<&crate::models::Library>,
+    locations: &mut Locations,
+    replaced: &mut Vec<(std::path::PathBuf, String)>,
+) -> Result<Vec<Option<crate::models::ModelInfo>>, Vec<Diagnostic>> {
+    if let serde_yaml::Value::Mapping(m) = value {
+        m.retain(|k, _| !is_extension_key(k));
+    }
+    if let Err(e) = value.apply_merge() {
+        return Err(vec![diagnostics::serde_diagnostic(&e)]);
+    }
+    if !crate::models::expand::uses_models(value) {
+        return Ok(Vec::new());
+    }
+    if let Some(library) = library {
+        return crate::models::expand::expand(value, library, locations);
+    }
+    let dir = crate::models::user_dir(file);
+    let library = crate::models::Library::with_dir(&dir).map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|message| Diagnostic {
+                position: None,
+                message: format!("model file {message}"),
+                help: Some("fix the model file, or move it out of the models directory".into()),
+            })
+            .collect::<Vec<_>>()
+    })?;
+    replaced.extend(library.replaced.iter().cloned());
+    crate::models::expand::expand(value, &library, locations)
 }
 
 /// A top-level key that is no setting but a place for anchors (`x-line: &line {...}`), as

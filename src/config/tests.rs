@@ -1670,3 +1670,24 @@ fn a_simulated_line_noise_outside_0_to_1_is_an_error() {
     let e = error_text(&sim);
     assert!(e.contains("noise 1.5 is not a share of frames"), "{e}");
 }
+
+/// A reserved unit address (the "any sensor" 254 some sensors answer) is taken alone on a
+/// line, and refused on a shared one, where every such device would answer it.
+#[test]
+fn a_reserved_unit_address_is_refused_on_a_shared_line_only() {
+    let unit = |u: u16| {
+        format!("  - {{name: s{u}, port: /dev/ttyUSB7, modbus: {{unit: {u}, points: [{{name: v, input: 3}}]}}, rules: [r]}}\n")
+    };
+    let rules = "rules:\n  r:\n    points: true\n    publish: [{topic: \"t/{device}\", payload: \"{v}\"}]\n";
+    load(&format!("devices:\n{}{rules}", unit(254))).unwrap();
+    let e = load(&format!("devices:\n{}{}{rules}", unit(254), unit(3))).unwrap_err();
+    let shown = e.to_string();
+    assert!(
+        shown.contains("unit 254 of `s254` is a reserved address"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("devices[0].modbus.unit") || e.diagnostics[0].position.is_some(),
+        "{shown}"
+    );
+}

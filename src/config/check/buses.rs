@@ -41,6 +41,19 @@ pub(super) fn check(devices: &[Device], names: &[String], p: &mut Problems) {
                     );
                 }
             }
+            for d in members {
+                if let Some(unit) = d.modbus.as_ref().map(|u| u.unit).filter(|u| *u > 247) {
+                    p.error(
+                        &format!("{}.modbus.unit", at(d)),
+                        format!(
+                            "unit {unit} of `{}` is a reserved address, which a device answers whatever its own: not on {}, which it shares",
+                            d.name,
+                            port.display()
+                        ),
+                        Some("write the device's own address, 1 to 247 (set it first with the device alone on the line)".into()),
+                    );
+                }
+            }
             if crate::config::model::mixed(members) {
                 protocols(port, members, &at, p);
             } else {

@@ -28,7 +28,10 @@ pub(super) fn check(d: &schema::Device, path: &str, p: &mut Problems) -> Option<
     let m = d.modbus.as_ref()?;
     let at = format!("{path}.modbus");
     let mut ok = true;
-    if !(1..=247).contains(&m.unit) {
+    // 248-255 are reserved by the protocol, but some devices answer one of them whatever
+    // their own address (Senseair S8: 254, "any sensor"): taken when alone on the line
+    // (`buses` refuses it on a shared one).
+    if m.unit == 0 {
         p.error(
             &format!("{at}.unit"),
             format!("unit {} is not a Modbus unit id", m.unit),

@@ -64,6 +64,9 @@ pub struct Device {
     pub turnaround: Option<Duration>,
     /// A Modbus RTU unit read by its register map (the polls, framing and checksum follow).
     pub modbus: Option<Modbus>,
+    /// The model it was expanded from (`model:` is read before serde, by `models::expand`).
+    #[serde(skip)]
+    pub model: Option<crate::models::ModelInfo>,
 }
 
 /// `modbus:` of a device: its unit id, how it is read, and its register map.

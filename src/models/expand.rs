@@ -1,0 +1,384 @@
+//! A model-based device turned into the full form, on the YAML tree before serde reads it:
+//! the model's `device:` with the parameters filled in, the device's own keys merged over it,
+//! and the model's rules added to the file's `rules:` under the device's name. Every check of
+//! the full form then runs on the result, and its errors point at the device's line.
+
+use std::collections::BTreeMap;
+
+use serde_yaml::{Mapping, Value};
+
+use super::{Library, Loaded, Model, ModelInfo};
+use crate::config::locate::Locations;
+use crate::config::Diagnostic;
+
+/// The keys of a `devices:` entry (`schema::Device`; a test keeps the two lists equal).
+pub const DEVICE_KEYS: &[&str] = &[
+    "name",
+    "port",
+    "simulate",
+    "baud",
+    "data_bits",
+    "parity",
+    "stop_bits",
+    "flow_control",
+    "framing",
+    "max_frame",
+    "checksum",
+    "rules",
+    "commands",
+    "poll",
+    "offline_after",
+    "offline_poll",
+    "turnaround",
+    "modbus",
+];
+
+/// Keys of a device entry that stay the device's own and never come from a model.
+const OWN_KEYS: &[&str] = &["name", "port", "simulate"];
+
+/// Whether any device of the file names a model.
+pub fn uses_models(file: &Value) -> bool {
+    devices(file).is_some_and(|d| d.iter().any(|d| d.get("model").is_some()))
+}
+
+fn devices(file: &Value) -> Option<&Vec<Value>> {
+    file.get("devices")?.as_sequence()
+}
+
+/// Expands every device of `file` that names a model; returns, per device, the model it came
+/// from. Rules added are given positions in `locations` (the device's `model:` line), so that
+/// their errors point there.
+pub fn expand(
+    file: &mut Value,
+    library: &Library,
+    locations: &mut Locations,
+) -> Result<Vec<Option<ModelInfo>>, Vec<Diagnostic>> {
+    let mut errors = Vec::new();
+    let mut infos = Vec::new();
+    let mut added_rules = Mapping::new();
+    let Some(list) = file.get_mut("devices").and_then(Value::as_sequence_mut) else {
+        return Ok(infos);
+    };
+    for (i, entry) in list.iter_mut().enumerate() {
+        let at = format!("devices[{i}]");
+        let Some(model_name) = entry.get("model").cloned() else {
+            infos.push(None);
+            continue;
+        };
+        let here = locations.find(&format!("{at}.model"));
+        let mut fail = |message: String, help: Option<String>| {
+            errors.push(Diagnostic {
+                position: here,
+                message,
+                help,
+            });
+        };
+        let Some(name) = model_name.as_str() else {
+            fail(
+                "`model` must be a model's name".into(),
+                Some(
+                    "write e.g. model: eastron-sdm630 (`serial2mqtt models list` shows them)"
+                        .into(),
+                ),
+            );
+            infos.push(None);
+            continue;
+        };
+        let Some(loaded) = library.get(name) else {
+            let help = match library.nearest(name) {
+                Some(near) => format!("did you mean `{near}`? (`serial2mqtt models list` shows them all)"),
+                None => "`serial2mqtt models list` shows the models; your own go in models/ beside the config file".into(),
+            };
+            fail(format!("there is no model `{name}`"), Some(help));
+            infos.push(None);
+            continue;
+        };
+        let Some(device_name) = entry.get("name").and_then(Value::as_str).map(str::to_owned) else {
+            // serde says that `name` is missing.
+            infos.push(Some(loaded.info()));
+            continue;
+        };
+        match one(entry, loaded, &device_name) {
+            Ok(rules) => {
+                for (k, v) in rules {
+                    if let Some(n) = k.as_str() {
+                        locations.alias(format!("rules.{n}"), &format!("{at}.model"));
+                    }
+                    added_rules.insert(k, v);
+                }
+                infos.push(Some(loaded.info()));
+            }
+            Err(Problem { message, help }) => {
+                fail(format!("model `{name}`: {message}"), help);
+                infos.push(Some(loaded.info()));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    if !added_rules.is_empty() {
+        let Some(root) = file.as_mapping_mut() else {
+            return Ok(infos);
+        };
+        let rules = root
+            .entry(Value::from("rules"))
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
+        if rules.is_null() {
+            *rules = Value::Mapping(Mapping::new());
+        }
+        if let Some(rules) = rules.as_mapping_mut() {
+            for (k, v) in added_rules {
+                if rules.contains_key(&k) {
+                    let name = k.as_str().unwrap_or_default();
+                    errors.push(Diagnostic {
+                        position: locations.find(&format!("rules.{name}")),
+                        message: format!(
+                            "rule `{name}` is also the name a model gives its rule for the device `{}`",
+                            name.split('/').next().unwrap_or_default()
+                        ),
+                        help: Some("rename your rule (names with `/` are the models')".into()),
+                    });
+                } else {
+                    rules.insert(k, v);
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(infos)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Why one device did not expand.
+struct Problem {
+    message: String,
+    help: Option<String>,
+}
+
+/// Expands one device entry in place; returns the rules it brings, by their new names.
+fn one(entry: &mut Value, loaded: &Loaded, device: &str) -> Result<Mapping, Problem> {
+    let model = &loaded.model;
+    let Some(written) = entry.as_mapping() else {
+        return Err(Problem {
+            message: "a device is a mapping of keys".into(),
+            help: None,
+        });
+    };
+    // The device's keys: its own, the model's parameters, and overrides of device keys.
+    let mut params: BTreeMap<String, Value> = BTreeMap::new();
+    let mut own = Mapping::new();
+    let mut overrides = Mapping::new();
+    for (k, v) in written {
+        let Some(key) = k.as_str() else { continue };
+        if key == "model" {
+            continue;
+        }
+        if model.parameters.contains_key(key) {
+            params.insert(key.to_owned(), v.clone());
+        } else if OWN_KEYS.contains(&key) {
+            own.insert(k.clone(), v.clone());
+        } else if DEVICE_KEYS.contains(&key) {
+            overrides.insert(k.clone(), v.clone());
+        } else {
+            return Err(Problem {
+                message: format!("`{key}` is neither one of its parameters nor a device key"),
+                help: Some(format!(
+                    "its parameters: {}; any key of a device overrides the model's (`serial2mqtt models show {}`)",
+                    super::declared(model),
+                    model.model
+                )),
+            });
+        }
+    }
+    for (p, spec) in &model.parameters {
+        if params.contains_key(p) {
+            continue;
+        }
+        match &spec.default {
+            Some(v) => {
+                params.insert(p.clone(), v.clone());
+            }
+            None => {
+                return Err(Problem {
+                    message: format!("its parameter `{p}` has no default: the device must set it"),
+                    help: Some(format!("write e.g. {p}: ... ({})", spec.about)),
+                })
+            }
+        }
+    }
+    let mut device_keys = Value::Mapping(model.device.clone());
+    substitute(&mut device_keys, &params).map_err(|message| Problem {
+        message,
+        help: None,
+    })?;
+    merge(&mut device_keys, Value::Mapping(overrides));
+    // The model's rules, under the device's name; the device's list may name them short.
+    let renamed = |r: &str| format!("{device}/{r}");
+    let mut rules = Mapping::new();
+    if let Some(list) = device_keys
+        .get_mut("rules")
+        .and_then(Value::as_sequence_mut)
+    {
+        for r in list.iter_mut() {
+            let Some(short) = r.as_str().map(str::to_owned) else {
+                continue;
+            };
+            let Some(rule) = model.rules.get(short.as_str()) else {
+                continue;
+            };
+            let mut rule = rule.clone();
+            substitute(&mut rule, &params).map_err(|message| Problem {
+                message,
+                help: None,
+            })?;
+            *r = Value::from(renamed(&short));
+            rules.insert(Value::from(renamed(&short)), rule);
+        }
+    }
+    let Value::Mapping(mut device_keys) = device_keys else {
+        return Err(Problem {
+            message: "its `device:` is not a mapping".into(),
+            help: None,
+        });
+    };
+    for (k, v) in own {
+        device_keys.insert(k, v);
+    }
+    // The name first, as a person would write it (`check --expand`).
+    let mut full = Mapping::new();
+    full.insert(Value::from("name"), Value::from(device));
+    full.insert(Value::from("model"), Value::from(model.model.as_str()));
+    for (k, v) in device_keys {
+        if k.as_str() != Some("name") {
+            full.insert(k, v);
+        }
+    }
+    *entry = Value::Mapping(full);
+    Ok(rules)
+}
+
+/// Drops the `model:` key the expansion keeps for the reader of `check --expand` (serde's
+/// schema has no such key).
+pub fn strip_model_keys(file: &mut Value) {
+    if let Some(list) = file.get_mut("devices").and_then(Value::as_sequence_mut) {
+        for d in list {
+            if let Some(m) = d.as_mapping_mut() {
+                m.remove("model");
+            }
+        }
+    }
+}
+
+/// Lays `over` onto `base`: mappings merge key by key, anything else replaces.
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Mapping(b), Value::Mapping(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(old) if old.is_mapping() && v.is_mapping() => merge(old, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// Fills `${name}` in every string of `v`: a string that is only `${name}` takes the value
+/// itself (a number stays a number), one inside text its text.
+fn substitute(v: &mut Value, params: &BTreeMap<String, Value>) -> Result<(), String> {
+    match v {
+        Value::String(s) => {
+            if let Some(name) = whole(s) {
+                let value = params
+                    .get(name)
+                    .ok_or_else(|| format!("`${{{name}}}` is not one of its parameters"))?;
+                *v = value.clone();
+                return Ok(());
+            }
+            if s.contains("${") {
+                *s = fill(s, params)?;
+            }
+            Ok(())
+        }
+        Value::Sequence(items) => items.iter_mut().try_for_each(|i| substitute(i, params)),
+        Value::Mapping(m) => m.values_mut().try_for_each(|i| substitute(i, params)),
+        Value::Tagged(t) => substitute(&mut t.value, params),
+        _ => Ok(()),
+    }
+}
+
+/// `name` when `s` is exactly `${name}`.
+fn whole(s: &str) -> Option<&str> {
+    let name = s.strip_prefix("${")?.strip_suffix('}')?;
+    (!name.contains(['{', '}', '$'])).then_some(name)
+}
+
+/// `s` with each `${name}` replaced by the parameter's text.
+fn fill(s: &str, params: &BTreeMap<String, Value>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("`{s}`: `${{` without its `}}`"))?;
+        let name = &after[..end];
+        let value = params
+            .get(name)
+            .ok_or_else(|| format!("`${{{name}}}` is not one of its parameters"))?;
+        out.push_str(&text(value).ok_or_else(|| {
+            format!("parameter `{name}` is used inside text (`{s}`) but is not text or a number")
+        })?);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A scalar's text.
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// The parameters a model uses in `device:` and `rules:` without declaring them.
+pub fn undeclared(model: &Model) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut walk = |v: &Value| used(v, &mut found);
+    walk(&Value::Mapping(model.device.clone()));
+    walk(&Value::Mapping(model.rules.clone()));
+    found.retain(|p| !model.parameters.contains_key(p));
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// Every `${name}` in `v`'s strings.
+fn used(v: &Value, found: &mut Vec<String>) {
+    match v {
+        Value::String(s) => {
+            let mut rest = s.as_str();
+            while let Some(start) = rest.find("${") {
+                let after = &rest[start + 2..];
+                let Some(end) = after.find('}') else { break };
+                found.push(after[..end].to_owned());
+                rest = &after[end + 1..];
+            }
+        }
+        Value::Sequence(items) => items.iter().for_each(|i| used(i, found)),
+        Value::Mapping(m) => m.values().for_each(|i| used(i, found)),
+        Value::Tagged(t) => used(&t.value, found),
+        _ => {}
+    }
+}
