@@ -31,6 +31,8 @@ pub const PRESETS: &[&str] = &["nmea", "dsmr", "modbus", "mhz19", "sds011", "ubx
 pub enum Algorithm {
     /// The low byte of the sum of the covered bytes.
     Sum8,
+    /// The sum of the covered bytes mod 65536, two bytes (Plantower PMS frames).
+    Sum16,
     /// XOR of the covered bytes (NMEA 0183).
     Xor8,
     /// The two's complement of the 8-bit sum: covered bytes plus check value sum to 0 (MH-Z19).
@@ -52,6 +54,7 @@ pub enum Algorithm {
 /// Catalogue names (as reveng spells them, lower case, without `-`) and common aliases.
 const CATALOGUE: &[(&str, Algorithm)] = &[
     ("sum8", Algorithm::Sum8),
+    ("sum16", Algorithm::Sum16),
     ("xor8", Algorithm::Xor8),
     ("neg8", Algorithm::Neg8),
     ("twos_complement8", Algorithm::Neg8),
@@ -112,7 +115,10 @@ impl Algorithm {
     pub fn width(self) -> usize {
         match self {
             Algorithm::Sum8 | Algorithm::Xor8 | Algorithm::Neg8 | Algorithm::Crc8(_) => 1,
-            Algorithm::Crc16(_) | Algorithm::Fletcher8 | Algorithm::Fletcher16 => 2,
+            Algorithm::Crc16(_)
+            | Algorithm::Sum16
+            | Algorithm::Fletcher8
+            | Algorithm::Fletcher16 => 2,
             Algorithm::Crc32(_) => 4,
         }
     }
@@ -238,6 +244,7 @@ impl ChecksumSpec {
             Algorithm::Crc16(a) => Engine::Crc16(Arc::new(crc::Crc::<u16>::new(a))),
             Algorithm::Crc32(a) => Engine::Crc32(Arc::new(crc::Crc::<u32>::new(a))),
             Algorithm::Sum8 => Engine::Sum8,
+            Algorithm::Sum16 => Engine::Sum16,
             Algorithm::Xor8 => Engine::Xor8,
             Algorithm::Neg8 => Engine::Neg8,
             Algorithm::Fletcher8 => Engine::Fletcher8,
@@ -276,6 +283,7 @@ impl fmt::Debug for Checksum {
 #[derive(Clone)]
 enum Engine {
     Sum8,
+    Sum16,
     Xor8,
     Neg8,
     Crc8(Arc<crc::Crc<u8>>),
@@ -420,6 +428,11 @@ impl Checksum {
         };
         let expected = match &self.engine {
             Engine::Sum8 => u32::from(covered.iter().fold(0u8, |a, b| a.wrapping_add(*b))),
+            Engine::Sum16 => u32::from(
+                covered
+                    .iter()
+                    .fold(0u16, |a, b| a.wrapping_add(u16::from(*b))),
+            ),
             Engine::Xor8 => u32::from(covered.iter().fold(0u8, |a, b| a ^ b)),
             Engine::Neg8 => {
                 u32::from(0u8.wrapping_sub(covered.iter().fold(0u8, |a, b| a.wrapping_add(*b))))
@@ -471,7 +484,7 @@ fn unknown_name(name: &str) -> String {
         .unwrap_or_default();
     format!(
         "unknown checksum `{name}`: {near}write a sensor ({}), an \
-         algorithm (sum8, xor8, neg8, fletcher8, fletcher16, crc8/smbus, crc8/maxim-dow, \
+         algorithm (sum8, sum16, xor8, neg8, fletcher8, fletcher16, crc8/smbus, crc8/maxim-dow, \
          crc16/modbus, crc16/arc, crc16/xmodem, crc16/kermit, crc16/ibm-3740, crc32, ...), or \
          a map such as `{{type: sum8, from: 2, at: -2}}`",
         PRESETS.join(", ")
@@ -571,6 +584,26 @@ mod tests {
         assert!(matches!(
             check("nmea", b"$GPGGA,123519*ZZ"),
             Err(Failure::Missing(_))
+        ));
+    }
+
+    #[test]
+    fn sum16_is_the_whole_sum_in_two_bytes() {
+        // A Plantower PMS5003 frame: 42 4D, length 28, 13 data words, the sum of every byte
+        // before the check, high byte first.
+        let frame = hex::decode("424d001c0005000c000f0005000c000f04b0015e003c000800020001970002dc")
+            .unwrap();
+        assert_eq!(check("sum16", &frame), Ok(0x02dc));
+        // The high byte matters: a sum off by 256 (what sum8 would not see) fails.
+        let mut off = frame.clone();
+        off[30] = 0x01;
+        assert!(matches!(
+            check("sum16", &off),
+            Err(Failure::Mismatch {
+                expected: 0x02dc,
+                received: 0x01dc,
+                width: 2
+            })
         ));
     }
 
