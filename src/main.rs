@@ -32,6 +32,18 @@ enum Command {
         /// Config file.
         #[arg(short, long, conflicts_with = "file")]
         config: Option<PathBuf>,
+        /// Print the file as the gateway reads it: every device that names a model in full.
+        #[arg(long)]
+        expand: bool,
+    },
+    /// The device models a config can use (`model:` on a device): built in, and your own in
+    /// models/ beside the config file.
+    Models {
+        /// Config file whose models/ directory is read too.
+        #[arg(short, long, default_value = DEFAULT_PATH, global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: ModelsAction,
     },
     /// List the serial ports of this machine with USB ids and the stable path for the config.
     Ports,
@@ -87,6 +99,27 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum ModelsAction {
+    /// List the models.
+    List {
+        /// As the Markdown table of docs/supported-models.md.
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// Print a model's file: its parameters, map, rules and test vectors.
+    Show {
+        /// The model's name.
+        name: String,
+    },
+    /// Run the test vectors of models (by name) or of model files (by path); all when none is
+    /// given. Exit 1 when any fails.
+    Test {
+        /// Model names or model files.
+        models: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum ModbusAction {
     /// Read registers (or coils) once and print them every way they read: u16/i16 per
     /// register, 32- and 64-bit values in all four word orders.
@@ -134,9 +167,23 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => cli::run::main(config),
-        Command::Check { file, config } => {
-            cli::check::main(file.or(config).unwrap_or_else(|| DEFAULT_PATH.into()))
+        Command::Check {
+            file,
+            config,
+            expand,
+        } => {
+            let path = file.or(config).unwrap_or_else(|| DEFAULT_PATH.into());
+            if expand {
+                cli::check::expand(&path)
+            } else {
+                cli::check::main(path)
+            }
         }
+        Command::Models { config, action } => match action {
+            ModelsAction::List { markdown } => cli::models::list(&config, markdown),
+            ModelsAction::Show { name } => cli::models::show(&config, &name),
+            ModelsAction::Test { models } => cli::models::test(&config, &models),
+        },
         Command::Ports => cli::ports::main(),
         Command::Passwd {
             file,

@@ -44,6 +44,7 @@ const DEVICE_KEYS: &[&str] = &[
     "name",
     "manufacturer",
     "model",
+    "model_id",
     "sw_version",
     "hw_version",
     "via_device",
@@ -311,4 +312,53 @@ async fn stopping_the_gateway_makes_its_entities_unavailable() {
     gw.signal("TERM");
     assert_eq!(sub.next(T).await.payload, "offline");
     let _ = gw.terminate();
+}
+
+/// A meter that is one line of config (`model: eastron-sdm120`) appears in Home Assistant as
+/// that product, each reading with the class, state class and unit its energy dashboard needs.
+#[tokio::test]
+async fn a_model_based_meter_appears_with_its_classes_and_units() {
+    let pty = Pty::new();
+    let gw = start_gateway(&format!(
+        "gateway: {{id: testgw, state_dir: \"{{dir}}/state\"}}\nbroker: {{listen: \"127.0.0.1:{{port}}\"}}\n\
+         devices:\n  - {{name: house, port: {}, model: eastron-sdm120, unit: 2}}\n",
+        pty.path.display()
+    ));
+    let configs = retained_configs(&gw).await;
+    let get = |object: &str| {
+        configs
+            .get(&format!(
+                "homeassistant/sensor/testgw_house_{object}/config"
+            ))
+            .unwrap_or_else(|| panic!("no {object} in {:?}", configs.keys().collect::<Vec<_>>()))
+    };
+    for (topic, c) in &configs {
+        assert_keys(topic, c, ENTITY_KEYS);
+        assert_keys(&format!("{topic} device"), &c["device"], DEVICE_KEYS);
+    }
+    let energy = get("energy_import");
+    assert_eq!(energy["state_topic"], "power/house/energy_import");
+    assert_eq!(energy["device_class"], "energy");
+    assert_eq!(energy["state_class"], "total_increasing");
+    assert_eq!(energy["unit_of_measurement"], "kWh");
+    let power = get("power");
+    assert_eq!(
+        (
+            &power["device_class"],
+            &power["state_class"],
+            &power["unit_of_measurement"]
+        ),
+        (
+            &Value::from("power"),
+            &Value::from("measurement"),
+            &Value::from("W")
+        )
+    );
+    assert_eq!(get("voltage")["unit_of_measurement"], "V");
+    let device = &energy["device"];
+    assert_eq!(device["manufacturer"], "Eastron");
+    assert_eq!(device["model"], "SDM120-Modbus");
+    assert_eq!(device["model_id"], "eastron-sdm120");
+    assert_eq!(device["name"], "house");
+    drop(pty);
 }

@@ -6,6 +6,39 @@ use std::process::ExitCode;
 
 use super::load_or_report;
 
+/// Prints the file at `path` as the gateway reads it (models expanded), after checking it.
+pub fn expand(path: &std::path::Path) -> ExitCode {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: cannot read: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    if load_or_report(path).is_none() {
+        return ExitCode::FAILURE;
+    }
+    match crate::config::expanded(&text, path).and_then(|v| {
+        serde_yaml::to_string(&v).map_err(|e| crate::config::ConfigError {
+            file: path.to_owned(),
+            diagnostics: vec![crate::config::Diagnostic {
+                position: None,
+                message: e.to_string(),
+                help: None,
+            }],
+        })
+    }) {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Checks the file at `path`.
 pub fn main(path: PathBuf) -> ExitCode {
     match load_or_report(&path) {

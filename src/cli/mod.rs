@@ -1,10 +1,11 @@
 //! The subcommands of the `serial2mqtt` command line, one file each ([`run`], [`check`],
-//! [`test_rule`], [`status`], [`ports`], [`modbus`], [`passwd`]); `main.rs` only parses the
+//! [`test_rule`], [`status`], [`ports`], [`modbus`], [`models`], [`passwd`]); `main.rs` only parses the
 //! arguments and dispatches.
 //! Each returns the process's exit code and prints its own errors: a person reads them.
 
 pub mod check;
 pub mod modbus;
+pub mod models;
 pub mod passwd;
 pub mod ports;
 pub mod run;

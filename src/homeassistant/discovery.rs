@@ -62,16 +62,22 @@ impl Discovery<'_> {
                     ]),
                 );
                 config.insert("availability_mode".into(), "all".into());
-                config.insert(
-                    "device".into(),
-                    json!({
-                        "identifiers": [format!("serial2mqtt_{gw}_{dev}")],
-                        "name": d.name,
-                        "manufacturer": "serial2mqtt",
-                        "model": "serial device",
-                        "via_device": gateway_device,
-                    }),
-                );
+                // A device built from a model is shown as that product.
+                let (manufacturer, model) = match &d.spec.entry.model {
+                    Some(m) => (m.manufacturer.as_str(), m.name.as_str()),
+                    None => ("serial2mqtt", "serial device"),
+                };
+                let mut device = json!({
+                    "identifiers": [format!("serial2mqtt_{gw}_{dev}")],
+                    "name": d.name,
+                    "manufacturer": manufacturer,
+                    "model": model,
+                    "via_device": gateway_device,
+                });
+                if let (Some(m), Some(obj)) = (&d.spec.entry.model, device.as_object_mut()) {
+                    obj.insert("model_id".into(), m.id.clone().into());
+                }
+                config.insert("device".into(), device);
                 config.insert("origin".into(), origin.clone());
                 out.insert(
                     format!("{}/{}/{unique}/config", self.prefix, e.component),

@@ -238,21 +238,17 @@ fn one(entry: &mut Value, loaded: &Loaded, device: &str) -> Result<Mapping, Prob
             rules.insert(Value::from(renamed(&short)), rule);
         }
     }
-    let Value::Mapping(mut device_keys) = device_keys else {
+    let Value::Mapping(device_keys) = device_keys else {
         return Err(Problem {
             message: "its `device:` is not a mapping".into(),
             help: None,
         });
     };
-    for (k, v) in own {
-        device_keys.insert(k, v);
-    }
-    // The name first, as a person would write it (`check --expand`).
-    let mut full = Mapping::new();
-    full.insert(Value::from("name"), Value::from(device));
+    // The device's own keys first, as a person would write it (`check --expand`).
+    let mut full = own;
     full.insert(Value::from("model"), Value::from(model.model.as_str()));
     for (k, v) in device_keys {
-        if k.as_str() != Some("name") {
+        if !full.contains_key(&k) {
             full.insert(k, v);
         }
     }
