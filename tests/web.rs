@@ -1173,3 +1173,45 @@ async fn the_uplink_page_shows_an_outage_and_the_queue_growing() {
     browser.close().await;
     drop(gw);
 }
+
+/// A device configured by model: the dashboard names the product and shows each value with
+/// the unit the model gives it.
+#[tokio::test]
+async fn a_model_based_device_shows_its_product_and_units() {
+    let mut dust = Pty::new();
+    let web = free_port();
+    let gw = start_gateway(&format!(
+        "gateway: {{id: testgw, state_dir: \"{{dir}}/state\"}}\nbroker: {{listen: \"127.0.0.1:{{port}}\"}}\n\
+         web: {{listen: \"127.0.0.1:{web}\"}}\n\
+         devices:\n  - {{name: dust, port: {}, model: nova-sds011}}\n",
+        dust.path.display()
+    ));
+    gw.wait_log("gateway running", T).await;
+    // 123.6 / 261.8 µg/m³, the model's first test vector.
+    dust.write(&[0xAA, 0xC0, 0xD4, 0x04, 0x3A, 0x0A, 0xA1, 0x60, 0x1D, 0xAB])
+        .await;
+    let deadline = Instant::now() + T;
+    let device = loop {
+        let (status, text) = get(web, "/api/state", "");
+        assert_eq!(status, 200, "{text}");
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let state: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        let d = state["devices"][0].clone();
+        if d["topics"].as_array().is_some_and(|t| t.len() == 2) {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "no values:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(device["model"], "Nova Fitness SDS011");
+    assert_eq!(device["units"]["air/dust/pm25"], "µg/m³");
+    assert_eq!(device["units"]["air/dust/pm10"], "µg/m³");
+    let pm25 = device["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["topic"] == "air/dust/pm25")
+        .cloned()
+        .unwrap();
+    assert_eq!(pm25["payload"], "123.6");
+}

@@ -22,6 +22,10 @@ pub const FILES: &[(&str, &str)] = &[
         include_str!("../../models/eastron-sdm120.yaml"),
     ),
     (
+        "eastron-sdm230.yaml",
+        include_str!("../../models/eastron-sdm230.yaml"),
+    ),
+    (
         "eastron-sdm630.yaml",
         include_str!("../../models/eastron-sdm630.yaml"),
     ),
@@ -57,6 +61,10 @@ pub const FILES: &[(&str, &str)] = &[
     (
         "peacefair-pzem-017.yaml",
         include_str!("../../models/peacefair-pzem-017.yaml"),
+    ),
+    (
+        "plantower-pms5003.yaml",
+        include_str!("../../models/plantower-pms5003.yaml"),
     ),
     (
         "renogy-rover.yaml",

@@ -3,7 +3,7 @@
 //! rule tester's answer. One serde struct per thing the page shows, so the page's fields are
 //! named in one place.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -47,6 +47,10 @@ pub struct DeviceView {
     pub name: String,
     /// Its port (a path, or the simulator it is).
     pub port: String,
+    /// The product it was configured as (`model:`), e.g. "Eastron SDM120-Modbus".
+    pub model: Option<String>,
+    /// The unit of each topic that declares one (`unit_of_measurement`), by topic.
+    pub units: BTreeMap<String, String>,
     /// Its polls' names and periods (empty: it speaks unasked).
     pub polls: Vec<String>,
     /// `online`, `offline` or `not answering` (polled and its last polls timed out).
@@ -266,6 +270,20 @@ impl Sources {
                     PortSource::Path(p) => p.display().to_string(),
                     PortSource::Simulated(sim) => format!("simulated {:?}", sim.profile),
                 },
+                model: d
+                    .spec
+                    .entry
+                    .model
+                    .as_ref()
+                    .map(|m| format!("{} {}", m.manufacturer, m.name)),
+                units: d
+                    .rules
+                    .entities(&self.gateway, &d.name)
+                    .filter_map(|(topic, e)| {
+                        let unit = e.extra.get("unit_of_measurement")?.as_str()?;
+                        Some((topic, unit.to_owned()))
+                    })
+                    .collect(),
                 polls: d
                     .polls
                     .iter()

@@ -181,13 +181,14 @@ function renderDevices() {
       const key = d.name + "\u0000" + t.topic;
       return el("tr", {},
         el("td", { class: "topic" }, el("code", {}, t.topic)),
-        el("td", { class: "value" }, t.payload),
+        el("td", { class: "value" }, t.payload + (d.units[t.topic] ? " " + d.units[t.topic] : "")),
         el("td", { class: "age muted" }, ago(t.at_ms)),
         el("td", { class: "plot" }, t.numeric ? plot(store.series.get(key) || [], now) : ""));
     });
     return el("div", { class: "card device", "data-device": d.name },
       el("h2", {}, d.name, el("span", { class: badge + " state" }, d.state)),
       el("dl", { class: "kv" },
+        d.model ? el("dt", {}, "model") : null, d.model ? el("dd", { class: "model" }, d.model) : null,
         el("dt", {}, "port"), el("dd", {}, d.port),
         d.polls.length ? el("dt", {}, "polls") : null, d.polls.length ? el("dd", {}, d.polls.join(", ")) : null,
         el("dt", {}, "last frame"), el("dd", { class: d.stale ? "stale last-frame" : "last-frame" },
