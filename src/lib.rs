@@ -29,6 +29,7 @@ pub mod prometheus;
 pub mod queue;
 pub mod recent;
 pub mod rules;
+pub mod scan;
 pub mod serial;
 pub mod statedir;
 pub mod stats;

@@ -45,6 +45,27 @@ enum Command {
         #[command(subcommand)]
         action: ModelsAction,
     },
+    /// Find what is on a serial port and print a ready `devices:` snippet (read requests only;
+    /// the time it may take is said first). Exit 0 when something was found, 1 when nothing.
+    Scan {
+        /// The serial device.
+        port: PathBuf,
+        /// Modbus unit addresses to ask: one (`5`) or a range (`1-247`).
+        #[arg(long, default_value = "1-10", value_parser = serial2mqtt::cli::scan::units)]
+        units: std::ops::RangeInclusive<u8>,
+        /// Line speeds to try, comma separated (default: the usual ones and every model's).
+        #[arg(long, value_delimiter = ',')]
+        bauds: Option<Vec<u32>>,
+        /// Longest wait for a device that talks by itself, at each line speed.
+        #[arg(long, default_value = "11s", value_parser = humantime::parse_duration)]
+        listen: std::time::Duration,
+        /// Config file (its models/ directory is read; a port of its running gateway is refused).
+        #[arg(short, long, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+        /// Scan a port the running gateway uses.
+        #[arg(long)]
+        share: bool,
+    },
     /// List the serial ports of this machine with USB ids and the stable path for the config.
     Ports,
     /// Show what the running gateway reports: devices, queue, uplink.
@@ -185,6 +206,23 @@ fn main() -> ExitCode {
             ModelsAction::Test { models } => cli::models::test(&config, &models),
         },
         Command::Ports => cli::ports::main(),
+        Command::Scan {
+            port,
+            units,
+            bauds,
+            listen,
+            config,
+            share,
+        } => cli::scan::main(cli::scan::Args {
+            options: serial2mqtt::scan::Options {
+                port,
+                units,
+                bauds,
+                listen,
+            },
+            config,
+            share,
+        }),
         Command::Passwd {
             file,
             user,

@@ -1,5 +1,5 @@
 //! The subcommands of the `serial2mqtt` command line, one file each ([`run`], [`check`],
-//! [`test_rule`], [`status`], [`ports`], [`modbus`], [`models`], [`passwd`]); `main.rs` only parses the
+//! [`test_rule`], [`status`], [`ports`], [`modbus`], [`models`], [`scan`], [`passwd`]); `main.rs` only parses the
 //! arguments and dispatches.
 //! Each returns the process's exit code and prints its own errors: a person reads them.
 
@@ -9,6 +9,7 @@ pub mod models;
 pub mod passwd;
 pub mod ports;
 pub mod run;
+pub mod scan;
 pub mod status;
 pub mod test_rule;
 

@@ -300,6 +300,41 @@ impl Library {
         self.models.values()
     }
 
+    /// A device of model `model` named `name` on `port`, with `keys` (parameters and overrides)
+    /// as a device entry would give them, built as `config::parse` builds it.
+    pub fn device(
+        &self,
+        model: &str,
+        name: &str,
+        port: &str,
+        keys: &serde_yaml::Mapping,
+    ) -> Result<crate::config::Device, String> {
+        use serde_yaml::{Mapping, Value};
+        let mut device = Mapping::new();
+        device.insert("name".into(), name.into());
+        device.insert("port".into(), port.into());
+        device.insert("model".into(), model.into());
+        for (k, v) in keys {
+            device.insert(k.clone(), v.clone());
+        }
+        let mut gateway = Mapping::new();
+        gateway.insert("id".into(), "gw".into());
+        let mut file = Mapping::new();
+        file.insert("gateway".into(), Value::Mapping(gateway));
+        file.insert(
+            "devices".into(),
+            Value::Sequence(vec![Value::Mapping(device)]),
+        );
+        let text = serde_yaml::to_string(&Value::Mapping(file)).map_err(|e| e.to_string())?;
+        let config = crate::config::parse_with(&text, Path::new("model.yaml"), self)
+            .map_err(|e| format!("the model does not expand to a valid device:\n{e}"))?;
+        config
+            .devices
+            .into_iter()
+            .next()
+            .ok_or_else(|| "the model expands to no device".into())
+    }
+
     /// The name nearest to a misspelt one, if any is near.
     pub fn nearest(&self, name: &str) -> Option<&str> {
         self.models

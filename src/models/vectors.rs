@@ -108,35 +108,14 @@ pub fn run(loaded: &Loaded, library: &Library) -> Vec<Outcome> {
         .collect()
 }
 
-/// The config a vector runs in: one device of the model on a port that is not opened.
-fn config(loaded: &Loaded, library: &Library, v: &Vector) -> Result<crate::config::Config, String> {
-    let mut device = Mapping::new();
-    device.insert("name".into(), DEVICE.into());
-    device.insert("port".into(), "/dev/serial2mqtt-test-vector".into());
-    device.insert("model".into(), loaded.model.model.as_str().into());
-    for (k, val) in &v.parameters {
-        device.insert(k.clone(), val.clone());
-    }
-    let mut file = Mapping::new();
-    let mut gateway = Mapping::new();
-    gateway.insert("id".into(), "gw".into());
-    file.insert("gateway".into(), Value::Mapping(gateway));
-    file.insert(
-        "devices".into(),
-        Value::Sequence(vec![Value::Mapping(device)]),
-    );
-    let text = serde_yaml::to_string(&Value::Mapping(file)).map_err(|e| e.to_string())?;
-    crate::config::parse_with(&text, std::path::Path::new("test-vector.yaml"), library)
-        .map_err(|e| format!("the model does not expand to a valid device:\n{e}"))
-}
-
 fn one(loaded: &Loaded, library: &Library, v: &Vector) -> Result<(), String> {
-    let config = config(loaded, library, v)?;
-    let device = config
-        .devices
-        .first()
-        .ok_or("the model expands to no device")?;
-    let got = messages(device, v)?;
+    let device = library.device(
+        &loaded.model.model,
+        DEVICE,
+        "/dev/serial2mqtt-test-vector",
+        &v.parameters,
+    )?;
+    let got = messages(&device, v)?;
     compare(&got, &v.expect)
 }
 

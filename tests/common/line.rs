@@ -124,6 +124,20 @@ impl Cable {
     /// A cable whose device → gateway direction passes each chunk read through `fault`
     /// (chunk number, bytes), which may change the bytes.
     pub fn with_faults(fault: impl Fn(u64, &mut Vec<u8>) + Send + 'static) -> Self {
+        Self::build(fault, None)
+    }
+
+    /// A cable to a device that speaks at `baud` and `parity` ('N', 'E', 'O') only: while the
+    /// gateway's end of the line is set otherwise, what crosses it either way arrives as
+    /// garbage (as on a real line at the wrong speed).
+    pub fn gated(baud: u32, parity: char) -> Self {
+        Self::build(|_, _| {}, Some((baud, parity)))
+    }
+
+    fn build(
+        fault: impl Fn(u64, &mut Vec<u8>) + Send + 'static,
+        gate: Option<(u32, char)>,
+    ) -> Self {
         let Pty {
             master: gw_master,
             path: gateway_path,
@@ -132,6 +146,7 @@ impl Cable {
             master: dev_master,
             path: device_path,
         } = Pty::new();
+        let gw_fd = std::os::fd::AsRawFd::as_raw_fd(&gw_master);
         let (mut from_gw, mut to_gw) = tokio::io::split(gw_master);
         let (mut from_dev, mut to_dev) = tokio::io::split(dev_master);
         let sent = Arc::new(AtomicU64::new(0));
@@ -143,7 +158,11 @@ impl Cable {
                     match from_gw.read(&mut buf).await {
                         Ok(n @ 1..) => {
                             counted.fetch_add(n as u64, Ordering::Relaxed);
-                            if to_dev.write_all(&buf[..n]).await.is_err() {
+                            let mut bytes = buf[..n].to_vec();
+                            if !line_matches(gw_fd, gate) {
+                                garble(&mut bytes);
+                            }
+                            if to_dev.write_all(&bytes).await.is_err() {
                                 return;
                             }
                         }
@@ -163,6 +182,9 @@ impl Cable {
                         let mut bytes = buf[..n].to_vec();
                         fault(chunk, &mut bytes);
                         chunk += 1;
+                        if !line_matches(gw_fd, gate) {
+                            garble(&mut bytes);
+                        }
                         if to_gw.write_all(&bytes).await.is_err() {
                             break;
                         }
@@ -181,5 +203,48 @@ impl Cable {
             sent,
             _relay: relay,
         }
+    }
+}
+
+/// Whether the gateway's end of the line (the pty's settings, shared by both its ends) is set
+/// to `gate`'s speed and parity (always, without a gate).
+fn line_matches(fd: std::os::fd::RawFd, gate: Option<(u32, char)>) -> bool {
+    let Some((baud, parity)) = gate else {
+        return true;
+    };
+    // serialport sets any speed through termios2 (BOTHER with the speed in c_ospeed), so the
+    // speed is read the same way. SAFETY: `fd` is the pty master the relay owns for as long
+    // as it runs; TCGETS2 only fills the zeroed struct.
+    let mut t: libc::termios2 = unsafe { std::mem::zeroed() };
+    if unsafe { libc::ioctl(fd, libc::TCGETS2, &mut t) } != 0 {
+        return false;
+    }
+    let speed = if t.c_cflag & libc::CBAUD == libc::BOTHER {
+        t.c_ospeed
+    } else {
+        match t.c_cflag & libc::CBAUD {
+            libc::B1200 => 1200,
+            libc::B2400 => 2400,
+            libc::B4800 => 4800,
+            libc::B9600 => 9600,
+            libc::B19200 => 19200,
+            libc::B38400 => 38400,
+            libc::B57600 => 57600,
+            libc::B115200 => 115200,
+            _ => 0,
+        }
+    };
+    let set = match (t.c_cflag & libc::PARENB != 0, t.c_cflag & libc::PARODD != 0) {
+        (false, _) => 'N',
+        (true, false) => 'E',
+        (true, true) => 'O',
+    };
+    speed == baud && set == parity
+}
+
+/// What bytes sent at one speed look like read at another.
+fn garble(bytes: &mut [u8]) {
+    for b in bytes {
+        *b = b.rotate_left(3) ^ 0x5A;
     }
 }

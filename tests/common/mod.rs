@@ -8,6 +8,7 @@ pub mod mosquitto;
 pub mod net;
 pub mod powercut;
 pub mod proxy;
+pub mod slave;
 pub mod upstream;
 
 use std::net::{TcpListener, TcpStream};
