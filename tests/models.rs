@@ -1,0 +1,108 @@
+//! Devices configured by model, end to end: the real binary, a simulated device on a pty that
+//! is silent until asked (where the real one is), and a subscriber on the broker. The other
+//! protocol families' simulator tests use models too: binary push and Modbus in tests/scan.rs,
+//! the examples' text telegram, text block and binary polled devices in tests/examples.rs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rumqttc::QoS;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const T: Duration = Duration::from_secs(10);
+
+/// A Vaisala WXT530 in polled mode at address 0: answers `0R0<cr><lf>` with its composite data
+/// message after 30 ms, and nothing else; returns the requests it got.
+fn wxt530(pty: Pty, answers: Vec<&'static str>) -> tokio::task::JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let mut master = pty.master;
+        let _keep = pty.path;
+        let mut requests = Vec::new();
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while master.read_exact(&mut byte).await.is_ok() {
+            line.push(byte[0]);
+            if !line.ends_with(b"\r\n") {
+                continue;
+            }
+            let request = String::from_utf8_lossy(&line).into_owned();
+            line.clear();
+            let answer = answers.get(requests.len()).copied();
+            requests.push(request.clone());
+            if request != "0R0\r\n" {
+                continue;
+            }
+            let Some(answer) = answer else { continue };
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            if master
+                .write_all(format!("{answer}\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        requests
+    })
+}
+
+#[tokio::test]
+async fn a_polled_ascii_weather_station_is_one_line_of_config() {
+    let pty = Pty::new();
+    let yaml = format!(
+        "gateway: {{id: gw, state_dir: \"{{dir}}/state\"}}\nbroker: {{listen: \"127.0.0.1:{{port}}\"}}\n\
+         devices:\n  - {{name: roof, port: {}, model: vaisala-wxt530, every: 300ms}}\n",
+        pty.path.display()
+    );
+    // The user guide's own answer, then one in °F (never published as °C), then a change.
+    let sim = wxt530(
+        pty,
+        vec![
+            "0R0,Dx=005D,Sx=2.8M,Ta=23.0C,Ua=30.0P,Pa=1028.2H,Hd=0.00M,Rd=10s,Th=23.6C",
+            "0R0,Dx=005D,Sx=2.8M,Ta=73.4F,Ua=30.0P,Pa=1028.2H,Hd=0.00M,Rd=10s,Th=23.6C",
+            "0R0,Dx=010D,Sx=3.1M,Ta=24.5C,Ua=31.0P,Pa=1027.9H,Hd=0.00M,Rd=10s,Th=24.0C",
+        ],
+    );
+    let gw = start_gateway(&yaml);
+    let mut sub = Subscriber::connect(gw.port, &["weather/#"], QoS::AtMostOnce).await;
+    // Consecutive temperatures: the °F reading in between published none.
+    assert_eq!(
+        sub.next_on("weather/roof/temperature", T).await.payload,
+        "23.0"
+    );
+    assert_eq!(
+        sub.next_on("weather/roof/temperature", T).await.payload,
+        "24.5"
+    );
+    assert_eq!(
+        sub.next_on("weather/roof/pressure", T).await.payload,
+        "1027.9"
+    );
+    drop(gw);
+    let requests = sim.await.unwrap();
+    assert!(requests.len() >= 3, "{requests:?}");
+    assert!(
+        requests.iter().all(|r| r == "0R0\r\n"),
+        "nothing but the read request: {requests:?}"
+    );
+}
+
+#[test]
+fn every_model_s_test_vectors_pass_through_the_command_line() {
+    let out = serial2mqtt_command()
+        .args(["models", "test", "--config", "/nonexistent/config.yaml"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.trim_end().ends_with(" failed"), "{stdout}");
+    assert!(stdout.contains(", 0 failed"), "{stdout}");
+    let list = serial2mqtt_command()
+        .args(["models", "list", "--config", "/nonexistent/config.yaml"])
+        .output()
+        .unwrap();
+    let models = String::from_utf8_lossy(&list.stdout).lines().count();
+    assert!(models >= 30, "{models} models");
+}
