@@ -713,6 +713,27 @@ fn the_password_is_read_from_its_file_never_shown_and_a_readable_file_is_a_warni
 #[test]
 fn every_validation_error_has_its_message() {
     let cases: &[(&str, &str, &[&str])] = &[
+        // Device models (issue 34): the device's line, what it meant, what there is.
+        (
+            "    rules: [climate]",
+            "    rules: [climate]\n  - {name: house, port: /dev/ttyUSB-m, model: eastron-sdm63}",
+            &["devices[1].model: there is no model `eastron-sdm63`", "did you mean `eastron-sdm630`", "models list"],
+        ),
+        (
+            "    rules: [climate]",
+            "    rules: [climate]\n  - {name: house, port: /dev/ttyUSB-m, model: eastron-sdm630, adress: 3}",
+            &["model `eastron-sdm630`: `adress` is neither one of its parameters nor a device key", "its parameters: unit, every, topic", "models show eastron-sdm630"],
+        ),
+        (
+            "    rules: [climate]",
+            "    rules: [climate]\n  - {name: house, port: /dev/ttyUSB-m, model: [eastron-sdm630]}",
+            &["`model` must be a model's name", "model: eastron-sdm630"],
+        ),
+        (
+            "    rules: [climate]",
+            "    rules: [climate]\n  - {name: house, port: /dev/ttyUSB-m, model: eastron-sdm630, modbus: {timeout: 0s}}",
+            &["devices[1].modbus", "longer than 0"],
+        ),
         // Session 5 (issue 18): each new message, with its fix.
         (
             "rules:\n  climate:",

@@ -69,7 +69,7 @@ pub fn expand(
         let mut fail = |message: String, help: Option<String>| {
             errors.push(Diagnostic {
                 position: here,
-                message,
+                message: format!("{at}.model: {message}"),
                 help,
             });
         };

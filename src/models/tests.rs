@@ -243,3 +243,46 @@ fn an_undeclared_parameter_is_an_error_in_the_model_file() {
 fn parse_model_text(text: &str) -> String {
     super::parse(text, "acme.yaml").unwrap_err()
 }
+
+/// docs/supported-models.md holds the table `models list --markdown` prints.
+#[test]
+fn the_table_of_supported_models_is_current() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/supported-models.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let (lib, _) = Library::builtin();
+    let table = crate::cli::models::table(&lib);
+    let start = doc.find("<!-- models table: generated -->\n").unwrap() + 33;
+    let end = doc.find("<!-- end of generated table -->").unwrap();
+    assert_eq!(
+        &doc[start..end],
+        table,
+        "regenerate: serial2mqtt models list --markdown"
+    );
+    // Every model the text names as tested end to end exists.
+    for word in doc[..start].split('`').skip(1).step_by(2) {
+        if word.contains('-') && !word.contains(' ') && !word.starts_with("serial2mqtt") {
+            assert!(
+                lib.get(word).is_some(),
+                "docs name `{word}`, which is no model"
+            );
+        }
+    }
+}
+
+/// The worked example of docs/models.md is a model that passes its vectors, as the doc shows.
+#[test]
+fn the_documented_example_model_passes_its_vectors() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/models.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let start = doc.find("models/acme-th10.yaml`:\n\n```yaml\n").unwrap() + 32;
+    let end = start + doc[start..].find("```").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("acme-th10.yaml");
+    std::fs::write(&file, &doc[start..end]).unwrap();
+    let (mut lib, _) = Library::builtin();
+    lib.add_file(&file).unwrap();
+    let outcomes = vectors::run(lib.get("acme-th10").unwrap(), &lib);
+    assert_eq!(outcomes.len(), 2);
+    assert!(outcomes.iter().all(|o| o.failure.is_none()), "{outcomes:?}");
+    assert!(doc.contains("2 passed, 0 failed"));
+}
