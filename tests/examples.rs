@@ -553,6 +553,11 @@ async fn ublox_example_reads_nmea_and_ubx_from_one_port_and_neither_is_the_other
         positions.iter().all(|p| p["fix"] == 3 && p["sats"] == 12),
         "{positions:?}"
     );
+    assert!(
+        seen.iter()
+            .any(|m| m.topic == "gps/gps-ubx/satellites" && m.payload == "12"),
+        "{seen:?}"
+    );
     // The NMEA device publishes the GGA's position on its own topics.
     let gga = seen
         .iter()
