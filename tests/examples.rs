@@ -151,6 +151,9 @@ async fn nmea_example_publishes_positions_in_degrees_and_nothing_unproven() {
         serde_json::json!({"lat": -33.7520567, "lon": -151.2083333, "alt_m": -12.5, "fix": 2, "sats": 10, "hdop": 0.8}),
         "the corrupted GGA before it was never published"
     );
+    // The same GGA's altitude and satellites, as Home Assistant entities of their own.
+    assert_eq!(sub.next_on("gps/gps/altitude", T).await.payload, "-12.5");
+    assert_eq!(sub.next_on("gps/gps/satellites", T).await.payload, "10");
     assert_eq!(sub.next_on("gps/gps/speed", T).await.payload, "41.5");
     assert_eq!(
         json(&sub.next_on("gps/gps/position", T).await.payload),
@@ -161,7 +164,14 @@ async fn nmea_example_publishes_positions_in_degrees_and_nothing_unproven() {
         (munich["lat"].as_f64(), munich["lon"].as_f64()),
         (Some(48.1173), Some(11.5166667))
     );
+    assert_eq!(sub.next_on("gps/gps/altitude", T).await.payload, "545.4");
     gw.wait_log("bad checksum", T).await;
+    // Never a value of the corrupted GGA (latitude 49.1173), on any topic.
+    let seen = sub.seen.lock().unwrap().clone();
+    assert!(
+        !seen.iter().any(|m| m.payload.contains("49.1173")),
+        "{seen:?}"
+    );
 }
 
 #[tokio::test]
@@ -179,32 +189,51 @@ async fn dsmr5_example_takes_each_value_from_a_proven_telegram() {
     let mut sub = Subscriber::connect(gw.port, &["energy/#"], QoS::AtMostOnce).await;
     gw.wait_log("device online", T).await;
     pty.write(&dsmr_telegram("001234.567", "01.193")).await;
-    assert_eq!(
-        sub.next_on("energy/p1/import_t1", T).await.payload,
-        "001234.567"
-    );
-    assert_eq!(
-        sub.next_on("energy/p1/import_t2", T).await.payload,
-        "004567.890"
-    );
-    assert_eq!(sub.next_on("energy/p1/power", T).await.payload, "1193");
-    assert_eq!(
-        sub.next_on("energy/p1/voltage_l1", T).await.payload,
-        "229.0"
-    );
-    // The next telegram: the counters moved by less than their deadband, the power changed.
+    for (topic, want) in [
+        ("energy/p1/energy_import_t1", "1234.567"),
+        ("energy/p1/energy_import_t2", "4567.89"),
+        ("energy/p1/energy_export_t1", "0"),
+        ("energy/p1/power_import", "1193"),
+        ("energy/p1/power_export", "0"),
+        ("energy/p1/voltage_l1", "229"),
+    ] {
+        assert_eq!(sub.next_on(topic, T).await.payload, want, "{topic}");
+    }
+    // A telegram damaged on the line (its power changed, its CRC kept): never published.
+    let damaged = String::from_utf8(dsmr_telegram("001234.569", "02.500"))
+        .unwrap()
+        .replace("02.500", "09.500");
+    pty.write(damaged.as_bytes()).await;
+    // The next telegram: one counter moved, the other did not; the power changed.
     pty.write(&dsmr_telegram("001234.571", "00.950")).await;
-    assert_eq!(sub.next_on("energy/p1/power", T).await.payload, "950");
+    assert_eq!(
+        sub.next_on("energy/p1/power_import", T).await.payload,
+        "950",
+        "the damaged telegram's power was published"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let seen = sub.seen.lock().unwrap().clone();
-    let on = |topic: &str| seen.iter().filter(|m| m.topic == topic).count();
+    let on = |topic: &str| {
+        seen.iter()
+            .filter(|m| m.topic == topic)
+            .map(|m| m.payload.as_str())
+            .collect::<Vec<_>>()
+    };
+    // Counters on every change (an unchanged one waits for its 5-minute heartbeat), the
+    // instantaneous values every telegram; nothing from the damaged one.
     assert_eq!(
-        (
-            on("energy/p1/import_t1"),
-            on("energy/p1/voltage_l1"),
-            on("energy/p1/power")
-        ),
-        (1, 1, 2),
+        on("energy/p1/energy_import_t1"),
+        ["1234.567", "1234.571"],
+        "{seen:?}"
+    );
+    assert_eq!(on("energy/p1/energy_import_t2"), ["4567.89"], "{seen:?}");
+    assert_eq!(on("energy/p1/power_import"), ["1193", "950"], "{seen:?}");
+    assert_eq!(on("energy/p1/voltage_l1"), ["229", "229"], "{seen:?}");
+    // The telegram has no L2/L3, no per-phase values and no gas: their topics stay silent.
+    assert!(
+        !seen
+            .iter()
+            .any(|m| m.topic.ends_with("_l2") || m.topic.ends_with("/gas")),
         "{seen:?}"
     );
 }
@@ -330,7 +359,11 @@ async fn vedirect_example_publishes_every_proven_block_whatever_its_closing_byte
         ("solar/mppt/panel_voltage", "18.94"),
         ("solar/mppt/panel_power", "25"),
         ("solar/mppt/state", "3"),
+        ("solar/mppt/tracker", "2"),
+        ("solar/mppt/error", "0"),
+        ("solar/mppt/yield_total", "12.34"),
         ("solar/mppt/yield_today", "0.12"),
+        ("solar/mppt/max_power_today", "85"),
     ] {
         assert_eq!(sub.next_on(topic, T).await.payload, want, "{topic}");
     }
@@ -438,7 +471,9 @@ async fn ublox_example_reads_nmea_and_ubx_from_one_port_and_neither_is_the_other
         let (lat, lon) = position(0);
         pty.write(&second(0, nav_pvt(lat, lon))).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        if sub.seen.lock().unwrap().len() >= 2 {
+        let seen = sub.seen.lock().unwrap().clone();
+        let topics = |t: &str| seen.iter().filter(|m| m.topic == t).count();
+        if topics("gps/gps-ubx/position") >= 1 && topics("gps/gps/speed") >= 1 {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "nothing was read");
@@ -515,10 +550,25 @@ async fn ublox_example_reads_nmea_and_ubx_from_one_port_and_neither_is_the_other
     }
     assert_eq!(positions.len(), 4, "{positions:?}");
     assert!(
-        positions
-            .iter()
-            .all(|p| p["fix"] == 3 && p["sats"].is_number()),
+        positions.iter().all(|p| p["fix"] == 3 && p["sats"] == 12),
         "{positions:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|m| m.topic == "gps/gps-ubx/satellites" && m.payload == "12"),
+        "{seen:?}"
+    );
+    // The NMEA device publishes the GGA's position on its own topics.
+    let gga = seen
+        .iter()
+        .find(|m| m.topic == "gps/gps/position")
+        .map(|m| json(&m.payload));
+    assert_eq!(
+        gga,
+        Some(
+            serde_json::json!({"lat": 48.1173, "lon": 11.5166667, "alt_m": 545.4, "fix": 1, "sats": 8, "hdop": 0.9})
+        ),
+        "{seen:?}"
     );
     let logs = gw.logs();
     let warned = logs

@@ -417,34 +417,49 @@ async fn the_sdm120_example_reads_an_sdm120_register_map() {
     let gw = start_gateway(&yaml);
     let mut sub =
         Subscriber::connect(gw.port, &["power/#", "homeassistant/#"], QoS::AtMostOnce).await;
-    // Home Assistant discovery announces the energy entity (retained, on connect).
+    // Home Assistant discovery announces the energy entity (retained, on connect), on a
+    // device shown as the model's product.
     let config: serde_json::Value = serde_json::from_str(
-        &sub.next_on("homeassistant/sensor/pi-power_sdm120_energy/config", T)
-            .await
-            .payload,
+        &sub.next_on(
+            "homeassistant/sensor/pi-power_sdm120_energy_total/config",
+            T,
+        )
+        .await
+        .payload,
     )
     .unwrap();
     assert_eq!(config["device_class"], "energy", "{config}");
-    assert_eq!(config["state_topic"], "power/sdm120/energy", "{config}");
-    let state: serde_json::Value =
-        serde_json::from_str(&sub.next_on("power/sdm120/state", T).await.payload).unwrap();
     assert_eq!(
-        state,
-        serde_json::json!({"voltage": 231.4, "current": 2.125, "power": 480.3, "power_factor": 0.977, "frequency": 49.98})
+        config["state_topic"], "power/sdm120/energy_total",
+        "{config}"
     );
-    // Published by exception (once, then on change or after 5 min) and retained: it may have
-    // come before the messages above, whenever the subscriber connected.
-    let seen = |sub: &Subscriber| {
-        let seen = sub.seen.lock().unwrap();
-        seen.iter()
-            .find(|m| m.topic == "power/sdm120/energy")
-            .map(|m| m.payload.clone())
-    };
-    let energy = match seen(&sub) {
-        Some(payload) => payload,
-        None => sub.next_on("power/sdm120/energy", T).await.payload,
-    };
-    assert_eq!(energy, "1236.067");
+    assert_eq!(
+        (
+            &config["device"]["manufacturer"],
+            &config["device"]["model"]
+        ),
+        (
+            &serde_json::json!("Eastron"),
+            &serde_json::json!("SDM120-Modbus")
+        ),
+        "{config}"
+    );
+    // One read cycle: every point on its topic, rounded to what the meter resolves.
+    for (topic, want) in [
+        ("voltage", "231.4"),
+        ("current", "2.125"),
+        ("power", "480.3"),
+        ("apparent_power", "491.7"),
+        ("reactive_power", "-105.2"),
+        ("power_factor", "0.977"),
+        ("frequency", "49.98"),
+        ("energy_import", "1234.567"),
+        ("energy_export", "1.5"),
+        ("energy_total", "1236.067"),
+    ] {
+        let topic = format!("power/sdm120/{topic}");
+        assert_eq!(sub.next_on(&topic, T).await.payload, want, "{topic}");
+    }
 }
 
 /// Commands from MQTT reach the unit's registers and coils (seen by the slave, and read back
@@ -648,18 +663,23 @@ async fn the_pzem004t_example_reads_two_meters_low_word_first() {
     let yaml = example("pzem004t", &cable.gateway_path, "every: 5s");
     let gw = start_gateway(&yaml);
     let mut sub = Subscriber::connect(gw.port, &["power/#"], QoS::AtMostOnce).await;
-    for (device, alarm) in [("pzem_kitchen", false), ("pzem_heatpump", true)] {
-        let state: serde_json::Value = serde_json::from_str(
-            &sub.next_on(&format!("power/{device}/state"), T)
-                .await
-                .payload,
-        )
-        .unwrap();
-        assert_eq!(
-            state,
-            serde_json::json!({"voltage": 230.1, "current": 70.0, "power": 16107.0, "energy_kwh": 123.456, "frequency": 50.0, "power_factor": 1.0, "alarm": alarm}),
-            "{device}"
-        );
+    for (device, alarm) in [("pzem_kitchen", "OFF"), ("pzem_heatpump", "ON")] {
+        for (topic, want) in [
+            ("voltage", "230.1"),
+            ("current", "70"),
+            ("power", "16107"),
+            ("energy", "123.456"),
+            ("frequency", "50"),
+            ("power_factor", "1"),
+            ("alarm", alarm),
+        ] {
+            let topic = format!("power/{device}/{topic}");
+            assert_eq!(
+                sub.next_on(&topic, T).await.payload,
+                want,
+                "{topic}: the low-word-first current reads 70 A"
+            );
+        }
     }
 }
 

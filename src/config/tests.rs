@@ -1388,8 +1388,9 @@ fn check_warns_when_a_ports_polls_cannot_keep_their_intervals() {
     );
 }
 
-/// A Modbus device's polls come from its register map: the timing warning names the key the
-/// user wrote (`modbus.every`, at its line), not `poll`, which the file does not have.
+/// A Modbus device's polls come from its register map: the timing warning names the key
+/// (`modbus.every`), not `poll`, which the file does not have, at the line the user wrote it:
+/// in the example, a model-based device, the `every:` parameter that fills the model's.
 #[test]
 fn a_modbus_maps_timing_warning_points_at_its_every() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/sdm120.yaml");
@@ -1397,7 +1398,7 @@ fn a_modbus_maps_timing_warning_points_at_its_every() {
     let every = text
         .lines()
         .position(|l| l.trim_start().starts_with("every:"))
-        .expect("the example has modbus.every");
+        .expect("the example has an every: line");
     let fast = text
         .lines()
         .map(|l| {

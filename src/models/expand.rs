@@ -100,6 +100,17 @@ pub fn expand(
         };
         match one(entry, loaded, &device_name) {
             Ok(rules) => {
+                // A device key filled from a parameter points at the parameter's line (a
+                // warning on `modbus.every` at the device's `every: 50ms`).
+                let mut filled = Vec::new();
+                param_paths(
+                    &Value::Mapping(loaded.model.device.clone()),
+                    "",
+                    &mut filled,
+                );
+                for (path, param) in filled {
+                    locations.alias(format!("{at}.{path}"), &format!("{at}.{param}"));
+                }
                 for (k, v) in rules {
                     if let Some(n) = k.as_str() {
                         locations.alias(format!("rules.{n}"), &format!("{at}.model"));
@@ -345,6 +356,37 @@ fn text(v: &Value) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
+    }
+}
+
+/// The dotted path (as `Locations` writes them: `modbus.every`, `poll[0].every`) of every
+/// string in `v` that uses a parameter, with that parameter's name.
+fn param_paths(v: &Value, path: &str, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::String(_) => {
+            let mut names = Vec::new();
+            used(v, &mut names);
+            out.extend(names.into_iter().map(|n| (path.to_owned(), n)));
+        }
+        Value::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                param_paths(item, &format!("{path}[{i}]"), out);
+            }
+        }
+        Value::Mapping(m) => {
+            for (k, item) in m {
+                if let Some(k) = k.as_str() {
+                    let p = if path.is_empty() {
+                        k.to_owned()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    param_paths(item, &p, out);
+                }
+            }
+        }
+        Value::Tagged(t) => param_paths(&t.value, path, out),
+        _ => {}
     }
 }
 
