@@ -13,10 +13,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const T: Duration = Duration::from_secs(10);
 
-/// A Vaisala WXT530 in polled mode at address 0: answers `0R0<cr><lf>` with its composite data
-/// message after 30 ms, and nothing else; returns the requests it got.
-fn wxt530(pty: Pty, answers: Vec<&'static str>) -> tokio::task::JoinHandle<Vec<String>> {
+/// A Vaisala WXT530 in polled mode at address 0: once `go` is set, answers `0R0<cr><lf>` with
+/// its next composite data message after 30 ms, and nothing else; returns the requests it got.
+fn wxt530(
+    pty: Pty,
+    answers: Vec<&'static str>,
+    go: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<String>> {
     tokio::spawn(async move {
+        let mut answered = 0;
         let mut master = pty.master;
         let _keep = pty.path;
         let mut requests = Vec::new();
@@ -29,12 +34,14 @@ fn wxt530(pty: Pty, answers: Vec<&'static str>) -> tokio::task::JoinHandle<Vec<S
             }
             let request = String::from_utf8_lossy(&line).into_owned();
             line.clear();
-            let answer = answers.get(requests.len()).copied();
             requests.push(request.clone());
-            if request != "0R0\r\n" {
+            if request != "0R0\r\n" || !go.load(std::sync::atomic::Ordering::Relaxed) {
                 continue;
             }
-            let Some(answer) = answer else { continue };
+            let Some(answer) = answers.get(answered).copied() else {
+                continue;
+            };
+            answered += 1;
             tokio::time::sleep(Duration::from_millis(30)).await;
             if master
                 .write_all(format!("{answer}\r\n").as_bytes())
@@ -56,7 +63,9 @@ async fn a_polled_ascii_weather_station_is_one_line_of_config() {
          devices:\n  - {{name: roof, port: {}, model: vaisala-wxt530, every: 300ms}}\n",
         pty.path.display()
     );
-    // The user guide's own answer, then one in °F (never published as °C), then a change.
+    // The user guide's own answer, then one in °F (never published as °C), then a change:
+    // answered once the subscriber is there.
+    let go = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sim = wxt530(
         pty,
         vec![
@@ -64,9 +73,11 @@ async fn a_polled_ascii_weather_station_is_one_line_of_config() {
             "0R0,Dx=005D,Sx=2.8M,Ta=73.4F,Ua=30.0P,Pa=1028.2H,Hd=0.00M,Rd=10s,Th=23.6C",
             "0R0,Dx=010D,Sx=3.1M,Ta=24.5C,Ua=31.0P,Pa=1027.9H,Hd=0.00M,Rd=10s,Th=24.0C",
         ],
+        go.clone(),
     );
     let gw = start_gateway(&yaml);
     let mut sub = Subscriber::connect(gw.port, &["weather/#"], QoS::AtMostOnce).await;
+    go.store(true, std::sync::atomic::Ordering::Relaxed);
     // Consecutive temperatures: the °F reading in between published none.
     assert_eq!(
         sub.next_on("weather/roof/temperature", T).await.payload,

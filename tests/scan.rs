@@ -199,16 +199,19 @@ async fn two_modbus_models_are_found_at_unexpected_addresses_and_their_snippet_p
     let gw = start_gateway(&config_with(&stdout));
     let mut power = Subscriber::connect(gw.port, &["power/#"], QoS::AtMostOnce).await;
     let mut climate = Subscriber::connect(gw.port, &["climate/#"], QoS::AtMostOnce).await;
+    // The first read may come before the subscriptions: the next one is a cycle later (the
+    // models' defaults: 10 s for the meter, 30 s for the sensor).
+    let cycle = |every: u64| Duration::from_secs(every + 5);
     assert_eq!(
         power
-            .next_on(&format!("power/{meter_name}/voltage_l2"), T)
+            .next_on(&format!("power/{meter_name}/voltage_l2"), cycle(10))
             .await
             .payload,
         "229.8"
     );
     assert_eq!(
         climate
-            .next_on("climate/xy_md02_12/temperature", T)
+            .next_on("climate/xy_md02_12/temperature", cycle(30))
             .await
             .payload,
         "21.7"

@@ -175,6 +175,8 @@ pub struct ChecksumSpec {
     pub order: Order,
     /// Binary bytes or hex digits.
     pub format: Format,
+    /// Bytes one of which the frame must start with (NMEA: `$` or `!`); empty: any.
+    pub lead: &'static [u8],
 }
 
 impl ChecksumSpec {
@@ -190,6 +192,7 @@ impl ChecksumSpec {
             include_marker: false,
             order: Order::Big,
             format: Format::Binary,
+            lead: b"",
         }
     }
 
@@ -197,10 +200,13 @@ impl ChecksumSpec {
     pub fn named(name: &str) -> Option<Self> {
         let spec = match normalize(name).as_str() {
             // `$GPGGA,...*47`: XOR of the bytes between `$` (or `!`) and `*`, as two hex digits.
+            // Only a sentence is checked: bytes before its `$` (or `!`) are not one, even when
+            // they happen to XOR to its check value.
             "nmea" => Self {
                 from: 1,
                 marker: Some(b'*'),
                 format: Format::Hex,
+                lead: b"$!",
                 ..Self::plain(name, Algorithm::Xor8)
             },
             // DSMR P1: CRC-16/ARC from `/` through `!`, as four hex digits after the `!`.
@@ -382,6 +388,11 @@ impl Checksum {
     /// Checks a frame; Ok carries the check value for `test-rule`.
     pub fn verify(&self, frame: &[u8]) -> Result<u32, Failure> {
         let s = &self.spec;
+        if !s.lead.is_empty() && !frame.first().is_some_and(|b| s.lead.contains(b)) {
+            return Err(Failure::Missing(
+                "the frame does not start as its protocol's do",
+            ));
+        }
         let width = s.algorithm.width();
         let len = match s.format {
             Format::Binary => width,
@@ -538,6 +549,7 @@ impl<'de> Visitor<'de> for SpecVisitor {
             at: c.at,
             marker,
             include_marker: c.include_marker,
+            lead: b"",
             order: c.order.unwrap_or(Order::Big),
             format: c.format,
         })
@@ -585,6 +597,14 @@ mod tests {
             check("nmea", b"$GPGGA,123519*ZZ"),
             Err(Failure::Missing(_))
         ));
+        // Junk before a sentence whose bytes XOR to nothing (07 07) leaves the XOR from byte 1
+        // unchanged: only the missing `$` tells it from a sentence.
+        let mut led = b"Z\x07\x07".to_vec();
+        led.extend_from_slice(&good[1..]);
+        assert!(
+            matches!(check("nmea", &led), Err(Failure::Missing(_))),
+            "{led:?}"
+        );
     }
 
     #[test]
