@@ -13,6 +13,7 @@ pub mod diagnostics;
 pub mod diff;
 pub mod locate;
 pub mod model;
+pub mod models;
 pub mod schema;
 
 use std::path::Path;
@@ -59,7 +60,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
 pub fn parse_with(
     text: &str,
     file: &Path,
-    library: &crate::models::Library,
+    library: &crate::config::models::Library,
 ) -> Result<Config, ConfigError> {
     parse_inner(text, file, Some(library))
 }
@@ -67,7 +68,7 @@ pub fn parse_with(
 fn parse_inner(
     text: &str,
     file: &Path,
-    library: Option<&crate::models::Library>,
+    library: Option<&crate::config::models::Library>,
 ) -> Result<Config, ConfigError> {
     let fail = |diagnostics| ConfigError {
         file: file.to_owned(),
@@ -114,11 +115,11 @@ fn parse_inner(
         Ok(mut value)
             if has_merge_keys(&value)
                 || has_extension_keys(&value)
-                || crate::models::expand::uses_models(&value) =>
+                || crate::config::models::expand::uses_models(&value) =>
         {
             let models =
                 resolve(&mut value, file, library, &mut locations, &mut replaced).map_err(fail)?;
-            crate::models::expand::strip_model_keys(&mut value);
+            crate::config::models::expand::strip_model_keys(&mut value);
             let devices = value.get("devices").cloned();
             match serde::Deserialize::deserialize(value) {
                 Ok(raw) => {
@@ -189,24 +190,24 @@ pub fn expanded(text: &str, file: &Path) -> Result<serde_yaml::Value, ConfigErro
 fn resolve(
     value: &mut serde_yaml::Value,
     file: &Path,
-    library: Option<&crate::models::Library>,
+    library: Option<&crate::config::models::Library>,
     locations: &mut Locations,
     replaced: &mut Vec<(std::path::PathBuf, String)>,
-) -> Result<Vec<Option<crate::models::ModelInfo>>, Vec<Diagnostic>> {
+) -> Result<Vec<Option<crate::config::models::ModelInfo>>, Vec<Diagnostic>> {
     if let serde_yaml::Value::Mapping(m) = value {
         m.retain(|k, _| !is_extension_key(k));
     }
     if let Err(e) = value.apply_merge() {
         return Err(vec![diagnostics::serde_diagnostic(&e)]);
     }
-    if !crate::models::expand::uses_models(value) {
+    if !crate::config::models::expand::uses_models(value) {
         return Ok(Vec::new());
     }
     if let Some(library) = library {
-        return crate::models::expand::expand(value, library, locations);
+        return crate::config::models::expand::expand(value, library, locations);
     }
-    let dir = crate::models::user_dir(file);
-    let library = crate::models::Library::with_dir(&dir).map_err(|errors| {
+    let dir = crate::config::models::user_dir(file);
+    let library = crate::config::models::Library::with_dir(&dir).map_err(|errors| {
         errors
             .into_iter()
             .map(|message| Diagnostic {
@@ -217,7 +218,7 @@ fn resolve(
             .collect::<Vec<_>>()
     })?;
     replaced.extend(library.replaced.iter().cloned());
-    crate::models::expand::expand(value, &library, locations)
+    crate::config::models::expand::expand(value, &library, locations)
 }
 
 /// A top-level key that is no setting but a place for anchors (`x-line: &line {...}`), as

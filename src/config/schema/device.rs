@@ -66,7 +66,7 @@ pub struct Device {
     pub modbus: Option<Modbus>,
     /// The model it was expanded from (`model:` is read before serde, by `models::expand`).
     #[serde(skip)]
-    pub model: Option<crate::models::ModelInfo>,
+    pub model: Option<ModelInfo>,
 }
 
 /// `modbus:` of a device: its unit id, how it is read, and its register map.
@@ -280,4 +280,15 @@ pub enum SimProfile {
     WeatherJson,
     /// Binary frames: u16le centivolts, i16le milliamps (use with `framing: cobs`).
     Power,
+}
+
+/// Identity of the model a device was expanded from (for Home Assistant and the dashboard).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// The model's name (`eastron-sdm630`).
+    pub id: String,
+    /// Its maker.
+    pub manufacturer: String,
+    /// The product's name.
+    pub name: String,
 }
