@@ -5,7 +5,8 @@
 //! and [`queue`] (the on-disk store-and-forward log that [`uplink`] drains). Back the other way,
 //! [`downlink`] routes MQTT messages on command topics to the devices that write them to their
 //! ports ([`rules::command`] says what bytes). [`gateway`] wires it together from a checked
-//! [`config`]; [`cli`] is the command line; [`web`] is the dashboard, which reads what
+//! [`config`] (whose device [`models`] expand to the full form before it is read); [`cli`] is
+//! the command line, and [`scan`] finds what is on a port; [`web`] is the dashboard, which reads what
 //! [`recent`] samples on the way; [`homeassistant`], [`prometheus`], [`systemd`],
 //! [`statedir`], [`tls`], [`stats`] and [`pacing`] serve around them; [`listener`] bounds
 //! every listener's connections, and [`http`] is the server the dashboard and the metrics

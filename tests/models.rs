@@ -117,3 +117,103 @@ fn every_model_s_test_vectors_pass_through_the_command_line() {
     let models = String::from_utf8_lossy(&list.stdout).lines().count();
     assert!(models >= 30, "{models} models");
 }
+
+/// RSS and CPU of a gateway reading 8 Eastron SDM630 units (17 points, 3 requests each, every
+/// second) configured by model, against the same 8 written out in full (`check --expand`), in
+/// one run, from pymodbus. Figures in BENCHMARKS.md:
+/// `CI=true cargo test --release --test models memory -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement (20 s per configuration); figures in BENCHMARKS.md"]
+async fn memory_with_8_model_based_meters_and_the_same_written_out() {
+    use common::devices::sdm630_input_registers;
+    use common::line::Cable;
+    use common::slave::slave;
+    let mut figures = Vec::new();
+    for written_out in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let cable = Cable::new();
+        let mut units = serde_json::Map::new();
+        for u in 1..=8 {
+            units.insert(
+                u.to_string(),
+                serde_json::json!({"ir": sdm630_input_registers()}),
+            );
+        }
+        let Some(_slave) = slave(
+            &cable.device_path,
+            &serde_json::json!({"units": units}),
+            dir.path(),
+        ) else {
+            return;
+        };
+        let mut yaml = String::from(
+            "gateway: {id: testgw, state_dir: \"{dir}/state\"}\nbroker: {listen: \"127.0.0.1:{port}\"}\ndevices:\n",
+        );
+        for u in 1..=8 {
+            yaml.push_str(&format!(
+                "  - {{name: m{u}, port: {}, model: eastron-sdm630, unit: {u}, every: 1s}}\n",
+                cable.gateway_path.display()
+            ));
+        }
+        if written_out {
+            let file = dir.path().join("models.yaml");
+            std::fs::write(&file, &yaml).unwrap();
+            let out = serial2mqtt_command()
+                .args(["check", "--expand"])
+                .arg(&file)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            yaml = String::from_utf8(out.stdout)
+                .unwrap()
+                .replace("  model: eastron-sdm630\n", "");
+            assert!(!yaml.contains("model:"), "{yaml}");
+        }
+        let gw = start_gateway(&yaml);
+        let mut sub = Subscriber::connect(gw.port, &["power/#"], QoS::AtMostOnce).await;
+        let start = std::time::Instant::now();
+        let mut cycles = 0;
+        while start.elapsed() < Duration::from_secs(20) {
+            sub.next_on("power/m8/voltage_l1", T).await;
+            cycles += 1;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{}/status", gw.child.id())).unwrap();
+        let kib = |k: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(k))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / 1024.0
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", gw.child.id())).unwrap();
+        let f: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let cpu = (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0;
+        let what = if written_out {
+            "written out"
+        } else {
+            "by model"
+        };
+        eprintln!(
+            "8 SDM630 units {what}, every 1s: {cycles} cycles of m8 in 20 s; RSS {:.1} MiB, peak {:.1} MiB; CPU {cpu:.2} s",
+            kib("VmRSS:"),
+            kib("VmHWM:")
+        );
+        assert!(cycles >= 15, "{what}: {cycles} cycles");
+        figures.push((kib("VmHWM:"), cpu));
+    }
+    eprintln!(
+        "peak RSS by model / written out: {:.2}; CPU {:.2}",
+        figures[0].0 / figures[1].0,
+        figures[0].1 / figures[1].1
+    );
+}

@@ -9,6 +9,7 @@ mod common;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use common::devices::sdm630_input_registers;
 use common::line::Cable;
 use common::slave::slave;
 use common::*;
@@ -104,38 +105,6 @@ async fn a_talking_device_is_found_at_an_unexpected_speed_and_its_snippet_publis
     sim.abort();
 }
 
-fn words(v: f32) -> [u16; 2] {
-    let b = v.to_be_bytes();
-    [
-        u16::from_be_bytes([b[0], b[1]]),
-        u16::from_be_bytes([b[2], b[3]]),
-    ]
-}
-
-/// An Eastron SDM630's input registers: three phases, 50 Hz, energy counters.
-fn sdm630_registers() -> Vec<u16> {
-    let mut ir = vec![0u16; 0x158];
-    let mut put = |at: usize, v: f32| ir[at..at + 2].copy_from_slice(&words(v));
-    for (i, v) in [231.2, 229.8, 232.5].into_iter().enumerate() {
-        put(2 * i, v);
-    }
-    for (i, a) in [4.2, 1.1, 0.5].into_iter().enumerate() {
-        put(6 + 2 * i, a);
-    }
-    for (i, w) in [950.0, 240.0, 110.0].into_iter().enumerate() {
-        put(0x0C + 2 * i, w);
-    }
-    put(0x34, 1300.0);
-    put(0x38, 1400.0);
-    put(0x3C, 200.0);
-    put(0x3E, 0.93);
-    put(0x46, 50.02);
-    put(0x48, 1234.5);
-    put(0x4A, 12.25);
-    put(0x156, 1246.75);
-    ir
-}
-
 #[tokio::test]
 async fn two_modbus_models_are_found_at_unexpected_addresses_and_their_snippet_publishes() {
     let cable = Cable::gated(9600, 'N');
@@ -143,7 +112,7 @@ async fn two_modbus_models_are_found_at_unexpected_addresses_and_their_snippet_p
     let spec = serde_json::json!({
         "baud": 9600,
         "units": {
-            "7": {"ir": sdm630_registers()},
+            "7": {"ir": sdm630_input_registers()},
             // An XY-MD02: 21.7 °C, 48.3 %RH in input registers 1 and 2.
             "12": {"ir": [0, 217, 483]},
         }

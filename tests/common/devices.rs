@@ -208,3 +208,36 @@ pub fn vedirect_block(millivolts: u32, milliamps: i32) -> Vec<u8> {
     block.push(0u8.wrapping_sub(sum));
     block
 }
+
+/// An f32 as two registers, high word first.
+fn f32_words(v: f32) -> [u16; 2] {
+    let b = v.to_be_bytes();
+    [
+        u16::from_be_bytes([b[0], b[1]]),
+        u16::from_be_bytes([b[2], b[3]]),
+    ]
+}
+
+/// An Eastron SDM630's input registers: three phases, 50 Hz, energy counters.
+pub fn sdm630_input_registers() -> Vec<u16> {
+    let mut ir = vec![0u16; 0x158];
+    let mut put = |at: usize, v: f32| ir[at..at + 2].copy_from_slice(&f32_words(v));
+    for (i, v) in [231.2, 229.8, 232.5].into_iter().enumerate() {
+        put(2 * i, v);
+    }
+    for (i, a) in [4.2, 1.1, 0.5].into_iter().enumerate() {
+        put(6 + 2 * i, a);
+    }
+    for (i, w) in [950.0, 240.0, 110.0].into_iter().enumerate() {
+        put(0x0C + 2 * i, w);
+    }
+    put(0x34, 1300.0);
+    put(0x38, 1400.0);
+    put(0x3C, 200.0);
+    put(0x3E, 0.93);
+    put(0x46, 50.02);
+    put(0x48, 1234.5);
+    put(0x4A, 12.25);
+    put(0x156, 1246.75);
+    ir
+}
