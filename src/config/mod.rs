@@ -207,7 +207,9 @@ fn resolve(
         return crate::config::models::expand::expand(value, library, locations);
     }
     let dir = crate::config::models::user_dir(file);
-    let library = crate::config::models::Library::with_dir(&dir).map_err(|errors| {
+    // Only the built-ins the devices name are read (each is a YAML tree while it is expanded).
+    let names = crate::config::models::expand::named(value);
+    let library = crate::config::models::Library::with_dir_for(&dir, &names).map_err(|errors| {
         errors
             .into_iter()
             .map(|message| Diagnostic {

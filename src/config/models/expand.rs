@@ -41,6 +41,17 @@ pub fn uses_models(file: &Value) -> bool {
     devices(file).is_some_and(|d| d.iter().any(|d| d.get("model").is_some()))
 }
 
+/// The model names the devices of the file give.
+pub fn named(file: &Value) -> Vec<String> {
+    devices(file)
+        .map(|d| {
+            d.iter()
+                .filter_map(|d| d.get("model")?.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn devices(file: &Value) -> Option<&Vec<Value>> {
     file.get("devices")?.as_sequence()
 }

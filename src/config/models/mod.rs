@@ -211,9 +211,23 @@ impl Library {
     /// The models shipped in the binary (each is checked by the test suite; one that does not
     /// read is left out and named in the error list).
     pub fn builtin() -> (Self, Vec<String>) {
+        Self::builtin_only(|_| true)
+    }
+
+    /// The built-ins whose file is named for one of `names` (a file is named for its model:
+    /// a test keeps it so), so that a config reads only the models it uses.
+    pub fn builtin_for(names: &[String]) -> (Self, Vec<String>) {
+        Self::builtin_only(|file| {
+            names
+                .iter()
+                .any(|n| file.strip_suffix(".yaml") == Some(n.as_str()))
+        })
+    }
+
+    fn builtin_only(wanted: impl Fn(&str) -> bool) -> (Self, Vec<String>) {
         let mut lib = Self::default();
         let mut errors = Vec::new();
-        for &(file, text) in builtin::FILES {
+        for &(file, text) in builtin::FILES.iter().filter(|(f, _)| wanted(f)) {
             match parse(text, &format!("models/{file}")) {
                 Ok(model) => {
                     lib.models.insert(
@@ -234,7 +248,18 @@ impl Library {
     /// The built-ins and the `*.yaml` files of `dir` (when it exists); errors say which file,
     /// line and what is wrong.
     pub fn with_dir(dir: &Path) -> Result<Self, Vec<String>> {
-        let (mut lib, mut errors) = Self::builtin();
+        Self::dir_over(Self::builtin(), dir)
+    }
+
+    /// [`Self::with_dir`] with only the built-ins named in `names` read.
+    pub fn with_dir_for(dir: &Path, names: &[String]) -> Result<Self, Vec<String>> {
+        Self::dir_over(Self::builtin_for(names), dir)
+    }
+
+    fn dir_over(
+        (mut lib, mut errors): (Self, Vec<String>),
+        dir: &Path,
+    ) -> Result<Self, Vec<String>> {
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -331,12 +356,17 @@ impl Library {
 
     /// The name nearest to a misspelt one, if any is near.
     pub fn nearest(&self, name: &str) -> Option<&str> {
+        let built_in = builtin::FILES
+            .iter()
+            .filter_map(|(f, _)| f.strip_suffix(".yaml"));
         self.models
             .keys()
+            .map(String::as_str)
+            .chain(built_in)
             .map(|k| (strsim::jaro_winkler(k, name), k))
             .filter(|(score, _)| *score > 0.8)
             .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, k)| k.as_str())
+            .map(|(_, k)| k)
     }
 }
 
