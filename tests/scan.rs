@@ -128,6 +128,7 @@ async fn two_modbus_models_are_found_at_unexpected_addresses_and_their_snippet_p
     .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stderr}{stdout}");
     assert!(out.status.success(), "{stderr}\n{stdout}");
     // Eastron's three-phase meters share one register map: any of them reads this unit right,
     // and the scan says that the others fit as well.
