@@ -27,7 +27,17 @@ fn wxt530(
         let mut requests = Vec::new();
         let mut line = Vec::new();
         let mut byte = [0u8; 1];
-        while master.read_exact(&mut byte).await.is_ok() {
+        let mut opened = false;
+        loop {
+            match master.read_exact(&mut byte).await {
+                Ok(_) => opened = true,
+                // Nobody has opened the port yet: wait. Closed after it was: the gateway is gone.
+                Err(e) if e.raw_os_error() == Some(libc::EIO) && !opened => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                Err(_) => break,
+            }
             line.push(byte[0]);
             if !line.ends_with(b"\r\n") {
                 continue;
@@ -224,4 +234,53 @@ async fn memory_with_8_model_based_meters_and_the_same_written_out() {
         figures[0].0 / figures[1].0,
         figures[0].1 / figures[1].1
     );
+}
+
+/// A model's writable point, switched on by naming it: EPEver's load switch (coil 2) from
+/// `solar/<device>/load/set`, written to a pymodbus unit, its state read back and published.
+#[tokio::test]
+async fn a_model_s_command_writes_its_point_once_the_device_names_it() {
+    use common::line::Cable;
+    use common::slave::slave;
+    let dir = tempfile::tempdir().unwrap();
+    let cable = Cable::new();
+    let mut ir = vec![0u16; 0x3320];
+    ir[0x3104] = 1230; // battery 12.30 V
+    let spec =
+        serde_json::json!({"baud": 115200, "units": {"1": {"ir": ir, "co": vec![false; 16]}}});
+    let Some(mut slave) = slave(&cable.device_path, &spec, dir.path()) else {
+        return;
+    };
+    let yaml = format!(
+        "gateway: {{id: gw, state_dir: \"{{dir}}/state\"}}\nbroker: {{listen: \"127.0.0.1:{{port}}\"}}\n\
+         devices:\n  - {{name: charger, port: {}, model: epever-tracer, every: 300ms, commands: [load]}}\n",
+        cable.gateway_path.display()
+    );
+    let gw = start_gateway(&yaml);
+    let mut sub = Subscriber::connect(gw.port, &["solar/#"], QoS::AtLeastOnce).await;
+    assert_eq!(
+        sub.next_on("solar/charger/battery_voltage", T)
+            .await
+            .payload,
+        "12.3"
+    );
+    assert_eq!(sub.next_on("solar/charger/load", T).await.payload, "OFF");
+    sub.client
+        .publish("solar/charger/load/set", QoS::AtLeastOnce, false, "ON")
+        .await
+        .unwrap();
+    assert_eq!(slave.next_write().await, "write 1 co 2 [True]");
+    assert_eq!(
+        sub.next_on("solar/charger/load/result", T).await.payload,
+        "ok"
+    );
+    sub.next_change("solar/charger/load", "OFF", "ON", T).await;
+    // A payload the command does not take is refused with the reason.
+    sub.client
+        .publish("solar/charger/load/set", QoS::AtLeastOnce, false, "MAYBE")
+        .await
+        .unwrap();
+    let refused = sub.next_on("solar/charger/load/result", T).await.payload;
+    assert!(refused.starts_with("error"), "{refused}");
+    assert_eq!(slave.writes(), 1);
 }

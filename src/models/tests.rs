@@ -87,6 +87,7 @@ device:
     timeout: 300ms
     points:
       - {name: voltage, input: 0, scale: 0.1, unit: V}
+      - {name: relay, coil: 0}
   rules: [state]
 rules:
   state:
@@ -95,6 +96,11 @@ rules:
       - topic: ${topic}/voltage
         payload: "{voltage}"
         homeassistant: {device_class: voltage, state_class: measurement, unit_of_measurement: V}
+commands:
+  relay:
+    subscribe: "${topic}/relay/set"
+    match: '^(ON|OFF)$'
+    point: relay
 tests:
   - about: 230.4 V
     registers: {input: {0: 2304}}
@@ -129,7 +135,7 @@ fn a_device_is_one_line_with_parameters_and_overrides() {
         std::time::Duration::from_secs(1),
         "merged"
     );
-    assert_eq!(unit.points.len(), 1, "the model's points are kept");
+    assert_eq!(unit.points.len(), 2, "the model's points are kept");
     assert_eq!(
         d.spec.entry.model.as_ref().map(|m| m.manufacturer.as_str()),
         Some("Acme")
@@ -285,4 +291,23 @@ fn the_documented_example_model_passes_its_vectors() {
     assert_eq!(outcomes.len(), 2);
     assert!(outcomes.iter().all(|o| o.failure.is_none()), "{outcomes:?}");
     assert!(doc.contains("2 passed, 0 failed"));
+}
+
+/// A model's writable points are commands that stay off until the device names them.
+#[test]
+fn a_model_s_commands_are_on_only_when_the_device_names_them() {
+    let off =
+        with_model("devices:\n  - {name: house, port: /dev/null, model: acme-meter}\n").unwrap();
+    assert!(off.devices[0].commands.is_empty());
+    let on = with_model(
+        "devices:\n  - {name: house, port: /dev/null, model: acme-meter, topic: \"p/{device}\", commands: [relay]}\n",
+    )
+    .unwrap();
+    let c = &on.devices[0].commands;
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(
+        on.devices[0].spec.entry.commands,
+        vec!["house/relay".to_string()]
+    );
+    assert_eq!(c[0].filter, "p/house/relay/set");
 }

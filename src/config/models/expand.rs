@@ -66,7 +66,7 @@ pub fn expand(
 ) -> Result<Vec<Option<ModelInfo>>, Vec<Diagnostic>> {
     let mut errors = Vec::new();
     let mut infos = Vec::new();
-    let mut added_rules = Mapping::new();
+    let mut added = [("rules", Mapping::new()), ("commands", Mapping::new())];
     let Some(list) = file.get_mut("devices").and_then(Value::as_sequence_mut) else {
         return Ok(infos);
     };
@@ -122,11 +122,14 @@ pub fn expand(
                 for (path, param) in filled {
                     locations.alias(format!("{at}.{path}"), &format!("{at}.{param}"));
                 }
-                for (k, v) in rules {
-                    if let Some(n) = k.as_str() {
-                        locations.alias(format!("rules.{n}"), &format!("{at}.model"));
+                for (section, got) in [(0, rules.rules), (1, rules.commands)] {
+                    for (k, v) in got {
+                        if let Some(n) = k.as_str() {
+                            let path = format!("{}.{n}", added[section].0);
+                            locations.alias(path, &format!("{at}.model"));
+                        }
+                        added[section].1.insert(k, v);
                     }
-                    added_rules.insert(k, v);
                 }
                 infos.push(Some(loaded.info()));
             }
@@ -139,31 +142,40 @@ pub fn expand(
     if !errors.is_empty() {
         return Err(errors);
     }
-    if !added_rules.is_empty() {
+    for (section, defs) in added {
+        if defs.is_empty() {
+            continue;
+        }
         let Some(root) = file.as_mapping_mut() else {
             return Ok(infos);
         };
-        let rules = root
-            .entry(Value::from("rules"))
+        let map = root
+            .entry(Value::from(section))
             .or_insert_with(|| Value::Mapping(Mapping::new()));
-        if rules.is_null() {
-            *rules = Value::Mapping(Mapping::new());
+        if map.is_null() {
+            *map = Value::Mapping(Mapping::new());
         }
-        if let Some(rules) = rules.as_mapping_mut() {
-            for (k, v) in added_rules {
-                if rules.contains_key(&k) {
-                    let name = k.as_str().unwrap_or_default();
-                    errors.push(Diagnostic {
-                        position: locations.find(&format!("rules.{name}")),
-                        message: format!(
-                            "rule `{name}` is also the name a model gives its rule for the device `{}`",
-                            name.split('/').next().unwrap_or_default()
-                        ),
-                        help: Some("rename your rule (names with `/` are the models')".into()),
-                    });
-                } else {
-                    rules.insert(k, v);
-                }
+        let Some(map) = map.as_mapping_mut() else {
+            continue;
+        };
+        let what = if section == "rules" {
+            "rule"
+        } else {
+            "command"
+        };
+        for (k, v) in defs {
+            if map.contains_key(&k) {
+                let name = k.as_str().unwrap_or_default();
+                errors.push(Diagnostic {
+                    position: locations.find(&format!("{section}.{name}")),
+                    message: format!(
+                        "{what} `{name}` is also the name a model gives its {what} for the device `{}`",
+                        name.split('/').next().unwrap_or_default()
+                    ),
+                    help: Some(format!("rename your {what} (names with `/` are the models')")),
+                });
+            } else {
+                map.insert(k, v);
             }
         }
     }
@@ -180,8 +192,8 @@ struct Problem {
     help: Option<String>,
 }
 
-/// Expands one device entry in place; returns the rules it brings, by their new names.
-fn one(entry: &mut Value, loaded: &Loaded, device: &str) -> Result<Mapping, Problem> {
+/// Expands one device entry in place; returns the rules and commands it brings.
+fn one(entry: &mut Value, loaded: &Loaded, device: &str) -> Result<Adopted, Problem> {
     let model = &loaded.model;
     let Some(written) = entry.as_mapping() else {
         return Err(Problem {
@@ -237,29 +249,17 @@ fn one(entry: &mut Value, loaded: &Loaded, device: &str) -> Result<Mapping, Prob
         help: None,
     })?;
     merge(&mut device_keys, Value::Mapping(overrides));
-    // The model's rules, under the device's name; the device's list may name them short.
-    let renamed = |r: &str| format!("{device}/{r}");
-    let mut rules = Mapping::new();
-    if let Some(list) = device_keys
-        .get_mut("rules")
-        .and_then(Value::as_sequence_mut)
-    {
-        for r in list.iter_mut() {
-            let Some(short) = r.as_str().map(str::to_owned) else {
-                continue;
-            };
-            let Some(rule) = model.rules.get(short.as_str()) else {
-                continue;
-            };
-            let mut rule = rule.clone();
-            substitute(&mut rule, &params).map_err(|message| Problem {
-                message,
-                help: None,
-            })?;
-            *r = Value::from(renamed(&short));
-            rules.insert(Value::from(renamed(&short)), rule);
-        }
-    }
+    // The model's rules and commands, under the device's name; the device's lists may name
+    // them short. A model's commands are there to be named: none is on unless the device's
+    // `commands:` lists it (a write is the user's choice).
+    let rules = adopt(&mut device_keys, "rules", &model.rules, &params, device)?;
+    let commands = adopt(
+        &mut device_keys,
+        "commands",
+        &model.commands,
+        &params,
+        device,
+    )?;
     let Value::Mapping(device_keys) = device_keys else {
         return Err(Problem {
             message: "its `device:` is not a mapping".into(),
@@ -275,7 +275,45 @@ fn one(entry: &mut Value, loaded: &Loaded, device: &str) -> Result<Mapping, Prob
         }
     }
     *entry = Value::Mapping(full);
-    Ok(rules)
+    Ok(Adopted { rules, commands })
+}
+
+/// What a device takes from its model besides its own keys, by their new names.
+struct Adopted {
+    rules: Mapping,
+    commands: Mapping,
+}
+
+/// The definitions of `defined` (the model's rules or commands) that the device's list `key`
+/// names, filled with the parameters and renamed `<device>/<name>` in the list too.
+fn adopt(
+    device_keys: &mut Value,
+    key: &str,
+    defined: &Mapping,
+    params: &BTreeMap<String, Value>,
+    device: &str,
+) -> Result<Mapping, Problem> {
+    let mut out = Mapping::new();
+    let Some(list) = device_keys.get_mut(key).and_then(Value::as_sequence_mut) else {
+        return Ok(out);
+    };
+    for r in list.iter_mut() {
+        let Some(short) = r.as_str().map(str::to_owned) else {
+            continue;
+        };
+        let Some(def) = defined.get(short.as_str()) else {
+            continue;
+        };
+        let mut def = def.clone();
+        substitute(&mut def, params).map_err(|message| Problem {
+            message,
+            help: None,
+        })?;
+        let name = format!("{device}/{short}");
+        *r = Value::from(name.as_str());
+        out.insert(Value::from(name), def);
+    }
+    Ok(out)
 }
 
 /// Drops the `model:` key the expansion keeps for the reader of `check --expand` (serde's
@@ -407,6 +445,7 @@ pub fn undeclared(model: &Model) -> Vec<String> {
     let mut walk = |v: &Value| used(v, &mut found);
     walk(&Value::Mapping(model.device.clone()));
     walk(&Value::Mapping(model.rules.clone()));
+    walk(&Value::Mapping(model.commands.clone()));
     found.retain(|p| !model.parameters.contains_key(p));
     found.sort();
     found.dedup();

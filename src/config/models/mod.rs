@@ -48,6 +48,10 @@ pub struct Model {
     /// Rules, as `rules:` of a config file, named by the device's `rules:`.
     #[serde(default)]
     pub rules: serde_yaml::Mapping,
+    /// Commands (writable points), as `commands:` of a config file: on only for a device whose
+    /// `commands:` names them.
+    #[serde(default)]
+    pub commands: serde_yaml::Mapping,
     /// What `scan` tries and what a real device reads.
     #[serde(default)]
     pub scan: Option<Scan>,
