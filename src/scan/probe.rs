@@ -351,3 +351,32 @@ fn number(v: &crate::rules::template::Value<'_>) -> Option<f64> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_identification;
+
+    /// A Read Device Identification answer as the protocol lays it out (unit 7, basic objects:
+    /// vendor, product code, revision), with its CRC.
+    #[test]
+    fn a_device_identification_answer_reads_as_its_objects() {
+        let mut frame = vec![7, 0x2B, 0x0E, 0x01, 0x01, 0x00, 0x00, 0x03];
+        for (id, text) in [(0u8, "Eastron"), (1, "SDM630"), (2, "2.03")] {
+            frame.push(id);
+            frame.push(text.len() as u8);
+            frame.extend_from_slice(text.as_bytes());
+        }
+        let crc = crc::Crc::<u16>::new(&crc::CRC_16_MODBUS).checksum(&frame);
+        frame.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            parse_identification(7, &frame).as_deref(),
+            Some("Eastron SDM630 2.03")
+        );
+        // Another unit's, a broken CRC, an exception answer: nothing.
+        assert_eq!(parse_identification(8, &frame), None);
+        let mut broken = frame.clone();
+        broken[9] ^= 1;
+        assert_eq!(parse_identification(7, &broken), None);
+        assert_eq!(parse_identification(7, &[7, 0xAB, 0x01, 0x00, 0x00]), None);
+    }
+}
