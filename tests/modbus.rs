@@ -4,109 +4,14 @@
 
 mod common;
 
-use std::io::BufRead as _;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::line::Cable;
+use common::slave::slave;
 use common::*;
 use rumqttc::QoS;
 
 const T: Duration = Duration::from_secs(10);
-
-/// pymodbus on `port`, serving `spec` (see tests/modbus/slave.py); None when it cannot run here.
-fn slave(port: &std::path::Path, spec: &serde_json::Value, dir: &std::path::Path) -> Option<Slave> {
-    let ok = Command::new("python3")
-        .args(["-c", "import pymodbus"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var("CI").is_err(),
-            "pymodbus is needed in CI: pip install pymodbus==3.6.9 pyserial"
-        );
-        eprintln!("skipped: python3 with pymodbus is not installed (pip install pymodbus==3.6.9 pyserial)");
-        return None;
-    }
-    let writes = dir.join("writes.log");
-    let mut spec = spec.clone();
-    spec["writes"] = serde_json::json!(writes);
-    let spec_path = dir.join("slave.json");
-    std::fs::write(&spec_path, spec.to_string()).unwrap();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/modbus/slave.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .arg(port)
-        .arg(&spec_path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    assert_eq!(
-        rx.recv_timeout(T).ok().as_deref(),
-        Some("ready"),
-        "pymodbus did not start"
-    );
-    Some(Slave {
-        child,
-        writes,
-        seen: 0,
-    })
-}
-
-/// The slave process, killed when dropped, and the file its writes are reported in.
-struct Slave {
-    child: Child,
-    writes: std::path::PathBuf,
-    seen: usize,
-}
-
-impl Slave {
-    /// The next `write UNIT TABLE ADDRESS [VALUES]` line the slave reported (async: the test's
-    /// MQTT client runs on the same thread and must go on sending).
-    async fn next_write(&mut self) -> String {
-        let deadline = std::time::Instant::now() + T;
-        loop {
-            let text = std::fs::read_to_string(&self.writes).unwrap_or_default();
-            if let Some(line) = text.lines().nth(self.seen) {
-                self.seen += 1;
-                return line.to_owned();
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no write reached the slave"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// How many writes the slave has reported so far.
-    fn writes(&self) -> usize {
-        std::fs::read_to_string(&self.writes)
-            .unwrap_or_default()
-            .lines()
-            .count()
-    }
-}
-
-impl Drop for Slave {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn regs_f32(v: f32) -> [u16; 2] {
     let b = v.to_be_bytes();

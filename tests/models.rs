@@ -199,23 +199,9 @@ async fn memory_with_8_model_based_meters_and_the_same_written_out() {
             sub.next_on("power/m8/voltage_l1", T).await;
             cycles += 1;
         }
-        let status = std::fs::read_to_string(format!("/proc/{}/status", gw.child.id())).unwrap();
-        let kib = |k: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(k))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-                .unwrap_or(0.0)
-                / 1024.0
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", gw.child.id())).unwrap();
-        let f: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r)
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let cpu = (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0;
+        let pid = gw.child.id();
+        let mib = |k: &str| status_kib(pid, k) as f64 / 1024.0;
+        let cpu = cpu_seconds(pid);
         let what = if written_out {
             "written out"
         } else {
@@ -223,11 +209,11 @@ async fn memory_with_8_model_based_meters_and_the_same_written_out() {
         };
         eprintln!(
             "8 SDM630 units {what}, every 1s: {cycles} cycles of m8 in 20 s; RSS {:.1} MiB, peak {:.1} MiB; CPU {cpu:.2} s",
-            kib("VmRSS:"),
-            kib("VmHWM:")
+            mib("VmRSS:"),
+            mib("VmHWM:")
         );
         assert!(cycles >= 15, "{what}: {cycles} cycles");
-        figures.push((kib("VmHWM:"), cpu));
+        figures.push((mib("VmHWM:"), cpu));
     }
     eprintln!(
         "peak RSS by model / written out: {:.2}; CPU {:.2}",

@@ -15,6 +15,21 @@ pub mod test_rule;
 
 use crate::config::{self, Config};
 
+/// A runtime for a command's network or serial work (one thread: a command does one thing at
+/// a time); `None`, with the reason printed, when the system cannot give one.
+pub fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("serial2mqtt: cannot start a runtime: {e}");
+            None
+        }
+    }
+}
+
 /// Loads the config, printing its warnings; its errors are printed and `None` returned.
 pub fn load_or_report(path: &std::path::Path) -> Option<Config> {
     match config::load(path) {

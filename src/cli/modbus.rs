@@ -70,15 +70,8 @@ pub fn main(probe: Probe) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("serial2mqtt: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = super::runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(ask(&probe, place)) {
         Ok((frame, took)) => match data(probe.unit, place.0, place.1, probe.count, &frame) {

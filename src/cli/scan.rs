@@ -85,15 +85,8 @@ pub fn main(args: Args) -> ExitCode {
         secs(silent),
         secs(talking)
     );
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("serial2mqtt: {e}");
-            return ExitCode::from(2);
-        }
+    let Some(runtime) = super::runtime() else {
+        return ExitCode::from(2);
     };
     let started = std::time::Instant::now();
     let found = runtime.block_on(async {

@@ -30,15 +30,8 @@ pub fn main(path: PathBuf, tls: &TlsTarget) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("serial2mqtt: cannot start a runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(rt) = super::runtime() else {
+        return ExitCode::FAILURE;
     };
     match rt.block_on(fetch(&config, tls)) {
         Ok(summary) => {

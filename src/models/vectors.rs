@@ -6,16 +6,15 @@
 
 use std::collections::BTreeMap;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde_yaml::Value;
-use tokio_util::codec::Decoder;
 
 use super::{Expected, Library, Loaded, Registers, Vector, Words, DEVICE};
 use crate::config::Device;
 use crate::frames::FrameHandler;
 use crate::message::Message;
 use crate::modbus::Table;
-use crate::serial::framing::{Decoded, FrameDecoder};
+use crate::serial::framing::FrameDecoder;
 use crate::stats::DeviceStats;
 
 /// How one vector went.
@@ -92,7 +91,7 @@ fn messages(device: &Device, v: &Vector) -> Result<Vec<Message>, String> {
             (_, Some(h)) => hex_bytes(h)?,
             _ => Vec::new(),
         };
-        cut(device, &bytes)?
+        FrameDecoder::frames_in(&device.framing, device.max_frame, &bytes)
     };
     for frame in frames {
         let check = device.checksum.as_ref().map(|c| c.verify(&frame));
@@ -102,27 +101,6 @@ fn messages(device: &Device, v: &Vector) -> Result<Vec<Message>, String> {
         out.extend(handler.handle(&frame));
     }
     Ok(out)
-}
-
-/// The frames the device's framing cuts from `bytes`.
-fn cut(device: &Device, bytes: &[u8]) -> Result<Vec<Bytes>, String> {
-    let mut decoder = FrameDecoder::new(&device.framing, device.max_frame);
-    let mut buf = BytesMut::from(bytes);
-    let mut frames = Vec::new();
-    loop {
-        match decoder.decode(&mut buf) {
-            Ok(Some(Decoded::Frame(f))) => frames.push(f),
-            Ok(Some(_)) => {}
-            Ok(None) => break,
-            Err(e) => return Err(format!("the framing failed: {e}")),
-        }
-    }
-    while let Ok(Some(d)) = decoder.decode_eof(&mut buf) {
-        if let Decoded::Frame(f) = d {
-            frames.push(f);
-        }
-    }
-    Ok(frames)
 }
 
 /// Bytes from hex digits, spaces allowed between them.

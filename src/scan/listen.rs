@@ -4,15 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio_serial::SerialStream;
-use tokio_util::codec::Decoder;
 
 use super::{Candidate, Finding, Line, Loaded, Progress};
 use crate::config::Device;
 use crate::frames::trial::try_frame;
-use crate::serial::framing::{Decoded, FrameDecoder};
+use crate::serial::framing::FrameDecoder;
 
 /// Bytes that, arriving with no model's frame in them, mean the wrong line speed.
 const GARBAGE: usize = 4096;
@@ -141,7 +139,7 @@ pub(super) fn recognise(push: &[(&Loaded, Device)], bytes: &[u8]) -> Vec<Seen> {
             implausible: 0,
             values: Vec::new(),
         };
-        for frame in frames(d, bytes) {
+        for frame in FrameDecoder::frames_in(&d.framing, d.max_frame, bytes) {
             let t = try_frame(d, "scan", &frame);
             let checked = matches!(t.checksum, Some((_, Ok(_))));
             let ruled = t.matched && !t.dropped && !t.messages.is_empty();
@@ -166,19 +164,6 @@ pub(super) fn recognise(push: &[(&Loaded, Device)], bytes: &[u8]) -> Vec<Seen> {
         }
         if s.frames > 0 && s.implausible == 0 {
             out.push(s);
-        }
-    }
-    out
-}
-
-/// The frames `d`'s framing cuts from `bytes`.
-fn frames(d: &Device, bytes: &[u8]) -> Vec<Bytes> {
-    let mut decoder = FrameDecoder::new(&d.framing, d.max_frame);
-    let mut buf = BytesMut::from(bytes);
-    let mut out = Vec::new();
-    while let Ok(Some(item)) = decoder.decode(&mut buf) {
-        if let Decoded::Frame(f) = item {
-            out.push(f);
         }
     }
     out

@@ -5,10 +5,9 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_serial::{SerialPort as _, SerialStream};
-use tokio_util::codec::Decoder;
 
 use super::{Candidate, Finding, Line, Loaded, Progress};
 use crate::config::Device;
@@ -16,7 +15,7 @@ use crate::modbus::decode::{self, Failure};
 use crate::modbus::plan::read_request;
 use crate::modbus::Table;
 use crate::models::Library;
-use crate::serial::framing::{Decoded, FrameDecoder, Framing};
+use crate::serial::framing::{FrameDecoder, Framing};
 
 /// Writes `request` and collects what comes back within `timeout` (after the last byte, a
 /// quiet gap of a few characters ends the answer early).
@@ -215,15 +214,7 @@ async fn here(port: &mut SerialStream, line: Line, unit: u8) -> std::io::Result<
 
 /// The RTU frames from `unit` in `bytes`.
 fn rtu_frames(unit: u8, bytes: &[u8]) -> Vec<Bytes> {
-    let mut decoder = FrameDecoder::new(&Framing::ModbusRtu(Some(unit)), 300);
-    let mut buf = BytesMut::from(bytes);
-    let mut out = Vec::new();
-    while let Ok(Some(item)) = decoder.decode(&mut buf) {
-        if let Decoded::Frame(f) = item {
-            out.push(f);
-        }
-    }
-    out
+    FrameDecoder::frames_in(&Framing::ModbusRtu(Some(unit)), 300, bytes)
 }
 
 /// Read Device Identification (function 43/14, basic objects): "vendor product version", when

@@ -388,6 +388,26 @@ struct GapState {
 }
 
 impl FrameDecoder {
+    /// Every whole frame `framing` cuts from `bytes` (what a device would read had they come
+    /// on its line at once), for checks outside a line: test vectors, `scan`.
+    pub fn frames_in(framing: &Framing, max_frame: usize, bytes: &[u8]) -> Vec<Bytes> {
+        use tokio_util::codec::Decoder as _;
+        let mut decoder = Self::new(framing, max_frame);
+        let mut buf = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        while let Ok(Some(item)) = decoder.decode(&mut buf) {
+            if let Decoded::Frame(f) = item {
+                out.push(f);
+            }
+        }
+        while let Ok(Some(item)) = decoder.decode_eof(&mut buf) {
+            if let Decoded::Frame(f) = item {
+                out.push(f);
+            }
+        }
+        out
+    }
+
     /// Creates the decoder for `framing`, dropping frames whose payload exceeds `max_frame` bytes.
     pub fn new(framing: &Framing, max_frame: usize) -> Self {
         let kind = if framing.validate().is_err() {
