@@ -9,7 +9,7 @@ mod common;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::devices::sdm630_input_registers;
+use common::devices::{sdm120_registers, sdm630_input_registers};
 use common::line::Cable;
 use common::slave::slave;
 use common::*;
@@ -109,9 +109,13 @@ async fn a_talking_device_is_found_at_an_unexpected_speed_and_its_snippet_publis
 async fn two_modbus_models_are_found_at_unexpected_addresses_and_their_snippet_publishes() {
     let cable = Cable::gated(9600, 'N');
     let dir = tempfile::tempdir().unwrap();
+    let (sdm120_ir, sdm120_hr) = sdm120_registers();
     let spec = serde_json::json!({
         "baud": 9600,
         "units": {
+            // An SDM120 (factory 2400 baud) set to 9600: its map is an SDM230's too, and only
+            // its meter code (holding 0xFC02) tells them apart.
+            "3": {"ir": sdm120_ir, "hr": sdm120_hr},
             "7": {"ir": sdm630_input_registers()},
             // An XY-MD02: 21.7 °C, 48.3 %RH in input registers 1 and 2.
             "12": {"ir": [0, 217, 483]},
@@ -157,7 +161,17 @@ async fn two_modbus_models_are_found_at_unexpected_addresses_and_their_snippet_p
         stdout.contains("model: xy-md02, unit: 12}"),
         "{stdout}\n{stderr}"
     );
-    assert_eq!(stdout.matches("  - {name:").count(), 2, "{stdout}");
+    assert_eq!(stdout.matches("  - {name:").count(), 3, "{stdout}");
+    let sdm120 = stdout
+        .lines()
+        .find(|d| d.contains("unit: 3,") || d.contains("unit: 3}"))
+        .unwrap_or_else(|| panic!("unit 3 not found:\n{stdout}"));
+    assert!(sdm120.contains("model: eastron-sdm120,"), "{stdout}");
+    assert!(
+        sdm120.ends_with("baud: 9600}"),
+        "not its factory speed: {stdout}"
+    );
+    assert!(stdout.contains("its model code reads 0x0020"), "{stdout}");
     let (quiet, _) = stated(&stderr);
     // The stated bound is for a line where nothing answers; each unit found adds the reading
     // of every Modbus model's map (at most a few seconds each).
@@ -178,6 +192,15 @@ async fn two_modbus_models_are_found_at_unexpected_addresses_and_their_snippet_p
             .await
             .payload,
         "229.8"
+    );
+    let mut sdm120 =
+        Subscriber::connect(gw.port, &["power/eastron_sdm120_3/#"], QoS::AtMostOnce).await;
+    assert_eq!(
+        sdm120
+            .next_on("power/eastron_sdm120_3/voltage", cycle(10))
+            .await
+            .payload,
+        "229.6"
     );
     assert_eq!(
         climate

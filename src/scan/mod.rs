@@ -247,6 +247,10 @@ pub fn plausible(l: &Loaded, name: &str, value: f64) -> Option<bool> {
     Some(value.is_finite() && value >= lo && value <= hi)
 }
 
+/// What a model's signature register reading its code adds to its first score: more than any
+/// count of plausible values.
+pub const SIGNATURE: u32 = 1000;
+
 /// Orders candidates best first; the confidence the best one earns.
 pub fn rank(mut c: Vec<Candidate>) -> Option<(Vec<Candidate>, Confidence)> {
     c.sort_by(|a, b| b.score.cmp(&a.score).then_with(|| a.model.cmp(&b.model)));
@@ -256,6 +260,7 @@ pub fn rank(mut c: Vec<Candidate>) -> Option<(Vec<Candidate>, Confidence)> {
         .get(1)
         .is_none_or(|s| (s.score.0, s.score.1) < (best.score.0, best.score.1));
     let confidence = match best.score.0 {
+        n if n >= SIGNATURE => Confidence::Certain,
         n if n >= 2 && alone => Confidence::Certain,
         n if n >= 1 => Confidence::Likely,
         _ => Confidence::Possible,

@@ -311,6 +311,18 @@ async fn try_model(
             }
         }
     }
+    let mut signed = String::new();
+    if let Some(sig) = l.model.scan.as_ref().and_then(|s| s.signature.as_ref()) {
+        match signature(port, line, unit, sig, timeout).await? {
+            Some(v) if sig.values.contains(&v) => {
+                inside += super::SIGNATURE;
+                signed = format!(", its model code reads {v:#06x} ({})", sig.about);
+            }
+            // The register holds another model's code.
+            Some(_) => return Ok(None),
+            None => {}
+        }
+    }
     let factory = library
         .device(
             &l.model.model,
@@ -324,12 +336,36 @@ async fn try_model(
         model: l.model.model.clone(),
         score: (inside, u32::from(factory), read),
         evidence: format!(
-            "its map read in {} request(s), {read} value(s), {inside} inside its plausible ranges{}",
+            "its map read in {} request(s), {read} value(s), {} inside its plausible ranges{}{signed}",
             map.requests.len(),
+            inside % super::SIGNATURE,
             if factory { ", at its factory settings" } else { "" }
         ),
         values,
     }))
+}
+
+/// The value of a model's signature register, when the unit answers its read (an exception or
+/// silence: `None`, no evidence either way).
+async fn signature(
+    port: &mut SerialStream,
+    line: Line,
+    unit: u8,
+    sig: &crate::models::Signature,
+    timeout: Duration,
+) -> std::io::Result<Option<u16>> {
+    let (table, address) = match (sig.holding, sig.input) {
+        (Some(a), _) => (Table::Holding, a),
+        (None, Some(a)) => (Table::Input, a),
+        (None, None) => return Ok(None),
+    };
+    let answer = exchange(port, line, &read_request(unit, table, address, 1), timeout).await?;
+    for frame in rtu_frames(unit, &answer) {
+        if let Ok(data) = decode::data(unit, table, address, 1, &frame) {
+            return Ok(data.get(..2).map(|w| u16::from_be_bytes([w[0], w[1]])));
+        }
+    }
+    Ok(None)
 }
 
 /// A decoded point's value as a number.

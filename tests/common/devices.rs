@@ -241,3 +241,20 @@ pub fn sdm630_input_registers() -> Vec<u16> {
     put(0x156, 1246.75);
     ir
 }
+
+/// An Eastron SDM120's input registers (229.6 V, 2.35 A, 512.3 W, PF 0.95, 49.98 Hz, 815.25 kWh
+/// imported) and its holding registers up to the meter code at 0xFC02 (0x0020, "SDM120").
+pub fn sdm120_registers() -> (Vec<u16>, Vec<u16>) {
+    let mut ir = vec![0u16; 0x158];
+    let mut put = |at: usize, v: f32| ir[at..at + 2].copy_from_slice(&f32_words(v));
+    put(0x00, 229.6);
+    put(0x06, 2.35);
+    put(0x0C, 512.3);
+    put(0x1E, 0.95);
+    put(0x46, 49.98);
+    put(0x48, 815.25);
+    put(0x156, 815.25);
+    let mut hr = vec![0u16; 0xFC03];
+    hr[0xFC02] = 0x0020;
+    (ir, hr)
+}

@@ -153,6 +153,25 @@ pub struct Scan {
     /// Ranges a real device's values fall in: a value outside rules the model out.
     #[serde(default)]
     pub plausible: BTreeMap<String, [f64; 2]>,
+    /// A register that names the model (a meter code): its value proves it, another value
+    /// rules it out.
+    #[serde(default)]
+    pub signature: Option<Signature>,
+}
+
+/// A Modbus register whose value the vendor documents as this model's code.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signature {
+    /// An input register (function 4), 0-based.
+    pub input: Option<u16>,
+    /// A holding register (function 3), 0-based.
+    pub holding: Option<u16>,
+    /// The values a device of this model reads there.
+    pub values: Vec<u16>,
+    /// Where the document says so.
+    #[serde(default)]
+    pub about: String,
 }
 
 /// Where a model came from.
