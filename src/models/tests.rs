@@ -311,3 +311,50 @@ fn a_model_s_commands_are_on_only_when_the_device_names_them() {
     );
     assert_eq!(c[0].filter, "p/house/relay/set");
 }
+
+/// Every plausible range names something `scan` reads: a Modbus model's point, another
+/// model's published quantity (the last level of a topic); a signature names its register.
+#[test]
+fn scan_hints_name_what_the_scan_reads() {
+    let (lib, _) = Library::builtin();
+    let mut wrong = Vec::new();
+    for l in lib.iter() {
+        let m = &l.model;
+        let Some(scan) = &m.scan else { continue };
+        let names: Vec<String> = if m.family.modbus() {
+            m.device
+                .get("modbus")
+                .and_then(|b| b.get("points"))
+                .and_then(|p| p.as_sequence())
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.get("name")?.as_str().map(str::to_owned))
+                .collect()
+        } else {
+            m.rules
+                .values()
+                .filter_map(|r| r.get("publish")?.as_sequence())
+                .flatten()
+                .filter_map(|p| p.get("topic")?.as_str())
+                .filter_map(|t| t.rsplit('/').next().map(str::to_owned))
+                .collect()
+        };
+        for key in scan.plausible.keys() {
+            if !names.contains(key) {
+                wrong.push(format!(
+                    "{}: plausible `{key}` is not one of {names:?}",
+                    m.model
+                ));
+            }
+        }
+        if let Some(sig) = &scan.signature {
+            if sig.holding.is_none() && sig.input.is_none() || sig.values.is_empty() {
+                wrong.push(format!(
+                    "{}: a signature needs a register and values",
+                    m.model
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

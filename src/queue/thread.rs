@@ -117,7 +117,6 @@ fn run(mut q: Queue, rx: flume::Receiver<Cmd>, interval: Duration) {
     let mut parked: Option<(u64, usize, oneshot::Sender<Vec<Record>>)> = None;
     let mut losses = Losses::new(q.drops());
     loop {
-        let mut appended = false;
         let wait = q.sync_due_in(interval).unwrap_or(Duration::from_secs(3600));
         let wait = losses.due_in().map_or(wait, |d| d.min(wait));
         match rx.recv_timeout(wait) {
@@ -125,7 +124,6 @@ fn run(mut q: Queue, rx: flume::Receiver<Cmd>, interval: Duration) {
                 if let Err(e) = q.append(&messages) {
                     losses.write_failed(&e);
                 }
-                appended = true;
             }
             Ok(Cmd::Read { from, max, reply }) => answer(&mut q, from, max, reply, &mut parked),
             Ok(Cmd::Ack(seq)) => q.ack(seq),
@@ -142,8 +140,7 @@ fn run(mut q: Queue, rx: flume::Receiver<Cmd>, interval: Duration) {
                 let _ = reply.send(());
                 return;
             }
-            // A read that failed is tried again at least here.
-            Err(flume::RecvTimeoutError::Timeout) => appended = true,
+            Err(flume::RecvTimeoutError::Timeout) => {}
             Err(flume::RecvTimeoutError::Disconnected) => {
                 let _ = q.sync_all();
                 return;
@@ -155,12 +152,12 @@ fn run(mut q: Queue, rx: flume::Receiver<Cmd>, interval: Duration) {
             }
         }
         losses.update(q.drops());
-        // Records are readable as soon as they are accepted; nothing else makes a waiting
-        // read's answer (an acknowledgement or a stats request adds no record to read).
-        if appended {
-            if let Some((from, max, reply)) = parked.take() {
-                answer(&mut q, from, max, reply, &mut parked);
-            }
+        // Records are readable as soon as they are accepted. A waiting read is tried after every
+        // command, not only appends: cheap (a closed segment read to its end is skipped, the
+        // active one keeps its position), and it never depends on which command made records
+        // readable.
+        if let Some((from, max, reply)) = parked.take() {
+            answer(&mut q, from, max, reply, &mut parked);
         }
     }
 }
