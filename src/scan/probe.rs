@@ -173,7 +173,11 @@ pub async fn modbus(
             let identification = identify(port, line, unit).await?;
             let mut candidates = Vec::new();
             for l in modbus {
-                if let Some(c) = try_model(port, library, l, line, unit).await? {
+                if let Some(mut c) = try_model(port, library, l, line, unit).await? {
+                    if identification.as_deref().is_some_and(|id| names(id, l)) {
+                        c.score.0 += super::SIGNATURE;
+                        c.evidence += ", and the unit identifies itself as it";
+                    }
                     candidates.push(c);
                 }
             }
@@ -215,6 +219,21 @@ async fn here(port: &mut SerialStream, line: Line, unit: u8) -> std::io::Result<
 /// The RTU frames from `unit` in `bytes`.
 fn rtu_frames(unit: u8, bytes: &[u8]) -> Vec<Bytes> {
     FrameDecoder::frames_in(&Framing::ModbusRtu(Some(unit)), 300, bytes)
+}
+
+/// Whether a unit's identification ("vendor product version") names model `l`: its maker and
+/// its product's first word (`Eastron` and `SDM630` for "Eastron SDM630-Modbus"), in any case.
+pub fn names(identification: &str, l: &Loaded) -> bool {
+    let id = identification.to_lowercase();
+    let maker = l.model.manufacturer.to_lowercase();
+    let product = l
+        .model
+        .name
+        .split(|c: char| c.is_whitespace() || c == '-' || c == '/')
+        .next()
+        .unwrap_or_default()
+        .to_lowercase();
+    !maker.is_empty() && !product.is_empty() && id.contains(&maker) && id.contains(&product)
 }
 
 /// Read Device Identification (function 43/14, basic objects): "vendor product version", when
@@ -381,7 +400,7 @@ fn number(v: &crate::rules::template::Value<'_>) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_identification;
+    use super::{names, parse_identification};
 
     /// A Read Device Identification answer as the protocol lays it out (unit 7, basic objects:
     /// vendor, product code, revision), with its CRC.
@@ -405,5 +424,17 @@ mod tests {
         broken[9] ^= 1;
         assert_eq!(parse_identification(7, &broken), None);
         assert_eq!(parse_identification(7, &[7, 0xAB, 0x01, 0x00, 0x00]), None);
+    }
+
+    /// An identification names a model by its maker and its product's first word.
+    #[test]
+    fn an_identification_names_the_model_of_its_maker_and_product() {
+        let (lib, _) = crate::models::Library::builtin();
+        let sdm630 = lib.get("eastron-sdm630").unwrap();
+        let sdm120 = lib.get("eastron-sdm120").unwrap();
+        assert!(names("Eastron SDM630 2.03", sdm630));
+        assert!(names("EASTRON LTD sdm630-modbus v2", sdm630));
+        assert!(!names("Eastron SDM630 2.03", sdm120));
+        assert!(!names("Acme SDM630", sdm630));
     }
 }
