@@ -103,6 +103,7 @@ async fn at_line(
     let start = Instant::now();
     let mut all = Vec::new();
     let mut buf = [0u8; 1024];
+    let mut checked = Instant::now();
     loop {
         let left = listen.saturating_sub(start.elapsed());
         if left.is_zero() {
@@ -116,6 +117,12 @@ async fn at_line(
             Ok(Err(e)) => return Err(e),
             Err(_) => {}
         }
+        // Every model cuts the whole buffer again: at most every 200 ms, not after each read
+        // of a fast line.
+        if checked.elapsed() < Duration::from_millis(200) {
+            continue;
+        }
+        checked = Instant::now();
         let seen = recognise(push, &all);
         if seen.iter().any(|s| s.frames >= ENOUGH) {
             return Ok((all.len(), seen));

@@ -80,22 +80,6 @@ impl Line {
         let bits = if self.parity == 'N' { 10 } else { 11 };
         Duration::from_micros(bytes as u64 * bits * 1_000_000 / u64::from(self.baud.max(1)))
     }
-
-    /// As device keys (`baud`, `parity`), for a model whose factory settings differ.
-    pub fn keys(&self) -> serde_yaml::Mapping {
-        let mut m = serde_yaml::Mapping::new();
-        m.insert("baud".into(), self.baud.into());
-        m.insert(
-            "parity".into(),
-            match self.parity {
-                'E' => "even",
-                'O' => "odd",
-                _ => "none",
-            }
-            .into(),
-        );
-        m
-    }
 }
 
 /// How sure a finding is.
@@ -165,8 +149,8 @@ pub struct Kinds<'a> {
     pub push: Vec<(&'a Loaded, Device)>,
     /// Answer their own read request.
     pub polled: Vec<(&'a Loaded, Device)>,
-    /// Modbus units.
-    pub modbus: Vec<&'a Loaded>,
+    /// Modbus units (the device at the model's defaults: its factory line settings).
+    pub modbus: Vec<(&'a Loaded, Device)>,
 }
 
 /// Sorts the library's models by how they are found.
@@ -177,10 +161,6 @@ pub fn kinds(library: &Library) -> Kinds<'_> {
         modbus: Vec::new(),
     };
     for l in library.iter() {
-        if l.model.family.modbus() {
-            k.modbus.push(l);
-            continue;
-        }
         let Ok(d) = library.device(
             &l.model.model,
             "scan",
@@ -189,7 +169,9 @@ pub fn kinds(library: &Library) -> Kinds<'_> {
         ) else {
             continue;
         };
-        if d.polls.is_empty() {
+        if l.model.family.modbus() {
+            k.modbus.push((l, d));
+        } else if d.polls.is_empty() {
             k.push.push((l, d));
         } else {
             k.polled.push((l, d));
@@ -283,7 +265,7 @@ impl<'a> Plan<'a> {
     pub fn new(opts: &Options, library: &'a Library) -> Self {
         let kinds = kinds(library);
         let listen = listen::lines(&kinds.push, opts.bauds.as_deref());
-        let modbus = probe::modbus_lines(library, &kinds.modbus, opts.bauds.as_deref());
+        let modbus = probe::modbus_lines(&kinds.modbus, opts.bauds.as_deref());
         Self {
             kinds,
             listen,

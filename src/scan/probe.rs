@@ -103,18 +103,10 @@ pub async fn polled(
 
 /// The Modbus line settings to try: `bauds` (or every Modbus model's), with the parities the
 /// models use, the settings most models leave the factory with first.
-pub fn modbus_lines(library: &Library, modbus: &[&Loaded], bauds: Option<&[u32]>) -> Vec<Line> {
+pub fn modbus_lines(modbus: &[(&Loaded, Device)], bauds: Option<&[u32]>) -> Vec<Line> {
     let mut count: Vec<(Line, u32, u32)> = Vec::new();
-    for l in modbus {
-        let Ok(d) = library.device(
-            &l.model.model,
-            "scan",
-            "/dev/serial2mqtt-scan",
-            &Default::default(),
-        ) else {
-            continue;
-        };
-        let factory = Line::of(&d);
+    for (l, d) in modbus {
+        let factory = Line::of(d);
         for line in super::lines_of(l, factory) {
             let f = u32::from(line == factory);
             match count.iter_mut().find(|(x, _, _)| *x == line) {
@@ -148,7 +140,7 @@ pub fn presence_timeout(line: Line) -> Duration {
 pub async fn modbus(
     port: &mut SerialStream,
     library: &Library,
-    modbus: &[&Loaded],
+    modbus: &[(&Loaded, Device)],
     lines: &[Line],
     units: std::ops::RangeInclusive<u8>,
     progress: &mut dyn Progress,
@@ -172,8 +164,9 @@ pub async fn modbus(
         for unit in present {
             let identification = identify(port, line, unit).await?;
             let mut candidates = Vec::new();
-            for l in modbus {
-                if let Some(mut c) = try_model(port, library, l, line, unit).await? {
+            for (l, factory) in modbus {
+                let at_factory = Line::of(factory) == line;
+                if let Some(mut c) = try_model(port, library, l, line, unit, at_factory).await? {
                     if identification.as_deref().is_some_and(|id| names(id, l)) {
                         c.score.0 += super::SIGNATURE;
                         c.evidence += ", and the unit identifies itself as it";
@@ -279,6 +272,7 @@ async fn try_model(
     l: &Loaded,
     line: Line,
     unit: u8,
+    factory: bool,
 ) -> std::io::Result<Option<Candidate>> {
     let mut keys = serde_yaml::Mapping::new();
     if l.model.parameters.contains_key("unit") {
@@ -342,15 +336,6 @@ async fn try_model(
             None => {}
         }
     }
-    let factory = library
-        .device(
-            &l.model.model,
-            "scan",
-            "/dev/serial2mqtt-scan",
-            &Default::default(),
-        )
-        .map(|f| Line::of(&f) == line)
-        .unwrap_or(false);
     Ok(Some(Candidate {
         model: l.model.model.clone(),
         score: (inside, u32::from(factory), read),
