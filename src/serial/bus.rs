@@ -23,11 +23,11 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
-use tokio_serial::SerialPort as _;
 use tokio_util::codec::{Decoder, FramedRead};
 use tracing::{debug, warn};
 
 use super::framing::{Decoded, DropReason, FrameDecoder, Framing, Mux, Protocol, Verify};
+use super::link::Link;
 use super::port::{Announced, PortTask, Stop, WRITE_TIMEOUT};
 use super::schedule::{Availability, Schedule};
 use crate::downlink::Request;
@@ -143,7 +143,7 @@ enum Event {
     Silence,
 }
 
-type Frames = FramedRead<tokio_serial::SerialStream, Line>;
+type Frames = FramedRead<Box<dyn Link>, Line>;
 
 /// One open port's state between events: the line, the devices' handlers and schedule, the
 /// commands waiting and the transaction in progress.
@@ -166,7 +166,7 @@ struct Bus<'t, 'a> {
 /// Serves one open port until it goes away or the task stops.
 pub(super) async fn serve(
     task: &PortTask,
-    port: tokio_serial::SerialStream,
+    port: Box<dyn Link>,
     requests: &mut mpsc::Receiver<Request>,
     announced: &mut Announced,
 ) -> Stop {
@@ -207,11 +207,7 @@ pub(super) async fn serve(
 }
 
 impl<'t, 'a> Bus<'t, 'a> {
-    fn new(
-        task: &'t PortTask,
-        port: tokio_serial::SerialStream,
-        announced: &'a mut Announced,
-    ) -> Self {
+    fn new(task: &'t PortTask, port: Box<dyn Link>, announced: &'a mut Announced) -> Self {
         let devices = &task.devices;
         let line = Line::new(devices);
         let asked = matches!(line, Line::Asked { .. });
@@ -437,7 +433,7 @@ impl<'t, 'a> Bus<'t, 'a> {
         }
         // Bytes already waiting on the port (this task was not scheduled in time) belong to
         // the frame: no silence yet.
-        if frames.get_ref().bytes_to_read().is_ok_and(|n| n > 0) {
+        if frames.get_ref().waiting() > 0 {
             return None;
         }
         let Line::Asked { decoders, .. } = frames.decoder_mut() else {
@@ -461,8 +457,7 @@ fn switch(frames: &mut Frames, m: usize, flush: bool) {
         return;
     };
     if flush || *active != m {
-        // Best effort: a port that cannot flush still has the read buffer cleared.
-        let _ = frames.get_ref().clear(tokio_serial::ClearBuffer::Input);
+        frames.get_mut().discard_input();
         frames.read_buffer_mut().clear();
     }
     if let Line::Asked { decoders, active } = frames.decoder_mut() {
@@ -476,7 +471,7 @@ fn switch(frames: &mut Frames, m: usize, flush: bool) {
 /// Writes poll `p` of device `m`; returns when its answer is overdue.
 async fn send(
     task: &PortTask,
-    port: &mut tokio_serial::SerialStream,
+    port: &mut Box<dyn Link>,
     m: usize,
     p: usize,
 ) -> Result<Instant, String> {
@@ -490,7 +485,7 @@ async fn send(
 }
 
 /// Writes all bytes and waits until the port took them, within [`WRITE_TIMEOUT`].
-async fn write(port: &mut tokio_serial::SerialStream, bytes: &[u8]) -> std::io::Result<()> {
+async fn write(port: &mut Box<dyn Link>, bytes: &[u8]) -> std::io::Result<()> {
     match tokio::time::timeout(WRITE_TIMEOUT, async {
         port.write_all(bytes).await?;
         port.flush().await
@@ -518,7 +513,7 @@ fn answer_window(d: &crate::config::Device) -> Duration {
 /// it was not written (refused, timed out), Err when the port is gone.
 async fn command(
     task: &PortTask,
-    port: &mut tokio_serial::SerialStream,
+    port: &mut Box<dyn Link>,
     request: &Request,
     limits: &mut Limits,
 ) -> Result<Option<usize>, String> {

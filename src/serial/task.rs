@@ -6,10 +6,9 @@
 use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
-use tokio_serial::SerialPortBuilderExt;
 use tracing::{debug, info, warn};
 
-use super::port::{explain_open_error, Announced, PortTask, Stop, REOPEN_MAX, REOPEN_MIN};
+use super::port::{Announced, PortTask, Stop, REOPEN_MAX, REOPEN_MIN};
 use crate::downlink::Request;
 use crate::pacing::{RateLimit, LOG_EVERY};
 use crate::stats::DeviceStats;
@@ -26,7 +25,7 @@ impl PortTask {
             if self.shutdown.is_cancelled() {
                 break;
             }
-            match self.open() {
+            match super::link::open(&self.path, &self.devices[0].serial).await {
                 Ok(port) => {
                     let opened = std::time::Instant::now();
                     last_error = None;
@@ -93,16 +92,5 @@ impl PortTask {
     fn names(&self) -> String {
         let names: Vec<&str> = self.devices.iter().map(|d| d.name.as_str()).collect();
         names.join(",")
-    }
-
-    fn open(&self) -> Result<tokio_serial::SerialStream, String> {
-        let s = self.devices[0].serial;
-        tokio_serial::new(self.path.to_string_lossy(), s.baud)
-            .data_bits(s.data_bits)
-            .parity(s.parity)
-            .stop_bits(s.stop_bits)
-            .flow_control(s.flow_control)
-            .open_native_async()
-            .map_err(|e| explain_open_error(&self.path, &e))
     }
 }
