@@ -20,6 +20,7 @@
 
 pub mod decode;
 pub mod map;
+pub mod mbap;
 pub mod plan;
 pub mod write;
 
