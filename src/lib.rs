@@ -32,6 +32,7 @@ pub mod recent;
 pub mod rules;
 pub mod scan;
 pub mod serial;
+pub mod server;
 pub mod statedir;
 pub mod stats;
 pub mod systemd;

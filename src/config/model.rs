@@ -35,8 +35,56 @@ pub struct Config {
     pub homeassistant: schema::HomeAssistantSettings,
     /// The web dashboard, if it is on.
     pub web: Option<WebSettings>,
+    /// The Modbus TCP server, if it is on.
+    pub modbus_server: Option<ServerSettings>,
     /// Things that are legal but probably not meant (an unused rule, a missing port).
     pub warnings: Vec<Diagnostic>,
+}
+
+/// The Modbus TCP server, checked: every unit names a Modbus device, every grant parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSettings {
+    /// Where it listens.
+    pub listen: std::net::SocketAddr,
+    /// Connections at once, from everybody.
+    pub max_connections: usize,
+    /// Connections at once from one address (loopback exempt).
+    pub max_connections_per_peer: usize,
+    /// Requests one connection may have waiting at once.
+    pub max_queued: usize,
+    /// The clients' part of a line's time while polls wait too (0..=1).
+    pub share: f64,
+    /// Longest a request waits for the line.
+    pub max_wait: Duration,
+    /// A connection idle this long is closed.
+    pub idle_timeout: Duration,
+    /// The units clients reach, by the unit id they address.
+    pub units: Vec<ServedUnit>,
+}
+
+/// One device clients reach.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServedUnit {
+    /// The gateway's device.
+    pub device: String,
+    /// The unit id clients address.
+    pub unit: u8,
+    /// Reads younger than this are answered from the gateway's latest reading.
+    pub cache: Option<Duration>,
+    /// Who may read what.
+    pub read: Vec<Access>,
+    /// Who may write what.
+    pub write: Vec<Access>,
+}
+
+/// Clients and the addresses they may reach.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Access {
+    /// The clients' networks; empty means any client.
+    pub clients: Vec<ipnet::IpNet>,
+    /// Per table (coils, discretes, holding, input), the address ranges granted; None grants
+    /// every address of every table.
+    pub tables: Option<[Vec<std::ops::RangeInclusive<u16>>; 4]>,
 }
 
 /// The dashboard's listener, checked: a token wherever it is not loopback.

@@ -11,8 +11,10 @@ use tracing::info;
 use super::GatewayError;
 use crate::config::{ConfigDiff, Device, PortSource};
 use crate::downlink::{self, Routes};
+use crate::modbus::cache::RegisterCache;
 use crate::outlet::Outlet;
-use crate::serial::port::PortTask;
+use crate::serial::exchange::{self, Registry, Target};
+use crate::serial::port::{Inbox, PortTask};
 use crate::serial::simulate;
 use crate::stats::{DeviceList, DeviceStats};
 
@@ -43,6 +45,10 @@ pub(super) struct Devices {
     pub routes: Routes,
     /// The dashboard's record of the devices, when there is a dashboard.
     pub recent: Option<Arc<crate::recent::Recent>>,
+    /// Where the Modbus TCP server finds the Modbus devices' buses.
+    pub shared: Registry,
+    /// The part of a line's time the server's clients get while polls wait too.
+    pub share: f64,
 }
 
 /// The devices grouped by the port they share, in the order each port first appears.
@@ -93,8 +99,21 @@ impl Devices {
             .map(|_| Arc::new(DeviceStats::default()))
             .collect();
         let (inbox, requests) = mpsc::channel(downlink::INBOX);
+        let (exchanges_in, exchanges) = mpsc::channel(exchange::INBOX);
+        let cache = Arc::new(RegisterCache::default());
         for (m, d) in devices.iter().enumerate() {
             self.routes.register(&d.name, m, &d.commands, inbox.clone());
+            if let Some(unit) = &d.modbus {
+                let target = Target {
+                    inbox: exchanges_in.clone(),
+                    member: m,
+                    unit: unit.unit,
+                    cache: Arc::clone(&cache),
+                    stats: Arc::clone(&stats[m]),
+                    timeout: d.polls.iter().map(|p| p.timeout).max().unwrap_or_default(),
+                };
+                self.shared.register(&d.name, target);
+            }
         }
         let recent = match &self.recent {
             Some(r) => devices.iter().map(|d| r.device(&d.name)).collect(),
@@ -108,8 +127,13 @@ impl Devices {
             outlet: self.outlet.clone(),
             shutdown: stop.clone(),
             recent,
+            cache,
+            share: self.share,
         };
-        let handle = tokio::spawn(task.run(requests));
+        let handle = tokio::spawn(task.run(Inbox {
+            requests,
+            exchanges,
+        }));
         let failed = self.failed.clone();
         let who = names.join(", ");
         let done = tokio::spawn(async move {
@@ -133,6 +157,7 @@ impl Devices {
         let r = self.running.remove(i);
         for name in &r.names {
             self.routes.remove(name);
+            self.shared.remove(name);
         }
         r.stop.cancel();
         let _ = r.done.await;

@@ -33,6 +33,8 @@ use crate::outlet::{Outlet, Upstream};
 use crate::prometheus;
 use crate::queue::{self, thread::QueueHandle};
 use crate::recent::Recent;
+use crate::config::model::ServerSettings;
+use crate::serial::exchange::Registry;
 use crate::stats::DeviceList;
 use crate::systemd::Systemd;
 use crate::uplink::{Uplink, UplinkState};
@@ -85,6 +87,9 @@ pub enum GatewayError {
     /// The web dashboard did not start.
     #[error(transparent)]
     Web(#[from] crate::web::WebError),
+    /// The Modbus TCP server's listener could not be bound.
+    #[error("{0}")]
+    ModbusServer(std::io::Error),
     /// A simulated device could not get a pseudo-terminal.
     #[error("device `{device}`: cannot create a pseudo-terminal for the simulator: {source}")]
     Simulator {
@@ -295,6 +300,9 @@ fn listener_budget(config: &Config) -> f64 {
     if let Some(w) = web {
         budget.want("dashboard", w.limits.max_connections, 1);
     }
+    if let Some(s) = &config.modbus_server {
+        budget.want("modbus server", s.max_connections, 1);
+    }
     if let Some(m) = &config.metrics {
         if web.map(|w| w.listen) != Some(m.listen) {
             budget.want("metrics", crate::http::Limits::METRICS.max_connections, 1);
@@ -338,6 +346,21 @@ pub async fn run(
             settings.limits = settings.limits.scaled(budget);
             Some(crate::web::bind(&settings).await?)
         }
+        None => None,
+    };
+    let shared = Registry::default();
+    let modbus_server = match &config.modbus_server {
+        Some(settings) => Some(
+            crate::server::bind(
+                &ServerSettings {
+                    max_connections: listener::scaled(settings.max_connections, budget),
+                    ..settings.clone()
+                },
+                shared.clone(),
+            )
+                .await
+                .map_err(GatewayError::ModbusServer)?,
+        ),
         None => None,
     };
     // The queue first: it must be open (and repaired) before anything produces messages.
@@ -393,6 +416,8 @@ pub async fn run(
         failed: failed_tx,
         routes,
         recent: recent.clone(),
+        shared,
+        share: config.modbus_server.as_ref().map_or(0.0, |s| s.share),
     };
     devices.start_all(config.devices.clone())?;
     let uplink_state = uplink.as_ref().map(|u| Arc::clone(&u.state));
@@ -405,6 +430,9 @@ pub async fn run(
         uplink_state.clone(),
         shutdown.clone(),
     ))];
+    if let Some(server) = modbus_server {
+        helpers.push(server.serve(shutdown.clone()));
+    }
     if let Some((bound, handle)) = metrics_own {
         helpers.push(bound.serve(handle, shutdown.clone()));
     }

@@ -18,6 +18,7 @@
 //! the map, the coalescing plan and the values, which reuse the binary fields' types and word
 //! orders (`rules::binary`).
 
+pub mod cache;
 pub mod decode;
 pub mod map;
 pub mod mbap;

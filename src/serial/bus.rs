@@ -14,6 +14,14 @@
 //! port with one device, frames nobody asked for are ruled as usual (a device that also talks
 //! by itself); on a shared line they are counted as `unsolicited` and dropped, since they
 //! cannot be told apart from a late answer to an earlier request.
+//!
+//! Programs that share the line (the Modbus TCP server) send [`Exchange`]s: when the line is
+//! free and no command waits, the [`Share`] decides between the clients' next request (taken in
+//! [`Turns`]) and the poll that is due. An exchange is written as given, its answer (the next
+//! frame the device's framing cuts, checksum checked) is handed back and not ruled, and it is
+//! never retried: the client decides that. One that waited past its expiry, or is for a device
+//! that is offline, is answered at once without line time. The answers to the gateway's own
+//! Modbus reads fill the [`RegisterCache`](crate::modbus::cache::RegisterCache).
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -22,14 +30,14 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
 use tokio_util::codec::{Decoder, FramedRead};
 use tracing::{debug, warn};
 
+use super::exchange::{Exchange, Outcome};
 use super::framing::{Decoded, DropReason, FrameDecoder, Framing, Mux, Protocol, Verify};
 use super::link::Link;
-use super::port::{Announced, PortTask, Stop, WRITE_TIMEOUT};
-use super::schedule::{Availability, Schedule};
+use super::port::{Announced, Inbox, PortTask, Stop, WRITE_TIMEOUT};
+use super::schedule::{Availability, Schedule, Share, Turns};
 use crate::downlink::Request;
 use crate::frames::FrameHandler;
 use crate::message::Message;
@@ -119,6 +127,8 @@ enum Asked {
     Poll(usize),
     /// Command `.0` of the device (its answer, if any, is ruled; silence is no fault).
     Command(usize),
+    /// A sharing program's request (the exchange is `Bus::on_line`).
+    Exchange,
 }
 
 /// The transaction on the line.
@@ -130,12 +140,15 @@ struct Pending {
     attempt: u32,
     /// When its answer is overdue.
     deadline: Instant,
+    /// When it was written (the line's time it takes, for the [`Share`]).
+    started: Instant,
 }
 
 /// What woke the port's loop.
 enum Event {
     Shutdown,
     Request(Request),
+    Exchange(Exchange),
     Item(Option<std::io::Result<(usize, Decoded)>>),
     /// A deadline passed: an answer is overdue, or the line is free again.
     Wake,
@@ -161,13 +174,19 @@ struct Bus<'t, 'a> {
     /// The previous transaction's turnaround: no request before this.
     quiet_until: Instant,
     limits: Limits,
+    /// Sharing programs' requests waiting for the line.
+    clients: Turns<Exchange>,
+    /// The exchange on the line, if the transaction is one.
+    on_line: Option<Exchange>,
+    /// The line's time between clients and polls.
+    share: Share,
 }
 
 /// Serves one open port until it goes away or the task stops.
 pub(super) async fn serve(
     task: &PortTask,
     port: Box<dyn Link>,
-    requests: &mut mpsc::Receiver<Request>,
+    inbox: &mut Inbox,
     announced: &mut Announced,
 ) -> Stop {
     let mut bus = Bus::new(task, port, announced);
@@ -182,7 +201,8 @@ pub(super) async fn serve(
         let silence = bus.silence();
         let event = tokio::select! {
             _ = task.shutdown.cancelled() => Event::Shutdown,
-            Some(request) = requests.recv() => Event::Request(request),
+            Some(request) = inbox.requests.recv() => Event::Request(request),
+            Some(exchange) = inbox.exchanges.recv() => Event::Exchange(exchange),
             item = bus.frames.next() => Event::Item(item),
             _ = tokio::time::sleep_until(wake.unwrap_or(now).into()), if wake.is_some() => Event::Wake,
             _ = tokio::time::sleep_until(silence.unwrap_or(now).into()), if silence.is_some() => Event::Silence,
@@ -191,6 +211,10 @@ pub(super) async fn serve(
             Event::Shutdown => Err(Stop::Shutdown),
             Event::Request(request) => {
                 bus.waiting.push_back(request);
+                Ok(())
+            }
+            Event::Exchange(exchange) => {
+                bus.clients.push(exchange.client, exchange);
                 Ok(())
             }
             Event::Wake => bus.overdue().await,
@@ -236,6 +260,9 @@ impl<'t, 'a> Bus<'t, 'a> {
             pending: None,
             quiet_until: Instant::now(),
             limits: Limits::default(),
+            clients: Turns::default(),
+            on_line: None,
+            share: Share::new(task.share),
         }
     }
 
@@ -263,12 +290,18 @@ impl<'t, 'a> Bus<'t, 'a> {
                         asked: Asked::Command(request.command),
                         attempt: 0,
                         deadline: end + wait,
+                        started: now,
                     });
                 }
             }
             return Ok(true);
         }
-        let Ok((m, p)) = self.schedule.next(now) else {
+        self.turn_away(now);
+        let due = self.schedule.next(now);
+        if !self.clients.is_empty() && (due.is_err() || self.share.clients_first()) {
+            return self.exchange(now).await.map(|()| true);
+        }
+        let Ok((m, p)) = due else {
             return Ok(false);
         };
         self.schedule.started(m, p, now);
@@ -281,8 +314,51 @@ impl<'t, 'a> Bus<'t, 'a> {
             asked: Asked::Poll(p),
             attempt: 0,
             deadline,
+            started: now,
         });
         Ok(true)
+    }
+
+    /// Answers at once the exchanges that waited past their expiry, and those for a device
+    /// that is offline (asking it would cost the line a timeout).
+    fn turn_away(&mut self, now: Instant) {
+        let schedule = &self.schedule;
+        for e in self
+            .clients
+            .drain_where(|e| e.expires <= now || schedule.is_offline(e.member))
+        {
+            let outcome = if e.expires <= now {
+                Outcome::Expired
+            } else {
+                Outcome::Offline
+            };
+            let _ = e.answer.send(outcome);
+        }
+    }
+
+    /// Writes the next client's request; its answer is awaited like a poll's.
+    async fn exchange(&mut self, now: Instant) -> Result<(), Stop> {
+        let Some(e) = self.clients.pop() else {
+            return Ok(());
+        };
+        let Some(d) = self.task.devices.get(e.member) else {
+            let _ = e.answer.send(Outcome::Closed);
+            return Ok(());
+        };
+        switch(&mut self.frames, e.member, true);
+        if let Err(why) = write(self.frames.get_mut(), &e.request).await {
+            let _ = e.answer.send(Outcome::Closed);
+            return Err(Stop::Gone(format!("write error: {why}")));
+        }
+        self.pending = Some(Pending {
+            member: e.member,
+            asked: Asked::Exchange,
+            attempt: 0,
+            deadline: Instant::now() + d.serial.wire_time(e.request.len()) + answer_window(d),
+            started: now,
+        });
+        self.on_line = Some(e);
+        Ok(())
     }
 
     /// When the loop must look again without any bytes coming in: the transaction's deadline,
@@ -291,7 +367,7 @@ impl<'t, 'a> Bus<'t, 'a> {
         match &self.pending {
             Some(t) => Some(t.deadline),
             // A command waits only for the turnaround.
-            None if !self.waiting.is_empty() => Some(self.quiet_until),
+            None if !self.waiting.is_empty() || !self.clients.is_empty() => Some(self.quiet_until),
             None => match self.schedule.next(now) {
                 Ok(_) => Some(self.quiet_until),
                 Err(due) => due.map(|d| d.max(self.quiet_until)),
@@ -313,6 +389,11 @@ impl<'t, 'a> Bus<'t, 'a> {
             return Ok(());
         };
         self.quiet_until = Instant::now() + self.task.devices[t.member].turnaround;
+        self.share
+            .used(matches!(t.asked, Asked::Exchange), t.started.elapsed());
+        if let (Asked::Exchange, Some(e)) = (t.asked, self.on_line.take()) {
+            let _ = e.answer.send(Outcome::NoAnswer);
+        }
         if let Asked::Poll(p) = t.asked {
             DeviceStats::bump(&self.task.stats[t.member].timeouts);
             let poll = &self.task.devices[t.member].polls[p];
@@ -357,11 +438,20 @@ impl<'t, 'a> Bus<'t, 'a> {
             return self.publish(messages).await;
         };
         let d = &self.task.devices[t.member];
+        self.quiet_until = Instant::now() + d.turnaround;
+        self.share
+            .used(matches!(t.asked, Asked::Exchange), t.started.elapsed());
         let name = match t.asked {
             Asked::Poll(p) => d.polls[p].name.as_str(),
             Asked::Command(c) => d.commands[c].command.name.as_str(),
+            Asked::Exchange => {
+                self.answered(d, frame);
+                return Ok(());
+            }
         };
-        self.quiet_until = Instant::now() + d.turnaround;
+        if let Asked::Poll(p) = t.asked {
+            self.cache(t.member, p, frame);
+        }
         let Some(messages) = self.handlers[t.member].answer(frame, name) else {
             // A bad checksum: no answer. A poll is asked again while it has retries.
             if let Asked::Poll(p) = t.asked {
@@ -396,6 +486,7 @@ impl<'t, 'a> Bus<'t, 'a> {
             self.pending = Some(Pending {
                 attempt: t.attempt + 1,
                 deadline,
+                started: Instant::now(),
                 ..t
             });
             return Ok(());
@@ -409,6 +500,35 @@ impl<'t, 'a> Bus<'t, 'a> {
         }
         let messages: Vec<Message> = self.handlers[m].unanswered(&poll.name).collect();
         self.publish(messages).await
+    }
+
+    /// The exchange on the line was answered: the frame goes back when its checksum passes.
+    fn answered(&mut self, d: &crate::config::Device, frame: &Bytes) {
+        let Some(e) = self.on_line.take() else {
+            return;
+        };
+        let good = d.checksum.as_ref().is_none_or(|c| c.verify(frame).is_ok());
+        let outcome = if good {
+            Outcome::Answer(frame.clone())
+        } else {
+            Outcome::NoAnswer
+        };
+        let _ = e.answer.send(outcome);
+    }
+
+    /// Keeps the data of a Modbus read's answer for the server's cached reads.
+    fn cache(&self, m: usize, p: usize, frame: &[u8]) {
+        let Some(unit) = &self.task.devices[m].modbus else {
+            return;
+        };
+        let Some(r) = unit.requests.get(p) else {
+            return;
+        };
+        if let Ok(data) = crate::modbus::decode::data(unit.unit, r.table, r.start, r.count, frame) {
+            self.task
+                .cache
+                .store(m, r.table, r.start, r.count, data, Instant::now());
+        }
     }
 
     /// Hands a frame's or a cycle's messages on; Err when the gateway stops.

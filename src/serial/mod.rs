@@ -6,6 +6,7 @@
 //! on a pseudo-terminal for the demo and tests.
 
 pub mod bus;
+pub mod exchange;
 pub mod framing;
 pub mod link;
 pub mod port;

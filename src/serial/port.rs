@@ -51,6 +51,18 @@ pub struct PortTask {
     pub shutdown: CancellationToken,
     /// Their records for the dashboard, in the same order, when there is a dashboard.
     pub recent: Vec<Arc<crate::recent::DeviceRecent>>,
+    /// The latest registers its Modbus units answered, for the Modbus TCP server.
+    pub cache: Arc<crate::modbus::cache::RegisterCache>,
+    /// The part of the line's time sharing programs get while polls wait too (0..=1).
+    pub share: f64,
+}
+
+/// What a port task is asked: its devices' commands, and sharing programs' exchanges.
+pub struct Inbox {
+    /// Commands from MQTT.
+    pub requests: tokio::sync::mpsc::Receiver<Request>,
+    /// Requests of programs sharing the line (the Modbus TCP server).
+    pub exchanges: tokio::sync::mpsc::Receiver<super::exchange::Exchange>,
 }
 
 /// Why serving an open port stopped.

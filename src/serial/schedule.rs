@@ -11,7 +11,15 @@
 //! timeout now and then rather than on every turn. The first answer puts it back on its own
 //! intervals at once, counted from the request it answered. Commands do not pass through here:
 //! the port task sends them before any poll.
+//!
+//! Programs sharing the line (the Modbus TCP server's clients) queue their requests beside the
+//! polls. Between clients, [`Turns`] takes one request from each in turn, so one greedy client
+//! cannot hold the line against the others. Between the clients and the gateway's own polls,
+//! [`Share`] gives the clients their configured part of the line's time whenever both wait
+//! (and all of it when no poll is due, and none when no client waits): neither side can starve
+//! the other.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::config::Device;
@@ -168,9 +176,154 @@ impl Schedule {
     }
 }
 
+/// Requests of several clients, served one from each in turn.
+#[derive(Debug)]
+pub struct Turns<T> {
+    /// Each client with requests waiting, in the order their turns come.
+    queues: VecDeque<(u64, VecDeque<T>)>,
+}
+
+impl<T> Default for Turns<T> {
+    fn default() -> Self {
+        Self {
+            queues: VecDeque::new(),
+        }
+    }
+}
+
+impl<T> Turns<T> {
+    /// Queues `item` of `client` behind its own earlier ones.
+    pub fn push(&mut self, client: u64, item: T) {
+        match self.queues.iter_mut().find(|(c, _)| *c == client) {
+            Some((_, q)) => q.push_back(item),
+            None => self.queues.push_back((client, VecDeque::from([item]))),
+        }
+    }
+
+    /// The next request: the oldest of the client whose turn it is (who then goes last).
+    pub fn pop(&mut self) -> Option<T> {
+        let (client, mut q) = self.queues.pop_front()?;
+        let item = q.pop_front();
+        if !q.is_empty() {
+            self.queues.push_back((client, q));
+        }
+        item
+    }
+
+    /// Whether no request waits.
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+
+    /// Takes out every request for which `gone` holds (expired, or for a device that cannot
+    /// answer now), in queue order.
+    pub fn drain_where(&mut self, mut gone: impl FnMut(&T) -> bool) -> Vec<T> {
+        let mut out = Vec::new();
+        for (_, q) in self.queues.iter_mut() {
+            let mut kept = VecDeque::with_capacity(q.len());
+            for item in q.drain(..) {
+                if gone(&item) {
+                    out.push(item);
+                } else {
+                    kept.push_back(item);
+                }
+            }
+            *q = kept;
+        }
+        self.queues.retain(|(_, q)| !q.is_empty());
+        out
+    }
+}
+
+/// How much of the line's recent time went to clients and to the gateway's own polls, so that
+/// when both wait the side behind its share goes next.
+#[derive(Debug, Clone)]
+pub struct Share {
+    /// The clients' part, 0..=1.
+    clients: f64,
+    own: Duration,
+    theirs: Duration,
+}
+
+/// The time over which the shares are kept: older use counts for half, then a quarter, ...
+const SHARE_WINDOW: Duration = Duration::from_secs(10);
+
+impl Share {
+    /// Clients get `clients` (0..=1) of the line's time when the gateway's polls wait too.
+    pub fn new(clients: f64) -> Self {
+        Self {
+            clients: clients.clamp(0.0, 1.0),
+            own: Duration::ZERO,
+            theirs: Duration::ZERO,
+        }
+    }
+
+    /// When a poll is due and a client waits: whether the client goes first.
+    pub fn clients_first(&self) -> bool {
+        let total = (self.own + self.theirs).as_secs_f64();
+        if total == 0.0 {
+            return self.clients > 0.0;
+        }
+        self.theirs.as_secs_f64() / total < self.clients
+    }
+
+    /// A transaction of a client (`client`) or of the gateway held the line for `busy`.
+    pub fn used(&mut self, client: bool, busy: Duration) {
+        if client {
+            self.theirs += busy;
+        } else {
+            self.own += busy;
+        }
+        if self.own + self.theirs > SHARE_WINDOW {
+            self.own /= 2;
+            self.theirs /= 2;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clients_take_turns_and_get_their_share_when_polls_wait_too() {
+        let mut t = Turns::default();
+        for i in 0..5 {
+            t.push(1, ("greedy", i));
+        }
+        t.push(2, ("modest", 0));
+        t.push(3, ("modest", 0));
+        let order: Vec<_> = std::iter::from_fn(|| t.pop()).take(4).collect();
+        assert_eq!(
+            order,
+            [("greedy", 0), ("modest", 0), ("modest", 0), ("greedy", 1)]
+        );
+        let gone = t.drain_where(|(_, i)| *i == 3);
+        assert_eq!(gone, [("greedy", 3)]);
+        assert_eq!(t.pop(), Some(("greedy", 2)));
+        assert_eq!(t.pop(), Some(("greedy", 4)));
+        assert!(t.is_empty());
+
+        // Both always waiting: the line's time splits as configured, whatever each costs.
+        for part in [0.25, 0.5, 0.8] {
+            let mut s = Share::new(part);
+            let (mut theirs, mut own) = (Duration::ZERO, Duration::ZERO);
+            for _ in 0..2000 {
+                if s.clients_first() {
+                    let busy = Duration::from_millis(30); // a client's long read
+                    s.used(true, busy);
+                    theirs += busy;
+                } else {
+                    let busy = Duration::from_millis(12);
+                    s.used(false, busy);
+                    own += busy;
+                }
+            }
+            let got = theirs.as_secs_f64() / (theirs + own).as_secs_f64();
+            assert!((got - part).abs() < 0.03, "share {part}: clients got {got}");
+        }
+        assert!(!Share::new(0.0).clients_first());
+    }
 
     fn device(everies: &[u64]) -> Device {
         let mut yaml = String::from(

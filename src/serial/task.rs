@@ -5,17 +5,17 @@
 
 use std::sync::atomic::Ordering;
 
-use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::port::{Announced, PortTask, Stop, REOPEN_MAX, REOPEN_MIN};
-use crate::downlink::Request;
+use super::exchange::Outcome;
+use super::port::{Announced, Inbox, PortTask, Stop, REOPEN_MAX, REOPEN_MIN};
 use crate::pacing::{RateLimit, LOG_EVERY};
 use crate::stats::DeviceStats;
 
 impl PortTask {
-    /// Runs until shutdown, taking the devices' commands from `requests`.
-    pub async fn run(self, mut requests: mpsc::Receiver<Request>) {
+    /// Runs until shutdown, taking the devices' commands and sharing programs' exchanges from
+    /// `inbox`.
+    pub async fn run(self, mut inbox: Inbox) {
         let port_name = self.path.display().to_string();
         let mut refusals = RateLimit::new(LOG_EVERY);
         let mut delays = crate::pacing::backoff(REOPEN_MIN, REOPEN_MAX);
@@ -37,7 +37,7 @@ impl PortTask {
                         }
                     }
                     info!(port = %port_name, device = %self.names(), "port open");
-                    let stop = super::bus::serve(&self, port, &mut requests, &mut announced).await;
+                    let stop = super::bus::serve(&self, port, &mut inbox, &mut announced).await;
                     // A port that opens and fails at once must not flap at the shortest delay:
                     // the backoff starts over only after the port stayed up for a while.
                     if opened.elapsed() >= REOPEN_MAX {
@@ -72,8 +72,11 @@ impl PortTask {
                 tokio::select! {
                     _ = self.shutdown.cancelled() => break true,
                     _ = &mut wait => break false,
-                    Some(request) = requests.recv() => {
+                    Some(request) = inbox.requests.recv() => {
                         self.refuse(&request, "the device is offline", &mut refusals).await;
+                    }
+                    Some(exchange) = inbox.exchanges.recv() => {
+                        let _ = exchange.answer.send(Outcome::Closed);
                     }
                 }
             };

@@ -16,6 +16,7 @@ mod polls;
 mod profile;
 mod queue;
 mod rules;
+mod server;
 mod uplink;
 mod web;
 
@@ -57,10 +58,17 @@ pub fn check(
     let listeners = [("broker.listen", broker.listen)];
     // metrics.listen may be the dashboard's own address: one listener serves both.
     let web_listen = raw.web.as_ref().map(|w| w.listen);
-    let web = raw.web.and_then(|w| web::check(w, &listeners, &mut p));
     let metrics = raw
         .metrics
+        .clone()
         .and_then(|m| metrics::check(m, web_listen, &mut p));
+    let web = raw.web.and_then(|w| web::check(w, &listeners, &mut p));
+    let mut taken = vec![("broker.listen", broker.listen)];
+    taken.extend(web_listen.map(|a| ("web.listen", a)));
+    taken.extend(raw.metrics.as_ref().map(|m| ("metrics.listen", m.listen)));
+    let modbus_server = raw
+        .modbus_server
+        .and_then(|s| server::check(s, &devices, &taken, &mut p));
 
     if !p.errors.is_empty() {
         return Err(p.errors);
@@ -76,6 +84,7 @@ pub fn check(
         metrics,
         homeassistant: raw.homeassistant,
         web,
+        modbus_server,
         warnings: p.warnings,
     })
 }

@@ -12,8 +12,10 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 
 mod device;
+mod server;
 
 pub use device::*;
+pub use server::*;
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -49,6 +51,8 @@ pub struct File {
     pub homeassistant: HomeAssistantSettings,
     /// The web dashboard; off when omitted.
     pub web: Option<Web>,
+    /// The Modbus TCP server sharing the buses; off when omitted.
+    pub modbus_server: Option<ModbusServer>,
 }
 
 /// `homeassistant:` — where Home Assistant listens for discovery and announces itself.
