@@ -103,6 +103,9 @@ pub fn main(path: PathBuf) -> ExitCode {
                     print!("{}", modbus_plan(d, unit));
                 }
             }
+            if let Some(s) = &c.modbus_server {
+                print!("{}", modbus_server(s, &c.devices));
+            }
             ExitCode::SUCCESS
         }
         None => ExitCode::FAILURE,
@@ -203,6 +206,97 @@ fn commanders(b: &crate::config::schema::Broker, d: &crate::config::Device) -> S
     } else {
         who.join(" and ")
     }
+}
+
+/// The Modbus TCP server: who reaches which unit, and per bus what the clients may take of the
+/// line's time against the gateway's own polls (their cycle budget).
+fn modbus_server(
+    s: &crate::config::model::ServerSettings,
+    devices: &[crate::config::Device],
+) -> String {
+    let from = if s.listen.ip().is_loopback() {
+        "this host only"
+    } else {
+        "the network"
+    };
+    let mut out = format!("  modbus server on {} ({from}):\n", s.listen);
+    for u in &s.units {
+        let cache = match u.cache {
+            Some(age) => format!(
+                ", reads answered from the last poll when younger than {}",
+                humantime::format_duration(age)
+            ),
+            None => String::new(),
+        };
+        let writes = if u.write.is_empty() {
+            "no writes"
+        } else {
+            "writes as granted"
+        };
+        out += &format!("    unit {} = {}{cache}, {writes}\n", u.unit, u.device);
+    }
+    let served: Vec<&crate::config::Device> = devices
+        .iter()
+        .filter(|d| s.units.iter().any(|u| u.device == d.name))
+        .collect();
+    let mut buses: Vec<Option<std::path::PathBuf>> = Vec::new();
+    for d in &served {
+        if !buses.contains(&d.source.key()) {
+            buses.push(d.source.key());
+        }
+    }
+    let pct = |f: f64| format!("{:.0}%", f * 100.0);
+    for key in buses {
+        let members: Vec<&crate::config::Device> =
+            devices.iter().filter(|d| d.source.key() == key).collect();
+        let Some(first) = members.first() else {
+            continue;
+        };
+        // The polls' part of the line when every unit answers.
+        let polls: f64 = members
+            .iter()
+            .flat_map(|d| d.polls.iter().map(move |p| (d, p)))
+            .map(|(d, p)| {
+                let answer = d
+                    .modbus
+                    .as_ref()
+                    .and_then(|u| u.request(&p.name))
+                    .and_then(|i| d.modbus.as_ref()?.requests.get(i))
+                    .map_or(p.bytes.len(), |r| {
+                        5 + if r.table.bits() {
+                            usize::from(r.count).div_ceil(8)
+                        } else {
+                            usize::from(r.count) * 2
+                        }
+                    });
+                (d.serial.wire_time(p.bytes.len() + answer) + d.turnaround).as_secs_f64()
+                    / p.every.as_secs_f64().max(1e-6)
+            })
+            .sum();
+        let names: Vec<&str> = members.iter().map(|d| d.name.as_str()).collect();
+        let keep = 1.0 - s.share;
+        let verdict = if polls <= keep {
+            "the polls keep their intervals while clients are busy".to_owned()
+        } else if keep <= 0.0 {
+            "busy clients can stop the polls (share: 100%)".to_owned()
+        } else {
+            format!(
+                "while clients are busy the polls fall behind: each runs about {:.1}x its interval",
+                polls / keep
+            )
+        };
+        // The longest a poll may wait for one client's transaction: a 125-register read.
+        let longest = first.serial.wire_time(8 + 255) + first.turnaround;
+        out += &format!(
+            "    bus {} ({}): the polls take {} of the line when every unit answers; clients may take up to {} while polls wait ({verdict}); a poll may wait up to {} behind a client's longest read\n",
+            key.as_ref().map_or_else(|| "(simulated)".into(), |k| k.display().to_string()),
+            names.join(", "),
+            pct(polls),
+            pct(s.share),
+            humantime::format_duration(std::time::Duration::from_millis(longest.as_millis() as u64)),
+        );
+    }
+    out
 }
 
 /// A Modbus device's request plan: each request with the points it reads, and the time one

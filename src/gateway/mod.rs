@@ -24,6 +24,7 @@ use tracing::{error, info, warn};
 
 use crate::broker::{self, LocalBroker};
 use crate::config::check::{commands_in_force, refuses_commands};
+use crate::config::model::ServerSettings;
 use crate::config::{Config, ConfigDiff, Device, QueueSettings};
 use crate::downlink::Routes;
 use crate::homeassistant;
@@ -33,7 +34,6 @@ use crate::outlet::{Outlet, Upstream};
 use crate::prometheus;
 use crate::queue::{self, thread::QueueHandle};
 use crate::recent::Recent;
-use crate::config::model::ServerSettings;
 use crate::serial::exchange::Registry;
 use crate::stats::DeviceList;
 use crate::systemd::Systemd;
@@ -142,6 +142,7 @@ async fn publish_stats(
     devices: DeviceList,
     queue: Option<QueueHandle>,
     uplink: Option<Arc<UplinkState>>,
+    server: Option<Arc<crate::server::Shared>>,
     shutdown: CancellationToken,
 ) {
     if every.is_zero() {
@@ -160,6 +161,7 @@ async fn publish_stats(
             devices: &devices,
             queue: queue.as_ref(),
             uplink: uplink.as_deref(),
+            server: server.as_deref(),
         };
         let summary = Summary::collect(&from, every).await;
         let Ok(json) = serde_json::to_vec(&summary) else {
@@ -358,8 +360,8 @@ pub async fn run(
                 },
                 shared.clone(),
             )
-                .await
-                .map_err(GatewayError::ModbusServer)?,
+            .await
+            .map_err(GatewayError::ModbusServer)?,
         ),
         None => None,
     };
@@ -428,6 +430,7 @@ pub async fn run(
         Arc::clone(&devices.list),
         queue.clone(),
         uplink_state.clone(),
+        modbus_server.as_ref().map(crate::server::Bound::shared),
         shutdown.clone(),
     ))];
     if let Some(server) = modbus_server {
@@ -514,6 +517,7 @@ impl Serving {
             devices: &self.devices.list,
             queue: self.queue.as_ref(),
             uplink: self.uplink_state.as_deref(),
+            server: None,
         };
         Summary::collect(&from, Duration::from_secs(1))
             .await

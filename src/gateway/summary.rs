@@ -29,6 +29,9 @@ pub struct Summary {
     /// The uplink, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uplink: Option<UplinkSummary>,
+    /// The Modbus TCP server, when it is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modbus_server: Option<crate::server::ServerSummary>,
 }
 
 /// The queue's part of the summary.
@@ -93,6 +96,8 @@ pub struct Sources<'a> {
     pub queue: Option<&'a QueueHandle>,
     /// The uplink's state, with an uplink.
     pub uplink: Option<&'a UplinkState>,
+    /// The Modbus TCP server, when it is on.
+    pub server: Option<&'a crate::server::Shared>,
 }
 
 impl Summary {
@@ -129,6 +134,7 @@ impl Summary {
             devices,
             queue,
             uplink,
+            modbus_server: from.server.map(crate::server::Shared::summary),
         }
     }
 

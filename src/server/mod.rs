@@ -40,6 +40,32 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest the rest of a frame may take once its header has arrived.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The server's counters as the stats message carries them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ServerSummary {
+    /// Requests answered from the line.
+    pub forwarded: u64,
+    /// Reads answered from the gateway's latest reading.
+    pub cached: u64,
+    /// Requests refused by the grants.
+    pub denied: u64,
+    /// Requests that could not be read.
+    pub malformed: u64,
+    /// Requests for a unit not served.
+    pub unknown_unit: u64,
+    /// Requests over a limit or past `max_wait`.
+    pub busy: u64,
+    /// Requests the unit did not answer.
+    pub unanswered: u64,
+    /// Connections closed (bad frames, idle or slow clients).
+    pub closed: u64,
+    /// Connections refused by the caps.
+    pub refused_connections: u64,
+    /// Connections open now.
+    pub connections: u64,
+}
+
 /// What the server did, for the log, the stats and tests.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -68,7 +94,7 @@ impl Counters {
     }
 
     /// One line for the log.
-    pub fn summary(&self) -> String {
+    fn line(&self) -> String {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
             "{} forwarded, {} cached, {} denied, {} malformed, {} unknown unit, {} busy, {} unanswered, {} connections closed",
@@ -94,6 +120,28 @@ pub struct Shared {
     pub counters: Counters,
     /// One rate limit per kind of refusal, for the log.
     pub logs: Mutex<[RateLimit; 6]>,
+    /// The connection caps.
+    pub admission: Arc<Admission>,
+}
+
+impl Shared {
+    /// The counters now, for the stats message.
+    pub fn summary(&self) -> ServerSummary {
+        let c = &self.counters;
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ServerSummary {
+            forwarded: n(&c.forwarded),
+            cached: n(&c.cached),
+            denied: n(&c.denied),
+            malformed: n(&c.malformed),
+            unknown_unit: n(&c.unknown_unit),
+            busy: n(&c.busy),
+            unanswered: n(&c.unanswered),
+            closed: n(&c.closed),
+            refused_connections: n(&self.admission.refused),
+            connections: self.admission.held() as u64,
+        }
+    }
 }
 
 /// A bound listener, not yet serving.
@@ -117,6 +165,14 @@ pub async fn bind(settings: &ServerSettings, registry: Registry) -> Result<Bound
             registry,
             counters: Counters::default(),
             logs: Mutex::new(std::array::from_fn(|_| RateLimit::new(LOG_EVERY))),
+            admission: Admission::new(
+                "modbus server",
+                Caps {
+                    total: settings.max_connections,
+                    per_peer: settings.max_connections_per_peer,
+                    exempt_loopback: true,
+                },
+            ),
         }),
     })
 }
@@ -132,14 +188,7 @@ impl Bound {
         tokio::spawn(async move {
             let s = &self.shared.settings;
             info!(listen = %s.listen, units = s.units.len(), "Modbus TCP server listening");
-            let admission = Admission::new(
-                "modbus server",
-                Caps {
-                    total: s.max_connections,
-                    per_peer: s.max_connections_per_peer,
-                    exempt_loopback: true,
-                },
-            );
+            let admission = Arc::clone(&self.shared.admission);
             let tracker = TaskTracker::new();
             let mut log = RateLimit::new(LOG_EVERY);
             let mut next_id = 0u64;
@@ -165,7 +214,7 @@ impl Bound {
             let refused = admission.refused.load(Ordering::Relaxed);
             info!(
                 "Modbus TCP server stopped: {}, {refused} connections refused",
-                self.shared.counters.summary()
+                self.shared.counters.line()
             );
         })
     }

@@ -112,6 +112,8 @@ pub struct Cable {
     pub device_path: std::path::PathBuf,
     /// Bytes the gateway has sent to the device so far.
     pub sent: Arc<AtomicU64>,
+    /// Every chunk that crossed, in order: when, whether the gateway sent it, the bytes.
+    pub traffic: Traffic,
     _relay: tokio::task::JoinHandle<()>,
 }
 
@@ -151,6 +153,8 @@ impl Cable {
         let (mut from_dev, mut to_dev) = tokio::io::split(dev_master);
         let sent = Arc::new(AtomicU64::new(0));
         let counted = sent.clone();
+        let traffic = Traffic::default();
+        let (up_log, down_log) = (traffic.clone(), traffic.clone());
         let relay = tokio::spawn(async move {
             let up = tokio::spawn(async move {
                 let mut buf = [0u8; 512];
@@ -159,6 +163,7 @@ impl Cable {
                         Ok(n @ 1..) => {
                             counted.fetch_add(n as u64, Ordering::Relaxed);
                             let mut bytes = buf[..n].to_vec();
+                            up_log.push(true, &bytes);
                             if !line_matches(gw_fd, gate) {
                                 garble(&mut bytes);
                             }
@@ -180,6 +185,7 @@ impl Cable {
                 match from_dev.read(&mut buf).await {
                     Ok(n @ 1..) => {
                         let mut bytes = buf[..n].to_vec();
+                        down_log.push(false, &bytes);
                         fault(chunk, &mut bytes);
                         chunk += 1;
                         if !line_matches(gw_fd, gate) {
@@ -201,8 +207,33 @@ impl Cable {
             gateway_path,
             device_path,
             sent,
+            traffic,
             _relay: relay,
         }
+    }
+}
+
+/// The chunks that crossed a [`Cable`], in order.
+#[derive(Clone, Default)]
+pub struct Traffic(Arc<std::sync::Mutex<Vec<(std::time::Instant, bool, Vec<u8>)>>>);
+
+impl Traffic {
+    fn push(&self, from_gateway: bool, bytes: &[u8]) {
+        if let Ok(mut t) = self.0.lock() {
+            t.push((std::time::Instant::now(), from_gateway, bytes.to_vec()));
+        }
+    }
+
+    /// The turns so far: consecutive chunks one way joined, as (from the gateway, bytes).
+    pub fn turns(&self) -> Vec<(bool, Vec<u8>)> {
+        let mut turns: Vec<(bool, Vec<u8>)> = Vec::new();
+        for (_, up, bytes) in self.0.lock().unwrap().iter() {
+            match turns.last_mut() {
+                Some((dir, b)) if dir == up => b.extend_from_slice(bytes),
+                _ => turns.push((*up, bytes.clone())),
+            }
+        }
+        turns
     }
 }
 

@@ -104,3 +104,38 @@ impl Drop for Slave {
         let _ = self.child.wait();
     }
 }
+
+/// Runs pymodbus's TCP client (tests/modbus/client.py) against `host:port` with `ops`; one JSON
+/// value per request, in order (see the script). Async: the test's MQTT client goes on.
+pub async fn client(
+    port: u16,
+    ops: &serde_json::Value,
+    dir: &std::path::Path,
+) -> Vec<serde_json::Value> {
+    let ops_path = dir.join(format!("ops-{}.json", fastrand_name()));
+    std::fs::write(&ops_path, ops.to_string()).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/modbus/client.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg("127.0.0.1")
+        .arg(port.to_string())
+        .arg(&ops_path)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "client.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A name no other call of this process has used.
+fn fastrand_name() -> u64 {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
