@@ -135,16 +135,27 @@ async fn open_queue(settings: &QueueSettings) -> Result<QueueHandle, GatewayErro
 /// Publishes the retained [`Summary`] every `every` (the first one soon after start, when the
 /// devices have had time to open); through the outlet, so it is forwarded upstream like any
 /// message on a `forward` topic.
-async fn publish_stats(
-    every: Duration,
-    topic: String,
-    outlet: Outlet,
+/// What the stats message is made from, owned by its task.
+struct StatsParts {
     devices: DeviceList,
     queue: Option<QueueHandle>,
     uplink: Option<Arc<UplinkState>>,
     server: Option<Arc<crate::server::Shared>>,
+}
+
+async fn publish_stats(
+    every: Duration,
+    topic: String,
+    outlet: Outlet,
+    parts: StatsParts,
     shutdown: CancellationToken,
 ) {
+    let StatsParts {
+        devices,
+        queue,
+        uplink,
+        server,
+    } = parts;
     if every.is_zero() {
         return;
     }
@@ -427,10 +438,12 @@ pub async fn run(
         config.gateway.stats_interval,
         format!("serial2mqtt/{}/stats", config.gateway.id),
         outlet,
-        Arc::clone(&devices.list),
-        queue.clone(),
-        uplink_state.clone(),
-        modbus_server.as_ref().map(crate::server::Bound::shared),
+        StatsParts {
+            devices: Arc::clone(&devices.list),
+            queue: queue.clone(),
+            uplink: uplink_state.clone(),
+            server: modbus_server.as_ref().map(crate::server::Bound::shared),
+        },
         shutdown.clone(),
     ))];
     if let Some(server) = modbus_server {
