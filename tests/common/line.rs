@@ -215,7 +215,10 @@ impl Cable {
 
 /// The chunks that crossed a [`Cable`], in order.
 #[derive(Clone, Default)]
-pub struct Traffic(Arc<std::sync::Mutex<Vec<(std::time::Instant, bool, Vec<u8>)>>>);
+pub struct Traffic(Arc<std::sync::Mutex<Vec<Chunk>>>);
+
+/// When a chunk crossed, whether the gateway sent it, and its bytes.
+type Chunk = (std::time::Instant, bool, Vec<u8>);
 
 impl Traffic {
     fn push(&self, from_gateway: bool, bytes: &[u8]) {
