@@ -142,6 +142,9 @@ struct Pending {
     deadline: Instant,
     /// When it was written (the line's time it takes, for the [`Share`]).
     started: Instant,
+    /// Whether a client and a poll both waited when it was chosen (only then does its time
+    /// count for the [`Share`]).
+    contended: bool,
 }
 
 /// What woke the port's loop.
@@ -291,6 +294,7 @@ impl<'t, 'a> Bus<'t, 'a> {
                         attempt: 0,
                         deadline: end + wait,
                         started: now,
+                        contended: false,
                     });
                 }
             }
@@ -298,8 +302,12 @@ impl<'t, 'a> Bus<'t, 'a> {
         }
         self.turn_away(now);
         let due = self.schedule.next(now);
+        // Only time taken while both sides wanted the line counts for the share: a side that
+        // had the line to itself (a client with nothing to ask, polls timing out on a dead
+        // unit) banks no credit against the other.
+        let contended = !self.clients.is_empty() && due.is_ok();
         if !self.clients.is_empty() && (due.is_err() || self.share.clients_first()) {
-            return self.exchange(now).await.map(|()| true);
+            return self.exchange(now, contended).await.map(|()| true);
         }
         let Ok((m, p)) = due else {
             return Ok(false);
@@ -315,6 +323,7 @@ impl<'t, 'a> Bus<'t, 'a> {
             attempt: 0,
             deadline,
             started: now,
+            contended,
         });
         Ok(true)
     }
@@ -337,7 +346,7 @@ impl<'t, 'a> Bus<'t, 'a> {
     }
 
     /// Writes the next client's request; its answer is awaited like a poll's.
-    async fn exchange(&mut self, now: Instant) -> Result<(), Stop> {
+    async fn exchange(&mut self, now: Instant, contended: bool) -> Result<(), Stop> {
         let Some(e) = self.clients.pop() else {
             return Ok(());
         };
@@ -356,6 +365,7 @@ impl<'t, 'a> Bus<'t, 'a> {
             attempt: 0,
             deadline: Instant::now() + d.serial.wire_time(e.request.len()) + answer_window(d),
             started: now,
+            contended,
         });
         self.on_line = Some(e);
         Ok(())
@@ -389,8 +399,7 @@ impl<'t, 'a> Bus<'t, 'a> {
             return Ok(());
         };
         self.quiet_until = Instant::now() + self.task.devices[t.member].turnaround;
-        self.share
-            .used(matches!(t.asked, Asked::Exchange), t.started.elapsed());
+        self.account(&t);
         if let (Asked::Exchange, Some(e)) = (t.asked, self.on_line.take()) {
             let _ = e.answer.send(Outcome::NoAnswer);
         }
@@ -439,8 +448,7 @@ impl<'t, 'a> Bus<'t, 'a> {
         };
         let d = &self.task.devices[t.member];
         self.quiet_until = Instant::now() + d.turnaround;
-        self.share
-            .used(matches!(t.asked, Asked::Exchange), t.started.elapsed());
+        self.account(&t);
         let name = match t.asked {
             Asked::Poll(p) => d.polls[p].name.as_str(),
             Asked::Command(c) => d.commands[c].command.name.as_str(),
@@ -500,6 +508,14 @@ impl<'t, 'a> Bus<'t, 'a> {
         }
         let messages: Vec<Message> = self.handlers[m].unanswered(&poll.name).collect();
         self.publish(messages).await
+    }
+
+    /// Counts a finished transaction's line time for the [`Share`], when it was contended.
+    fn account(&mut self, t: &Pending) {
+        if t.contended {
+            self.share
+                .used(matches!(t.asked, Asked::Exchange), t.started.elapsed());
+        }
     }
 
     /// The exchange on the line was answered: the frame goes back when its checksum passes.

@@ -229,11 +229,19 @@ impl Traffic {
 
     /// The turns so far: consecutive chunks one way joined, as (from the gateway, bytes).
     pub fn turns(&self) -> Vec<(bool, Vec<u8>)> {
-        let mut turns: Vec<(bool, Vec<u8>)> = Vec::new();
-        for (_, up, bytes) in self.0.lock().unwrap().iter() {
+        self.timed_turns()
+            .into_iter()
+            .map(|(_, up, b)| (up, b))
+            .collect()
+    }
+
+    /// The turns so far with when each began.
+    pub fn timed_turns(&self) -> Vec<Chunk> {
+        let mut turns: Vec<Chunk> = Vec::new();
+        for (at, up, bytes) in self.0.lock().unwrap().iter() {
             match turns.last_mut() {
-                Some((dir, b)) if dir == up => b.extend_from_slice(bytes),
-                _ => turns.push((*up, bytes.clone())),
+                Some((_, dir, b)) if dir == up => b.extend_from_slice(bytes),
+                _ => turns.push((*at, *up, bytes.clone())),
             }
         }
         turns
