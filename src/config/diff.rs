@@ -58,6 +58,7 @@ impl ConfigDiff {
             ("log", old.log_level != new.log_level),
             ("metrics", old.metrics != new.metrics),
             ("web", old.web != new.web),
+            ("modbus_server", old.modbus_server != new.modbus_server),
             ("homeassistant", old.homeassistant != new.homeassistant),
         ];
         diff.access = (
