@@ -1713,3 +1713,56 @@ fn a_reserved_unit_address_is_refused_on_a_shared_line_only() {
         "{shown}"
     );
 }
+
+/// `modbus_server:`: every mistake is named at its line with what to write instead.
+#[test]
+fn modbus_server_mistakes_point_at_their_line() {
+    let meter = GOOD.replace(
+        "    framing: lines\n    rules: [climate]\n",
+        "    rules: [climate]\n  - name: meter\n    port: /dev/ttyUSB-meter\n    modbus: {unit: 3, points: [{name: v, input: 0}]}\n    rules: [m]\n",
+    ) + "  m: {points: true, publish: [{topic: m, payload: \"{v}\"}]}\n";
+    let server = |body: &str| format!("{meter}modbus_server:\n{body}");
+    let c = load(&server("  units:\n    - {device: meter, cache: 2s}\n")).unwrap();
+    let s = c.modbus_server.unwrap();
+    assert_eq!(
+        (
+            s.listen.to_string(),
+            s.share,
+            s.units[0].unit,
+            s.units[0].write.len()
+        ),
+        ("127.0.0.1:1502".into(), 0.5, 3, 0),
+        "loopback, half the line, the device's own unit, nothing writable"
+    );
+    for (body, line, want) in [
+        ("  units:\n    - {device: metre}\n", 24, "there is no device `metre`"),
+        ("  units:\n    - {device: metre}\n", 24, "did you mean `meter`"),
+        ("  units:\n    - {device: greenhouse}\n", 24, "is not a Modbus unit"),
+        ("  units:\n    - {device: meter}\n    - {device: meter}\n", 25, "listed twice"),
+        ("  units:\n    - {device: meter, unit: 0}\n", 24, "unit 0 is the broadcast address"),
+        ("  units:\n    - {device: meter, cache: 0s}\n", 24, "a zero age caches nothing"),
+        ("  units:\n    - {device: meter, write: [{clients: any}]}\n", 24, "must say which addresses"),
+        ("  units:\n    - device: meter\n      write: [{clients: [192.168.1.300], coils: [1]}]\n", 25, "`192.168.1.300` is not an address or a network"),
+        ("  units:\n    - device: meter\n      read: [{clients: [], input: [1]}]\n", 25, "an empty list grants nobody"),
+        ("  units:\n    - device: meter\n      write:\n        - clients: any\n          holding: [\"20-10\"]\n", 27, "`20-10` ends before it starts"),
+        ("  units:\n    - device: meter\n      write:\n        - clients: any\n          holding: [\"0x1G\"]\n", 27, "`0x1G` is not an address of 0-65535"),
+        ("  share: 150%\n  units:\n    - {device: meter}\n", 23, "between 0% and 100%"),
+        ("  max_queued: 0\n  units:\n    - {device: meter}\n", 23, "must be at least 1"),
+        ("  listen: 127.0.0.1:1884\n  units:\n    - {device: meter}\n", 23, "is broker.listen's address too"),
+        ("  units: []\n", 23, "no units: clients could reach nothing"),
+        ("  units:\n    - {device: meter, units: 3}\n", 24, "unknown field `units`"),
+    ] {
+        let e = error_text(&server(body));
+        assert!(e.contains(want), "{body}\n{e}");
+        assert!(e.contains(&format!("gw.yaml:{line}:")), "line {line} for {body}\n{e}");
+    }
+    // Writes granted to anyone on a network listener: a warning.
+    let c = load(&server("  listen: 0.0.0.0:1502\n  units:\n    - {device: meter, write: [{clients: any, coils: [1]}]}\n")).unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.message.contains("may write to a unit")),
+        "{:?}",
+        c.warnings
+    );
+}
