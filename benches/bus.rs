@@ -18,24 +18,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 mod common;
 #[allow(dead_code)]
 #[path = "../tests/common/mosquitto.rs"]
 mod mosquitto;
 
+use common::meters::{char_time, modbus_crc, simulate, Gaps, REQUEST};
 use common::*;
 
-const REQUEST: usize = 8;
 const ANSWER: usize = 25;
 const METERS: u8 = 4;
 /// Registers each answer carries (points of a Modbus map).
 const POINTS: usize = 10;
-
-fn char_time(baud: u32) -> Duration {
-    Duration::from_secs_f64(10.0 / f64::from(baud))
-}
 
 /// How the gateway asks the meters.
 #[derive(Clone, Copy, PartialEq)]
@@ -44,12 +38,6 @@ enum Setup {
     Polls,
     /// `modbus:` with a 10-point register map (input registers 0-9).
     Modbus,
-}
-
-fn modbus_crc(frame: &[u8]) -> [u8; 2] {
-    crc::Crc::<u16>::new(&crc::CRC_16_MODBUS)
-        .checksum(frame)
-        .to_le_bytes()
 }
 
 fn config(pty: &std::path::Path, every: &str, port: u16, setup: Setup, baud: u32) -> String {
@@ -95,79 +83,6 @@ fn config(pty: &std::path::Path, every: &str, port: u16, setup: Setup, baud: u32
     )
 }
 
-/// The meters: answers each request after its wire time, paced per character at `baud`.
-/// Counts answers.
-/// Microseconds from the end of each answer on the simulated line to the next request, as
-/// the simulator sees them: the reader's turnaround plus its reaction time.
-type Gaps = Arc<std::sync::Mutex<Vec<u64>>>;
-
-fn simulate(
-    pty: Pty,
-    answered: Arc<AtomicU64>,
-    baud: u32,
-    gaps: Gaps,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let _keep = pty.path;
-        let mut master = pty.master;
-        let mut req = [0u8; REQUEST];
-        let ct = char_time(baud);
-        let mut answer_end: Option<tokio::time::Instant> = None;
-        loop {
-            match master.read_exact(&mut req).await {
-                Ok(_) => {}
-                // No gateway on the other end yet (once it was there, EIO means it left).
-                Err(e)
-                    if e.raw_os_error() == Some(libc::EIO)
-                        && answered.load(Ordering::Relaxed) == 0 =>
-                {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-                Err(_) => return,
-            }
-            // The request's bytes on the wire; the gateway wrote them at once.
-            let arrived = tokio::time::Instant::now();
-            if let Some(end) = answer_end.take() {
-                // The reader writes a request at once; the line time is modelled below.
-                let gap = arrived.saturating_duration_since(end);
-                if let Ok(mut g) = gaps.lock() {
-                    g.push(gap.as_micros() as u64);
-                }
-            }
-            let mut answer = vec![req[0], 0x04, 20];
-            answer.extend_from_slice(&[0x09, 0x01]);
-            answer.resize(ANSWER - 2, 0);
-            let crc = modbus_crc(&answer);
-            answer.extend_from_slice(&crc);
-            let start = arrived + ct * REQUEST as u32;
-            for (i, b) in answer.iter().enumerate() {
-                wire_time(start + ct * i as u32).await;
-                if master.write_all(&[*b]).await.is_err() {
-                    return;
-                }
-            }
-            // The last character is on the line for one more character time.
-            answer_end = Some(tokio::time::Instant::now() + ct);
-            answered.fetch_add(1, Ordering::Relaxed);
-        }
-    })
-}
-
-/// Waits until `at` to within tens of microseconds, as a line's characters arrive: tokio's
-/// timer rounds up to whole milliseconds, two characters at 19200 baud.
-async fn wire_time(at: tokio::time::Instant) {
-    let rest = at.saturating_duration_since(tokio::time::Instant::now());
-    // The coarse timer may be 2 ms late (tokio's tick, then epoll's millisecond).
-    if rest > Duration::from_millis(3) {
-        tokio::time::sleep_until(at - Duration::from_millis(3)).await;
-    }
-    let rest = at.saturating_duration_since(tokio::time::Instant::now());
-    if !rest.is_zero() {
-        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
-    }
-}
-
 /// Context switches (voluntary + involuntary) of every thread of `pid`.
 fn switches(pid: u32) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -204,7 +119,13 @@ fn phase(
     let gaps = Gaps::default();
     let _sim = {
         let _in_runtime = rt.enter();
-        simulate(pty, answered.clone(), baud, gaps.clone())
+        simulate(
+            pty,
+            answered.clone(),
+            baud,
+            gaps.clone(),
+            Default::default(),
+        )
     };
     let mut child = Command::new(gateway_bin())
         .args(["run", "--config"])
@@ -265,7 +186,13 @@ fn peer(rt: &tokio::runtime::Runtime, seconds: u64, baud: u32) -> Option<f64> {
     let path = pty.path.clone();
     let _sim = {
         let _in_runtime = rt.enter();
-        simulate(pty, answered.clone(), baud, Gaps::default())
+        simulate(
+            pty,
+            answered.clone(),
+            baud,
+            Gaps::default(),
+            Default::default(),
+        )
     };
     let out = Command::new("python3")
         .arg(script)

@@ -1,6 +1,7 @@
 //! Helpers shared by the benchmarks: pseudo-terminals, ports, /proc figures.
 #![allow(dead_code)]
 
+pub mod meters;
 pub mod systems;
 pub mod upstream;
 
