@@ -147,7 +147,7 @@ fn window(
     bus: &Bus,
     seconds: u64,
     busy: Option<(u8, [u8; 5])>,
-) -> (Vec<u64>, Vec<(tokio::time::Instant, u8, u8)>, u64, f64) {
+) -> Window {
     let stop = Arc::new(AtomicBool::new(false));
     let handle = busy.map(|(unit, pdu)| rt.spawn(client(bus.server, unit, pdu, stop.clone())));
     std::thread::sleep(Duration::from_millis(200));
@@ -172,7 +172,24 @@ fn window(
                 .collect()
         })
         .unwrap_or_default();
-    (took, seen, a1 - a0, elapsed)
+    Window {
+        took,
+        seen,
+        answered: a1 - a0,
+        elapsed,
+    }
+}
+
+/// What one measured window saw.
+struct Window {
+    /// Microseconds each of the client's answers took.
+    took: Vec<u64>,
+    /// The requests on the line: when, unit, function.
+    seen: Vec<(tokio::time::Instant, u8, u8)>,
+    /// Transactions answered.
+    answered: u64,
+    /// Seconds measured.
+    elapsed: f64,
 }
 
 fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
@@ -199,7 +216,12 @@ fn main() {
     let mut eff = Vec::new();
     for _ in 0..runs {
         let bus = start(&rt, "10ms");
-        let (took, seen, n, elapsed) = window(&rt, &bus, seconds, Some(read));
+        let Window {
+            took,
+            seen,
+            answered: n,
+            elapsed,
+        } = window(&rt, &bus, seconds, Some(read));
         let client = seen.iter().filter(|(_, _, f)| *f == 3).count() as f64 / elapsed;
         let total = n as f64 / elapsed;
         let ms: Vec<f64> = took.iter().map(|&us| us as f64 / 1000.0).collect();
@@ -228,7 +250,8 @@ fn main() {
     let mut cached = Vec::new();
     for _ in 0..runs {
         let bus = start(&rt, "500ms");
-        let (took, seen, ..) = window(&rt, &bus, seconds, Some((1, [4, 0, 0, 0, POINTS as u8])));
+        let Window { took, seen, .. } =
+            window(&rt, &bus, seconds, Some((1, [4, 0, 0, 0, POINTS as u8])));
         let on_line = seen.iter().filter(|(_, u, f)| *u == 1 && *f == 4).count();
         let ms: Vec<f64> = took.iter().map(|&us| us as f64 / 1000.0).collect();
         cached.push((
@@ -248,7 +271,7 @@ fn main() {
         let mut rows = Vec::new();
         for _ in 0..runs {
             let bus = start(&rt, "500ms");
-            let (_, seen, ..) = window(&rt, &bus, seconds, busy);
+            let seen = window(&rt, &bus, seconds, busy).seen;
             let polls: Vec<tokio::time::Instant> = seen
                 .iter()
                 .filter(|(_, u, f)| *u == 1 && *f == 4)
