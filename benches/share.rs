@@ -212,9 +212,13 @@ fn main() {
     // A client's read of 10 holding registers of meter 2: the same size as a poll.
     let read = (2u8, [3, 0, 0, 0, POINTS as u8]);
 
-    println!("sharing the bus at {BAUD} baud, {METERS} meters polled every 10 ms, a client reading 10 registers of meter 2 in a loop:");
-    let mut eff = Vec::new();
+    println!("sharing the bus at {BAUD} baud, {METERS} meters polled every 10 ms (more than the line carries), without and with a client reading 10 registers of meter 2 in a loop (runs alternate):");
+    let (mut alone, mut eff) = (Vec::new(), Vec::new());
     for _ in 0..runs {
+        let bus = start(&rt, "10ms");
+        let w = window(&rt, &bus, seconds, None);
+        alone.push(w.answered as f64 / w.elapsed);
+        drop(bus);
         let bus = start(&rt, "10ms");
         let Window {
             took,
@@ -232,12 +236,25 @@ fn main() {
             percentile(ms, 0.99),
         ));
     }
+    let pct = |v: &[f64]| {
+        v.iter()
+            .map(|r| format!("{:.1} %", 100.0 * r / limit))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let polls_only = median(alone.clone());
+    println!(
+        "  polls only: {polls_only:.2} transactions/s of a limit of {limit:.2}: {:.1} % (runs: {})",
+        100.0 * polls_only / limit,
+        pct(&alone)
+    );
     let total = median(eff.iter().map(|e| e.0).collect());
     let client = median(eff.iter().map(|e| e.1).collect());
     println!(
-        "  {total:.2} transactions/s of a limit of {limit:.2}: {:.1} % (runs: {}); the client's {client:.2}/s = {:.0} % of them, the gateway's {:.2}/s; the client's answer p50 {:.1} ms, p99 {:.1} ms",
+        "  with the client: {total:.2} transactions/s: {:.1} % (runs: {}), x{:.2} of polls only; the client's {client:.2}/s = {:.0} % of them, the gateway's {:.2}/s; the client's answer p50 {:.1} ms, p99 {:.1} ms",
         100.0 * total / limit,
-        eff.iter().map(|e| format!("{:.1} %", 100.0 * e.0 / limit)).collect::<Vec<_>>().join(", "),
+        pct(&eff.iter().map(|e| e.0).collect::<Vec<_>>()),
+        total / polls_only,
         100.0 * client / total,
         total - client,
         median(eff.iter().map(|e| e.2).collect()),
