@@ -215,6 +215,26 @@ fn describe() {
         "Requests answered 429: their address sent too many wrong tokens"
     );
     describe_gauge!(
+        "serial2mqtt_modbus_server_connections",
+        "Connections the Modbus TCP server holds"
+    );
+    describe_counter!(
+        "serial2mqtt_modbus_server_requests_total",
+        "Modbus TCP requests answered, from the line (forwarded) or the latest reading (cached)"
+    );
+    describe_counter!(
+        "serial2mqtt_modbus_server_refused_total",
+        "Modbus TCP requests answered with an exception of the gateway's, by reason"
+    );
+    describe_counter!(
+        "serial2mqtt_modbus_server_closed_total",
+        "Modbus TCP connections closed: a frame that cannot be cut, idle, or not reading"
+    );
+    describe_counter!(
+        "serial2mqtt_modbus_server_refused_connections_total",
+        "Modbus TCP connections refused: all places, or the address's, were taken"
+    );
+    describe_gauge!(
         "serial2mqtt_device_online",
         "1 while the device's port is open"
     );
@@ -314,6 +334,8 @@ pub struct Sources {
     pub routes: Routes,
     /// The local broker's connections and bounded tables.
     pub broker: crate::broker::Bounds,
+    /// The Modbus TCP server, when it is on.
+    pub server: Option<Arc<crate::server::Shared>>,
 }
 
 /// Copies the counters into the recorder every [`COLLECT_EVERY`] until `shutdown`.
@@ -419,6 +441,25 @@ async fn collect_once(s: &Sources) {
                 counter!("serial2mqtt_queue_dropped_total", "reason" => reason).absolute(n);
             }
         }
+    }
+    if let Some(srv) = &s.server {
+        let m = srv.summary();
+        gauge!("serial2mqtt_modbus_server_connections").set(m.connections as f64);
+        for (result, n) in [("forwarded", m.forwarded), ("cached", m.cached)] {
+            counter!("serial2mqtt_modbus_server_requests_total", "result" => result).absolute(n);
+        }
+        for (reason, n) in [
+            ("denied", m.denied),
+            ("malformed", m.malformed),
+            ("unknown_unit", m.unknown_unit),
+            ("busy", m.busy),
+            ("unanswered", m.unanswered),
+        ] {
+            counter!("serial2mqtt_modbus_server_refused_total", "reason" => reason).absolute(n);
+        }
+        counter!("serial2mqtt_modbus_server_closed_total").absolute(m.closed);
+        counter!("serial2mqtt_modbus_server_refused_connections_total")
+            .absolute(m.refused_connections);
     }
     if let Some(u) = &s.uplink {
         let connected = u.connected.load(Ordering::Relaxed);

@@ -434,6 +434,7 @@ pub async fn run(
     };
     devices.start_all(config.devices.clone())?;
     let uplink_state = uplink.as_ref().map(|u| Arc::clone(&u.state));
+    let server_counters = modbus_server.as_ref().map(crate::server::Bound::shared);
     let mut helpers = vec![tokio::spawn(publish_stats(
         config.gateway.stats_interval,
         format!("serial2mqtt/{}/stats", config.gateway.id),
@@ -442,7 +443,7 @@ pub async fn run(
             devices: Arc::clone(&devices.list),
             queue: queue.clone(),
             uplink: uplink_state.clone(),
-            server: modbus_server.as_ref().map(crate::server::Bound::shared),
+            server: server_counters.clone(),
         },
         shutdown.clone(),
     ))];
@@ -460,6 +461,7 @@ pub async fn run(
                 uplink: uplink_state.clone(),
                 routes: devices.routes.clone(),
                 broker: local.bounds(),
+                server: server_counters.clone(),
             },
             shutdown.clone(),
         )));
