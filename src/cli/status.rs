@@ -231,6 +231,14 @@ pub fn render(gateway: &str, summary: &Summary) -> String {
             let _ = writeln!(out, "uplink: none configured");
         }
     }
+    if let Some(m) = &summary.modbus_server {
+        let refused = m.denied + m.malformed + m.unknown_unit + m.busy + m.unanswered;
+        let _ = writeln!(
+            out,
+            "modbus server: {} connection(s), {} forwarded, {} cached, {refused} refused ({} busy, {} unanswered, {} denied), {} connection(s) closed",
+            m.connections, m.forwarded, m.cached, m.busy, m.unanswered, m.denied, m.closed,
+        );
+    }
     out
 }
 
@@ -249,7 +257,9 @@ mod tests {
                 "meter": {"online": false, "frames": 0, "messages": 0}
             },
             "queue": {"depth": 12, "bytes": 4096, "segments": 1, "dropped": {"full": 2}},
-            "uplink": {"connected": false, "connects": 3, "delivered": 2388}
+            "uplink": {"connected": false, "connects": 3, "delivered": 2388},
+            "modbus_server": {"connections": 2, "forwarded": 40, "cached": 900, "busy": 3,
+                "unanswered": 1, "denied": 2, "malformed": 1, "closed": 4}
         });
         let text = render("gw", &serde_json::from_value(s).unwrap());
         assert_eq!(
@@ -259,7 +269,8 @@ mod tests {
              greenhouse  online   1200    2400      3          2    5/1/0\n\
              meter       offline  0       0         0          0    0/0/0\n\
              queue: 12 messages waiting, 4.0 KiB on disk in 1 segment(s), 2 dropped\n\
-             uplink: offline, buffering, 3 connection(s), 2388 delivered\n"
+             uplink: offline, buffering, 3 connection(s), 2388 delivered\n\
+             modbus server: 2 connection(s), 40 forwarded, 900 cached, 7 refused (3 busy, 1 unanswered, 2 denied), 4 connection(s) closed\n"
         );
     }
 }
