@@ -584,3 +584,55 @@ async fn bad_frames_floods_and_clients_that_never_read_are_refused_and_counted()
         gw.logs()
     );
 }
+
+/// The adapter unplugged and plugged back (a new cable behind the same by-id link): while it
+/// is gone a client's read is answered 0x0B at once, not after a timeout; once it is back the
+/// reads go through again.
+#[tokio::test]
+async fn an_unplugged_bus_answers_0x0b_at_once_and_serves_again_when_replugged() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("usb-rs485");
+    let first = Cable::new();
+    let Some(slave1) = slave(&first.device_path, &units_spec(&[]), dir.path()) else {
+        return;
+    };
+    repoint(&link, &first.gateway_path);
+    let server = free_port();
+    let units = "    - {device: u1}\n";
+    let gw = start_gateway(&config(&link, server, units, ""));
+    let state = "serial2mqtt/testgw/devices/u1/state";
+    let mut sub = Subscriber::connect(gw.port, &["share/#", state], QoS::AtMostOnce).await;
+    assert_eq!(sub.next_on("share/u1", T).await.payload, "100 1001");
+    let read = json!([{"op": "hr", "unit": 1, "address": 3, "count": 1}]);
+    assert_eq!(
+        client(server, &read, dir.path()).await[0]["ok"],
+        json!([103])
+    );
+
+    // Unplugged: the pty pair goes away, as /dev/ttyUSB0 does.
+    drop(slave1);
+    drop(first);
+    sub.next_change(state, "online", "offline", T).await;
+    let gone = client(server, &read, dir.path()).await;
+    assert_eq!(gone[0]["exception"], 11, "{}", gone[0]);
+    assert!(
+        gone[0]["ms"].as_f64().unwrap() < 50.0,
+        "at once: {}",
+        gone[0]
+    );
+
+    // Plugged back.
+    let second = Cable::new();
+    let Some(_slave2) = slave(&second.device_path, &units_spec(&[]), dir.path()) else {
+        return;
+    };
+    repoint(&link, &second.gateway_path);
+    sub.next_change(state, "offline", "online", Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        client(server, &read, dir.path()).await[0]["ok"],
+        json!([103]),
+        "{}",
+        gw.logs()
+    );
+}

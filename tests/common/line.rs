@@ -179,6 +179,8 @@ impl Cable {
                     }
                 }
             });
+            // Dropping this task (the cable unplugged) stops the other direction too.
+            let _up = AbortOnDrop(up);
             let mut buf = [0u8; 512];
             let mut chunk = 0;
             loop {
@@ -201,7 +203,6 @@ impl Cable {
                     _ => break,
                 }
             }
-            up.abort();
         });
         Self {
             gateway_path,
@@ -210,6 +211,23 @@ impl Cable {
             traffic,
             _relay: relay,
         }
+    }
+}
+
+/// Unplugging a cable closes both its ptys' masters: the gateway's end reads EIO, as when a
+/// USB adapter is pulled.
+impl Drop for Cable {
+    fn drop(&mut self) {
+        self._relay.abort();
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
