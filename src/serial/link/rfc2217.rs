@@ -17,7 +17,7 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf as _, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
-use tracing::{debug, warn};
+use tracing::{info, warn};
 
 use super::Link;
 use crate::config::SerialSettings;
@@ -104,7 +104,7 @@ pub async fn open(stream: TcpStream, s: &SerialSettings, shown: &str) -> Result<
         .out
         .extend_from_slice(&[IAC, WILL, BINARY, IAC, DO, BINARY, IAC, WILL, COM_PORT]);
     let deadline = tokio::time::Instant::now() + super::net::CONNECT_TIMEOUT;
-    match tokio::time::timeout_at(deadline, link.negotiate(s)).await {
+    match tokio::time::timeout_at(deadline, link.negotiate(s, shown)).await {
         Ok(Ok(())) => Ok(link),
         Ok(Err(why)) => Err(format!("{shown}: {why}")),
         Err(_) => Err(format!(
@@ -116,7 +116,7 @@ pub async fn open(stream: TcpStream, s: &SerialSettings, shown: &str) -> Result<
 
 impl Rfc2217 {
     /// Waits for the server's DO COM-PORT-OPTION, sends the settings, waits for its answers.
-    async fn negotiate(&mut self, s: &SerialSettings) -> Result<(), String> {
+    async fn negotiate(&mut self, s: &SerialSettings, shown: &str) -> Result<(), String> {
         let mut sent = false;
         let mut buf = [0u8; 1024];
         loop {
@@ -137,7 +137,7 @@ impl Rfc2217 {
                     continue;
                 }
                 Some(true) if self.t.answers[1..=4].iter().all(Option::is_some) => {
-                    self.t.check_answers(s);
+                    self.t.check_answers(s, shown);
                     return Ok(());
                 }
                 _ => {}
@@ -198,20 +198,45 @@ impl Telnet {
         self.subnegotiate(SET_CONTROL, &[control]);
     }
 
-    /// Logs settings the server answered with other values than asked (it could not set them).
-    fn check_answers(&self, s: &SerialSettings) {
+    /// Logs the line as the server answered it: a warning when it set other values than
+    /// asked (it could not set them), else once at info, so the log shows the line in use.
+    fn check_answers(&self, s: &SerialSettings, shown: &str) {
+        let answered = self.line();
+        let asked = line_text(s);
+        if answered == asked {
+            info!(port = %shown, "line set by RFC 2217: {answered}");
+        } else {
+            warn!(port = %shown, "the RFC 2217 server set the line to {answered}, not the {asked} asked for (a speed or format the port cannot do?)");
+        }
+    }
+
+    /// The line as the server's answers describe it: `19200 8E1`.
+    fn line(&self) -> String {
+        let one = |c: u8| {
+            self.answers[usize::from(c)]
+                .as_deref()
+                .and_then(|v| v.first().copied())
+        };
         let baud = self.answers[usize::from(SET_BAUDRATE)]
             .as_deref()
             .and_then(|v| <[u8; 4]>::try_from(v).ok())
-            .map(u32::from_be_bytes);
-        if baud.is_some_and(|b| b != s.baud) {
-            warn!(
-                "the RFC 2217 server set the line to {} baud, not the {} asked for",
-                baud.unwrap_or_default(),
-                s.baud
-            );
-        }
-        debug!(answers = ?self.answers, "RFC 2217 line settings answered");
+            .map_or(0, u32::from_be_bytes);
+        let parity = match one(SET_PARITY) {
+            Some(1) => 'N',
+            Some(2) => 'O',
+            Some(3) => 'E',
+            Some(4) => 'M',
+            Some(5) => 'S',
+            _ => '?',
+        };
+        let stop = match one(SET_STOPSIZE) {
+            Some(1) => "1",
+            Some(2) => "2",
+            Some(3) => "1.5",
+            _ => "?",
+        };
+        let size = one(SET_DATASIZE).unwrap_or_default();
+        format!("{baud} {size}{parity}{stop}")
     }
 
     /// Queues IAC SB COM-PORT-OPTION `command` `value` IAC SE, the value's 0xFF doubled.
@@ -304,6 +329,27 @@ impl Telnet {
             }
         }
     }
+}
+
+/// Line settings as `19200 8E1`.
+fn line_text(s: &SerialSettings) -> String {
+    use tokio_serial::{DataBits, Parity, StopBits};
+    let size = match s.data_bits {
+        DataBits::Five => 5,
+        DataBits::Six => 6,
+        DataBits::Seven => 7,
+        DataBits::Eight => 8,
+    };
+    let parity = match s.parity {
+        Parity::None => 'N',
+        Parity::Odd => 'O',
+        Parity::Even => 'E',
+    };
+    let stop = match s.stop_bits {
+        StopBits::One => 1,
+        StopBits::Two => 2,
+    };
+    format!("{} {size}{parity}{stop}", s.baud)
 }
 
 /// Appends `bytes` with every 0xFF doubled.
