@@ -190,15 +190,26 @@ async fn rfc2217_sets_the_line_the_config_asks_for_and_a_restart_is_an_unplug() 
     }
     let dir = tempfile::tempdir().unwrap();
     let cable = Cable::gated(19200, 'N');
-    let Some(_slave) = slave(&cable.device_path, &unit(2301), dir.path()) else {
+    // Unit 2 beside it on the bus: its request (02 04 00 FF 00 01) and its answer (02 04 02
+    // FF FF ..) carry 0xFF, telnet's IAC, which must travel doubled both ways.
+    let mut spec = unit(2301);
+    let mut high = vec![0u16; 256];
+    high[255] = 0xFFFF;
+    spec["units"]["2"] = serde_json::json!({"ir": high});
+    let Some(_slave) = slave(&cable.device_path, &spec, dir.path()) else {
         return;
     };
     let port = free_port();
     let mut server = Some(ser2net(port, &cable.gateway_path, dir.path()));
-    let gw = start_gateway(&config(
-        &format!("rfc2217://127.0.0.1:{port}"),
-        "baud: 19200\n    parity: even\n    stop_bits: 2",
-    ));
+    let url = format!("rfc2217://127.0.0.1:{port}");
+    let line = "baud: 19200\n    parity: even\n    stop_bits: 2";
+    let yaml = config(&url, line).replace(
+        "rules:\n  volts:",
+        &format!(
+            "  - name: high\n    port: \"{url}\"\n    {line}\n    modbus: {{unit: 2, every: 200ms, timeout: 300ms, retries: 0, points: [{{name: top, input: 255}}]}}\n    rules: [top]\nrules:\n  top: {{points: true, publish: [{{topic: \"modbus/{{device}}/top\", payload: \"{{top}}\"}}]}}\n  volts:"
+        ),
+    );
+    let gw = start_gateway(&yaml);
     let mut sub = Subscriber::connect(gw.port, &["modbus/#", STATE], QoS::AtMostOnce).await;
     assert_eq!(
         sub.next_on("modbus/meter/volts", T).await.payload,
@@ -206,6 +217,7 @@ async fn rfc2217_sets_the_line_the_config_asks_for_and_a_restart_is_an_unplug() 
         "{}",
         gw.logs()
     );
+    assert_eq!(sub.next_on("modbus/high/top", T).await.payload, "65535");
     assert_eq!(line_of(&cable.gateway_path), Some((19200, 'N')));
     assert_eq!(two_stop_bits(&cable.gateway_path), Some(true));
     gw.wait_log("line set by RFC 2217: 19200 8E2", T).await;

@@ -195,3 +195,40 @@ impl Link for ModbusTcp {
         self.answers.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// A request leaves as MBAP with a fresh transaction id; of two answers only the one with
+    /// that id comes back, as RTU; a stream that is not Modbus TCP is a read error.
+    #[tokio::test]
+    async fn only_the_outstanding_answer_comes_back_as_rtu() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let mut link = ModbusTcp::new(client, "test");
+        link.write_all(&mbap::rtu(1, &[4, 0, 0, 0, 1]))
+            .await
+            .unwrap();
+        link.flush().await.unwrap();
+        let mut request = [0u8; 12];
+        server.read_exact(&mut request).await.unwrap();
+        let h = mbap::header(request[..7].try_into().unwrap()).unwrap();
+        assert_eq!((h.unit, &request[7..]), (1, &[4u8, 0, 0, 0, 1][..]));
+        let late = mbap::frame(h.transaction.wrapping_sub(1), 1, &[4, 2, 0, 7]);
+        let answer = mbap::frame(h.transaction, 1, &[4, 2, 0, 9]);
+        server.write_all(&[late, answer].concat()).await.unwrap();
+        let want = mbap::rtu(1, &[4, 2, 0, 9]);
+        let mut got = vec![0u8; want.len()];
+        link.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, want);
+        assert_eq!(link.dropped, 1);
+        server.write_all(&[0, 1, 0, 7, 0, 3, 1]).await.unwrap();
+        let e = link.read(&mut got).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+    }
+}
