@@ -333,3 +333,83 @@ async fn the_probe_reads_a_modbus_tcp_unit() {
     assert!(text.contains("unit 1, input 0..=1 (2 entries)"), "{text}");
     assert!(text.contains("2301"), "{text}");
 }
+
+/// A server that dies silently (no FIN, no RST: its cable pulled, its power cut) is found by
+/// the socket's timers, not only by poll timeouts: the polls mark the device offline at once,
+/// the connection is given up within TCP_USER_TIMEOUT (20 s), reconnects time out in one
+/// sentence, and when the network is back the device is online again. The cut is loopback
+/// taken down in a private network namespace (gateway and pymodbus inside it), so packets
+/// vanish; the test reads the gateway's log. Takes about 40 s.
+#[tokio::test]
+async fn a_silently_dead_server_is_found_and_reconnected() {
+    if !std::process::Command::new("unshare")
+        .args(["--net", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        assert!(
+            std::env::var("CI").is_err(),
+            "the dead-server test needs root and unshare(1) in CI (a private network namespace)"
+        );
+        eprintln!("SKIPPED: needs root and unshare(1) for a private network namespace");
+        return;
+    }
+    if !common::slave::have_pymodbus() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (modbus, broker) = (5020, 47010);
+    std::fs::write(d.join("spec.json"), unit(2301).to_string()).unwrap();
+    std::fs::write(
+        d.join("gw.yaml"),
+        config(&format!("tcp://127.0.0.1:{modbus}"), "").replace("{port}", &broker.to_string()),
+    )
+    .unwrap();
+    let script = format!(
+        "ip link set lo up\n\
+         python3 {slave} rtu-tcp:{modbus} spec.json &\n\
+         S=$!\n\
+         sleep 1.5\n\
+         {gateway} run --config gw.yaml 2>> gw.log &\n\
+         G=$!\n\
+         sleep 3\n\
+         echo CUT >> gw.log\n\
+         ip link set lo down\n\
+         sleep 26\n\
+         echo BACK >> gw.log\n\
+         ip link set lo up\n\
+         sleep 8\n\
+         kill $G $S\n\
+         wait\n",
+        slave = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/modbus/slave.py")
+            .display(),
+        gateway = env!("CARGO_BIN_EXE_serial2mqtt"),
+    );
+    std::fs::write(d.join("run.sh"), script).unwrap();
+    let dir_path = d.to_owned();
+    let status = tokio::task::spawn_blocking(move || {
+        Command::new("unshare")
+            .args(["--net", "sh", "run.sh"])
+            .current_dir(&dir_path)
+            .status()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(status.success());
+    let log = std::fs::read_to_string(d.join("gw.log")).unwrap();
+    let at = |needle: &str, from: usize| {
+        log[from..]
+            .find(needle)
+            .map(|i| from + i)
+            .unwrap_or_else(|| panic!("no {needle:?} after byte {from} of the log:\n{log}"))
+    };
+    let cut = at("CUT", at("device online", 0));
+    let dead = at("device offline: read error: Connection timed out", cut);
+    let back = at("BACK", dead);
+    at("device online", back);
+    // Given up by the timers, not waited on forever: between the cut and the back.
+    assert!(at("2 polls in a row unanswered", cut) < dead, "{log}");
+}

@@ -28,7 +28,8 @@ pub fn tcp_slave(
     serve(std::ffi::OsStr::new(&target), spec, dir)
 }
 
-fn serve(port: &std::ffi::OsStr, spec: &serde_json::Value, dir: &std::path::Path) -> Option<Slave> {
+/// Whether python3 with pymodbus is here; in CI its absence fails the test.
+pub fn have_pymodbus() -> bool {
     let ok = Command::new("python3")
         .args(["-c", "import pymodbus"])
         .status()
@@ -39,6 +40,12 @@ fn serve(port: &std::ffi::OsStr, spec: &serde_json::Value, dir: &std::path::Path
             "pymodbus is needed in CI: pip install pymodbus==3.6.9 pyserial"
         );
         eprintln!("skipped: python3 with pymodbus is not installed (pip install pymodbus==3.6.9 pyserial)");
+    }
+    ok
+}
+
+fn serve(port: &std::ffi::OsStr, spec: &serde_json::Value, dir: &std::path::Path) -> Option<Slave> {
+    if !have_pymodbus() {
         return None;
     }
     let writes = dir.join("writes.log");
