@@ -5,7 +5,12 @@
 //! decides how the line is set. Then the connection carries the line's bytes, with telnet's
 //! escaping: a 0xFF data byte travels doubled (IAC IAC) both ways, and negotiation and
 //! subnegotiation are cut out of what is read. We agree to BINARY both ways (no CR/NUL
-//! rewriting) and to COM-PORT-OPTION, and refuse every other option.
+//! rewriting) and to COM-PORT-OPTION, and refuse every other option. (ser2net 4.3 opens with
+//! WILL/DO SUPPRESS-GO-AHEAD, WILL ECHO, DONT ECHO, DO/WILL BINARY and DO COM-PORT-OPTION;
+//! it answers each setting with its own record of the value in force when it answers, which
+//! is why each setting is sent once: two quick baud settings are both answered with the
+//! second, and a pty's even parity is answered though the kernel keeps none. PURGE-DATA is
+//! answered too.)
 //!
 //! Ours, not a crate's: the subset is a handful of bytes (RFC 854's command parser, six
 //! subnegotiations of RFC 2217), and no maintained async crate offers it as a byte stream.
