@@ -2,8 +2,9 @@
 //! serial server and ser2net with RFC 2217, both in front of a pty cable to a pymodbus RTU
 //! unit; pymodbus's own Modbus TCP server, and pymodbus speaking RTU over TCP. Each server is
 //! stopped and started again on its port, which the gateway must treat like an adapter
-//! unplugged and plugged back in. Needs socat, ser2net and python3 with pymodbus: without one
-//! a test skips outside CI and fails in it.
+//! unplugged and plugged back in. Needs socat, ser2net and python3 with pymodbus (and for the
+//! silent-death test root, unshare(1) and ip(8)): without one a test skips outside CI and
+//! fails in it.
 
 mod common;
 
@@ -354,7 +355,7 @@ async fn a_silently_dead_server_is_found_and_reconnected() {
         eprintln!("SKIPPED: needs root and unshare(1) for a private network namespace");
         return;
     }
-    if !common::slave::have_pymodbus() {
+    if !have_tool("ip") || !common::slave::have_pymodbus() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
