@@ -145,7 +145,8 @@ enum ModbusAction {
     /// Read registers (or coils) once and print them every way they read: u16/i16 per
     /// register, 32- and 64-bit values in all four word orders.
     Read {
-        /// The serial device (the RS-485 adapter).
+        /// The serial device (the RS-485 adapter), or a URL as in the config
+        /// (modbus-tcp://HOST:502, tcp://HOST:PORT, rfc2217://HOST:PORT).
         #[arg(long)]
         port: PathBuf,
         /// Line speed.

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio_serial::SerialPortBuilderExt as _;
 use tokio_util::codec::FramedRead;
 
 use crate::modbus::decode::data;
@@ -19,7 +18,7 @@ use crate::serial::framing::{Decoded, FrameDecoder, Framing};
 
 /// What to read and how to reach the unit.
 pub struct Probe {
-    /// The serial device.
+    /// The serial device, or a network transport's URL (`modbus-tcp://host:502`).
     pub port: PathBuf,
     /// Line speed.
     pub baud: u32,
@@ -97,21 +96,27 @@ pub fn main(probe: Probe) -> ExitCode {
 
 /// Sends the read request and waits for one Modbus RTU frame from the unit.
 async fn ask(probe: &Probe, (table, address): (Table, u16)) -> Result<(Vec<u8>, Duration), String> {
-    let port = tokio_serial::new(probe.port.to_string_lossy(), probe.baud)
-        .parity(probe.parity)
-        .stop_bits(probe.stop_bits)
-        .open_native_async()
-        .map_err(|e| format!("cannot open {}: {e}", probe.port.display()))?;
+    let line = crate::config::SerialSettings {
+        baud: probe.baud,
+        data_bits: tokio_serial::DataBits::Eight,
+        parity: probe.parity,
+        stop_bits: probe.stop_bits,
+        flow_control: tokio_serial::FlowControl::None,
+    };
+    let port = crate::serial::link::open(&probe.port, &line).await?;
     let request = read_request(probe.unit, table, address, probe.count);
     let mut frames = FramedRead::new(
         port,
         FrameDecoder::new(&Framing::ModbusRtu(Some(probe.unit)), 300),
     );
-    frames
-        .get_mut()
-        .write_all(&request)
-        .await
-        .map_err(|e| format!("cannot write to {}: {e}", probe.port.display()))?;
+    let port = frames.get_mut();
+    // The flush ends the request: a Modbus TCP link sends it then.
+    async {
+        port.write_all(&request).await?;
+        port.flush().await
+    }
+    .await
+    .map_err(|e| format!("cannot write to {}: {e}", probe.port.display()))?;
     let sent = Instant::now();
     let deadline = tokio::time::Instant::now() + probe.timeout;
     loop {

@@ -156,11 +156,15 @@ pub enum PortSource {
 
 impl PortSource {
     /// What identifies the port: devices with the same key share one line (a bus). The path
-    /// as the system resolves it (two links to one adapter are one port); none for a
-    /// simulator, whose pseudo-terminal is its own.
+    /// as the system resolves it (two links to one adapter are one port), a URL in its
+    /// normal form; none for a simulator, whose pseudo-terminal is its own.
     pub fn key(&self) -> Option<PathBuf> {
         match self {
-            PortSource::Path(p) => Some(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())),
+            PortSource::Path(p) => Some(match crate::serial::link::address::Address::parse(p) {
+                Ok(a) => a.key(),
+                // `check` refuses it; the path as written keeps such devices together.
+                Err(_) => p.clone(),
+            }),
             PortSource::Simulated(_) => None,
         }
     }

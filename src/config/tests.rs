@@ -713,6 +713,32 @@ fn the_password_is_read_from_its_file_never_shown_and_a_readable_file_is_a_warni
 #[test]
 fn every_validation_error_has_its_message() {
     let cases: &[(&str, &str, &[&str])] = &[
+        // Network transports (issue 35): a URL that cannot be used says what to write.
+        (
+            "port: /dev/ttyUSB-test",
+            "port: udp://192.168.1.50:4001",
+            &["devices[0].port", "`udp://` is not a transport serial2mqtt knows", "tcp://HOST:PORT", "rfc2217://HOST:PORT"],
+        ),
+        (
+            "port: /dev/ttyUSB-test",
+            "port: tcp://192.168.1.50",
+            &["devices[0].port", "`tcp://192.168.1.50` has no port number", "e.g. tcp://192.168.1.50:4001"],
+        ),
+        (
+            "port: /dev/ttyUSB-test",
+            "port: rfc2217://serial server:2217",
+            &["devices[0].port", "is not a URL", "rfc2217://HOST:PORT"],
+        ),
+        (
+            "port: /dev/ttyUSB-test",
+            "port: tcp:192.168.1.50:4001",
+            &["devices[0].port", "lacks the `//` after `tcp:`"],
+        ),
+        (
+            "port: /dev/ttyUSB-test",
+            "port: modbus-tcp://192.168.1.50:502",
+            &["devices[0].port", "does not speak Modbus (its framing is `lines`)", "a `modbus:` map", "tcp://HOST:PORT"],
+        ),
         // Device models (issue 34): the device's line, what it meant, what there is.
         (
             "    rules: [climate]",

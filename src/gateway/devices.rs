@@ -236,3 +236,32 @@ impl Devices {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::by_port;
+
+    /// Devices that name one server by one URL (however its host is spelled) share one bus;
+    /// another transport or port on the same host is another line.
+    #[test]
+    fn devices_naming_one_url_share_one_bus() {
+        let unit = |name: &str, port: &str, unit: u8| {
+            format!("  - {{name: {name}, port: \"{port}\", modbus: {{unit: {unit}, points: [{{name: v, input: 0}}]}}, rules: [r]}}\n")
+        };
+        let text = format!(
+            "gateway: {{id: gw}}\nbroker: {{listen: \"127.0.0.1:1884\"}}\ndevices:\n{}{}{}{}rules:\n  r: {{points: true, publish: [{{topic: t, payload: \"{{v}}\"}}]}}\n",
+            unit("a", "tcp://GW.local:4001", 1),
+            unit("b", "rfc2217://gw.local:4001", 1),
+            unit("c", "tcp://gw.local:4001/", 2),
+            unit("d", "modbus-tcp://gw.local:502", 1),
+        );
+        let config = crate::config::parse(&text, std::path::Path::new("gw.yaml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        let groups: Vec<Vec<String>> = by_port(config.devices)
+            .into_iter()
+            .map(|g| g.into_iter().map(|d| d.name).collect())
+            .collect();
+        assert_eq!(groups, [vec!["a", "c"], vec!["b"], vec!["d"]]);
+    }
+}

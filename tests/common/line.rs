@@ -269,15 +269,51 @@ impl Traffic {
 /// Whether the gateway's end of the line (the pty's settings, shared by both its ends) is set
 /// to `gate`'s speed and parity (always, without a gate).
 fn line_matches(fd: std::os::fd::RawFd, gate: Option<(u32, char)>) -> bool {
-    let Some((baud, parity)) = gate else {
+    let Some(gate) = gate else {
         return true;
     };
+    settings(fd) == Some(gate)
+}
+
+/// The speed and parity ('N', 'E', 'O') the serial line at `path` (a pty's slave) is set to
+/// now, as whoever holds it set them; opened without becoming its controlling terminal.
+pub fn line_of(path: &std::path::Path) -> Option<(u32, char)> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    settings(std::os::fd::AsRawFd::as_raw_fd(&f))
+}
+
+/// Whether the serial line at `path` is set to two stop bits (a pty keeps CSTOPB, though it
+/// forces 8 data bits and no parity whatever is asked: Linux's pty_set_termios).
+pub fn two_stop_bits(path: &std::path::Path) -> Option<bool> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    // SAFETY: as in `settings`.
+    let mut t: libc::termios2 = unsafe { std::mem::zeroed() };
+    if unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), libc::TCGETS2, &mut t) } != 0 {
+        return None;
+    }
+    Some(t.c_cflag & libc::CSTOPB != 0)
+}
+
+/// The speed and parity of the terminal `fd`.
+fn settings(fd: std::os::fd::RawFd) -> Option<(u32, char)> {
     // serialport sets any speed through termios2 (BOTHER with the speed in c_ospeed), so the
-    // speed is read the same way. SAFETY: `fd` is the pty master the relay owns for as long
-    // as it runs; TCGETS2 only fills the zeroed struct.
+    // speed is read the same way. SAFETY: `fd` is a terminal its caller holds open for the
+    // call; TCGETS2 only fills the zeroed struct.
     let mut t: libc::termios2 = unsafe { std::mem::zeroed() };
     if unsafe { libc::ioctl(fd, libc::TCGETS2, &mut t) } != 0 {
-        return false;
+        return None;
     }
     let speed = if t.c_cflag & libc::CBAUD == libc::BOTHER {
         t.c_ospeed
@@ -299,7 +335,7 @@ fn line_matches(fd: std::os::fd::RawFd, gate: Option<(u32, char)>) -> bool {
         (true, false) => 'E',
         (true, true) => 'O',
     };
-    speed == baud && set == parity
+    Some((speed, set))
 }
 
 /// What bytes sent at one speed look like read at another.

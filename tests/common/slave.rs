@@ -13,6 +13,23 @@ pub fn slave(
     spec: &serde_json::Value,
     dir: &std::path::Path,
 ) -> Option<Slave> {
+    serve(port.as_os_str(), spec, dir)
+}
+
+/// pymodbus on TCP port `port` of 127.0.0.1: Modbus TCP (MBAP frames), or with `rtu` the RTU
+/// frames a serial server would carry (RTU over TCP).
+pub fn tcp_slave(
+    port: u16,
+    rtu: bool,
+    spec: &serde_json::Value,
+    dir: &std::path::Path,
+) -> Option<Slave> {
+    let target = format!("{}:{port}", if rtu { "rtu-tcp" } else { "tcp" });
+    serve(std::ffi::OsStr::new(&target), spec, dir)
+}
+
+/// Whether python3 with pymodbus is here; in CI its absence fails the test.
+pub fn have_pymodbus() -> bool {
     let ok = Command::new("python3")
         .args(["-c", "import pymodbus"])
         .status()
@@ -23,6 +40,12 @@ pub fn slave(
             "pymodbus is needed in CI: pip install pymodbus==3.6.9 pyserial"
         );
         eprintln!("skipped: python3 with pymodbus is not installed (pip install pymodbus==3.6.9 pyserial)");
+    }
+    ok
+}
+
+fn serve(port: &std::ffi::OsStr, spec: &serde_json::Value, dir: &std::path::Path) -> Option<Slave> {
+    if !have_pymodbus() {
         return None;
     }
     let writes = dir.join("writes.log");

@@ -1,7 +1,9 @@
 """A Modbus RTU slave bus for serial2mqtt's tests: pymodbus, an independent implementation,
-serving one or more unit ids on one serial port.
+serving one or more unit ids on one serial port, or on a TCP port.
 
     python3 tests/modbus/slave.py PORT SPEC.json
+    python3 tests/modbus/slave.py tcp:PORT SPEC.json       (Modbus TCP: MBAP frames)
+    python3 tests/modbus/slave.py rtu-tcp:PORT SPEC.json   (RTU frames over TCP)
 
 SPEC: {"baud": 9600, "units": {"1": {"hr": [..], "ir": [..], "co": [..], "di": [..]}}}: each
 table's values from address 0. A unit listed in "silent" is not served (a dead unit).
@@ -21,8 +23,8 @@ from pymodbus.datastore import (
     ModbusServerContext,
     ModbusSlaveContext,
 )
-from pymodbus.framer import ModbusRtuFramer
-from pymodbus.server import StartAsyncSerialServer
+from pymodbus.framer import ModbusRtuFramer, ModbusSocketFramer
+from pymodbus.server import StartAsyncSerialServer, StartAsyncTcpServer
 
 
 class Reporting(ModbusSequentialDataBlock):
@@ -55,6 +57,26 @@ async def main():
             zero_mode=True,
         )
     context = ModbusServerContext(slaves=devices, single=False)
+    if port.startswith(("tcp:", "rtu-tcp:")):
+        kind, number = port.split(":")
+        framer = ModbusRtuFramer if kind == "rtu-tcp" else ModbusSocketFramer
+        # "ready" once listening: the server is started as a task, its socket bound first.
+        server = asyncio.create_task(
+            StartAsyncTcpServer(
+                context=context, framer=framer, address=("127.0.0.1", int(number))
+            )
+        )
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", int(number))
+                writer.close()
+                break
+            except OSError:
+                continue
+        print("ready", flush=True)
+        await server
+        return
     print("ready", flush=True)
     await StartAsyncSerialServer(
         context=context,

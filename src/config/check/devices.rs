@@ -76,6 +76,7 @@ fn one(
         framing = m.framing.clone();
         checksum = Some(m.checksum.clone());
     }
+    modbus_tcp(&d, &framing, path, p);
     if d.modbus.is_none() || modbus.is_some() {
         let names: Vec<String> = d
             .rules
@@ -142,6 +143,32 @@ fn one(
         rules: RuleSet::new(rules),
         commands,
     })
+}
+
+/// A `modbus-tcp://` port carries Modbus requests only: its device must speak Modbus RTU (a
+/// `modbus:` map, or polls with `modbus_rtu` framing), which the link converts.
+fn modbus_tcp(d: &schema::Device, framing: &Framing, path: &str, p: &mut Problems) {
+    use crate::serial::link::address::{Address, Transport};
+    let Some(port) = &d.port else { return };
+    let Ok(Address::Net {
+        transport: Transport::ModbusTcp,
+        ..
+    }) = Address::parse(port)
+    else {
+        return;
+    };
+    if !matches!(framing, Framing::ModbusRtu(_)) {
+        p.error(
+            &format!("{path}.port"),
+            format!(
+                "device `{}` is on {} but does not speak Modbus (its framing is `{}`)",
+                d.name,
+                port.display(),
+                framing.name()
+            ),
+            Some("give it a `modbus:` map (or `framing: modbus_rtu` and polls); a serial server that passes any bytes is tcp://HOST:PORT".into()),
+        );
+    }
 }
 
 /// `port` or `simulate`: exactly one.

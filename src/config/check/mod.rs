@@ -102,9 +102,19 @@ fn builtin_only_template(text: &str) -> Result<Template, TemplateError> {
 }
 
 /// Checks that `port` can be a serial port: a missing one (it may be plugged in later), and
-/// anything that exists and cannot be one, is a warning saying what it is.
+/// anything that exists and cannot be one, is a warning saying what it is. A network
+/// transport's URL is checked for its form only (the server may be off now); a malformed one
+/// is an error saying what to write.
 fn check_port(port: &Path, key: &str, p: &mut Problems) {
     use std::os::unix::fs::FileTypeExt;
+    match crate::serial::link::address::Address::parse(port) {
+        Ok(crate::serial::link::address::Address::Device(_)) => {}
+        Ok(_) => return,
+        Err(e) => {
+            p.error(key, e.message, Some(e.help));
+            return;
+        }
+    }
     let shown = port.display();
     let help = Some(
         "write the device's path, e.g. /dev/ttyUSB0, or better its /dev/serial/by-id/... link (`serial2mqtt ports` lists them)"
