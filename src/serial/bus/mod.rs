@@ -22,19 +22,28 @@
 //! never retried: the client decides that. One that waited past its expiry, or is for a device
 //! that is offline, is answered at once without line time. The answers to the gateway's own
 //! Modbus reads fill the [`RegisterCache`](crate::modbus::cache::RegisterCache).
+//!
+//! [`line`] cuts the bytes, [`command`] writes commands, [`share`] serves the exchanges.
+
+mod command;
+mod line;
+mod share;
+
+use self::command::{answer_window, command};
+use self::line::Line;
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio_util::codec::{Decoder, FramedRead};
+use tokio_util::codec::FramedRead;
 use tracing::{debug, warn};
 
 use super::exchange::{Exchange, Outcome};
-use super::framing::{Decoded, DropReason, FrameDecoder, Framing, Mux, Protocol, Verify};
+use super::framing::{Decoded, DropReason, Framing};
 use super::link::Link;
 use super::port::{Announced, Inbox, PortTask, Stop, WRITE_TIMEOUT};
 use super::schedule::{Availability, Schedule, Share, Turns};
@@ -43,82 +52,6 @@ use crate::frames::FrameHandler;
 use crate::message::Message;
 use crate::pacing::{RateLimit, LOG_EVERY};
 use crate::stats::DeviceStats;
-
-/// How a port's bytes are cut: by the decoder of the device asked last (one device, or a bus
-/// of devices that answer requests), or by several protocols at once (devices that all talk by
-/// themselves, each frame cut by the framing that recognises it).
-enum Line {
-    Asked {
-        decoders: Vec<FrameDecoder>,
-        active: usize,
-    },
-    /// Boxed: the protocols' decoders and buffers are large beside a list of decoders.
-    Mixed(Box<Mux>),
-}
-
-impl Line {
-    /// The line for `devices`: mixed when several share the port and none is polled.
-    fn new(devices: &[crate::config::Device]) -> Self {
-        if crate::config::model::mixed(&devices.iter().collect::<Vec<_>>()) {
-            let protocols = devices
-                .iter()
-                .map(|d| Protocol {
-                    framing: d.framing.clone(),
-                    max_frame: d.max_frame,
-                    verify: d.checksum.clone().map(|c| -> Verify {
-                        Box::new(move |frame: &[u8]| c.verify(frame).is_ok())
-                    }),
-                })
-                .collect();
-            match Mux::new(protocols) {
-                Ok(mux) => return Line::Mixed(Box::new(mux)),
-                // `check` refuses such a config; should one get here, each device's frames
-                // are cut by the first device's framing, as on a single-device port.
-                Err(why) => warn!("{why}"),
-            }
-        }
-        Line::Asked {
-            decoders: devices
-                .iter()
-                .map(|d| FrameDecoder::new(&d.framing, d.max_frame))
-                .collect(),
-            active: 0,
-        }
-    }
-
-    /// Whose frame was cut short if the port went away now.
-    fn partial(&self, buf: &BytesMut) -> Option<usize> {
-        match self {
-            Line::Asked { decoders, active } => {
-                decoders[*active].has_partial(buf).then_some(*active)
-            }
-            Line::Mixed(mux) => mux.has_partial(buf),
-        }
-    }
-}
-
-impl Decoder for Line {
-    type Item = (usize, Decoded);
-    type Error = std::io::Error;
-
-    fn decode(&mut self, buf: &mut BytesMut) -> std::io::Result<Option<(usize, Decoded)>> {
-        match self {
-            Line::Asked { decoders, active } => {
-                Ok(decoders[*active].decode(buf)?.map(|d| (*active, d)))
-            }
-            Line::Mixed(mux) => mux.decode(buf),
-        }
-    }
-
-    fn decode_eof(&mut self, buf: &mut BytesMut) -> std::io::Result<Option<(usize, Decoded)>> {
-        match self {
-            Line::Asked { decoders, active } => {
-                Ok(decoders[*active].decode_eof(buf)?.map(|d| (*active, d)))
-            }
-            Line::Mixed(mux) => mux.decode_eof(buf),
-        }
-    }
-}
 
 /// What a transaction asked.
 #[derive(Debug, Clone, Copy)]
@@ -328,49 +261,6 @@ impl<'t, 'a> Bus<'t, 'a> {
         Ok(true)
     }
 
-    /// Answers at once the exchanges that waited past their expiry, and those for a device
-    /// that is offline (asking it would cost the line a timeout).
-    fn turn_away(&mut self, now: Instant) {
-        let schedule = &self.schedule;
-        for e in self
-            .clients
-            .drain_where(|e| e.expires <= now || schedule.is_offline(e.member))
-        {
-            let outcome = if e.expires <= now {
-                Outcome::Expired
-            } else {
-                Outcome::Offline
-            };
-            let _ = e.answer.send(outcome);
-        }
-    }
-
-    /// Writes the next client's request; its answer is awaited like a poll's.
-    async fn exchange(&mut self, now: Instant, contended: bool) -> Result<(), Stop> {
-        let Some(e) = self.clients.pop() else {
-            return Ok(());
-        };
-        let Some(d) = self.task.devices.get(e.member) else {
-            let _ = e.answer.send(Outcome::Closed);
-            return Ok(());
-        };
-        switch(&mut self.frames, e.member, true);
-        if let Err(why) = write(self.frames.get_mut(), &e.request).await {
-            let _ = e.answer.send(Outcome::Closed);
-            return Err(Stop::Gone(format!("write error: {why}")));
-        }
-        self.pending = Some(Pending {
-            member: e.member,
-            asked: Asked::Exchange,
-            attempt: 0,
-            deadline: Instant::now() + d.serial.wire_time(e.request.len()) + answer_window(d),
-            started: now,
-            contended,
-        });
-        self.on_line = Some(e);
-        Ok(())
-    }
-
     /// When the loop must look again without any bytes coming in: the transaction's deadline,
     /// or the end of the turnaround when a request waits or a poll is due.
     fn wake(&self, now: Instant) -> Option<Instant> {
@@ -510,43 +400,6 @@ impl<'t, 'a> Bus<'t, 'a> {
         self.publish(messages).await
     }
 
-    /// Counts a finished transaction's line time for the [`Share`], when it was contended.
-    fn account(&mut self, t: &Pending) {
-        if t.contended {
-            self.share
-                .used(matches!(t.asked, Asked::Exchange), t.started.elapsed());
-        }
-    }
-
-    /// The exchange on the line was answered: the frame goes back when its checksum passes.
-    fn answered(&mut self, d: &crate::config::Device, frame: &Bytes) {
-        let Some(e) = self.on_line.take() else {
-            return;
-        };
-        let good = d.checksum.as_ref().is_none_or(|c| c.verify(frame).is_ok());
-        let outcome = if good {
-            Outcome::Answer(frame.clone())
-        } else {
-            Outcome::NoAnswer
-        };
-        let _ = e.answer.send(outcome);
-    }
-
-    /// Keeps the data of a Modbus read's answer for the server's cached reads.
-    fn cache(&self, m: usize, p: usize, frame: &[u8]) {
-        let Some(unit) = &self.task.devices[m].modbus else {
-            return;
-        };
-        let Some(r) = unit.requests.get(p) else {
-            return;
-        };
-        if let Ok(data) = crate::modbus::decode::data(unit.unit, r.table, r.start, r.count, frame) {
-            self.task
-                .cache
-                .store(m, r.table, r.start, r.count, data, Instant::now());
-        }
-    }
-
     /// Hands a frame's or a cycle's messages on; Err when the gateway stops.
     async fn publish(&self, messages: Vec<Message>) -> Result<(), Stop> {
         if !messages.is_empty() && self.task.outlet.send(messages).await.is_err() {
@@ -636,66 +489,6 @@ async fn write(port: &mut Box<dyn Link>, bytes: &[u8]) -> std::io::Result<()> {
                 WRITE_TIMEOUT.as_secs()
             ),
         )),
-    }
-}
-
-/// How long a command waits for an answer: as long as the device's slowest poll does (a
-/// device that is never polled is not waited for).
-fn answer_window(d: &crate::config::Device) -> Duration {
-    d.polls.iter().map(|p| p.timeout).max().unwrap_or_default()
-}
-
-/// Writes one command and answers on its reply topic: Ok(Some(bytes written)), Ok(None) when
-/// it was not written (refused, timed out), Err when the port is gone.
-async fn command(
-    task: &PortTask,
-    port: &mut Box<dyn Link>,
-    request: &Request,
-    limits: &mut Limits,
-) -> Result<Option<usize>, String> {
-    let Some((device, command)) = task.command(request) else {
-        return Ok(None); // routed by an older config: nothing to do
-    };
-    let stats = &task.stats[request.member];
-    let name = &device.name;
-    let rendered = match (command.command.point(), &device.modbus) {
-        (Some(point), Some(unit)) => crate::modbus::write::request(unit, point, &request.payload),
-        _ => command
-            .command
-            .render(&task.gateway, name, &device.framing, &request.payload),
-    };
-    let bytes = match rendered {
-        Ok(bytes) => bytes,
-        Err(why) => {
-            DeviceStats::bump(&stats.commands_rejected);
-            if let Some(n) = limits.commands.hit() {
-                warn!(device = %name, command = %command.command.name, suppressed = n, "command rejected: {why}");
-            }
-            task.reply(command, format!("error: {why}")).await;
-            return Ok(None);
-        }
-    };
-    match write(port, &bytes).await {
-        Ok(()) => {
-            DeviceStats::bump(&stats.commands_written);
-            debug!(device = %name, command = %command.command.name, bytes = bytes.len(), "command written");
-            task.reply(command, "ok".into()).await;
-            Ok(Some(bytes.len()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-            DeviceStats::bump(&stats.commands_failed);
-            if let Some(n) = limits.commands.hit() {
-                warn!(device = %name, command = %command.command.name, suppressed = n, "command not written: {e}");
-            }
-            task.reply(command, format!("error: {e}")).await;
-            Ok(None)
-        }
-        Err(e) => {
-            DeviceStats::bump(&stats.commands_failed);
-            task.reply(command, format!("error: write failed: {e}"))
-                .await;
-            Err(format!("write error: {e}"))
-        }
     }
 }
 
