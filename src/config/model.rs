@@ -186,20 +186,28 @@ pub struct SerialSettings {
 }
 
 impl SerialSettings {
-    /// Bits on the wire per character: start, data, parity, stop.
-    pub fn bits_per_char(&self) -> u32 {
-        let data = match self.data_bits {
+    /// Data bits per character, as a number (5-8).
+    pub fn data_bits_count(&self) -> u8 {
+        match self.data_bits {
             tokio_serial::DataBits::Five => 5,
             tokio_serial::DataBits::Six => 6,
             tokio_serial::DataBits::Seven => 7,
             tokio_serial::DataBits::Eight => 8,
-        };
-        let parity = u32::from(self.parity != tokio_serial::Parity::None);
-        let stop = match self.stop_bits {
+        }
+    }
+
+    /// Stop bits per character, as a number (1 or 2).
+    pub fn stop_bits_count(&self) -> u8 {
+        match self.stop_bits {
             tokio_serial::StopBits::One => 1,
             tokio_serial::StopBits::Two => 2,
-        };
-        1 + data + parity + stop
+        }
+    }
+
+    /// Bits on the wire per character: start, data, parity, stop.
+    pub fn bits_per_char(&self) -> u32 {
+        let parity = u32::from(self.parity != tokio_serial::Parity::None);
+        1 + u32::from(self.data_bits_count()) + parity + u32::from(self.stop_bits_count())
     }
 
     /// How long `bytes` take on the wire at this speed.

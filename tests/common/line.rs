@@ -275,29 +275,29 @@ fn line_matches(fd: std::os::fd::RawFd, gate: Option<(u32, char)>) -> bool {
     settings(fd) == Some(gate)
 }
 
-/// The speed and parity ('N', 'E', 'O') the serial line at `path` (a pty's slave) is set to
-/// now, as whoever holds it set them; opened without becoming its controlling terminal.
-pub fn line_of(path: &std::path::Path) -> Option<(u32, char)> {
+/// The serial line at `path` opened to read its settings, without becoming its controlling
+/// terminal and without waiting for a carrier.
+fn open_line(path: &std::path::Path) -> Option<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    let f = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
         .open(path)
-        .ok()?;
+        .ok()
+}
+
+/// The speed and parity ('N', 'E', 'O') the serial line at `path` (a pty's slave) is set to
+/// now, as whoever holds it set them; opened without becoming its controlling terminal.
+pub fn line_of(path: &std::path::Path) -> Option<(u32, char)> {
+    let f = open_line(path)?;
     settings(std::os::fd::AsRawFd::as_raw_fd(&f))
 }
 
 /// Whether the serial line at `path` is set to two stop bits (a pty keeps CSTOPB, though it
 /// forces 8 data bits and no parity whatever is asked: Linux's pty_set_termios).
 pub fn two_stop_bits(path: &std::path::Path) -> Option<bool> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
-        .open(path)
-        .ok()?;
+    let f = open_line(path)?;
     // SAFETY: as in `settings`.
     let mut t: libc::termios2 = unsafe { std::mem::zeroed() };
     if unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), libc::TCGETS2, &mut t) } != 0 {

@@ -175,21 +175,12 @@ impl Rfc2217 {
 impl Telnet {
     /// Queues the five settings' subnegotiations.
     fn settings(&mut self, s: &SerialSettings) {
-        use tokio_serial::{DataBits, FlowControl, Parity, StopBits};
-        let size = match s.data_bits {
-            DataBits::Five => 5,
-            DataBits::Six => 6,
-            DataBits::Seven => 7,
-            DataBits::Eight => 8,
-        };
+        use tokio_serial::{FlowControl, Parity};
+        let (size, stop) = (s.data_bits_count(), s.stop_bits_count());
         let parity = match s.parity {
             Parity::None => 1,
             Parity::Odd => 2,
             Parity::Even => 3,
-        };
-        let stop = match s.stop_bits {
-            StopBits::One => 1,
-            StopBits::Two => 2,
         };
         let control = match s.flow_control {
             FlowControl::None => 1,
@@ -338,23 +329,17 @@ impl Telnet {
 
 /// Line settings as `19200 8E1`.
 fn line_text(s: &SerialSettings) -> String {
-    use tokio_serial::{DataBits, Parity, StopBits};
-    let size = match s.data_bits {
-        DataBits::Five => 5,
-        DataBits::Six => 6,
-        DataBits::Seven => 7,
-        DataBits::Eight => 8,
-    };
     let parity = match s.parity {
-        Parity::None => 'N',
-        Parity::Odd => 'O',
-        Parity::Even => 'E',
+        tokio_serial::Parity::None => 'N',
+        tokio_serial::Parity::Odd => 'O',
+        tokio_serial::Parity::Even => 'E',
     };
-    let stop = match s.stop_bits {
-        StopBits::One => 1,
-        StopBits::Two => 2,
-    };
-    format!("{} {size}{parity}{stop}", s.baud)
+    format!(
+        "{} {}{parity}{}",
+        s.baud,
+        s.data_bits_count(),
+        s.stop_bits_count()
+    )
 }
 
 /// Appends `bytes` with every 0xFF doubled.
