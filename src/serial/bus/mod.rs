@@ -150,7 +150,7 @@ pub(super) async fn serve(
                 Ok(())
             }
             Event::Exchange(exchange) => {
-                bus.clients.push(exchange.client, exchange);
+                bus.take(exchange);
                 Ok(())
             }
             Event::Wake => bus.overdue().await,

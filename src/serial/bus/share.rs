@@ -9,10 +9,20 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::{answer_window, switch, write, Asked, Bus, Pending};
-use crate::serial::exchange::Outcome;
+use crate::serial::exchange::{Exchange, Outcome};
 use crate::serial::port::Stop;
 
 impl Bus<'_, '_> {
+    /// A new exchange: one for a device that is offline is answered at once, even while the
+    /// line is busy; any other waits for its turn.
+    pub(super) fn take(&mut self, e: Exchange) {
+        if self.schedule.is_offline(e.member) {
+            let _ = e.answer.send(Outcome::Offline);
+        } else {
+            self.clients.push(e.client, e);
+        }
+    }
+
     /// Answers at once the exchanges that waited past their expiry, and those for a device
     /// that is offline (asking it would cost the line a timeout).
     pub(super) fn turn_away(&mut self, now: Instant) {
