@@ -331,12 +331,16 @@ async fn a_full_disk_keeps_the_newest_counts_the_drops_and_recovers_when_space_r
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let got: std::collections::BTreeSet<u64> = upstream.payloads(TOPIC).into_iter().collect();
-        if (n + 1..=n + 2000).all(|s| got.contains(&s)) {
+        let missing: Vec<u64> = (n + 1..=n + 2000).filter(|s| !got.contains(s)).collect();
+        if missing.is_empty() {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "readings after recovery missing\n{}",
+            "readings after recovery missing: {} of them, from {} to {}\n{}",
+            missing.len(),
+            missing[0],
+            missing[missing.len() - 1],
             gw.logs()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
