@@ -198,6 +198,18 @@ async fn queue_acked(stats: &mut Subscriber) {
     }
 }
 
+/// Sorted numbers as runs of consecutive ones, `(first, last)`.
+fn runs(numbers: &[u64]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &n in numbers {
+        match out.last_mut() {
+            Some((_, last)) if *last + 1 == n => *last = n,
+            _ => out.push((n, n)),
+        }
+    }
+    out
+}
+
 #[tokio::test]
 async fn a_full_disk_keeps_the_newest_counts_the_drops_and_recovers_when_space_returns() {
     if !can_unshare() {
@@ -331,12 +343,15 @@ async fn a_full_disk_keeps_the_newest_counts_the_drops_and_recovers_when_space_r
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let got: std::collections::BTreeSet<u64> = upstream.payloads(TOPIC).into_iter().collect();
-        if (n + 1..=n + 2000).all(|s| got.contains(&s)) {
+        let missing: Vec<u64> = (n + 1..=n + 2000).filter(|s| !got.contains(s)).collect();
+        if missing.is_empty() {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "readings after recovery missing\n{}",
+            "readings after recovery missing: {} of them, {:?}\n{}",
+            missing.len(),
+            runs(&missing),
             gw.logs()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -844,3 +844,40 @@ fn a_reader_waiting_in_the_gap_after_a_restart_does_not_reread_old_segments() {
     let seq = q.append(&[msg(1)]).unwrap()[0].unwrap();
     assert_eq!(seqs(&q.read(from, 1000, 1 << 30).unwrap()), vec![seq]);
 }
+
+/// A reader that caught up with the segment being written holds what it read ahead of the
+/// data: space allocated ahead, zeros. Once that segment is finished and the next one started,
+/// the records written into those zeros in between must still be read, not taken for padding
+/// (they were skipped, silently, and the segment marked as read to its end).
+#[test]
+fn a_reader_caught_up_with_a_segment_that_is_then_finished_reads_the_rest_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut q, _) = open(dir.path(), opts(1 << 24, 1 << 16));
+    append_n(&mut q, 0..10);
+    assert_eq!(
+        seqs(&q.read(1, 100, 1 << 30).unwrap()),
+        (1..=10).collect::<Vec<_>>()
+    );
+    // More than a segment holds, in one commit: the first segment is filled and finished.
+    append_n(&mut q, 10..3000);
+    assert!(q.stats().segments > 1);
+    let mut from = 11;
+    let mut got = Vec::new();
+    loop {
+        let recs = q.read(from, 100, 1 << 30).unwrap();
+        let Some(last) = recs.last() else { break };
+        from = last.seq + 1;
+        got.extend(seqs(&recs));
+    }
+    let missing: Vec<u64> = (11..=3000).filter(|s| !got.contains(s)).collect();
+    assert_eq!(
+        (missing.len(), missing.first(), missing.last()),
+        (0, None, None),
+        "records never read (how many, first, last)"
+    );
+    assert!(
+        got.windows(2).all(|w| w[1] == w[0] + 1),
+        "in order, once each"
+    );
+    assert_eq!(q.drops(), Drops::default());
+}

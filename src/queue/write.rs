@@ -140,8 +140,23 @@ impl Queue {
         self.total_bytes += seg.bytes;
         self.written += PAGE_BYTES;
         self.committed = seg.bytes;
+        let finished = self.segments.back().map(|s| s.first);
         self.segments.push_back(seg);
         self.active = f;
+        // A reader that caught up with the finished segment read ahead of its data: space
+        // allocated ahead, zeros, into which records were written since. Only the segment being
+        // written is refreshed at each read, so its read-ahead is dropped now; read as padding,
+        // those records would be skipped, and the segment taken as read to its end.
+        if let Some(pos) = self
+            .read
+            .as_mut()
+            .filter(|p| Some(p.segment_first) == finished)
+        {
+            if pos.reader.refresh().is_err() {
+                // Read again from the segment's start (records before `from` are skipped).
+                self.read = None;
+            }
+        }
         cursor::sync_dir(&self.dir)?;
         Ok(())
     }
