@@ -93,8 +93,13 @@ impl Queue {
                     self.read = Some(pos);
                 }
                 Ok(None) if idx + 1 < self.segments.len() => {
-                    // Read to its end: its last record is known from now on.
-                    if pos.from > first && !self.segments[idx].damaged {
+                    // Read to its end: its last record is known from now on. The writer's (or
+                    // the opening scan's) record of it stands when there is one: a reader's view
+                    // can be stale, and a wrong `last` would make later reads skip records.
+                    if pos.from > first
+                        && !self.segments[idx].damaged
+                        && self.segments[idx].last.is_none()
+                    {
                         self.segments[idx].last = Some(pos.from - 1);
                     }
                     from = from.max(following);
