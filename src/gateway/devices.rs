@@ -109,8 +109,6 @@ impl Devices {
                     member: m,
                     unit: unit.unit,
                     cache: Arc::clone(&cache),
-                    stats: Arc::clone(&stats[m]),
-                    timeout: d.polls.iter().map(|p| p.timeout).max().unwrap_or_default(),
                 };
                 self.shared.register(&d.name, target);
             }

@@ -133,11 +133,9 @@ pub fn respond(unit: u8, table: Table, start: u16, count: u16, regs: &Registers)
             data.extend_from_slice(&at(start.wrapping_add(i)).to_be_bytes());
         }
     }
-    let mut frame = vec![unit, function, data.len() as u8];
-    frame.extend_from_slice(&data);
-    let crc = crc::Crc::<u16>::new(&crc::CRC_16_MODBUS).checksum(&frame);
-    frame.extend_from_slice(&crc.to_le_bytes());
-    frame
+    let mut pdu = vec![function, data.len() as u8];
+    pdu.extend_from_slice(&data);
+    crate::modbus::mbap::rtu(unit, &pdu)
 }
 
 /// One entry per address.

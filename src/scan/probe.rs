@@ -236,9 +236,7 @@ async fn identify(
     line: Line,
     unit: u8,
 ) -> std::io::Result<Option<String>> {
-    let mut request = vec![unit, 0x2B, 0x0E, 0x01, 0x00];
-    let crc = crc::Crc::<u16>::new(&crc::CRC_16_MODBUS).checksum(&request);
-    request.extend_from_slice(&crc.to_le_bytes());
+    let request = crate::modbus::mbap::rtu(unit, &[0x2B, 0x0E, 0x01, 0x00]);
     let answer = exchange(port, line, &request, presence_timeout(line) + line.wire(64)).await?;
     Ok(parse_identification(unit, &answer))
 }
@@ -248,10 +246,7 @@ pub fn parse_identification(unit: u8, frame: &[u8]) -> Option<String> {
     if frame.len() < 10 || frame[0] != unit || frame[1] != 0x2B || frame[2] != 0x0E {
         return None;
     }
-    let crc = crc::Crc::<u16>::new(&crc::CRC_16_MODBUS).checksum(&frame[..frame.len() - 2]);
-    if frame[frame.len() - 2..] != crc.to_le_bytes() {
-        return None;
-    }
+    crate::modbus::mbap::from_rtu(frame)?;
     let count = usize::from(*frame.get(7)?);
     let mut at = 8;
     let mut parts = Vec::new();
@@ -397,8 +392,7 @@ mod tests {
             frame.push(text.len() as u8);
             frame.extend_from_slice(text.as_bytes());
         }
-        let crc = crc::Crc::<u16>::new(&crc::CRC_16_MODBUS).checksum(&frame);
-        frame.extend_from_slice(&crc.to_le_bytes());
+        let frame = crate::modbus::mbap::rtu(frame[0], &frame[1..]);
         assert_eq!(
             parse_identification(7, &frame).as_deref(),
             Some("Eastron SDM630 2.03")

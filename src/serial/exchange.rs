@@ -6,13 +6,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::modbus::cache::RegisterCache;
-use crate::stats::DeviceStats;
 
 /// Exchanges a port task holds before it stops taking more (the server bounds each client's
 /// share of it; see `modbus_server.max_queued`).
@@ -59,10 +58,6 @@ pub struct Target {
     pub unit: u8,
     /// Its latest readings.
     pub cache: Arc<RegisterCache>,
-    /// Its counters (online, for a quick refusal).
-    pub stats: Arc<DeviceStats>,
-    /// How long the device is waited for on the line.
-    pub timeout: Duration,
 }
 
 /// The devices that can be reached by name; shared by the gateway (which changes it as port

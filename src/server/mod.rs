@@ -92,22 +92,6 @@ impl Counters {
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
-
-    /// One line for the log.
-    fn line(&self) -> String {
-        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        format!(
-            "{} forwarded, {} cached, {} denied, {} malformed, {} unknown unit, {} busy, {} unanswered, {} connections closed",
-            n(&self.forwarded),
-            n(&self.cached),
-            n(&self.denied),
-            n(&self.malformed),
-            n(&self.unknown_unit),
-            n(&self.busy),
-            n(&self.unanswered),
-            n(&self.closed)
-        )
-    }
 }
 
 /// What every connection shares.
@@ -211,10 +195,10 @@ impl Bound {
             }
             tracker.close();
             tracker.wait().await;
-            let refused = admission.refused.load(Ordering::Relaxed);
+            let m = self.shared.summary();
             info!(
-                "Modbus TCP server stopped: {}, {refused} connections refused",
-                self.shared.counters.line()
+                "Modbus TCP server stopped: {} forwarded, {} cached, {} denied, {} malformed, {} unknown unit, {} busy, {} unanswered, {} connections closed, {} refused",
+                m.forwarded, m.cached, m.denied, m.malformed, m.unknown_unit, m.busy, m.unanswered, m.closed, m.refused_connections
             );
         })
     }
